@@ -1,0 +1,54 @@
+"""pytest-modelpack: regression tests for pickled compound models.
+
+Golden bundles committed to the repository; Hypothesis inputs comparing live, reloaded and golden
+models on CPU and CUDA; loud failures on code drift, unpicklable attributes and unsafe goldens.
+
+Importing this package is cheap: torch and hypothesis load only when a check runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (
+    CodeDrift,
+    CorruptGolden,
+    LoadError,
+    LossyRoundTrip,
+    MissingGolden,
+    ModelpackError,
+    Nondeterministic,
+    OutputMismatch,
+    Unpicklable,
+    UnsafeGolden,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "apply_model",
+    "ModelpackError",
+    "Unpicklable",
+    "LossyRoundTrip",
+    "Nondeterministic",
+    "LoadError",
+    "UnsafeGolden",
+    "CorruptGolden",
+    "CodeDrift",
+    "OutputMismatch",
+    "MissingGolden",
+    "__version__",
+]
+
+
+def apply_model(
+    model: Any,
+    x: Any,
+    single: bool = True,
+    batch_size: int | None = None,
+    device: str | None = None,
+) -> Any:
+    """Apply a compound model the seed's way (see :func:`pytest_modelpack.apply.apply_model`)."""
+    from .apply import apply_model as _apply_model
+
+    return _apply_model(model, x, single=single, batch_size=batch_size, device=device)

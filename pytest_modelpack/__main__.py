@@ -1,0 +1,5 @@
+"""``python -m pytest_modelpack`` runs the ``modelpack`` command line."""
+
+from .cli import main
+
+raise SystemExit(main())

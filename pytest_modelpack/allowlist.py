@@ -1,0 +1,409 @@
+"""Which globals a golden may reference: exact ``module.qualname`` pairs, decided per name.
+
+Three sources, nothing else (in particular nothing the golden itself says):
+
+* a built-in set: torch tensor/parameter/storage rebuild functions, dtypes, ``torch.nn`` module
+  classes, containers, numpy arrays, sentencepiece processors;
+* classes and functions defined in the project's own modules, resolved without importing anything
+  outside the project;
+* the ``extra`` entries the user configured.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.machinery
+import inspect
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_modelpack.errors import UsageError
+
+__all__ = ["Allowlist", "Decision", "builtin_globals"]
+
+#: Directories whose files are never project code, wherever they sit under the project root.
+_NOT_PROJECT_DIRS = frozenset(
+    {"site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox", "build", "__pypackages__"}
+)
+
+_TORCH_REBUILD = (
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch._utils", "_rebuild_device_tensor_from_numpy"),
+    ("torch._utils", "_rebuild_qtensor"),
+    ("torch._utils", "_rebuild_sparse_tensor"),
+    ("torch._utils", "_rebuild_meta_tensor_no_storage"),
+    ("torch._tensor", "_rebuild_from_type_v2"),
+    # Safe only because the scanner follows the payload and the loader replaces it with a
+    # weights_only torch.load; see scan.py and load.py.
+    ("torch.storage", "_load_from_bytes"),
+    ("torch.storage", "UntypedStorage"),
+    ("torch.storage", "TypedStorage"),
+    ("torch", "Size"),
+    ("torch", "device"),
+    ("torch.nn.parameter", "Parameter"),
+)
+_LEGACY_STORAGES = (
+    "FloatStorage",
+    "DoubleStorage",
+    "HalfStorage",
+    "BFloat16Storage",
+    "LongStorage",
+    "IntStorage",
+    "ShortStorage",
+    "CharStorage",
+    "ByteStorage",
+    "BoolStorage",
+    "ComplexFloatStorage",
+    "ComplexDoubleStorage",
+)
+_PLAIN = (
+    ("collections", "OrderedDict"),
+    ("collections", "defaultdict"),
+    ("collections", "deque"),
+    # Plain value types: constructing them runs no user-controlled code. int is what a pickled
+    # SentencePieceProcessor references (its _return_type attribute).
+    *(
+        ("builtins", name)
+        for name in (
+            "set",
+            "frozenset",
+            "bytearray",
+            "bytes",
+            "complex",
+            "slice",
+            "range",
+            "object",
+            "int",
+            "float",
+            "str",
+            "bool",
+            "list",
+            "dict",
+            "tuple",
+        )
+    ),
+    ("copyreg", "_reconstructor"),  # protocols 0-1 objects
+    ("_codecs", "encode"),  # protocols 0-2 bytes
+    ("functools", "partial"),
+    ("_io", "BytesIO"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    # A pickled SentencePieceProcessor references only this class (checked with a real one);
+    # its __setstate__ reloads the serialized model proto.
+    ("sentencepiece", "SentencePieceProcessor"),
+)
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_globals() -> frozenset[tuple[str, str]]:
+    """The built-in allowlist as exact ``(module, qualname)`` pairs (imports torch once)."""
+    pairs = set(_TORCH_REBUILD) | set(_PLAIN)
+    pairs.update(("torch", name) for name in _LEGACY_STORAGES)
+    try:
+        import torch
+        import torch.nn.modules
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return frozenset(pairs)
+    # vars(), not dir()+getattr: torch's module __getattr__ would import lazy submodules.
+    for name, value in vars(torch).items():
+        # A dtype pickles as the global torch.<name>; layouts and qschemes (sparse and
+        # quantized tensor rebuilds) and memory formats the same way.
+        if isinstance(value, torch.dtype | torch.layout | torch.qscheme | torch.memory_format):
+            pairs.add(("torch", name))
+    for name in torch.nn.modules.__all__:
+        cls = getattr(torch.nn.modules, name, None)
+        if isinstance(cls, type):
+            pairs.add((cls.__module__, cls.__qualname__))
+    try:
+        import numpy.dtypes
+    except ImportError:
+        pass
+    else:
+        for name, value in vars(numpy.dtypes).items():
+            if name.endswith("DType") and isinstance(value, type):
+                pairs.add(("numpy.dtypes", name))
+    return frozenset(pairs)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether one global may be unpickled, and why.
+
+    ``kind`` is ``"builtin"`` (standard library) or ``"third-party"`` for entries of the built-in
+    set, ``"project"``, ``"extra"`` (the user's configured entries) or ``"refused"``. ``missing`` is
+    True when a refused name does not resolve at all (module not found, attribute missing): a
+    renamed or moved class, a load error rather than an attack.
+    """
+
+    allowed: bool
+    kind: str
+    reason: str
+    missing: bool = False
+
+
+def _valid_dotted(name: str) -> bool:
+    return bool(name) and all(part.isidentifier() for part in name.split("."))
+
+
+def _split_extra(entry: str) -> tuple[str, str | None]:
+    """'module:qualname' -> (module, qualname); 'module.qualname' -> (dotted, None)."""
+    text = entry.strip()
+    if ":" in text:
+        module, _, qualname = text.partition(":")
+        module, qualname = module.strip(), qualname.strip()
+        if not (_valid_dotted(module) and _valid_dotted(qualname)):
+            raise UsageError(
+                f"invalid safe-global entry {entry!r}",
+                fix="write it as module.qualname or module:qualname, e.g. mypkg.model:Net",
+            )
+        return module, qualname
+    if not _valid_dotted(text) or "." not in text:
+        raise UsageError(
+            f"invalid safe-global entry {entry!r}",
+            fix="write it as module.qualname or module:qualname, e.g. mypkg.model.Net",
+        )
+    return text, None
+
+
+class Allowlist:
+    """Decides, per exact ``(module, qualname)``, whether a golden may import a global.
+
+    ``project_root`` is the project whose own classes and functions are trusted (None: no project
+    code). ``extra`` holds the user's additional entries, ``"module.qualname"`` or
+    ``"module:qualname"``; the colon form is exact, the dotted form is split at the longest prefix
+    that names an existing module. Decisions are cached.
+    """
+
+    def __init__(self, project_root: Path | str | None, extra: Iterable[str] = ()) -> None:
+        self.project_root = Path(os.path.realpath(project_root)) if project_root else None
+        self._extra_exact: set[tuple[str, str]] = set()
+        self._extra_dotted: set[str] = set()
+        for entry in extra:
+            if not entry.strip():
+                continue
+            module, qualname = _split_extra(entry)
+            if qualname is None:
+                self._extra_dotted.add(module)
+            else:
+                self._extra_exact.add((module, qualname))
+        self._cache: dict[tuple[str, str], Decision] = {}
+        self._splits: dict[str, tuple[str, str]] = {}
+
+    def check(self, module: str, qualname: str) -> Decision:
+        """Decide whether ``module.qualname`` may be unpickled."""
+        key = (module, qualname)
+        decision = self._cache.get(key)
+        if decision is None:
+            decision = self._cache[key] = self._decide(module, qualname)
+        return decision
+
+    def classify(self, module: str) -> str:
+        """``"builtin"`` (standard library), ``"project"`` or ``"third-party"``; imports nothing."""
+        top = module.partition(".")[0]
+        if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+            return "builtin"
+        if self.project_root is not None and _valid_dotted(module):
+            if self._locate_in_project(module)[0] == "ok":
+                return "project"
+        return "third-party"
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def _decide(self, module: str, qualname: str) -> Decision:
+        if "<locals>" in qualname.split("."):
+            return Decision(
+                False, "refused", "a class or function defined inside a function (<locals>)"
+            )
+        if not (_valid_dotted(module) and _valid_dotted(qualname)):
+            return Decision(False, "refused", "not a valid module and qualified name")
+        top = module.partition(".")[0]
+        stdlib = top in sys.stdlib_module_names or top in sys.builtin_module_names
+        if (module, qualname) in builtin_globals():
+            kind = "builtin" if stdlib else "third-party"
+            return Decision(True, kind, "on the built-in allowlist")
+        project_refusal: Decision | None = None
+        if self.project_root is not None and not stdlib:
+            project = self._decide_project(module, qualname)
+            if project is not None:
+                if project.allowed:
+                    return project
+                project_refusal = project
+        if (module, qualname) in self._extra_exact:
+            return Decision(True, "extra", "listed in the extra safe globals")
+        if f"{module}.{qualname}" in self._extra_dotted and self._extra_split_matches(
+            module, qualname
+        ):
+            return Decision(True, "extra", "listed in the extra safe globals")
+        if project_refusal is not None:
+            return project_refusal
+        where = "standard library" if stdlib else "third-party"
+        return Decision(False, "refused", f"not on the allowlist ({where} code)")
+
+    def _decide_project(self, module: str, qualname: str) -> Decision | None:
+        """The verdict for a project module; None when ``module`` is not project code."""
+        status, detail = self._locate_in_project(module)
+        if status == "outside":
+            return None
+        if status == "missing":
+            # Not found anywhere we may look: a renamed or moved project module, most likely.
+            return Decision(False, "refused", detail, missing=True)
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            return Decision(False, "refused", f"cannot import {module}: {exc}", missing=True)
+        except Exception as exc:  # project code failed at import: report, don't crash the scan
+            return Decision(
+                False, "refused", f"importing {module} failed: {type(exc).__name__}: {exc}"
+            )
+        # An import hook (sys.meta_path) could have loaded something other than the file found.
+        origin = getattr(mod, "__file__", None)
+        if origin is None or not self._in_project(origin):
+            return Decision(
+                False, "refused", f"module {module} was imported from outside the project"
+            )
+        obj: object = mod
+        parts = qualname.split(".")
+        for i, part in enumerate(parts):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                return Decision(
+                    False,
+                    "refused",
+                    f"module {module} has no attribute {'.'.join(parts[: i + 1])}",
+                    missing=True,
+                )
+            except Exception as exc:
+                return Decision(False, "refused", f"looking up {qualname} failed: {exc}")
+            if i < len(parts) - 1 and not isinstance(obj, type):
+                what = "a module object" if inspect.ismodule(obj) else type(obj).__name__
+                return Decision(
+                    False,
+                    "refused",
+                    f"{module}.{'.'.join(parts[: i + 1])} is {what}; a qualified name may only "
+                    "pass through classes",
+                )
+        if inspect.ismodule(obj):
+            return Decision(False, "refused", "resolves to a module object")
+        if not (isinstance(obj, type) or inspect.isfunction(obj)):
+            return Decision(
+                False, "refused", f"resolves to a {type(obj).__name__}, not a class or function"
+            )
+        if obj.__module__ != module or obj.__qualname__ != qualname:
+            return Decision(
+                False,
+                "refused",
+                f"resolves to {obj.__module__}.{obj.__qualname__}, defined elsewhere",
+            )
+        where = Path(os.path.realpath(origin)).relative_to(self.project_root or "/")
+        return Decision(True, "project", f"defined in the project ({where.as_posix()})")
+
+    # -- project location without importing ----------------------------------------------------
+
+    def _in_project(self, path: str | os.PathLike[str]) -> bool:
+        if self.project_root is None:
+            return False
+        try:
+            rel = Path(os.path.realpath(path)).relative_to(self.project_root)
+        except ValueError:
+            return False
+        return not any(part in _NOT_PROJECT_DIRS for part in rel.parts)
+
+    def _locate_in_project(self, module: str) -> tuple[str, str]:
+        """("ok" | "outside" | "missing", detail) for ``module``, executing no module code.
+
+        Each dotted level must itself be project code before its ``__path__`` is searched, so a
+        lookup never wanders into (or imports) another distribution.
+        """
+        parts = module.split(".")
+        search: list[str] | None = None  # None: sys.path
+        for i in range(len(parts)):
+            name = ".".join(parts[: i + 1])
+            loaded = sys.modules.get(name)
+            if loaded is not None:
+                origin = getattr(loaded, "__file__", None)
+                locations = getattr(loaded, "__path__", None)
+            else:
+                try:
+                    spec = importlib.machinery.PathFinder.find_spec(name, search)
+                except (ImportError, ValueError, OSError):
+                    spec = None
+                if spec is None:
+                    return "missing", f"module {name} not found in the project"
+                origin = spec.origin if spec.has_location else None
+                locations = spec.submodule_search_locations
+            if origin is not None:
+                if not self._in_project(origin):
+                    return "outside", f"module file outside the project: {origin}"
+            elif not locations or not all(self._in_project(p) for p in locations):
+                return "outside", f"module {name} is not in the project"
+            if i < len(parts) - 1:
+                if locations is None:
+                    return "missing", f"module {name} is not a package"
+                search = list(locations)
+        return "ok", ""
+
+    def _extra_split_matches(self, module: str, qualname: str) -> bool:
+        """Is ``module`` where the dotted extra entry ``module.qualname`` splits?"""
+        entry = f"{module}.{qualname}"
+        split = self._splits.get(entry)
+        if split is None:
+            split = self._splits[entry] = _split_dotted(entry)
+        return split == (module, qualname)
+
+
+def _split_dotted(entry: str) -> tuple[str, str]:
+    """Split ``a.b.C.meth`` at the longest prefix that names an existing module.
+
+    Found without importing (sys.modules, then the import path). When no prefix is found, the
+    qualified name starts at the first capitalized part (a class, by convention), else it is the
+    last part.
+    """
+    parts = entry.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        if _module_exists(".".join(parts[:i])):
+            return ".".join(parts[:i]), ".".join(parts[i:])
+    for i in range(1, len(parts)):
+        if parts[i][:1].isupper():
+            return ".".join(parts[:i]), ".".join(parts[i:])
+    return ".".join(parts[:-1]), parts[-1]
+
+
+def _module_exists(name: str) -> bool:
+    return _module_locations(name) is not False
+
+
+def _module_locations(name: str) -> list[str] | None | bool:
+    """False when ``name`` is no module; else its package search locations (None: not a package).
+
+    Never imports: sys.modules first, then ``PathFinder`` over the parent package's locations.
+    """
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        path = getattr(loaded, "__path__", None)
+        return list(path) if path is not None else None
+    parent, _, _ = name.rpartition(".")
+    search = None
+    if parent:
+        found = _module_locations(parent)
+        if not isinstance(found, list):
+            return False
+        search = found
+    try:
+        spec = importlib.machinery.PathFinder.find_spec(name, search)
+    except (ImportError, ValueError, OSError):
+        return False
+    if spec is None:
+        return False
+    locations = spec.submodule_search_locations
+    return list(locations) if locations is not None else None

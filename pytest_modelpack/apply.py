@@ -1,0 +1,234 @@
+"""Running a compound model on one input: the seed's ``apply_model`` pattern, and device placement.
+
+A compound model is rarely one ``nn.Module``: the seed's final wrapper is a plain class holding a
+sentencepiece tokenizer, an ``nn.Module`` and a reader, with ``preprocess`` / ``forward`` /
+``postprocess``. :func:`apply_model` runs such an object the way production would; plain callables
+are just called. :func:`placed` moves every module reachable from the object to a device for the
+duration of a check and puts everything back afterwards, so no test leaks state into another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+__all__ = ["apply_model", "collate", "uncollate", "to_device", "reachable_modules", "placed"]
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def is_compound(model: Any) -> bool:
+    """True when ``model`` follows the preprocess/forward/postprocess pattern."""
+    return callable(getattr(model, "preprocess", None)) and callable(
+        getattr(model, "forward", None)
+    )
+
+
+def collate(items: Sequence[Any]) -> Any:
+    """Collate preprocessed items into one batch.
+
+    Tensors (and numpy arrays) are stacked along a new first dimension, dicts, lists and tuples are
+    collated position by position (they are containers of fields, not of samples), and any other
+    leaf (a string, a number) becomes a list with one entry per sample.
+    """
+    torch = _torch()
+    first = items[0]
+    if isinstance(first, torch.Tensor):
+        try:
+            return torch.stack(list(items))
+        except RuntimeError as exc:
+            shapes = sorted({tuple(t.shape) for t in items})
+            raise ValueError(
+                f"cannot batch tensors of different shapes {shapes}: pad them in preprocess, "
+                "or apply the model with single=True"
+            ) from exc
+    if type(first).__module__ == "numpy" and hasattr(first, "shape"):
+        return collate([torch.from_numpy(item) for item in items])
+    if isinstance(first, dict):
+        return {key: collate([item[key] for item in items]) for key in first}
+    if isinstance(first, (list, tuple)):
+        fields = [collate(list(group)) for group in zip(*items)]
+        if hasattr(first, "_fields"):  # namedtuple
+            return type(first)(*fields)
+        return type(first)(fields)
+    return list(items)
+
+
+def uncollate(batch: Any, n: int) -> list[Any]:
+    """Split a model output batch back into ``n`` per-sample outputs (inverse of :func:`collate`)."""
+    torch = _torch()
+    if isinstance(batch, torch.Tensor):
+        if batch.dim() == 0 or batch.shape[0] != n:
+            raise ValueError(
+                f"forward returned a tensor of shape {tuple(batch.shape)}, expected a first "
+                f"(batch) dimension of {n}"
+            )
+        return [batch[i] for i in range(n)]
+    if isinstance(batch, dict):
+        split = {key: uncollate(value, n) for key, value in batch.items()}
+        return [{key: split[key][i] for key in batch} for i in range(n)]
+    if isinstance(batch, (list, tuple)):
+        if (
+            isinstance(batch, list)
+            and len(batch) == n
+            and not any(isinstance(v, (torch.Tensor, dict, list, tuple)) for v in batch)
+        ):
+            return list(batch)
+        columns = [uncollate(value, n) for value in batch]
+        rows = [[column[i] for column in columns] for i in range(n)]
+        if hasattr(batch, "_fields"):
+            return [type(batch)(*row) for row in rows]
+        return [type(batch)(row) for row in rows]
+    return [batch] * n
+
+
+def to_device(value: Any, device: Any) -> Any:
+    """Move every tensor inside a nested dict/list/tuple structure to ``device``."""
+    torch = _torch()
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return type(value)((k, to_device(v, device)) for k, v in value.items())
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(to_device(v, device) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_device(v, device) for v in value)
+    return value
+
+
+def reachable_modules(obj: Any) -> list[Any]:
+    """Every top-level ``nn.Module`` reachable from ``obj`` through attributes and containers.
+
+    Submodules of a found module are not listed separately (moving the parent moves them). The
+    walk follows instance ``__dict__``/``__slots__``, lists, tuples, sets and dict values, and
+    stops at modules, tensors and anything already seen.
+    """
+    torch = _torch()
+    found: list[Any] = []
+    seen: set[int] = set()
+    stack = [obj]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, torch.nn.Module):
+            found.append(current)
+            continue
+        if isinstance(current, (torch.Tensor, str, bytes, int, float, bool, type(None), type)):
+            continue
+        if isinstance(current, dict):
+            stack.extend(reversed(list(current.values())))
+            continue
+        if isinstance(current, (list, tuple, set, frozenset)):
+            stack.extend(reversed(list(current)))
+            continue
+        children: list[Any] = []
+        state = getattr(current, "__dict__", None)
+        if isinstance(state, dict):
+            children.extend(state.values())
+        for klass in type(current).__mro__:
+            for slot in getattr(klass, "__slots__", ()) if klass is not object else ():
+                if isinstance(slot, str) and hasattr(current, slot):
+                    children.append(getattr(current, slot))
+        stack.extend(reversed(children))
+    return found
+
+
+def _all_training_flags(modules: list[Any]) -> list[tuple[Any, bool]]:
+    return [(m, m.training) for root in modules for m in root.modules()]
+
+
+def _module_devices(module: Any) -> list[tuple[Any, Any]]:
+    """(tensor holder, device) for each parameter and buffer, to put the module back later."""
+    out = []
+    for tensor in list(module.parameters(recurse=True)) + list(module.buffers(recurse=True)):
+        out.append((tensor, tensor.device))
+    return out
+
+
+@contextlib.contextmanager
+def placed(model: Any, device: str | None) -> Iterator[Any]:
+    """Put every module reachable from ``model`` on ``device`` for the block, then restore.
+
+    The modules' training flags are restored as well, since :func:`apply_model` switches to eval
+    mode. Tensors held directly in plain attributes (outside modules) are not moved: preprocess
+    output is moved by :func:`apply_model` instead.
+    """
+    torch = _torch()
+    modules = reachable_modules(model)
+    flags = _all_training_flags(modules)
+    moved: list[tuple[Any, Any]] = []
+    if device is not None:
+        target = torch.device(device)
+        for module in modules:
+            devices = {t.device for t in list(module.parameters()) + list(module.buffers())}
+            if devices and devices != {target}:
+                moved.append((module, next(iter(devices))))
+                module.to(target)
+    try:
+        yield model
+    finally:
+        for module, original in moved:
+            module.to(original)
+        for module, flag in flags:
+            module.training = flag
+
+
+def _set_eval(model: Any) -> None:
+    if callable(getattr(model, "eval", None)):
+        model.eval()
+        return
+    for module in reachable_modules(model):
+        module.eval()
+
+
+def apply_model(
+    model: Any,
+    x: Any,
+    single: bool = True,
+    batch_size: int | None = None,
+    device: str | None = None,
+) -> Any:
+    """Apply a compound model to one input (``single=True``) or a list of inputs.
+
+    For an object with ``preprocess``/``forward`` (and optionally ``postprocess``): preprocess each
+    input, collate a batch, move it to ``device``, run ``forward`` under ``torch.no_grad()`` in eval
+    mode, split the batch and postprocess each item. Training flags are restored afterwards. Any
+    other callable is called directly (``model(x)``), under ``torch.no_grad()`` and in eval mode
+    when it is an ``nn.Module``.
+
+    ``batch_size`` (with ``single=False``) bounds how many inputs go through ``forward`` at once.
+    """
+    torch = _torch()
+    with torch.no_grad(), placed(model, None):
+        _set_eval(model)
+        if single:
+            return _apply_batch(model, [x], device)[0]
+        inputs = list(x)
+        size = batch_size or len(inputs) or 1
+        outputs: list[Any] = []
+        for start in range(0, len(inputs), size):
+            outputs.extend(_apply_batch(model, inputs[start : start + size], device))
+        return outputs
+
+
+def _apply_batch(model: Any, inputs: list[Any], device: str | None) -> list[Any]:
+    if not is_compound(model):
+        call: Callable[[Any], Any] = model
+        return [call(to_device(item, device) if device else item) for item in inputs]
+    prepared = [model.preprocess(item) for item in inputs]
+    batch = collate(prepared)
+    if device is not None:
+        batch = to_device(batch, device)
+    output = model.forward(batch)
+    items = uncollate(output, len(inputs))
+    post = getattr(model, "postprocess", None)
+    if callable(post):
+        items = [post(item) for item in items]
+    return items

@@ -1,0 +1,652 @@
+"""Compare two model outputs, nested, and say where and how they differ.
+
+:func:`compare` walks dicts, lists, tuples, scalars, torch tensors, numpy arrays and recorded
+exceptions (:class:`~pytest_modelpack.codec.RaisedError`) side by side and returns one
+:class:`Difference` per place they disagree, each naming its path inside the output
+(``output['prediction'][0]``). An empty list means "the same behaviour".
+
+Tensor tolerances follow :func:`torch.testing.assert_close`: an element matches when
+``|actual - expected| <= atol + rtol * |expected|``, NaN equals NaN, dtypes and shapes must agree
+and devices are ignored.
+
+torch and numpy are imported only when a value needs them: a value can only be a tensor or an array
+if its library is already imported, so the comparator looks in :data:`sys.modules`.
+"""
+
+from __future__ import annotations
+
+import cmath
+import dataclasses
+import math
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_modelpack.codec import RaisedError, raised_from
+
+__all__ = [
+    "Difference",
+    "Tolerance",
+    "compare",
+    "default_tolerance",
+    "describe_differences",
+]
+
+#: Roughly how long a value's repr may be in a message before it is cut.
+REPR_LIMIT = 80
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Relative and absolute tolerance; ``None`` means "the default for the dtype"."""
+
+    rtol: float | None = None
+    atol: float | None = None
+
+    def __str__(self) -> str:
+        return f"rtol={_num(self.rtol)}, atol={_num(self.atol)}"
+
+
+def _num(x: float | None) -> str:
+    return "default" if x is None else f"{x:g}"
+
+
+# The defaults documented for torch.testing.assert_close, by dtype name. Copied rather than read
+# from torch.testing._comparison because that module is private, and so that this table needs no
+# torch import; tests/test_compare.py checks it still agrees with torch's.
+_DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
+    "float16": (1e-3, 1e-5),
+    "bfloat16": (1.6e-2, 1e-5),
+    "float32": (1.3e-6, 1e-5),
+    "float64": (1e-7, 1e-7),
+    "complex32": (1e-3, 1e-5),
+    "complex64": (1.3e-6, 1e-5),
+    "complex128": (1e-7, 1e-7),
+    # torch compares quantized tensors dequantized, with float32's tolerance.
+    "quint8": (1.3e-6, 1e-5),
+    "quint2x4": (1.3e-6, 1e-5),
+    "quint4x2": (1.3e-6, 1e-5),
+    "qint8": (1.3e-6, 1e-5),
+    "qint32": (1.3e-6, 1e-5),
+}
+
+
+def default_tolerance(dtype: Any) -> Tolerance:
+    """Return torch.testing.assert_close's default tolerance for ``dtype``.
+
+    ``dtype`` may be a ``torch.dtype``, a numpy dtype or scalar type, a name (``"float32"``), or the
+    Python types ``float`` and ``complex``. Python floats get float32's tolerance (and complex
+    numbers complex64's): a model output that is a Python float is nearly always a float32 tensor
+    turned into a number by ``.item()`` or ``.tolist()``, so it carries float32's error, not
+    float64's. Integer, bool and all other dtypes get ``rtol=0, atol=0``.
+    """
+    if dtype is float:
+        name = "float32"
+    elif dtype is complex:
+        name = "complex64"
+    elif isinstance(dtype, str):
+        name = dtype.removeprefix("torch.")
+    elif hasattr(dtype, "name") and not isinstance(dtype, type):
+        name = dtype.name  # numpy dtype; .name ignores byte order (">f4" is "float32")
+    elif isinstance(dtype, type) and dtype.__module__ == "numpy":
+        import numpy as np
+
+        name = np.dtype(dtype).name
+    else:
+        name = str(dtype).removeprefix("torch.")  # torch.dtype prints as "torch.float32"
+    rtol, atol = _DEFAULT_TOLERANCES.get(name, (0.0, 0.0))
+    return Tolerance(rtol=rtol, atol=atol)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One place where the actual output differs from the expected one.
+
+    ``expected`` and ``actual`` are short one-line reprs (cut to about 80 characters); for tensors
+    and arrays they are the elements at the first mismatching ``index``. ``abs_err`` and ``rel_err``
+    are the greatest errors over the mismatching elements. ``tolerance`` is the tolerance that was
+    applied, or ``None`` where none applies (a missing key, a type change).
+    """
+
+    path: str
+    expected: str
+    actual: str
+    message: str
+    abs_err: float | None = None
+    rel_err: float | None = None
+    tolerance: Tolerance | None = None
+    #: For tensors and arrays: how many elements differ, of how many, and the first one's index.
+    mismatched: int | None = None
+    total: int | None = None
+    index: tuple[int, ...] | None = None
+
+    def describe(self) -> str:
+        """One line: path, what differs, errors and tolerance.
+
+        ``output['prediction'][0]: expected 0.0123, got 0.0456 (abs err 3.3e-02, rel err 2.7e+00;
+        tolerance rtol=1.3e-06, atol=1e-05)``
+        """
+        stats = []
+        # For tensors the errors are maxima over the mismatching elements; say so.
+        most = "max " if self.mismatched is not None else ""
+        errs = []
+        if self.abs_err is not None:
+            errs.append(f"{most}abs err {self.abs_err:.1e}")
+        if self.rel_err is not None:
+            errs.append(f"{most}rel err {self.rel_err:.1e}")
+        if errs:
+            stats.append(", ".join(errs))
+        if self.tolerance is not None:
+            stats.append(f"tolerance {self.tolerance}")
+        line = f"{self.path}: {self.message}"
+        return f"{line} ({'; '.join(stats)})" if stats else line
+
+
+def describe_differences(diffs: Iterable[Difference], limit: int = 10) -> list[str]:
+    """Return one line per difference, at most ``limit``, then a line counting the rest."""
+    diffs = list(diffs)
+    lines = [d.describe() for d in diffs[:limit]]
+    if len(diffs) > limit:
+        more = len(diffs) - limit
+        lines.append(f"... and {more} more difference{'s' if more != 1 else ''}")
+    return lines
+
+
+def compare(
+    expected: Any,
+    actual: Any,
+    *,
+    exact: bool,
+    rtol: float | None = None,
+    atol: float | None = None,
+    path: str = "output",
+) -> list[Difference]:
+    """Return the differences between ``expected`` and ``actual``; ``[]`` when they agree.
+
+    ``exact=True`` compares numbers with ``rtol=atol=0`` (use it where both sides ran the same code
+    on the same machine, e.g. live vs. reloaded); ``exact=False`` uses :func:`default_tolerance` of
+    each value's dtype. ``rtol`` and ``atol`` override either, independently (an override applies to
+    float and complex values and to tensors and arrays of any dtype, as in torch.testing; Python
+    ints, bools, strings and None are always compared exactly).
+
+    An exception instance on either side is treated as :func:`~pytest_modelpack.codec.raised_from`
+    of it; two raised errors agree when their type and message agree.
+    """
+    comparer = _Comparer(exact=exact, rtol=rtol, atol=atol)
+    comparer.compare(expected, actual, path)
+    return comparer.diffs
+
+
+# ----------------------------------------------------------------------------------- internals
+
+
+def _short(v: Any) -> str:
+    """A one-line repr of at most about REPR_LIMIT characters."""
+    torch = sys.modules.get("torch")
+    np = sys.modules.get("numpy")
+    if torch is not None and isinstance(v, torch.Tensor):
+        dtype = str(v.dtype).removeprefix("torch.")
+        text = f"tensor(shape={list(v.shape)}, dtype={dtype})"
+    elif np is not None and isinstance(v, np.ndarray):
+        text = f"array(shape={list(v.shape)}, dtype={v.dtype})"
+    elif isinstance(v, RaisedError):
+        text = f"raised {v}"
+    else:
+        try:
+            text = repr(v)
+        except Exception as exc:  # a broken __repr__ must not hide the difference itself
+            text = f"<{type(v).__qualname__}: repr failed with {type(exc).__name__}>"
+    return _cut(text)
+
+
+def _cut(text: str) -> str:
+    """``text`` on one line, cut to about REPR_LIMIT characters."""
+    text = " ".join(text.split()) if "\n" in text else text
+    if len(text) > REPR_LIMIT:
+        text = text[: REPR_LIMIT - 3] + "..."
+    return text
+
+
+def _kind(v: Any) -> str:
+    """What a value is, for type-mismatch messages ("a list", "a torch tensor")."""
+    torch = sys.modules.get("torch")
+    np = sys.modules.get("numpy")
+    if torch is not None and isinstance(v, torch.Tensor):
+        return "a torch tensor"
+    if np is not None and isinstance(v, np.ndarray):
+        return "a numpy array"
+    cls = type(v)
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _rel(abs_err: float, expected_mag: float) -> float:
+    if abs_err == 0:
+        return 0.0
+    return abs_err / expected_mag if expected_mag else math.inf
+
+
+class _Comparer:
+    def __init__(self, *, exact: bool, rtol: float | None, atol: float | None) -> None:
+        self.exact = exact
+        self.rtol = rtol
+        self.atol = atol
+        self.diffs: list[Difference] = []
+        # (id(expected), id(actual)) of the containers on the current path, so that a structure
+        # containing itself is compared once instead of recursing forever.
+        self.active: set[tuple[int, int]] = set()
+
+    def tolerance(self, dtype: Any) -> Tolerance:
+        base = Tolerance(0.0, 0.0) if self.exact else default_tolerance(dtype)
+        return Tolerance(
+            rtol=base.rtol if self.rtol is None else self.rtol,
+            atol=base.atol if self.atol is None else self.atol,
+        )
+
+    def add(self, path: str, expected: Any, actual: Any, message: str, **kw: Any) -> None:
+        self.diffs.append(Difference(path, _short(expected), _short(actual), message, **kw))
+
+    def type_mismatch(self, path: str, e: Any, a: Any) -> None:
+        self.add(
+            path,
+            e,
+            a,
+            f"expected {_kind(e)} {_short(e)}, got {_kind(a)} {_short(a)}",
+        )
+
+    def compare(self, e: Any, a: Any, path: str) -> None:
+        # Exceptions first: "it raised" outranks any other difference.
+        if isinstance(e, BaseException):
+            e = raised_from(e)
+        if isinstance(a, BaseException):
+            a = raised_from(a)
+        e_raised, a_raised = isinstance(e, RaisedError), isinstance(a, RaisedError)
+        if e_raised or a_raised:
+            if not a_raised:
+                msg = f"expected it to raise {_cut(str(e))}, but it returned {_short(a)}"
+            elif not e_raised:
+                msg = f"expected {_short(e)}, but it raised {_cut(str(a))}"
+            elif (e.type, e.message) != (a.type, a.message):
+                msg = f"expected it to raise {_cut(str(e))}, but it raised {_cut(str(a))}"
+            else:
+                return
+            self.add(path, e, a, msg)
+            return
+
+        torch = sys.modules.get("torch")
+        if torch is not None and (isinstance(e, torch.Tensor) or isinstance(a, torch.Tensor)):
+            if isinstance(e, torch.Tensor) and isinstance(a, torch.Tensor):
+                self.compare_tensors(torch, e, a, path)
+            else:
+                self.type_mismatch(path, e, a)
+            return
+        # numpy before the built-in scalars: np.float64 subclasses float, np.str_ subclasses str.
+        np = sys.modules.get("numpy")
+        if np is not None and (_is_numpy(np, e) or _is_numpy(np, a)):
+            self.compare_numpy(np, e, a, path)
+            return
+
+        if e is None or a is None:
+            if e is not a:
+                self.add(path, e, a, f"expected {_short(e)}, got {_short(a)}")
+            return
+        # bool before int: bool subclasses int, but True vs 1 is a type change worth naming.
+        if isinstance(e, bool) or isinstance(a, bool):
+            if not (isinstance(e, bool) and isinstance(a, bool)):
+                self.type_mismatch(path, e, a)
+            elif e != a:
+                self.add(path, e, a, f"expected {e}, got {a}")
+            return
+        if isinstance(e, (int, float, complex)) and isinstance(a, (int, float, complex)):
+            self.compare_numbers(e, a, path)
+            return
+        if isinstance(e, (str, bytes)) and isinstance(a, (str, bytes)):
+            self.compare_text(e, a, path)
+            return
+
+        if isinstance(e, Mapping) and isinstance(a, Mapping):
+            self.nested(e, a, path, self.compare_mappings)
+            return
+        if isinstance(e, (list, tuple)) and isinstance(a, (list, tuple)):
+            self.nested(e, a, path, self.compare_sequences)
+            return
+        self.compare_objects(e, a, path)
+
+    def nested(self, e: Any, a: Any, path: str, how: Any) -> None:
+        key = (id(e), id(a))
+        if key in self.active:
+            return
+        self.active.add(key)
+        try:
+            how(e, a, path)
+        finally:
+            self.active.discard(key)
+
+    # -------------------------------------------------------------------------- containers
+
+    def compare_mappings(self, e: Mapping[Any, Any], a: Mapping[Any, Any], path: str) -> None:
+        for k, ev in e.items():
+            sub = f"{path}[{k!r}]"
+            if k not in a:
+                self.add(sub, ev, "<missing>", f"missing key (expected {_short(ev)})")
+            else:
+                self.compare(ev, a[k], sub)
+        for k, av in a.items():
+            if k not in e:
+                self.add(f"{path}[{k!r}]", "<missing>", av, f"unexpected key (got {_short(av)})")
+
+    def compare_sequences(self, e: Any, a: Any, path: str) -> None:
+        # list vs tuple is a change in the output's type, even with equal items.
+        e_kind = "list" if isinstance(e, list) else "tuple"
+        a_kind = "list" if isinstance(a, list) else "tuple"
+        if e_kind != a_kind:
+            self.add(
+                path,
+                e,
+                a,
+                f"expected a {e_kind}, got a {a_kind}: expected {_short(e)}, got {_short(a)}",
+            )
+            return
+        if len(e) != len(a):
+            self.add(
+                path,
+                e,
+                a,
+                f"expected a {e_kind} of length {len(e)}, got length {len(a)}: "
+                f"expected {_short(e)}, got {_short(a)}",
+            )
+        # Compare the common prefix too: it shows whether items changed or were only added.
+        for i, (ev, av) in enumerate(zip(e, a, strict=False)):
+            self.compare(ev, av, f"{path}[{i}]")
+
+    def compare_objects(self, e: Any, a: Any, path: str) -> None:
+        if type(e) is not type(a):
+            self.type_mismatch(path, e, a)
+            return
+        # Dataclasses and plain objects are walked field by field: their generated or default
+        # __eq__ would compare tensors with ==, or compare by identity, which never holds between
+        # a live object and one built by a reloaded model.
+        if dataclasses.is_dataclass(e) and not isinstance(e, type):
+            fields = [f.name for f in dataclasses.fields(e)]
+            self.nested(e, a, path, lambda e, a, p: self.compare_attrs(e, a, p, fields))
+            return
+        # Only the project's own classes: a function or module also has the default __eq__ and a
+        # __dict__, but two different functions with empty __dict__s are not the same.
+        if (
+            type(e).__eq__ is object.__eq__
+            and type(e).__module__ != "builtins"
+            and hasattr(e, "__dict__")
+        ):
+            names = list(dict.fromkeys([*vars(e), *vars(a)]))
+            self.nested(e, a, path, lambda e, a, p: self.compare_attrs(e, a, p, names))
+            return
+        try:
+            same = bool(e == a)
+        except Exception as exc:  # an __eq__ that raises or returns something without truth
+            self.add(path, e, a, f"cannot compare: == raised {type(exc).__name__}: {exc}")
+            return
+        if not same:
+            self.add(path, e, a, f"expected {_short(e)}, got {_short(a)}")
+
+    def compare_attrs(self, e: Any, a: Any, path: str, names: list[str]) -> None:
+        missing = object()
+        for name in names:
+            ev, av = getattr(e, name, missing), getattr(a, name, missing)
+            sub = f"{path}.{name}"
+            if ev is missing:
+                self.add(sub, "<missing>", av, f"unexpected attribute (got {_short(av)})")
+            elif av is missing:
+                self.add(sub, ev, "<missing>", f"missing attribute (expected {_short(ev)})")
+            else:
+                self.compare(ev, av, sub)
+
+    # ----------------------------------------------------------------------------- scalars
+
+    def compare_numbers(self, e: Any, a: Any, path: str) -> None:
+        # int vs float (or complex) is a type change even when the values are equal: 1 and 1.0
+        # serialize, index and format differently downstream.
+        e_type = complex if isinstance(e, complex) else float if isinstance(e, float) else int
+        a_type = complex if isinstance(a, complex) else float if isinstance(a, float) else int
+        if e_type is not a_type:
+            self.type_mismatch(path, e, a)
+            return
+        if e_type is int:
+            if e != a:  # no abs_err: float() of a huge int overflows, and ints are exact anyway
+                self.add(path, e, a, f"expected {_short(e)}, got {_short(a)}")
+            return
+        isnan = cmath.isnan if e_type is complex else math.isnan
+        isfinite = cmath.isfinite if e_type is complex else math.isfinite
+        if e == a or (isnan(e) and isnan(a)):
+            return
+        tol = self.tolerance(e_type)
+        assert tol.rtol is not None and tol.atol is not None
+        abs_err = abs(a - e)
+        # Same test as torch.isclose: |a - e| <= atol + rtol * |e|, where non-finite values only
+        # match themselves (handled by == above): with e = inf, rtol * |e| is inf and would
+        # otherwise let anything match.
+        if isfinite(e) and isfinite(a) and abs_err <= tol.atol + tol.rtol * abs(e):
+            return
+        self.add(
+            path,
+            e,
+            a,
+            f"expected {_short(e)}, got {_short(a)}",
+            abs_err=abs_err,
+            rel_err=_rel(abs_err, abs(e)),
+            tolerance=tol,
+        )
+
+    def compare_text(self, e: Any, a: Any, path: str) -> None:
+        if isinstance(e, str) != isinstance(a, str):  # str vs bytes
+            self.type_mismatch(path, e, a)
+            return
+        if e == a:
+            return
+        # Long strings are cut in the message, so point at where they start to differ.
+        at = next(
+            (i for i, (x, y) in enumerate(zip(e, a, strict=False)) if x != y), min(len(e), len(a))
+        )
+        self.add(
+            path, e, a, f"expected {_short(e)}, got {_short(a)} (first difference at index {at})"
+        )
+
+    # ---------------------------------------------------------------------- tensors, arrays
+
+    def compare_tensors(self, torch: Any, e: Any, a: Any, path: str) -> None:
+        e_dtype = str(e.dtype).removeprefix("torch.")
+        a_dtype = str(a.dtype).removeprefix("torch.")
+        if e.dtype != a.dtype:
+            self.add(path, e, a, f"expected dtype {e_dtype}, got dtype {a_dtype}")
+            return
+        if e.shape != a.shape:
+            self.add(path, e, a, f"expected shape {list(e.shape)}, got shape {list(a.shape)}")
+            return
+        tol = self.tolerance(e.dtype)
+        e, a = _plain_cpu(torch, e), _plain_cpu(torch, a)
+        self.compare_elements(torch, e, a, path, tol)
+
+    def compare_elements(self, torch: Any, e: Any, a: Any, path: str, tol: Tolerance) -> None:
+        """Elementwise comparison of two same-dtype, same-shape dense CPU tensors."""
+        assert tol.rtol is not None and tol.atol is not None
+        if e.numel() == 0:
+            return
+        dtype = e.dtype
+        if dtype == torch.bool:
+            matches = e == a
+            e_wide, a_wide = e.to(torch.float64), a.to(torch.float64)
+        elif dtype.is_complex:
+            # Widening is exact and keeps the tolerance arithmetic (atol + rtol*|e|) and the error
+            # statistics from overflowing or rounding in half precision.
+            e_wide, a_wide = e.to(torch.complex128), a.to(torch.complex128)
+            matches = torch.isclose(a_wide, e_wide, rtol=tol.rtol, atol=tol.atol, equal_nan=True)
+        elif dtype.is_floating_point:
+            e_wide, a_wide = e.to(torch.float64), a.to(torch.float64)
+            matches = torch.isclose(a_wide, e_wide, rtol=tol.rtol, atol=tol.atol, equal_nan=True)
+        else:
+            # Integers: exact equality first, so int64 values beyond 2**53 are never judged by
+            # their rounded float64 images; then the tolerance, if one was given, in float64.
+            matches = e == a
+            e_wide, a_wide = e.to(torch.float64), a.to(torch.float64)
+            if tol.rtol or tol.atol:
+                matches |= torch.isclose(a_wide, e_wide, rtol=tol.rtol, atol=tol.atol)
+        if bool(matches.all()):
+            return
+
+        mismatch = ~matches.reshape(-1)
+        total = mismatch.numel()
+        count = int(mismatch.sum())
+        first = int(mismatch.nonzero()[0, 0])
+        index = _unravel(first, tuple(e.shape))
+        abs_err = rel_err = None
+        if dtype != torch.bool:  # an "error" between True and False means nothing
+            if dtype.is_floating_point or dtype.is_complex:
+                # float64 (complex128's abs() is float64 too): exact widening, no overflow.
+                abs_diff = (a_wide.reshape(-1) - e_wide.reshape(-1)).abs()
+            else:
+                # Integers subtract in int64, as torch.testing does: float64 would round a
+                # difference of 1 between two values beyond 2**53 to 0.
+                diff = a.reshape(-1).to(torch.int64) - e.reshape(-1).to(torch.int64)
+                abs_diff = diff.abs().to(torch.float64)
+            rel_diff = abs_diff / e_wide.reshape(-1).abs()
+            # Only mismatching elements count (as in torch.testing), and NaN (NaN vs number) is
+            # left out of the maxima so that one NaN does not hide the size of the other errors.
+            abs_err = _nanmax(abs_diff[mismatch])
+            rel_err = _nanmax(rel_diff[mismatch])
+        ev = _element_repr(torch, e.reshape(-1)[first])
+        av = _element_repr(torch, a.reshape(-1)[first])
+        self.diffs.append(
+            Difference(
+                path=path,
+                expected=ev,
+                actual=av,
+                message=_elements_message(count, total, index, ev, av),
+                abs_err=abs_err,
+                rel_err=rel_err,
+                tolerance=tol,
+                mismatched=count,
+                total=total,
+                index=index,
+            )
+        )
+
+    def compare_numpy(self, np: Any, e: Any, a: Any, path: str) -> None:
+        e_scalar, a_scalar = isinstance(e, np.generic), isinstance(a, np.generic)
+        if not (_is_numpy(np, e) and _is_numpy(np, a)) or e_scalar != a_scalar:
+            self.type_mismatch(path, e, a)
+            return
+        e_arr, a_arr = np.asarray(e), np.asarray(a)
+        # Byte order is storage, not value: "<f4" and ">f4" are the same dtype here.
+        e_dtype, a_dtype = e_arr.dtype.newbyteorder("="), a_arr.dtype.newbyteorder("=")
+        # Fixed-width strings of different widths ("<U4" vs "<U7") differ in their values, not in
+        # their type: compare the values and report which one changed.
+        same_text = e_dtype.kind == a_dtype.kind and e_dtype.kind in "US"
+        if e_dtype != a_dtype and not same_text:
+            self.add(path, e, a, f"expected dtype {e_arr.dtype}, got dtype {a_arr.dtype}")
+            return
+        if e_arr.shape != a_arr.shape:
+            self.add(
+                path, e, a, f"expected shape {list(e_arr.shape)}, got shape {list(a_arr.shape)}"
+            )
+            return
+        tol = self.tolerance(e_dtype)
+        if e_dtype.kind in "biufc":
+            import torch
+
+            try:
+                # A native-order, writable copy: from_numpy refuses other byte orders and warns
+                # on read-only arrays.
+                e_t = torch.from_numpy(np.array(e_arr, dtype=e_dtype, copy=True))
+                a_t = torch.from_numpy(np.array(a_arr, dtype=e_dtype, copy=True))
+            except TypeError:
+                pass  # a dtype torch lacks (longdouble, clongdouble): plain numpy equality below
+            else:
+                self.compare_elements(torch, e_t, a_t, path, tol)
+                return
+        self.compare_numpy_equal(np, e_arr, a_arr, path)
+
+    def compare_numpy_equal(self, np: Any, e: Any, a: Any, path: str) -> None:
+        if e.size == 0:
+            return
+        same = np.asarray(e == a)
+        if e.dtype.kind in "mM":
+            same = same | (np.isnat(e) & np.isnat(a))  # NaT == NaT, as NaN == NaN
+        elif e.dtype.kind in "fc":
+            same = same | (np.isnan(e) & np.isnan(a))
+        if same.all():
+            return
+        mismatch = ~same.reshape(-1)
+        first = int(np.flatnonzero(mismatch)[0])
+        index = _unravel(first, e.shape)
+        count = int(mismatch.sum())
+        ev, av = e.reshape(-1)[first], a.reshape(-1)[first]
+        if e.dtype.kind in "US":  # 'good', not np.str_('good')
+            ev, av = ev.item(), av.item()
+        ev, av = _short(ev), _short(av)
+        self.diffs.append(
+            Difference(
+                path=path,
+                expected=ev,
+                actual=av,
+                message=_elements_message(count, int(mismatch.size), index, ev, av),
+                mismatched=count,
+                total=int(mismatch.size),
+                index=index,
+            )
+        )
+
+
+def _elements_message(count: int, total: int, index: tuple[int, ...], ev: str, av: str) -> str:
+    values = f"expected {ev}, got {av}"
+    if not index:  # a 0-d tensor or a numpy scalar: there is one element and no index to give
+        return values
+    where = ", ".join(map(str, index))
+    return f"{count} of {total} elements differ; first at [{where}]: {values}"
+
+
+def _is_numpy(np: Any, v: Any) -> bool:
+    return isinstance(v, (np.ndarray, np.generic))
+
+
+def _plain_cpu(torch: Any, t: Any) -> Any:
+    """A dense, CPU, plain-valued copy of ``t`` (device, layout and lazy conj/neg bits ignored)."""
+    t = t.detach()
+    if t.is_quantized:
+        t = t.dequantize()
+    elif t.layout != torch.strided:
+        t = t.to_dense()
+    return t.resolve_conj().resolve_neg().cpu()
+
+
+def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    index = []
+    for size in reversed(shape):
+        flat, mod = divmod(flat, size)
+        index.append(mod)
+    return tuple(reversed(index))
+
+
+def _nanmax(values: Any) -> float | None:
+    values = values[~values.isnan()]
+    return float(values.max()) if values.numel() else None
+
+
+def _element_repr(torch: Any, element: Any) -> str:
+    """The shortest repr of a 0-d tensor's value that reads back as the same value in its dtype.
+
+    ``.item()`` widens float32 to a Python float, whose repr shows float32 rounding noise
+    (2.0999999046325684 for 2.1); the shortest digits that round-trip through the dtype are what
+    the user wrote or would write.
+    """
+    value = element.item()
+    dtype = element.dtype
+    if not dtype.is_floating_point or dtype.itemsize >= 8 or not math.isfinite(value):
+        return _short(value)
+    for digits in range(1, 18):
+        text = f"{value:.{digits}g}"
+        if torch.tensor(float(text), dtype=dtype).item() == value:
+            # "2.0", not "2": a float element should not read as an int.
+            return text if any(c in text for c in ".en") else text + ".0"
+    return _short(value)

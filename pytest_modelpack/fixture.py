@@ -1,0 +1,172 @@
+"""The ``modelpack`` fixture object: the thin adapter between a test and the golden lifecycle."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from . import errors
+from .options import Settings
+
+if TYPE_CHECKING:
+    from .lifecycle import CheckResult
+    from .report import Report
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+@dataclasses.dataclass
+class SessionState:
+    """What the plugin keeps for one pytest session (stored under a StashKey)."""
+
+    settings: Settings
+    root: Path
+    report: Report
+    claims: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def claim(self, golden: Path, claimant: str) -> str | None:
+        """Record that ``claimant`` owns ``golden``; return the other owner when there is one."""
+        key = str(golden)
+        owner = self.claims.setdefault(key, claimant)
+        return None if owner == claimant else owner
+
+
+def device_unavailable(device: str) -> str | None:
+    """Why ``device`` cannot run here, or None when it can."""
+    if device == "cpu":
+        return None
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return f"{device}: torch.cuda.is_available() is False"
+        if ":" in device and int(device.split(":", 1)[1]) >= torch.cuda.device_count():
+            return f"{device}: only {torch.cuda.device_count()} CUDA device(s) visible"
+        return None
+    if device == "mps":
+        backend = getattr(torch.backends, "mps", None)
+        if backend is None or not backend.is_available():
+            return "mps: torch.backends.mps.is_available() is False"
+    return None
+
+
+def claimant_of(node: Any, device: str) -> str:
+    """The test's node id without the device parameter: what owns a golden."""
+    base = node.nodeid.split("[", 1)[0]
+    callspec = getattr(node, "callspec", None)
+    if callspec is None:
+        return base
+    parts = callspec.id.split("-")
+    if device in parts:
+        parts.remove(device)
+    return f"{base}[{'-'.join(parts)}]" if parts else base
+
+
+class Modelpack:
+    """The ``modelpack`` fixture: ``modelpack.check(model, inputs=...)`` in a test."""
+
+    def __init__(
+        self, request: pytest.FixtureRequest, state: SessionState, device: str, settings: Settings
+    ) -> None:
+        self._request = request
+        self._state = state
+        self.device = device
+        self.settings = settings
+
+    @property
+    def mode(self) -> str:
+        """``roundtrip``, ``golden`` (``--modelpack-golden``) or ``regen`` (``--modelpack-regen``)."""
+        return self.settings.mode
+
+    def check(
+        self,
+        model: Any,
+        *,
+        inputs: Any,
+        name: str | None = None,
+        apply: Callable[[Any, Any], Any] | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+        examples: int | None = None,
+    ) -> CheckResult:
+        """Check ``model`` in the session's mode; fail the test loudly on any problem.
+
+        ``inputs`` is a Hypothesis strategy of single model inputs. ``name`` names the golden
+        (default: the test function's name). ``apply(model, x)`` runs the model on one input
+        (default: :func:`pytest_modelpack.apply_model`). ``rtol``/``atol`` override tolerances;
+        ``examples`` overrides how many Hypothesis inputs are tried.
+        """
+        __tracebackhide__ = True
+        from .lifecycle import CheckRequest, run_check
+
+        node = self._request.node
+        name = name if name is not None else getattr(node, "originalname", node.name)
+        problem = self._validate(name, inputs, apply, rtol, atol, examples)
+        if problem is not None:
+            pytest.fail(problem.with_name(name).render(), pytrace=False)
+        path = Path(node.path).parent / self.settings.golden_dir / name
+        claimant = claimant_of(node, self.device)
+        other = self._state.claim(path, claimant)
+        if other is not None:
+            error = errors.DuplicateGolden(
+                f"two tests write the golden {name!r}",
+                name=name,
+                detail=[
+                    f"golden folder: {path}",
+                    f"already claimed by: {other}",
+                    f"and by: {claimant}",
+                ],
+                fix="give each check its own name=... (goldens are per name, not per test)",
+            )
+            pytest.fail(error.render(), pytrace=False)
+        request = CheckRequest(
+            model=model,
+            name=name,
+            inputs=inputs,
+            settings=self.settings,
+            device=self.device,
+            golden_folder=path,
+            project_root=self._state.root,
+            nodeid=node.nodeid.split("[", 1)[0],
+            apply=apply,
+            rtol=rtol,
+            atol=atol,
+            examples=examples,
+            writes_golden=self.device == self.settings.devices[0],
+        )
+        result = run_check(request)
+        result.nodeid = node.nodeid
+        self._state.report.add(result.to_dict())
+        if result.error is not None:
+            pytest.fail(result.error.render(), pytrace=False)
+        return result
+
+    @staticmethod
+    def _validate(
+        name: Any, inputs: Any, apply: Any, rtol: Any, atol: Any, examples: Any
+    ) -> errors.ModelpackError | None:
+        from hypothesis.strategies import SearchStrategy
+
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            return errors.UsageError(
+                f"invalid golden name {name!r}",
+                fix="use letters, digits, '_', '.' and '-' (it becomes a folder name)",
+            )
+        if not isinstance(inputs, SearchStrategy):
+            return errors.UsageError(
+                f"inputs= must be a Hypothesis strategy of single model inputs, got {type(inputs).__name__}",
+                fix="pass e.g. inputs=st.text(min_size=1); for fixed inputs use st.sampled_from([...])",
+            )
+        if apply is not None and not callable(apply):
+            return errors.UsageError("apply= must be a callable apply(model, x)")
+        for label, value in (("rtol", rtol), ("atol", atol)):
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                return errors.UsageError(f"{label}= must be a number >= 0, got {value!r}")
+        if examples is not None and (not isinstance(examples, int) or examples < 1):
+            return errors.UsageError(f"examples= must be a whole number >= 1, got {examples!r}")
+        return None

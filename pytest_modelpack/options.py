@@ -1,0 +1,184 @@
+"""Option names, defaults and validation: one place for every knob a user can turn.
+
+Command-line flags, ini options (``[tool.pytest.ini_options]``) and ``@pytest.mark.modelpack(...)``
+arguments all end up in a :class:`Settings`. Bad values raise :class:`ValueError` with the accepted
+values; the pytest adapter turns that into ``pytest.UsageError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# Command-line flags (one group, one prefix).
+FLAG_GOLDEN = "--modelpack-golden"
+FLAG_REGEN = "--modelpack-regen"
+FLAG_DEVICE = "--modelpack-device"
+FLAG_REPORT = "--modelpack-report"
+
+# ini options.
+INI_DIR = "modelpack_dir"
+INI_DEVICES = "modelpack_devices"
+INI_EXAMPLES = "modelpack_examples"
+INI_RECORDED = "modelpack_recorded"
+INI_RTOL = "modelpack_rtol"
+INI_ATOL = "modelpack_atol"
+INI_DEVICE_RTOL = "modelpack_device_rtol"
+INI_DEVICE_ATOL = "modelpack_device_atol"
+INI_SAFE_GLOBALS = "modelpack_safe_globals"
+INI_DRIFT = "modelpack_drift"
+
+MODE_ROUNDTRIP = "roundtrip"
+MODE_GOLDEN = "golden"
+MODE_REGEN = "regen"
+
+DRIFT_POLICIES = ("fail", "warn")
+KNOWN_DEVICES = "cpu, cuda, cuda:N, mps"
+_DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps)$")
+
+INI_HELP: dict[str, tuple[str, str]] = {
+    INI_DIR: ("folder for goldens, relative to each test module (default: goldens)", "goldens"),
+    INI_DEVICES: ("devices the modelpack fixture runs on (default: cpu cuda)", "cpu cuda"),
+    INI_EXAMPLES: ("Hypothesis examples per check (default: 30)", "30"),
+    INI_RECORDED: ("examples recorded into examples.json at regen (default: 16)", "16"),
+    INI_RTOL: ("relative tolerance for golden comparisons (default: per dtype)", ""),
+    INI_ATOL: ("absolute tolerance for golden comparisons (default: per dtype)", ""),
+    INI_DEVICE_RTOL: ("relative tolerance across devices, e.g. CUDA vs CPU (default: 1e-3)", ""),
+    INI_DEVICE_ATOL: ("absolute tolerance across devices, e.g. CUDA vs CPU (default: 1e-3)", ""),
+    INI_SAFE_GLOBALS: ("extra module.qualname globals a golden may reference", ""),
+    INI_DRIFT: ("what code drift does: fail or warn (default: fail)", "fail"),
+}
+
+#: cuDNN GRUs may run in TF32 on Ampere and newer GPUs: float32 results then differ from the CPU
+#: by up to ~1e-3 relative, far above torch.testing's float32 defaults.
+DEFAULT_DEVICE_RTOL = 1e-3
+DEFAULT_DEVICE_ATOL = 1e-3
+
+MARKER_KEYS = (
+    "devices",
+    "examples",
+    "recorded",
+    "rtol",
+    "atol",
+    "device_rtol",
+    "device_atol",
+    "drift",
+    "dir",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    mode: str = MODE_ROUNDTRIP
+    golden_dir: str = "goldens"
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    examples: int = 30
+    recorded: int = 16
+    rtol: float | None = None
+    atol: float | None = None
+    device_rtol: float = DEFAULT_DEVICE_RTOL
+    device_atol: float = DEFAULT_DEVICE_ATOL
+    safe_globals: tuple[str, ...] = ()
+    drift: str = "fail"
+
+    def override(self, values: Mapping[str, Any], where: str) -> Settings:
+        """Apply marker (or check()) keyword overrides, validated like ini values."""
+        unknown = sorted(set(values) - set(MARKER_KEYS))
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown modelpack setting(s) {', '.join(unknown)}; "
+                f"accepted: {', '.join(MARKER_KEYS)}"
+            )
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            if key == "devices":
+                changes["devices"] = parse_devices(value, where)
+            elif key in ("examples", "recorded"):
+                changes[key] = parse_count(value, f"{where} {key}", minimum=1)
+            elif key in ("rtol", "atol"):
+                changes[key] = parse_tolerance(value, f"{where} {key}")
+            elif key in ("device_rtol", "device_atol"):
+                parsed = parse_tolerance(value, f"{where} {key}")
+                if parsed is not None:
+                    changes[key] = parsed
+            elif key == "drift":
+                changes["drift"] = parse_drift(value, where)
+            elif key == "dir":
+                changes["golden_dir"] = str(value)
+        return dataclasses.replace(self, **changes)
+
+
+def parse_devices(value: str | Iterable[str], where: str) -> tuple[str, ...]:
+    items = re.split(r"[\s,]+", value) if isinstance(value, str) else list(value)
+    devices = tuple(dict.fromkeys(d.strip() for d in items if d and d.strip()))
+    bad = [d for d in devices if not _DEVICE_RE.match(d)]
+    if bad or not devices:
+        raise ValueError(
+            f"{where}: unknown device(s) {', '.join(bad) or '(none given)'}; "
+            f"accepted: {KNOWN_DEVICES} (comma- or space-separated)"
+        )
+    return devices
+
+
+def parse_count(value: Any, where: str, minimum: int = 0) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise ValueError(f"{where}: expected a whole number >= {minimum}, got {value!r}")
+    return number
+
+
+def parse_tolerance(value: Any, where: str) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not number >= 0.0:
+        raise ValueError(f"{where}: expected a number >= 0 (e.g. 1e-5), got {value!r}")
+    return number
+
+
+def parse_drift(value: Any, where: str) -> str:
+    text = str(value).strip().lower()
+    if text not in DRIFT_POLICIES:
+        raise ValueError(f"{where}: expected one of {', '.join(DRIFT_POLICIES)}, got {value!r}")
+    return text
+
+
+def settings_from_ini(ini: Mapping[str, Any], mode: str, device_flag: str | None) -> Settings:
+    """Build the session's :class:`Settings` from ini values (strings / line lists)."""
+
+    def text(name: str) -> str:
+        raw = ini.get(name)
+        if raw is None:
+            return INI_HELP[name][1]
+        if isinstance(raw, (list, tuple)):
+            return " ".join(str(r) for r in raw)
+        return str(raw)
+
+    devices_source = device_flag if device_flag else text(INI_DEVICES)
+    devices_where = FLAG_DEVICE if device_flag else INI_DEVICES
+    device_rtol = parse_tolerance(text(INI_DEVICE_RTOL), INI_DEVICE_RTOL)
+    device_atol = parse_tolerance(text(INI_DEVICE_ATOL), INI_DEVICE_ATOL)
+    safe = ini.get(INI_SAFE_GLOBALS) or ()
+    if isinstance(safe, str):
+        safe = safe.split()
+    return Settings(
+        mode=mode,
+        golden_dir=text(INI_DIR).strip() or "goldens",
+        devices=parse_devices(devices_source, devices_where),
+        examples=parse_count(text(INI_EXAMPLES), INI_EXAMPLES, minimum=1),
+        recorded=parse_count(text(INI_RECORDED), INI_RECORDED, minimum=1),
+        rtol=parse_tolerance(text(INI_RTOL), INI_RTOL),
+        atol=parse_tolerance(text(INI_ATOL), INI_ATOL),
+        device_rtol=DEFAULT_DEVICE_RTOL if device_rtol is None else device_rtol,
+        device_atol=DEFAULT_DEVICE_ATOL if device_atol is None else device_atol,
+        safe_globals=tuple(str(s) for s in safe if str(s).strip()),
+        drift=parse_drift(text(INI_DRIFT), INI_DRIFT),
+    )

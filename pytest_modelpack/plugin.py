@@ -1,0 +1,183 @@
+"""pytest hooks for pytest-modelpack, and nothing else.
+
+Cheap to import: torch and hypothesis are imported inside the fixture, never at plugin load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .options import (
+    FLAG_DEVICE,
+    FLAG_GOLDEN,
+    FLAG_REGEN,
+    FLAG_REPORT,
+    INI_HELP,
+    INI_SAFE_GLOBALS,
+    MODE_GOLDEN,
+    MODE_REGEN,
+    MODE_ROUNDTRIP,
+    settings_from_ini,
+)
+
+STATE = pytest.StashKey["Any"]()
+WORKER_KEY = "modelpack_rows"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup(
+        "modelpack", "model serialization regression testing (pytest-modelpack)"
+    )
+    group.addoption(
+        FLAG_GOLDEN,
+        action="store_true",
+        default=False,
+        help="CI regression gate: also verify, scan, load and compare the committed goldens "
+        "(derandomized; never writes)",
+    )
+    group.addoption(
+        FLAG_REGEN,
+        action="store_true",
+        default=False,
+        help="(re)write goldens after the round-trip passes; the summary says "
+        "created / unchanged / changed",
+    )
+    group.addoption(
+        FLAG_DEVICE,
+        default=None,
+        metavar="DEVICES",
+        help="devices to check on, comma-separated (cpu,cuda); overrides modelpack_devices",
+    )
+    group.addoption(
+        FLAG_REPORT,
+        default=None,
+        metavar="PATH",
+        help="write a JSON report of every modelpack check to PATH",
+    )
+    for name, (text, default) in INI_HELP.items():
+        kind = "linelist" if name == INI_SAFE_GLOBALS else "string"
+        parser.addini(name, text, type=kind, default=[] if kind == "linelist" else default)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "modelpack(devices=, examples=, recorded=, rtol=, atol=, device_rtol=, device_atol=, "
+        "drift=, dir=): pytest-modelpack settings for one test",
+    )
+    golden = config.getoption(FLAG_GOLDEN)
+    regen = config.getoption(FLAG_REGEN)
+    if golden and regen:
+        raise pytest.UsageError(
+            f"{FLAG_GOLDEN} and {FLAG_REGEN} cannot be used together: use {FLAG_REGEN} to "
+            f"(re)write goldens, then {FLAG_GOLDEN} to check them"
+        )
+    mode = MODE_GOLDEN if golden else MODE_REGEN if regen else MODE_ROUNDTRIP
+    ini = {name: config.getini(name) for name in INI_HELP}
+    try:
+        settings = settings_from_ini(ini, mode, config.getoption(FLAG_DEVICE))
+    except ValueError as exc:
+        raise pytest.UsageError(f"pytest-modelpack: {exc}") from None
+    from .fixture import SessionState
+    from .report import Report
+
+    config.stash[STATE] = SessionState(
+        settings=settings, root=Path(config.rootpath), report=Report()
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return None
+    s = state.settings
+    return f"modelpack: mode={s.mode}, devices={','.join(s.devices)}, goldens in {s.golden_dir}/"
+
+
+def _marker_settings(node: Any, state: Any) -> Any:
+    marker = node.get_closest_marker("modelpack")
+    if marker is None:
+        return state.settings
+    if marker.args:
+        raise pytest.UsageError(
+            f"{node.nodeid}: @pytest.mark.modelpack takes keyword arguments only, "
+            f"got positional {marker.args!r}"
+        )
+    try:
+        return state.settings.override(marker.kwargs, f"{node.nodeid}: @pytest.mark.modelpack")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "modelpack" not in metafunc.fixturenames:
+        return
+    state = metafunc.config.stash[STATE]
+    settings = _marker_settings(metafunc.definition, state)
+    metafunc.parametrize(
+        "modelpack", list(settings.devices), indirect=True, ids=list(settings.devices)
+    )
+
+
+@pytest.fixture
+def modelpack(request: pytest.FixtureRequest) -> Any:
+    """Check a live model: ``modelpack.check(model, inputs=<Hypothesis strategy>)``.
+
+    Parametrized over devices (``[cpu]``, ``[cuda]``); an unavailable device is skipped with the
+    reason. The mode comes from the command line: round-trip (default), ``--modelpack-golden``
+    (the CI gate) or ``--modelpack-regen`` (write goldens).
+    """
+    from .fixture import Modelpack, device_unavailable
+
+    state = request.config.stash[STATE]
+    settings = _marker_settings(request.node, state)
+    device = getattr(request, "param", settings.devices[0])
+    reason = device_unavailable(device)
+    if reason is not None:
+        state.report.skips.append(
+            {"nodeid": request.node.nodeid, "device": device, "reason": reason}
+        )
+        pytest.skip(reason)
+    return Modelpack(request, state, device, settings)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: hand the rows to the controller
+        workeroutput[WORKER_KEY] = {"rows": state.report.rows, "skips": state.report.skips}
+        return
+    state.report.problems.extend(state.report.duplicate_names())
+    if state.report.problems and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    path = config.getoption(FLAG_REPORT)
+    if path:
+        state.report.write(Path(path))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: merge a worker's rows into the one summary."""
+    state = node.config.stash.get(STATE, None)
+    output = getattr(node, "workeroutput", None) or {}
+    if state is not None and WORKER_KEY in output:
+        state.report.merge(output[WORKER_KEY]["rows"])
+        state.report.skips.extend(output[WORKER_KEY]["skips"])
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None or getattr(config, "workeroutput", None) is not None:
+        return
+    lines = state.report.lines()
+    if not lines:
+        return
+    terminalreporter.section("modelpack")
+    for line in lines:
+        terminalreporter.write_line(line)

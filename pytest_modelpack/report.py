@@ -1,0 +1,124 @@
+"""The session report: one row per golden and device, the summary lines, the JSON report.
+
+Rows are plain dicts (JSON-able) so pytest-xdist workers can send them to the controller through
+``config.workeroutput``; the controller merges them here and builds one summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Report", "format_size"]
+
+REPORT_FORMAT_VERSION = 1
+
+
+def format_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.problems: list[str] = []
+        #: Device runs skipped because the device is not available: {nodeid, device, reason}.
+        self.skips: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+
+    def merge(self, rows: Iterable[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+
+    def duplicate_names(self) -> list[str]:
+        """Goldens claimed by more than one test (across xdist workers too)."""
+        claims: dict[str, set[str]] = {}
+        for row in self.rows:
+            if row.get("verdict") == "skipped":
+                continue
+            base = row["nodeid"].split("[", 1)[0]
+            claims.setdefault(row["golden"], set()).add(base)
+        return [
+            f"{golden} is claimed by {', '.join(sorted(tests))}"
+            for golden, tests in sorted(claims.items())
+            if len(tests) > 1
+        ]
+
+    def sorted_rows(self) -> list[dict[str, Any]]:
+        return sorted(self.rows, key=lambda r: (r["name"], r["device"], r["nodeid"]))
+
+    def lines(self) -> list[str]:
+        """The terminal summary's lines (without the section header)."""
+        if not self.rows and not self.skips:
+            return []
+        header = ("golden", "device", "mode", "verdict", "examples", "bundle", "time", "")
+        table = [header]
+        for row in self.sorted_rows():
+            table.append(
+                (
+                    row["name"],
+                    row["device"],
+                    row["mode"],
+                    row["verdict"],
+                    str(row.get("examples") or 0) if row["verdict"] != "skipped" else "-",
+                    format_size(row.get("bundle_size")),
+                    f"{row.get('seconds', 0.0):.2f}s" if row["verdict"] != "skipped" else "-",
+                    row.get("headline") or row.get("detail") or "",
+                )
+            )
+        widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)] if table else []
+        out = []
+        for r in table:
+            cells = [r[i].ljust(widths[i]) for i in range(len(widths))]
+            out.append("  ".join(cells + [r[-1]]).rstrip())
+        if len(table) == 1:
+            table = []
+        counts = Counter(row["verdict"] for row in self.rows)
+        names = {row["name"] for row in self.rows}
+        totals = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
+        out.append(f"{len(names)} golden(s), {len(self.rows)} check(s): {totals}")
+        for row in self.sorted_rows():
+            for warning in row.get("warnings") or []:
+                out.append(f"warning: {row['name']} [{row['device']}]: {warning}")
+        reasons = Counter(skip["reason"] for skip in self.skips)
+        for reason, n in sorted(reasons.items()):
+            out.append(f"skipped: {n} check(s) — {reason}")
+        out.extend(f"error: {problem}" for problem in self.problems)
+        return out
+
+    def failed(self) -> bool:
+        return bool(self.problems) or any(r["verdict"] == "failed" for r in self.rows)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": REPORT_FORMAT_VERSION,
+            "checks": self.sorted_rows(),
+            "skipped": list(self.skips),
+            "problems": list(self.problems),
+        }
+
+    def write(self, path: Path) -> None:
+        """Write the JSON report atomically (temporary file + os.replace)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.to_json(), f, indent=1)
+                f.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
