@@ -96,6 +96,9 @@ _PLAIN = (
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    # Protocol 5 arrays: numpy rebuilds them from a (here in-band) buffer.
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     # A pickled SentencePieceProcessor references only this class (checked with a real one);

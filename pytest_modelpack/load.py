@@ -132,6 +132,7 @@ def _load_storage(data: Any, allowlist: Allowlist, map_location: Any) -> Any:
     # Scan the nested stream against our allowlist too: torch's weights_only unpickler has its
     # own (different) list, and the golden's top-level scan may have been skipped by a caller.
     refused = []
+    error = None
     try:
         for ref in _iter_payload_globals(buf, "nested storage"):
             if ref.problem is not None:
@@ -141,13 +142,16 @@ def _load_storage(data: Any, allowlist: Allowlist, map_location: Any) -> Any:
             if not decision.allowed:
                 refused.append(f"{ref.name}: {decision.reason}")
     except ScanError as exc:
-        raise CorruptGolden(
-            f"a nested torch storage cannot be scanned: {exc}",
-            fix="restore the file from version control, or regenerate it with "
-            "pytest --modelpack-regen",
-        ) from None
+        error = str(exc)
+    # Refused globals win over a scan error: a bare payload is both, and unsafe is the news.
     if refused:
         raise UnsafeGolden("refused to load a nested torch storage", detail=refused, fix=_FIX)
+    if error is not None:
+        raise CorruptGolden(
+            f"a nested torch storage cannot be scanned: {error}",
+            fix="restore the file from version control, or regenerate it with "
+            "pytest --modelpack-regen",
+        )
     buf.seek(0)
     import torch
 

@@ -19,9 +19,9 @@ import io
 import os
 import pickletools
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from pytest_modelpack.errors import CorruptGolden, LoadError, UnsafeGolden
 
@@ -418,6 +418,12 @@ _SIZED = {
 }
 
 
+def _read_arg(op: pickletools.OpcodeInfo, f: object) -> Any:
+    """Decode ``op``'s argument from ``f`` with the pickletools descriptor's reader."""
+    assert op.arg is not None
+    return op.arg.reader(cast(IO[bytes], f))
+
+
 def _shape(op: pickletools.OpcodeInfo) -> tuple[bool, int, int]:
     """(pops to a mark, items popped besides the mark slice, items pushed) of a generic opcode."""
     before = op.stack_before
@@ -540,10 +546,11 @@ class _PickleScanner:
 
     # -- the opcode loop -----------------------------------------------------------------------
 
-    def scan(self) -> Iterator[GlobalRef]:
+    def scan(self) -> Generator[GlobalRef, None, object]:
         """Yield the globals of one pickle; the generator returns the value STOP pops."""
         src = self.src
         out = self.out
+        handlers = self._handlers()
         while True:
             pos = src.tell()
             code = src.read(1)
@@ -553,13 +560,14 @@ class _PickleScanner:
                 raise ScanError(
                     f"truncated pickle ({self.where}): data ends at byte {pos} before STOP"
                 )
-            op = _OPS.get(code[0])
-            if op is None:
+            entry = handlers.get(code[0])
+            if entry is None:
                 raise ScanError(
                     f"not a pickle ({self.where}): unknown opcode {code!r} at byte {pos}"
                 )
+            handler, op = entry
             try:
-                result = self._step(op, code[0], pos)
+                result = handler(op, pos)
             except (ValueError, struct.error, UnicodeError, OverflowError) as exc:
                 # pickletools argument readers raise ValueError on short or bad arguments.
                 if out:
@@ -574,174 +582,218 @@ class _PickleScanner:
                     return result.value
                 yield from result
 
-    def _step(self, op: pickletools.OpcodeInfo, code: int, pos: int) -> object:
-        """Apply one opcode; returns a nested-scan iterator, a _Stop, or None."""
-        name = op.name
-        stack = self.stack
-        src = self.src
-
-        sized = _SIZED.get(name)
-        if sized is not None:
-            fmt, kind = sized
-            n = struct.unpack(fmt, self._read_exact(struct.calcsize(fmt), pos))[0]
-            if n < 0:
-                raise self._fail(pos, f"{name} with negative length")
-            start = src.tell()
-            if kind == "text" and n <= _TEXT_LIMIT:
-                stack.append(self._read_exact(n, pos).decode("utf-8", "surrogatepass"))
-            elif kind == "str2" and n <= _TEXT_LIMIT:
-                data = self._read_exact(n, pos)
-                # Python 2 str: the default Unpickler decodes it as ASCII.
-                stack.append(data.decode("ascii") if data.isascii() else _UNKNOWN)
-            elif kind == "long" and n <= _TEXT_LIMIT:
-                stack.append(pickletools.decode_long(self._read_exact(n, pos)))
-            else:
-                # Payloads (tensor bytes) are skipped, never read: memory stays bounded.
-                if not src.skip(n):
-                    raise self._truncated(pos)
-                if kind == "bytes":
-                    stack.append(BytesRef(start, n))
-                elif kind == "text":
-                    stack.append(_TextRef(start, n, "utf-8"))
+    def _handlers(self) -> dict[int, tuple[Any, pickletools.OpcodeInfo]]:
+        """Opcode byte -> (bound handler, descriptor): a table lookup instead of an if-chain,
+        since scanning a large vocabulary runs the loop once per string."""
+        special = {
+            "GLOBAL": self._op_global,
+            "INST": self._op_inst,
+            "STACK_GLOBAL": self._op_stack_global,
+            "REDUCE": self._op_reduce,
+            "BINPUT": self._op_put,
+            "LONG_BINPUT": self._op_put,
+            "PUT": self._op_put,
+            "MEMOIZE": self._op_memoize,
+            "BINGET": self._op_get,
+            "LONG_BINGET": self._op_get,
+            "GET": self._op_get,
+            "MARK": self._op_mark,
+            "POP": self._op_pop,
+            "POP_MARK": self._op_pop_mark,
+            "DUP": self._op_dup,
+            "TUPLE": self._op_tuple,
+            "TUPLE1": self._op_tuple_n,
+            "TUPLE2": self._op_tuple_n,
+            "TUPLE3": self._op_tuple_n,
+            "EMPTY_TUPLE": self._op_empty_tuple,
+            "EXT1": self._op_ext,
+            "EXT2": self._op_ext,
+            "EXT4": self._op_ext,
+            "PROTO": self._op_proto,
+            "FRAME": self._op_frame,
+            "STOP": self._op_stop,
+            "UNICODE": self._op_unicode,
+            "BUILD": self._op_build,
+        }
+        table: dict[int, tuple[Any, pickletools.OpcodeInfo]] = {}
+        for code, op in _OPS.items():
+            handler = special.get(op.name)
+            if handler is None:
+                if op.name in _SIZED:
+                    handler = self._op_sized
+                elif op.arg is None and not op.stack_before and len(op.stack_after) == 1:
+                    handler = self._op_push_unknown  # NONE, EMPTY_LIST, NEWTRUE...
                 else:
-                    stack.append(_UNKNOWN)
-            return None
+                    handler = self._op_generic
+            table[code] = (handler, op)
+        return table
 
-        if name in ("GLOBAL", "INST"):
-            module, qualname = self._name_pair(pos)
-            glob = self._global(module, qualname, pos)
-            if name == "GLOBAL":
-                stack.append(glob)
-                return None
-            items = self._pop_mark(pos)
-            self._check_taint(items, pos)
-            if _tainted(glob):
-                self._emit_lfb_problem(pos, "torch.storage._load_from_bytes called through INST")
-            stack.append(_UNKNOWN)
-            return None
+    # -- opcode handlers: each returns None, a _Stop, or a nested-scan iterator ----------------
 
-        if name == "STACK_GLOBAL":
-            module, qualname = self._pop(2, pos)
-            if type(module) is str and type(qualname) is str:
-                stack.append(self._global(module, qualname, pos))
-            else:
-                self.out.append(
-                    GlobalRef(
-                        "<non-literal>",
-                        "<non-literal>",
-                        self.where,
-                        pos,
-                        problem="STACK_GLOBAL operands are not literal strings",
-                    )
-                )
-                stack.append(_UNKNOWN)
-            return None
-
-        if name == "REDUCE":
-            func, args = self._pop(2, pos)
-            return self._reduce(func, args, pos)
-
-        if name in ("BINPUT", "LONG_BINPUT", "PUT"):
-            idx = self._int_arg(op, pos)
-            self.memo[idx] = self._top(pos)
-            return None
-        if name == "MEMOIZE":
-            self.memo[len(self.memo)] = self._top(pos)
-            return None
-        if name in ("BINGET", "LONG_BINGET", "GET"):
-            idx = self._int_arg(op, pos)
-            if idx not in self.memo:
-                raise self._fail(pos, f"memo key {idx} was never stored")
-            stack.append(self.memo[idx])
-            return None
-
-        if name == "MARK":
-            self.marks.append(len(stack))
-            return None
-        if name == "POP":
-            base = self.marks[-1] if self.marks else 0
-            if len(stack) > base:
-                stack.pop()
-            elif self.marks:
-                self.marks.pop()  # pickle's POP discards a MARK when nothing is above it
-            else:
-                raise self._fail(pos, "stack underflow")
-            return None
-        if name == "POP_MARK":
-            self._pop_mark(pos)
-            return None
-        if name == "DUP":
-            stack.append(self._top(pos))
-            return None
-
-        if name == "TUPLE":
-            stack.append(_Tuple(self._pop_mark(pos)))
-            return None
-        if name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            stack.append(_Tuple(self._pop(int(name[-1]), pos)))
-            return None
-        if name == "EMPTY_TUPLE":
-            stack.append(_Tuple(()))
-            return None
-
-        if name in ("EXT1", "EXT2", "EXT4"):
-            ext = op.arg.reader(src)
-            self.out.append(
-                GlobalRef(
-                    "<extension registry>",
-                    f"<code {ext}>",
-                    self.where,
-                    pos,
-                    problem=f"{name} names a global through the copyreg extension registry, "
-                    "which cannot be checked statically",
-                )
-            )
-            stack.append(_UNKNOWN)
-            return None
-
-        if name == "PROTO":
-            proto = op.arg.reader(src)
-            if pos == self.start:
-                self.fix_imports = proto < 3
-            return None
-        if name == "FRAME":
-            op.arg.reader(src)  # framing only groups opcodes; nothing to simulate
-            return None
-        if name == "STOP":
-            (value,) = self._pop(1, pos)
-            return _Stop(value)
-
-        if name == "UNICODE":
-            line, start, end = self._line(pos)
-            if line is None:
-                stack.append(_TextRef(start, end - start, "raw-unicode-escape"))
-            else:
-                stack.append(line.decode("raw-unicode-escape"))
-            return None
-
-        # Everything else: generic stack effect from the opcode descriptor.
-        arg = self._generic_arg(op, pos)
-        to_mark, n_before, n_after = _SHAPES[code]
-        popped = self._pop_mark(pos) if to_mark else []
-        popped += self._pop(n_before, pos)
-        self._check_taint(popped, pos)
-        if name in ("BUILD",):
-            # BUILD leaves the object it updated on the stack.
-            stack.append(popped[0])
-        elif n_after == 1 and isinstance(arg, int | str) and name != "PERSID":
-            stack.append(arg)  # ints (the legacy torch magic number) and strings keep values
+    def _op_sized(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        fmt, kind = _SIZED[op.name]
+        src = self.src
+        stack = self.stack
+        n = struct.unpack(fmt, self._read_exact(struct.calcsize(fmt), pos))[0]
+        if n < 0:
+            raise self._fail(pos, f"{op.name} with negative length")
+        start = src.tell()
+        if kind == "text" and n <= _TEXT_LIMIT:
+            stack.append(self._read_exact(n, pos).decode("utf-8", "surrogatepass"))
+        elif kind == "str2" and n <= _TEXT_LIMIT:
+            data = self._read_exact(n, pos)
+            # Python 2 str: the default Unpickler decodes it as ASCII.
+            stack.append(data.decode("ascii") if data.isascii() else _UNKNOWN)
+        elif kind == "long" and n <= _TEXT_LIMIT:
+            stack.append(int.from_bytes(self._read_exact(n, pos), "little", signed=True))
         else:
-            stack.extend([_UNKNOWN] * n_after)
-        return None
+            # Payloads (tensor bytes) are skipped, never read: memory stays bounded.
+            if not src.skip(n):
+                raise self._truncated(pos)
+            if kind == "bytes":
+                stack.append(BytesRef(start, n))
+            elif kind == "text":
+                stack.append(_TextRef(start, n, "utf-8"))
+            else:
+                stack.append(_UNKNOWN)
+
+    def _op_global(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        module, qualname = self._name_pair(pos)
+        self.stack.append(self._global(module, qualname, pos))
+
+    def _op_inst(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        module, qualname = self._name_pair(pos)
+        glob = self._global(module, qualname, pos)
+        items = self._pop_mark(pos)
+        self._check_taint(items, pos)
+        if _tainted(glob):
+            # INST calls a non-class with the marked items as arguments.
+            self._emit_lfb_problem(pos, "torch.storage._load_from_bytes called through INST")
+        self.stack.append(_UNKNOWN)
+
+    def _op_stack_global(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        module, qualname = self._pop(2, pos)
+        if type(module) is str and type(qualname) is str:
+            self.stack.append(self._global(module, qualname, pos))
+            return
+        self.out.append(
+            GlobalRef(
+                "<non-literal>",
+                "<non-literal>",
+                self.where,
+                pos,
+                problem="STACK_GLOBAL operands are not literal strings",
+            )
+        )
+        self.stack.append(_UNKNOWN)
+
+    def _op_reduce(self, op: pickletools.OpcodeInfo, pos: int) -> Iterator[GlobalRef] | None:
+        func, args = self._pop(2, pos)
+        return self._reduce(func, args, pos)
+
+    def _op_put(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        idx = self._int_arg(op, pos)
+        self.memo[idx] = self._top(pos)
+
+    def _op_memoize(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        self.memo[len(self.memo)] = self._top(pos)
+
+    def _op_get(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        idx = self._int_arg(op, pos)
+        if idx not in self.memo:
+            raise self._fail(pos, f"memo key {idx} was never stored")
+        self.stack.append(self.memo[idx])
+
+    def _op_mark(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        self.marks.append(len(self.stack))
+
+    def _op_pop(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        base = self.marks[-1] if self.marks else 0
+        if len(self.stack) > base:
+            self.stack.pop()
+        elif self.marks:
+            self.marks.pop()  # pickle's POP discards a MARK when nothing is above it
+        else:
+            raise self._fail(pos, "stack underflow")
+
+    def _op_pop_mark(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        self._pop_mark(pos)
+
+    def _op_dup(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        self.stack.append(self._top(pos))
+
+    def _op_tuple(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        self.stack.append(_Tuple(self._pop_mark(pos)))
+
+    def _op_tuple_n(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        self.stack.append(_Tuple(self._pop(len(op.stack_before), pos)))
+
+    def _op_empty_tuple(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        self.stack.append(_Tuple(()))
+
+    def _op_ext(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        ext = _read_arg(op, self.src)
+        self.out.append(
+            GlobalRef(
+                "<extension registry>",
+                f"<code {ext}>",
+                self.where,
+                pos,
+                problem=f"{op.name} names a global through the copyreg extension registry, "
+                "which cannot be checked statically",
+            )
+        )
+        self.stack.append(_UNKNOWN)
+
+    def _op_proto(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        proto = _read_arg(op, self.src)
+        if pos == self.start:
+            self.fix_imports = proto < 3
+
+    def _op_frame(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        _read_arg(op, self.src)  # framing only groups opcodes; nothing to simulate
+
+    def _op_stop(self, op: pickletools.OpcodeInfo, pos: int) -> _Stop:
+        (value,) = self._pop(1, pos)
+        return _Stop(value)
+
+    def _op_unicode(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        line, start, end = self._line(pos)
+        if line is None:
+            self.stack.append(_TextRef(start, end - start, "raw-unicode-escape"))
+        else:
+            self.stack.append(line.decode("raw-unicode-escape"))
+
+    def _op_build(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        inst, state = self._pop(2, pos)
+        self._check_taint([inst, state], pos)
+        self.stack.append(inst)  # BUILD leaves the object it updated on the stack
+
+    def _op_push_unknown(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        self.stack.append(_UNKNOWN)
+
+    def _op_generic(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        """Any other opcode: its stack effect comes from the pickletools descriptor."""
+        arg = self._generic_arg(op, pos)
+        to_mark, n_before, n_after = _SHAPES[ord(op.code)]
+        popped = self._pop_mark(pos) if to_mark else []
+        if n_before:
+            popped += self._pop(n_before, pos)
+        if popped:
+            self._check_taint(popped, pos)
+        if n_after == 1 and isinstance(arg, int | str) and op.name != "PERSID":
+            self.stack.append(arg)  # ints (the legacy torch magic number) and strings
+        else:
+            self.stack.extend([_UNKNOWN] * n_after)
 
     def _int_arg(self, op: pickletools.OpcodeInfo, pos: int) -> int:
         if op.arg is not None and op.arg.n == pickletools.UP_TO_NEWLINE:
             line, _start, _end = self._line(pos)
             if line is None:
                 raise self._fail(pos, f"{op.name} argument longer than 64 KiB")
-            value = op.arg.reader(io.BytesIO(line + b"\n"))
+            value = _read_arg(op, io.BytesIO(line + b"\n"))
         else:
-            value = op.arg.reader(self.src)
+            value = _read_arg(op, self.src)
         if not isinstance(value, int):
             raise self._fail(pos, f"{op.name} argument is not an integer")
         return value
@@ -753,11 +805,11 @@ class _PickleScanner:
             line, _start, _end = self._line(pos)
             if line is None:
                 return _UNKNOWN  # e.g. a huge protocol 0 integer: harmless, value unneeded
-            return op.arg.reader(io.BytesIO(line + b"\n"))
+            return _read_arg(op, io.BytesIO(line + b"\n"))
         # At most 255 bytes (LONG1); longer variable-length arguments are all in _SIZED.
         if op.arg.n < 0 and op.arg.n != pickletools.TAKEN_FROM_ARGUMENT1:  # pragma: no cover
             raise self._fail(pos, f"unsupported opcode {op.name}")
-        return op.arg.reader(self.src)
+        return _read_arg(op, self.src)
 
     def _reduce(self, func: object, args: object, pos: int) -> Iterator[GlobalRef] | None:
         stack = self.stack
@@ -842,8 +894,16 @@ def _scan_zip(src: _Window | _Latin1Reader, where: str, depth: int) -> Iterator[
     import zipfile
     import zlib
 
-    zip_errors = (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, NotImplementedError)
-    zip_errors += (OSError, EOFError, ValueError, zlib.error)
+    zip_errors: tuple[type[BaseException], ...] = (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        RuntimeError,
+        NotImplementedError,
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+    )
     try:
         archive = zipfile.ZipFile(src)  # type: ignore[arg-type]
         # Every entry, duplicates included: a zip reader other than Python's (torch uses miniz)

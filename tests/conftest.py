@@ -1,0 +1,109 @@
+"""Shared fixtures: a user project built from the seed's model, run through pytester."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
+
+CONFTEST = '''\
+from pathlib import Path
+
+import pytest
+import torch
+from package import build_model
+
+CORPUS = Path(__file__).with_name("corpus.txt")
+SEED = 0
+
+
+@pytest.fixture(scope="session")
+def sentiment_model():
+    torch.manual_seed(SEED)
+    return build_model(CORPUS)
+'''
+
+TEST_MODELS = '''\
+from strategies import sentences
+
+
+def test_sentiment(modelpack, sentiment_model):
+    modelpack.check(sentiment_model, name="sentiment", inputs=sentences())
+'''
+
+PYPROJECT = '''\
+[tool.pytest.ini_options]
+modelpack_examples = "{examples}"
+modelpack_recorded = "{recorded}"
+{extra}
+'''
+
+#: Flags every inner run gets: no cache folder, and no pytest-benchmark folder where it is installed,
+#: so that "writes nothing" can be checked on the project folder as a whole.
+QUIET = ("-p", "no:cacheprovider", "-p", "no:benchmark")
+
+
+@dataclasses.dataclass
+class SeedProject:
+    """A small user project holding the seed's model (package.py) and a corpus."""
+
+    pytester: pytest.Pytester
+
+    @property
+    def path(self) -> Path:
+        return self.pytester.path
+
+    def run(self, *args: str) -> pytest.RunResult:
+        return self.pytester.runpytest(*QUIET, *args)
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def edit(self, name: str, old: str, new: str) -> None:
+        path = self.path / name
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {name}"
+        path.write_text(text.replace(old, new, 1))
+
+    def ini(self, examples: int = 5, recorded: int = 4, extra: str = "") -> None:
+        self.write("pyproject.toml", PYPROJECT.format(examples=examples, recorded=recorded, extra=extra))
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file under the project (relative path -> bytes), to prove what was written."""
+        return {
+            str(p.relative_to(self.path)): p.read_bytes()
+            for p in sorted(self.path.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts
+        }
+
+    def golden(self, name: str = "sentiment") -> Path:
+        return self.path / "goldens" / name
+
+    def manifest(self, name: str = "sentiment") -> dict:
+        return json.loads((self.golden(name) / "manifest.json").read_text())
+
+
+@pytest.fixture
+def seed_project(pytester: pytest.Pytester) -> SeedProject:
+    project = SeedProject(pytester)
+    for name in ("package.py", "corpus.txt", "strategies.py"):
+        project.write(name, (EXAMPLE / name).read_text())
+    project.write("conftest.py", CONFTEST)
+    project.write("test_models.py", TEST_MODELS)
+    project.ini()
+    return project
+
+
+@pytest.fixture
+def regenerated(seed_project: SeedProject) -> SeedProject:
+    """The seed project with its goldens freshly written by --modelpack-regen."""
+    result = seed_project.run("--modelpack-regen")
+    assert result.ret == 0, result.stdout.str()
+    return seed_project

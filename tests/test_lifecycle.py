@@ -1,0 +1,275 @@
+"""End to end: the three modes on a user project built from the seed's model (issue 2)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from .conftest import SeedProject
+
+CUDA = torch.cuda.is_available()
+
+
+def test_round_trip_passes_without_goldens_and_writes_nothing(seed_project: SeedProject) -> None:
+    before = seed_project.snapshot()
+    result = seed_project.run("-v")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*test_models.py::test_sentiment?cpu? PASSED*",
+            "*= modelpack =*",
+            "golden*device*mode*verdict*examples*bundle*time*",
+            "sentiment*cpu*roundtrip*passed*5*",
+        ]
+    )
+    assert seed_project.snapshot() == before
+    assert not seed_project.golden().exists()
+
+
+@pytest.mark.skipif(CUDA, reason="checks the CPU-only skip line")
+def test_unavailable_cuda_is_a_visible_skip(seed_project: SeedProject) -> None:
+    result = seed_project.run("-rs")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        [
+            "skipped: 1 check(s) — cuda: torch.cuda.is_available() is False",
+            "SKIPPED*cuda: torch.cuda.is_available() is False",
+        ]
+    )
+    result.assert_outcomes(passed=1, skipped=1)
+
+
+def test_regen_creates_the_golden_files(seed_project: SeedProject) -> None:
+    result = seed_project.run("--modelpack-regen")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["sentiment*cpu*regen*created*4*KiB*"])
+    folder = seed_project.golden()
+    assert sorted(p.name for p in folder.iterdir()) == ["bundle.pkl", "examples.json", "manifest.json"]
+    manifest = seed_project.manifest()
+    assert manifest["format_version"] == 1
+    assert manifest["bundle"]["size"] == (folder / "bundle.pkl").stat().st_size
+    assert manifest["examples"]["count"] == 4
+    assert manifest["created_by"] == {"test": "test_models.py::test_sentiment", "device": "cpu"}
+    kinds = {g["global"]: g["kind"] for g in manifest["globals"]}
+    assert kinds["package.MyCompoundClass"] == "project"
+    assert kinds["torch._utils._rebuild_tensor_v2"] == "third-party"
+    assert manifest["structure"]["model.layer.rnn.weight_ih_l0"].startswith("Parameter float32[")
+    assert manifest["structure"]["model.tokenizer.tokenizer"].endswith("(vocab 100)")
+    examples = json.loads((folder / "examples.json").read_text())
+    assert len(examples["examples"]) == 4
+    assert all(isinstance(e["input"], str) for e in examples["examples"])
+    assert {"decision", "prediction"} <= set(examples["examples"][0]["output"])
+    # The bundle is what production would ship: plain pickle.load gives a working model.
+    assert (folder / "bundle.pkl").read_bytes()[:2] == b"\x80\x04"
+
+
+def test_regen_twice_is_unchanged_and_rewrites_nothing(regenerated: SeedProject) -> None:
+    before = regenerated.snapshot()
+    result = regenerated.run("--modelpack-regen")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["sentiment*cpu*regen*unchanged*"])
+    assert regenerated.snapshot() == before
+
+
+def test_gate_passes_on_a_clean_tree_and_writes_nothing(regenerated: SeedProject) -> None:
+    before = regenerated.snapshot()
+    result = regenerated.run("--modelpack-golden")
+    assert result.ret == 0, result.stdout.str()
+    # 5 round-trip + 4 golden replays + 5 golden-vs-live + 4 live replays
+    result.stdout.fnmatch_lines(["sentiment*cpu*golden*passed*18*KiB*"])
+    assert regenerated.snapshot() == before
+
+
+def test_changed_weights_fail_the_gate_then_regen_heals(regenerated: SeedProject) -> None:
+    regenerated.edit("conftest.py", "SEED = 0", "SEED = 1")
+    result = regenerated.run("--modelpack-golden")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*modelpack: sentiment: OUTPUT MISMATCH — the live model disagrees with the golden",
+            "  input (minimal, found by Hypothesis): *",
+            "  expected = golden, got = live model",
+            "  output*: expected *, got *",
+            "  fix: if the change is intended, accept it with: "
+            "pytest --modelpack-regen test_models.py::test_sentiment",
+            "sentiment*cpu*golden*failed*OUTPUT MISMATCH*",
+        ]
+    )
+    healed = regenerated.run("--modelpack-regen")
+    assert healed.ret == 0
+    healed.stdout.fnmatch_lines(["sentiment*cpu*regen*changed*outputs of */4 examples*"])
+    assert regenerated.run("--modelpack-golden").ret == 0
+
+
+def test_minimal_input_is_shrunk(regenerated: SeedProject) -> None:
+    """Hypothesis shrinks: the reported input is one corpus word, not a long sentence."""
+    regenerated.edit("conftest.py", "SEED = 0", "SEED = 1")
+    result = regenerated.run("--modelpack-golden")
+    line = next(
+        ln for ln in result.stdout.lines if "input (minimal, found by Hypothesis)" in ln
+    )
+    shown = line.split(": ", 1)[1]
+    assert " " not in shown.strip("'\""), line
+
+
+def test_missing_golden_fails_the_gate_with_the_regen_command(seed_project: SeedProject) -> None:
+    result = seed_project.run("--modelpack-golden")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*modelpack: sentiment: MISSING GOLDEN — no golden at *goldens/sentiment",
+            "  fix: create it with: pytest --modelpack-regen test_models.py::test_sentiment*",
+        ]
+    )
+    assert not seed_project.golden().exists()
+
+
+def test_golden_and_regen_together_is_a_usage_error(seed_project: SeedProject) -> None:
+    result = seed_project.run("--modelpack-golden", "--modelpack-regen")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--modelpack-golden and --modelpack-regen cannot be used together*"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("ini", "message"),
+    [
+        ({"extra": 'modelpack_devices = "cpu tpu"'}, "*modelpack_devices: unknown device(s) tpu; accepted: cpu, cuda*"),
+        ({"examples": "many"}, "*modelpack_examples: expected a whole number >= 1, got 'many'*"),
+        ({"extra": 'modelpack_rtol = "-1"'}, "*modelpack_rtol: expected a number >= 0*"),
+        ({"extra": 'modelpack_drift = "ignore"'}, "*modelpack_drift: expected one of fail, warn, got 'ignore'*"),
+    ],
+)
+def test_bad_ini_values_are_usage_errors(seed_project: SeedProject, ini: dict, message: str) -> None:
+    seed_project.ini(**ini)
+    result = seed_project.run()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_marker_overrides_devices_and_examples(seed_project: SeedProject) -> None:
+    seed_project.write(
+        "test_models.py",
+        """\
+import pytest
+from strategies import sentences
+
+
+@pytest.mark.modelpack(devices="cpu", examples=3)
+def test_sentiment(modelpack, sentiment_model):
+    modelpack.check(sentiment_model, name="sentiment", inputs=sentences())
+""",
+    )
+    result = seed_project.run("-v")
+    assert result.ret == 0
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["sentiment*cpu*roundtrip*passed*3*"])
+
+
+def test_bad_marker_is_a_usage_error(seed_project: SeedProject) -> None:
+    seed_project.write(
+        "test_models.py",
+        """\
+import pytest
+from strategies import sentences
+
+
+@pytest.mark.modelpack(exampels=3)
+def test_sentiment(modelpack, sentiment_model):
+    modelpack.check(sentiment_model, inputs=sentences())
+""",
+    )
+    result = seed_project.run()
+    # Raised while collecting: pytest reports it as a collection error of that module.
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["E   pytest.UsageError: test_models.py::test_sentiment: @pytest.mark.modelpack: unknown modelpack setting(s) exampels; accepted: devices, examples*"]
+    )
+
+
+def test_inputs_must_be_a_strategy(seed_project: SeedProject) -> None:
+    seed_project.write(
+        "test_models.py",
+        """\
+def test_sentiment(modelpack, sentiment_model):
+    modelpack.check(sentiment_model, inputs=["lorem ipsum"])
+""",
+    )
+    result = seed_project.run()
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*modelpack: test_sentiment: USAGE ERROR — inputs= must be a Hypothesis strategy*",
+            "  fix: pass e.g. inputs=st.text(min_size=1); for fixed inputs use st.sampled_from(*",
+        ]
+    )
+
+
+def test_default_name_is_the_test_name_and_duplicates_fail(seed_project: SeedProject) -> None:
+    seed_project.write(
+        "test_models.py",
+        """\
+from strategies import sentences
+
+
+def test_sentiment(modelpack, sentiment_model):
+    modelpack.check(sentiment_model, inputs=sentences())
+
+
+def test_again(modelpack, sentiment_model):
+    modelpack.check(sentiment_model, name="test_sentiment", inputs=sentences())
+""",
+    )
+    result = seed_project.run("--modelpack-device", "cpu")
+    assert result.ret == 1
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*modelpack: test_sentiment: DUPLICATE GOLDEN — two tests write the golden 'test_sentiment'",
+            "*already claimed by: test_models.py::test_sentiment",
+            "  fix: give each check its own name=*",
+        ]
+    )
+
+
+def test_json_report(regenerated: SeedProject) -> None:
+    result = regenerated.run("--modelpack-golden", "--modelpack-report", "out/report.json")
+    assert result.ret == 0
+    report = json.loads((regenerated.path / "out" / "report.json").read_text())
+    assert report["format_version"] == 1
+    (check,) = report["checks"]
+    assert check["name"] == "sentiment"
+    assert check["verdict"] == "passed"
+    assert check["mode"] == "golden"
+    assert check["examples"] == 18
+
+
+def test_xdist_merges_rows_into_one_summary(regenerated: SeedProject) -> None:
+    pytest.importorskip("xdist")
+    regenerated.write(
+        "test_models.py",
+        """\
+from hypothesis import strategies as st
+from strategies import sentences
+
+
+def test_sentiment(modelpack, sentiment_model):
+    modelpack.check(sentiment_model, name="sentiment", inputs=sentences())
+
+
+def test_other(modelpack, sentiment_model):
+    modelpack.check(sentiment_model, name="other", inputs=st.text(min_size=1, max_size=8))
+""",
+    )
+    result = regenerated.run("-n", "2", "--modelpack-regen", "--modelpack-device", "cpu")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines_random(
+        [
+            "other*cpu*regen*created*",
+            "sentiment*cpu*regen*unchanged*",
+            "2 golden(s), 2 check(s): 1 created, 1 unchanged",
+        ]
+    )
