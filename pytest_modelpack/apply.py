@@ -101,81 +101,105 @@ def to_device(value: Any, device: Any) -> Any:
     return value
 
 
-def reachable_modules(obj: Any) -> list[Any]:
-    """Every top-level ``nn.Module`` reachable from ``obj`` through attributes and containers.
+def _walk(obj: Any) -> tuple[list[Any], list[tuple[Any, Any, Any]]]:
+    """Top-level ``nn.Module``s and loose tensors reachable from ``obj``.
 
-    Submodules of a found module are not listed separately (moving the parent moves them). The
-    walk follows instance ``__dict__``/``__slots__``, lists, tuples, sets and dict values, and
-    stops at modules, tensors and anything already seen.
+    Loose tensors are those held outside any module, in an instance ``__dict__``, a dict or a
+    list: returned as ``(container, key, tensor)`` so they can be swapped and put back. Tensors in
+    tuples (immutable) are left where they are.
     """
     torch = _torch()
-    found: list[Any] = []
+    modules: list[Any] = []
+    loose: list[tuple[Any, Any, Any]] = []
     seen: set[int] = set()
-    stack = [obj]
+    stack: list[Any] = [obj]
     while stack:
         current = stack.pop()
         if id(current) in seen:
             continue
         seen.add(id(current))
         if isinstance(current, torch.nn.Module):
-            found.append(current)
+            modules.append(current)
             continue
         if isinstance(current, (torch.Tensor, str, bytes, int, float, bool, type(None), type)):
             continue
+        containers: list[tuple[Any, dict[Any, Any]]] = []
         if isinstance(current, dict):
-            stack.extend(reversed(list(current.values())))
-            continue
-        if isinstance(current, (list, tuple, set, frozenset)):
+            containers = [(current, current)]
+        elif isinstance(current, list):
+            containers = [(current, dict(enumerate(current)))]
+        elif isinstance(current, (tuple, set, frozenset)):
             stack.extend(reversed(list(current)))
             continue
-        children: list[Any] = []
-        state = getattr(current, "__dict__", None)
-        if isinstance(state, dict):
-            children.extend(state.values())
-        for klass in type(current).__mro__:
-            for slot in getattr(klass, "__slots__", ()) if klass is not object else ():
-                if isinstance(slot, str) and hasattr(current, slot):
-                    children.append(getattr(current, slot))
-        stack.extend(reversed(children))
-    return found
+        else:
+            state = getattr(current, "__dict__", None)
+            if isinstance(state, dict):
+                containers = [(state, state)]
+            for klass in type(current).__mro__:
+                for slot in getattr(klass, "__slots__", ()) if klass is not object else ():
+                    if isinstance(slot, str) and hasattr(current, slot):
+                        stack.append(getattr(current, slot))
+        for container, items in containers:
+            for key, value in list(items.items()):
+                if isinstance(value, torch.Tensor):
+                    if id(value) not in seen:
+                        seen.add(id(value))
+                        loose.append((container, key, value))
+                else:
+                    stack.append(value)
+    return modules, loose
 
 
-def _all_training_flags(modules: list[Any]) -> list[tuple[Any, bool]]:
-    return [(m, m.training) for root in modules for m in root.modules()]
+def reachable_modules(obj: Any) -> list[Any]:
+    """Every top-level ``nn.Module`` reachable from ``obj`` through attributes and containers.
 
-
-def _module_devices(module: Any) -> list[tuple[Any, Any]]:
-    """(tensor holder, device) for each parameter and buffer, to put the module back later."""
-    out = []
-    for tensor in list(module.parameters(recurse=True)) + list(module.buffers(recurse=True)):
-        out.append((tensor, tensor.device))
-    return out
+    Submodules of a found module are not listed separately (moving the parent moves them). The
+    walk follows instance ``__dict__``/``__slots__``, lists, tuples, sets and dict values.
+    """
+    return _walk(obj)[0]
 
 
 @contextlib.contextmanager
 def placed(model: Any, device: str | None) -> Iterator[Any]:
-    """Put every module reachable from ``model`` on ``device`` for the block, then restore.
+    """Put every module and loose tensor reachable from ``model`` on ``device`` for the block.
 
-    The modules' training flags are restored as well, since :func:`apply_model` switches to eval
-    mode. Tensors held directly in plain attributes (outside modules) are not moved: preprocess
-    output is moved by :func:`apply_model` instead.
+    Afterwards everything is exactly as before: each parameter gets its original tensor back
+    (``param.data``), each buffer and loose tensor its original object, each module its training
+    flag (:func:`apply_model` switches to eval mode). Nothing is copied back, so no precision is
+    lost and the user's model does not leak device or mode changes into other tests.
     """
     torch = _torch()
-    modules = reachable_modules(model)
-    flags = _all_training_flags(modules)
-    moved: list[tuple[Any, Any]] = []
-    if device is not None:
-        target = torch.device(device)
-        for module in modules:
-            devices = {t.device for t in list(module.parameters()) + list(module.buffers())}
-            if devices and devices != {target}:
-                moved.append((module, next(iter(devices))))
-                module.to(target)
+    modules, loose = _walk(model)
+    every = [m for root in modules for m in root.modules()]
+    flags = [(m, m.training) for m in every]
+    # Module.to() either swaps param.data in place or (between incompatible tensor types, or
+    # with overwrite_module_params_on_conversion) puts new Parameter objects in _parameters:
+    # keep both the Parameter objects and their data.
+    params = [(p, p.data) for m in every for p in m._parameters.values() if p is not None]
+    owners = [(m, dict(m._parameters), dict(m._buffers)) for m in every]
+    moved = False
     try:
+        if device is not None:
+            target = torch.device(device)
+            moved = True
+            for root in modules:
+                root.to(target)
+            for container, key, tensor in loose:
+                container[key] = tensor.to(target)
         yield model
     finally:
-        for module, original in moved:
-            module.to(original)
+        if moved:
+            for module, saved_params, saved_buffers in owners:
+                module._parameters.update(saved_params)
+                module._buffers.update(saved_buffers)
+            for param, data in params:
+                param.data = data
+            for module in every:
+                # RNNs cache their weights in _flat_weights; rebuild it from the restored params.
+                if hasattr(module, "_init_flat_weights"):
+                    module._init_flat_weights()
+            for container, key, tensor in loose:
+                container[key] = tensor
         for module, flag in flags:
             module.training = flag
 

@@ -116,7 +116,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafeGolden(
-            f"refused persistent id {pid!r}: pickle.dump never writes one",
+            f"refused persistent id {repr(pid)[:80]}: pickle.dump never writes one",
             fix=_FIX,
         )
 
