@@ -52,7 +52,7 @@ def collate(items: Sequence[Any]) -> Any:
     if isinstance(first, dict):
         return {key: collate([item[key] for item in items]) for key in first}
     if isinstance(first, (list, tuple)):
-        fields = [collate(list(group)) for group in zip(*items)]
+        fields = [collate(list(group)) for group in zip(*items, strict=True)]
         if hasattr(first, "_fields"):  # namedtuple
             return type(first)(*fields)
         return type(first)(fields)
@@ -60,7 +60,7 @@ def collate(items: Sequence[Any]) -> Any:
 
 
 def uncollate(batch: Any, n: int) -> list[Any]:
-    """Split a model output batch back into ``n`` per-sample outputs (inverse of :func:`collate`)."""
+    """Split a model output batch into ``n`` per-sample outputs (inverse of :func:`collate`)."""
     torch = _torch()
     if isinstance(batch, torch.Tensor):
         if batch.dim() == 0 or batch.shape[0] != n:

@@ -80,7 +80,7 @@ class Modelpack:
 
     @property
     def mode(self) -> str:
-        """``roundtrip``, ``golden`` (``--modelpack-golden``) or ``regen`` (``--modelpack-regen``)."""
+        """``roundtrip``, ``golden`` (--modelpack-golden) or ``regen`` (--modelpack-regen)."""
         return self.settings.mode
 
     def check(
@@ -159,8 +159,10 @@ class Modelpack:
             )
         if not isinstance(inputs, SearchStrategy):
             return errors.UsageError(
-                f"inputs= must be a Hypothesis strategy of single model inputs, got {type(inputs).__name__}",
-                fix="pass e.g. inputs=st.text(min_size=1); for fixed inputs use st.sampled_from([...])",
+                "inputs= must be a Hypothesis strategy of single model inputs, got "
+                f"{type(inputs).__name__}",
+                fix="pass e.g. inputs=st.text(min_size=1); "
+                "for fixed inputs use st.sampled_from([...])",
             )
         if apply is not None and not callable(apply):
             return errors.UsageError("apply= must be a callable apply(model, x)")

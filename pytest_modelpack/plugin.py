@@ -58,8 +58,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write a JSON report of every modelpack check to PATH",
     )
     for name, (text, default) in INI_HELP.items():
-        kind = "linelist" if name == INI_SAFE_GLOBALS else "string"
-        parser.addini(name, text, type=kind, default=[] if kind == "linelist" else default)
+        if name == INI_SAFE_GLOBALS:
+            parser.addini(name, text, type="linelist", default=[])
+        else:
+            parser.addini(name, text, type="string", default=default)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,4 +1,4 @@
-"""Warnings emitted by pytest-modelpack (environment drift, code drift under ``modelpack_drift = warn``)."""
+"""Warnings emitted by pytest-modelpack: environment drift, tolerated code drift."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pytest
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
 
-CONFTEST = '''\
+CONFTEST = """\
 from pathlib import Path
 
 import pytest
@@ -25,22 +25,22 @@ SEED = 0
 def sentiment_model():
     torch.manual_seed(SEED)
     return build_model(CORPUS)
-'''
+"""
 
-TEST_MODELS = '''\
+TEST_MODELS = """\
 from strategies import sentences
 
 
 def test_sentiment(modelpack, sentiment_model):
     modelpack.check(sentiment_model, name="sentiment", inputs=sentences())
-'''
+"""
 
-PYPROJECT = '''\
+PYPROJECT = """\
 [tool.pytest.ini_options]
 modelpack_examples = "{examples}"
 modelpack_recorded = "{recorded}"
 {extra}
-'''
+"""
 
 #: Flags every inner run gets: no cache folder, and no pytest-benchmark folder where it is installed,
 #: so that "writes nothing" can be checked on the project folder as a whole.
@@ -73,7 +73,9 @@ class SeedProject:
         path.write_text(text.replace(old, new, 1))
 
     def ini(self, examples: int = 5, recorded: int = 4, extra: str = "") -> None:
-        self.write("pyproject.toml", PYPROJECT.format(examples=examples, recorded=recorded, extra=extra))
+        self.write(
+            "pyproject.toml", PYPROJECT.format(examples=examples, recorded=recorded, extra=extra)
+        )
 
     def snapshot(self) -> dict[str, bytes]:
         """Every file under the project (relative path -> bytes), to prove what was written."""

@@ -70,7 +70,11 @@ def test_plain_callables_are_called_directly() -> None:
 def test_collate_and_uncollate_nested_structures() -> None:
     Pair = collections.namedtuple("Pair", "a b")
     items = [
-        {"ids": torch.tensor([1, 2]), "meta": (torch.tensor(1.0), "x"), "p": Pair(torch.zeros(2), 3)}
+        {
+            "ids": torch.tensor([1, 2]),
+            "meta": (torch.tensor(1.0), "x"),
+            "p": Pair(torch.zeros(2), 3),
+        }
         for _ in range(2)
     ]
     batch = collate(items)

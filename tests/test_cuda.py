@@ -21,15 +21,21 @@ def test_round_trip_regen_and_gate_on_cpu_and_cuda(seed_project: SeedProject) ->
     assert seed_project.run("--modelpack-device", "cpu,cuda").ret == 0
     regen = seed_project.run("--modelpack-regen", "--modelpack-device", "cpu,cuda")
     assert regen.ret == 0, regen.stdout.str()
-    regen.stdout.fnmatch_lines_random(["sentiment*cpu*regen*created*", "sentiment*cuda*regen*checked*"])
+    regen.stdout.fnmatch_lines_random(
+        ["sentiment*cpu*regen*created*", "sentiment*cuda*regen*checked*"]
+    )
     gate = seed_project.run("--modelpack-golden", "--modelpack-device", "cpu,cuda")
     assert gate.ret == 0, gate.stdout.str()
-    gate.stdout.fnmatch_lines_random(["sentiment*cpu*golden*passed*", "sentiment*cuda*golden*passed*"])
+    gate.stdout.fnmatch_lines_random(
+        ["sentiment*cpu*golden*passed*", "sentiment*cuda*golden*passed*"]
+    )
 
 
 def test_golden_pickled_on_cuda_loads_on_cpu(seed_project: SeedProject) -> None:
     seed_project.edit(
-        "conftest.py", "    return build_model(CORPUS)", "    model = build_model(CORPUS)\n    model.layer.cuda()\n    return model"
+        "conftest.py",
+        "    return build_model(CORPUS)",
+        "    model = build_model(CORPUS)\n    model.layer.cuda()\n    return model",
     )
     regen = seed_project.run("--modelpack-regen", "--modelpack-device", "cuda")
     assert regen.ret == 0, regen.stdout.str()

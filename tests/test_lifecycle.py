@@ -46,7 +46,11 @@ def test_regen_creates_the_golden_files(seed_project: SeedProject) -> None:
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["sentiment*cpu*regen*created*4*KiB*"])
     folder = seed_project.golden()
-    assert sorted(p.name for p in folder.iterdir()) == ["bundle.pkl", "examples.json", "manifest.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "bundle.pkl",
+        "examples.json",
+        "manifest.json",
+    ]
     manifest = seed_project.manifest()
     assert manifest["format_version"] == 1
     assert manifest["bundle"]["size"] == (folder / "bundle.pkl").stat().st_size
@@ -107,9 +111,7 @@ def test_minimal_input_is_shrunk(regenerated: SeedProject) -> None:
     """Hypothesis shrinks: the reported input is one corpus word, not a long sentence."""
     regenerated.edit("conftest.py", "SEED = 0", "SEED = 1")
     result = regenerated.run("--modelpack-golden")
-    line = next(
-        ln for ln in result.stdout.lines if "input (minimal, found by Hypothesis)" in ln
-    )
+    line = next(ln for ln in result.stdout.lines if "input (minimal, found by Hypothesis)" in ln)
     shown = line.split(": ", 1)[1]
     assert " " not in shown.strip("'\""), line
 
@@ -137,13 +139,21 @@ def test_golden_and_regen_together_is_a_usage_error(seed_project: SeedProject) -
 @pytest.mark.parametrize(
     ("ini", "message"),
     [
-        ({"extra": 'modelpack_devices = "cpu tpu"'}, "*modelpack_devices: unknown device(s) tpu; accepted: cpu, cuda*"),
+        (
+            {"extra": 'modelpack_devices = "cpu tpu"'},
+            "*modelpack_devices: unknown device(s) tpu; accepted: cpu, cuda*",
+        ),
         ({"examples": "many"}, "*modelpack_examples: expected a whole number >= 1, got 'many'*"),
         ({"extra": 'modelpack_rtol = "-1"'}, "*modelpack_rtol: expected a number >= 0*"),
-        ({"extra": 'modelpack_drift = "ignore"'}, "*modelpack_drift: expected one of fail, warn, got 'ignore'*"),
+        (
+            {"extra": 'modelpack_drift = "ignore"'},
+            "*modelpack_drift: expected one of fail, warn, got 'ignore'*",
+        ),
     ],
 )
-def test_bad_ini_values_are_usage_errors(seed_project: SeedProject, ini: dict, message: str) -> None:
+def test_bad_ini_values_are_usage_errors(
+    seed_project: SeedProject, ini: dict, message: str
+) -> None:
     seed_project.ini(**ini)
     result = seed_project.run()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -186,7 +196,9 @@ def test_sentiment(modelpack, sentiment_model):
     # Raised while collecting: pytest reports it as a collection error of that module.
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
-        ["E   pytest.UsageError: test_models.py::test_sentiment: @pytest.mark.modelpack: unknown modelpack setting(s) exampels; accepted: devices, examples*"]
+        [
+            "E   pytest.UsageError: test_models.py::test_sentiment: @pytest.mark.modelpack: unknown modelpack setting(s) exampels; accepted: devices, examples*"
+        ]
     )
 
 
