@@ -8,8 +8,7 @@ Importing this package is cheap: torch and hypothesis load only when a check run
 
 from __future__ import annotations
 
-from typing import Any
-
+from .apply import apply_model  # torch is imported inside, when a model is applied
 from .errors import (
     CodeDrift,
     CorruptGolden,
@@ -39,16 +38,3 @@ __all__ = [
     "MissingGolden",
     "__version__",
 ]
-
-
-def apply_model(
-    model: Any,
-    x: Any,
-    single: bool = True,
-    batch_size: int | None = None,
-    device: str | None = None,
-) -> Any:
-    """Apply a compound model the seed's way (see :func:`pytest_modelpack.apply.apply_model`)."""
-    from .apply import apply_model as _apply_model
-
-    return _apply_model(model, x, single=single, batch_size=batch_size, device=device)

@@ -264,7 +264,10 @@ class Allowlist:
             mod = importlib.import_module(module)
         except ImportError as exc:
             return Decision(False, "refused", f"cannot import {module}: {exc}", missing=True)
-        except Exception as exc:  # project code failed at import: report, don't crash the scan
+        except (Exception, SystemExit) as exc:
+            # Project code failed at import: report, don't crash the scan. SystemExit too: a
+            # golden naming e.g. ``setup.x`` makes us import a project's setup.py, whose setup()
+            # exits on our argv; that must refuse the name, not end the scan (or the pytest run).
             return Decision(
                 False, "refused", f"importing {module} failed: {type(exc).__name__}: {exc}"
             )

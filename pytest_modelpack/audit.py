@@ -1,4 +1,4 @@
-"""Audit a live object graph: where pickle will fail, what a round-trip lost, where an error came from.
+"""Audit a live object graph: where pickle fails, what a round-trip lost, where an error came from.
 
 Python's own messages name neither the attribute nor the fix (on 3.11 a lambda attribute gives
 ``PicklingError: Can't pickle <function <lambda> ...>: attribute lookup <lambda> on package
@@ -28,7 +28,6 @@ import sys
 import traceback
 import types
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -37,11 +36,14 @@ __all__ = [
     "NullWriter",
     "describe_object",
     "explain_lossy",
+    "explain_missing",
+    "leaf_name",
     "find_unpicklable",
     "lost_private_state",
     "locate_globals",
     "nondeterminism_hints",
     "not_importable_reason",
+    "recorded_source",
     "rename_hints",
     "resolve_path",
     "setstate_pitfall",
@@ -78,13 +80,16 @@ class Finding:
     #: The source line that created it (a lambda's line), when known.
     source: str | None = None
 
-    def lines(self, with_fix: bool = True) -> list[str]:
+    def lines(self, nested: bool = True) -> list[str]:
+        """Detail lines; ``nested`` indents why/fix under the path (one of several findings),
+        else the fix is left to the error's own fix line."""
+        indent = "  " if nested else ""
         out = [f"{self.path}: {self.what}"]
         if self.source:
             out.append(f"    {self.source}")
-        out.append(f"  why: {self.why}")
-        if with_fix:
-            out.append(f"  fix: {self.fix}")
+        out.append(f"{indent}why: {self.why}")
+        if nested:
+            out.append(f"{indent}fix: {self.fix}")
         return out
 
 
@@ -219,9 +224,10 @@ def _defines(klass: type, name: str) -> type | None:
 
 
 def _custom_reduce(klass: type) -> bool:
-    return getattr(klass, "__reduce_ex__", None) is not object.__reduce_ex__ or getattr(
-        klass, "__reduce__", None
-    ) is not object.__reduce__
+    return (
+        getattr(klass, "__reduce_ex__", None) is not object.__reduce_ex__
+        or getattr(klass, "__reduce__", None) is not object.__reduce__
+    )
 
 
 def _state_of(value: Any) -> tuple[Any, bool]:
@@ -354,8 +360,8 @@ def describe_object(value: Any, relative_to: Any = None) -> str:
     if isinstance(value, types.FunctionType) and "<locals>" in value.__qualname__:
         return f"a local function {value.__qualname__} defined at {_where(value, relative_to)}"
     if isinstance(value, types.FunctionType):
-        reason = not_importable_reason(value.__module__, value.__qualname__)
-        extra = " (not importable by that name)" if reason else ""
+        reason = not_importable_reason(value.__module__, value.__qualname__) or ""
+        extra = " (not importable by that name)" if "cannot be found" in reason else ""
         return f"the function {value.__module__}.{value.__qualname__}{extra}"
     if isinstance(value, type):
         if "<locals>" in value.__qualname__:
@@ -415,7 +421,8 @@ def _why(value: Any, error: Exception) -> str:
     return f"pickle refuses it: {said}"
 
 
-def _attr_name(path: str) -> str:
+def leaf_name(path: str) -> str:
+    """The last attribute, key or index of ``path`` (``model.layer.rnn`` -> ``rnn``)."""
     tail = re.split(r"[.\[]", path)[-1].rstrip("]")
     return tail.strip("'\"") or path
 
@@ -427,7 +434,7 @@ def _owner_attr(path: str) -> str:
 
 
 def _fix_for(value: Any, path: str, relative_to: Any = None) -> str:
-    attr = _attr_name(path)
+    attr = leaf_name(path)
     top = _owner_attr(path)
     leave_out = (
         f"or leave {top!r} out in __getstate__ and rebuild it in __setstate__"
@@ -459,7 +466,9 @@ def _fix_for(value: Any, path: str, relative_to: Any = None) -> str:
     if isinstance(value, types.GeneratorType):
         return f"store the data (a list) or what recreates the generator instead, {leave_out}"
     if isinstance(value, types.ModuleType):
-        return f"import the module where it is used instead of storing it on the object, {leave_out}"
+        return (
+            f"import the module where it is used instead of storing it on the object, {leave_out}"
+        )
     return (
         f"give {type(value).__qualname__} a __reduce__ or __getstate__/__setstate__ that pickles, "
         f"{leave_out}"
@@ -685,7 +694,9 @@ def explain_lossy(
     missing = [p for s, p, _ in entries if s == "-"]
 
     def below(path: str, tops: Iterable[str]) -> bool:
-        return any(path != t and (path.startswith(t + ".") or path.startswith(t + "[")) for t in tops)
+        return any(
+            path != t and (path.startswith(t + ".") or path.startswith(t + "[")) for t in tops
+        )
 
     lost: list[str] = []
     detail: list[str] = []
@@ -697,6 +708,8 @@ def explain_lossy(
             continue
         if sign == "~" and below(path, missing):
             continue
+        if sign == "~" and _rebuilt_function(text):
+            continue  # a lambda/local function rebuilt by __setstate__: same role, new qualname
         inner = sum(1 for p in missing if below(p, [path])) if sign == "-" else 0
         text = text.removesuffix("  (missing)")
         if sign == "-":
@@ -716,10 +729,21 @@ def explain_lossy(
             if culprit and culprit not in culprits:
                 culprits.append(culprit)
                 detail.append(f"  {culprit}")
-    added = [p for s, p, _ in entries if s == "+" and not below(p, [q for t, q, _ in entries if t == "+"])]
+    added = [
+        p
+        for s, p, _ in entries
+        if s == "+" and not below(p, [q for t, q, _ in entries if t == "+"])
+    ]
     if added and len(detail) < 20:
-        detail.append("new after reload: " + ", ".join(added[:5]) + (" ..." if len(added) > 5 else ""))
+        detail.append(
+            "new after reload: " + ", ".join(added[:5]) + (" ..." if len(added) > 5 else "")
+        )
     return lost, detail
+
+
+def _rebuilt_function(change: str) -> bool:
+    before, _, after = change.partition("  ->  ")
+    return all(side.startswith("function ") and "<locals>" in side for side in (before, after))
 
 
 def _torch_base(klass: type) -> type | None:
@@ -731,14 +755,16 @@ def _torch_base(klass: type) -> type | None:
 
 def lost_private_state(
     live: Any, reloaded: Any, module_paths: Iterable[str], relative_to: Any = None
-) -> list[str]:
+) -> tuple[list[str], list[str]]:
     """Private ``nn.Module`` state a user ``__setstate__``/``__getstate__`` failed to restore.
 
     The structure tree shows public attributes only; torch keeps caches such as an RNN's
     ``_flat_weight_refs`` in private ones, rebuilt by torch's own ``__setstate__``. For every module
     whose class overrides ``__getstate__``/``__setstate__`` of its torch base, compare what torch's
-    own pickling would restore with what the reloaded module has. Returns detail lines.
+    own pickling would restore with what the reloaded module has. Returns the lost paths and
+    detail lines.
     """
+    lost: list[str] = []
     lines: list[str] = []
     for path in module_paths:
         try:
@@ -754,10 +780,11 @@ def lost_private_state(
         try:  # what torch itself would have restored, without the user's override
             model = object.__new__(klass)
             base_get = _defines(base, "__getstate__")
-            state = base_get.__getstate__(before) if base_get is not None else dict(vars(before))
             base_set = _defines(base, "__setstate__")
+            get_state: Any = vars(base_get)["__getstate__"] if base_get else vars
+            state = dict(get_state(before))
             if base_set is not None:
-                base_set.__setstate__(model, dict(state))
+                vars(base_set)["__setstate__"](model, state)
             else:
                 model.__dict__.update(state)
             expected = set(vars(model))
@@ -769,6 +796,7 @@ def lost_private_state(
         culprit = setter if setter is not None and _user_class(setter) else getter
         assert culprit is not None
         method = "__setstate__" if culprit is setter else "__getstate__"
+        lost.extend(f"{path}.{k}" for k in gone)
         names = ", ".join(f"{path}.{k}" for k in gone[:4]) + (" ..." if len(gone) > 4 else "")
         lines.append(f"{names} missing after reload (torch's own state of {base.__qualname__})")
         torch_set = _defines(base, "__setstate__")
@@ -782,7 +810,7 @@ def lost_private_state(
             f"super().{method}(...): {rebuilt}; a plain pickle.load of this model fails with "
             f"AttributeError: '{klass.__name__}' object has no attribute '{gone[0]}'"
         )
-    return lines
+    return lost, lines
 
 
 def setstate_pitfall(exc: BaseException) -> tuple[str, str] | None:
@@ -829,32 +857,36 @@ def nondeterminism_hints(model: Any, relative_to: Any = None) -> list[str]:
     torch = sys.modules.get("torch")
     modules: list[tuple[str, Any]] = []
     if torch is not None:
-        from .apply import _set_eval, placed
         from .structure import structure_tree
 
-        tree = structure_tree(model)
-        for path, text in tree.items():
+        for path, text in structure_tree(model).items():
             if text.endswith("(nn.Module)"):
                 try:
                     modules.append((path, resolve_path(model, path)))
                 except LookupError:
                     pass
-        with placed(model, None):
-            try:
-                _set_eval(model)
-            except Exception:
-                pass
+        everything = [m for _, top in modules for m in top.modules()]
+        flags = [(m, m.training) for m in everything]
+        try:
+            if callable(getattr(model, "eval", None)):
+                model.eval()
+            else:
+                for _, module in modules:
+                    module.eval()
             training = [
-                path
-                for path, module in modules
-                if getattr(module, "training", False) and _pickles_nothing_else(module)
+                path for path, module in modules if module.training and _mode_matters(module)
             ]
+        except Exception:
+            training = []
+        finally:
+            for module, flag in flags:
+                module.training = flag
         if training:
             hints.append(
                 "still in train mode after model.eval(): "
                 + ", ".join(training[:5])
                 + (" ..." if len(training) > 5 else "")
-                + " (eval() does not reach them: dropout and batch-norm behave randomly)"
+                + " (eval() does not reach them, so dropout/batch-norm stay random)"
             )
     classes: list[type] = [type(model)] + [type(m) for _, m in modules]
     seen: set[type] = set()
@@ -880,7 +912,7 @@ def nondeterminism_hints(model: Any, relative_to: Any = None) -> list[str]:
     return hints
 
 
-def _pickles_nothing_else(module: Any) -> bool:
+def _mode_matters(module: Any) -> bool:
     """Whether a module's training flag matters: it, or a submodule, is dropout or batch-norm."""
     torch = sys.modules["torch"]
     random_kinds = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm)
@@ -891,7 +923,24 @@ def _pickles_nothing_else(module: Any) -> bool:
 
 
 def _normalised(source: str, name: str) -> str:
-    return re.sub(rf"\b{re.escape(name)}\b", "_", source)
+    """Source without indentation, blank lines and the unit's own name: equal for a pure rename."""
+    lines = (line.strip() for line in source.splitlines())
+    return re.sub(rf"\b{re.escape(name)}\b", "_", "\n".join(line for line in lines if line))
+
+
+def recorded_source(code: dict[str, Any], name: str) -> str | None:
+    """The source of ``name`` in a manifest's ``code`` section, with its methods' source added
+    where they are recorded as units of their own."""
+    unit = code.get(name)
+    if not isinstance(unit, dict) or not isinstance(unit.get("source"), str):
+        return None
+    parts = [unit]
+    if not re.search(r"^\s+def ", unit["source"], re.MULTILINE):
+        parts += sorted(
+            (u for key, u in code.items() if key.startswith(name + ".") and isinstance(u, dict)),
+            key=lambda u: u.get("line") or 0,
+        )
+    return "\n".join(str(u.get("source", "")) for u in parts)
 
 
 def rename_hints(
@@ -905,6 +954,7 @@ def rename_hints(
     hints: list[str] = []
     root = os.path.realpath(project_root) + os.sep if project_root is not None else None
     leaf = qualname.rsplit(".", 1)[-1]
+    current_exists = not _module_gone(module)
     for name, mod in list(sys.modules.items()):
         file = getattr(mod, "__file__", None)
         if name == module or not file or (root and not os.path.realpath(file).startswith(root)):
@@ -917,7 +967,8 @@ def rename_hints(
             if target is None:
                 break
         if target is not None and getattr(target, "__module__", None) == name:
-            hints.append(f"{module}.{qualname} -> {name}.{qualname} (module renamed or moved?)")
+            how = "class moved?" if current_exists else "module renamed or moved?"
+            hints.append(f"{module}.{qualname} -> {name}.{qualname} ({how})")
     current = sys.modules.get(module)
     if current is not None and recorded_source:
         old = _normalised(recorded_source, leaf)
@@ -938,3 +989,105 @@ def rename_hints(
             how = "same code" if best[0] >= 0.999 else f"{best[0]:.0%} similar code"
             hints.append(f"{module}.{qualname} -> {module}.{best[1]} ({how}: class renamed?)")
     return hints
+
+
+def _module_gone(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):
+        return True
+
+
+def explain_missing(
+    missing: list[tuple[str, str]],
+    manifest: dict[str, Any],
+    project_root: Any,
+    regen: str,
+    scanned: bool = False,
+) -> tuple[str, list[str], str]:
+    """(summary, detail, fix) for golden globals that no longer resolve: renamed or moved code.
+
+    ``missing`` holds ``(module, qualname)`` pairs (qualname ``"*"``: the whole module is gone);
+    ``manifest`` is the golden's manifest (its globals and recorded source find where the names
+    went); ``regen`` is the exact command that regenerates the golden.
+    """
+    code = manifest.get("code") or {}
+    recorded = [
+        (g["module"], g["qualname"])
+        for g in manifest.get("globals") or []
+        if isinstance(g, dict) and "module" in g and "qualname" in g
+    ]
+    gone = sorted({m for m, q in missing if q == "*" or _module_gone(m)})
+    pairs = [(m, q) for m, q in missing if q != "*"]
+    pairs += [(m, q) for m, q in recorded if m in gone and (m, q) not in pairs]
+    names = [f"{m}.{q}" for m, q in pairs] or [f"{m} (module)" for m in gone]
+    moved: dict[str, str] = {}
+    renamed: dict[tuple[str, str], str] = {}
+    hints: list[str] = []
+    for module, qualname in pairs:
+        source = recorded_source(code, f"{module}.{qualname}")
+        for hint in rename_hints(module, qualname, source, project_root):
+            hints.append(hint)
+            target = hint.split(" -> ", 1)[1].split(" ", 1)[0]
+            if "module renamed" in hint:
+                moved.setdefault(module, target[: -len(qualname) - 1])
+            else:
+                renamed.setdefault((module, qualname), target)
+    detail = [f"module {m!r} no longer exists" for m in gone]
+    detail.append(
+        f"the golden references {len(names)} name{'s' if len(names) != 1 else ''} that "
+        f"no longer resolve{'s' if len(names) == 1 else ''}: {', '.join(names)}"
+    )
+    for module, new in moved.items():  # a whole module moved: one line, not one per name
+        inside = [q for m, q in pairs if m == module]
+        found = [h for h in hints if h.startswith(f"{module}.") and f" -> {new}." in h]
+        if len(inside) > 1 and len(found) == len(inside):
+            hints = [h for h in hints if h not in found]
+            hints.append(
+                f"{module} -> {new}: all {len(inside)} names are defined there (module renamed "
+                "or moved?)"
+            )
+    if hints:
+        detail.append("where they may have gone:")
+        detail.extend(f"  {h}" for h in dict.fromkeys(hints))
+    if scanned:
+        detail.append("nothing was unpickled: the safety scan found these names first")
+    restore: list[str] = []
+    alias: list[str] = []
+    for module in gone:
+        old_file = module.replace(".", "/") + ".py"
+        new = moved.get(module)
+        if new:
+            restore.append(f"rename {new.replace('.', '/')}.py back to {old_file}")
+            alias.append(f'a {old_file} containing "from {new} import *"')
+        else:
+            restore.append(f"restore {old_file}")
+            alias.append(f"a module {module} that re-exports the names from their new home")
+    for (module, qualname), target in renamed.items():
+        new_module, _, new = target.rpartition(".")
+        file = module.replace(".", "/") + ".py"
+        if new_module == module:
+            restore.append(f"rename {target} back to {qualname}")
+            alias.append(f'"{qualname} = {new}" in {file}')
+        else:
+            restore.append(f"move {target} back to {file}")
+            alias.append(f'"from {new_module} import {new}" in {file}')
+    for module, qualname in pairs:
+        if module not in gone and (module, qualname) not in renamed:
+            restore.append(f"restore {module}.{qualname}")
+            alias.append(f"{qualname} = <its new name> in {module.replace('.', '/')}.py")
+    listed = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    fix = (
+        f"restore the old name: {'; '.join(dict.fromkeys(restore))}\n"
+        f"or keep an alias: {'; '.join(dict.fromkeys(alias))}, and list {listed} in "
+        "modelpack_safe_globals (an alias is not defined under the old name)\n"
+        f"or accept the change and regenerate the golden: {regen}"
+    )
+    if len(gone) == 1 and all(m == gone[0] for m, _ in pairs):
+        who = f"the module {gone[0]!r}, which no longer exists"
+    else:
+        shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+        who = f"{shown}, which no longer {'exists' if len(names) == 1 else 'exist'}"
+    return f"the golden references {who} (renamed or moved?)", detail, fix

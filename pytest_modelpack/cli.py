@@ -1,16 +1,81 @@
-"""The ``modelpack`` command line: inspect, scan and diff goldens without unpickling them."""
+"""The ``modelpack`` command line: inspect, scan and diff goldens without unpickling them.
+
+Everything here reads goldens as untrusted input: pickles are only ever scanned statically
+(:mod:`pytest_modelpack.scan`), manifests and examples are JSON, and text taken from them is printed
+with control characters escaped so a crafted manifest cannot drive the terminal.
+
+Exit codes (the same for every command, documented in ``--help``):
+
+* ``0`` — safe (scan, inspect), no differences (diff);
+* ``1`` — unsafe: a global not on the allowlist (scan, inspect), or the goldens differ (diff);
+* ``2`` — unreadable: a missing, empty, truncated or corrupt file, a Git LFS pointer, not a pickle;
+  also bad command-line usage.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from . import errors
 
-EXIT_OK, EXIT_UNSAFE, EXIT_UNREADABLE = 0, 1, 2
+__all__ = ["EXIT_DIFFERENT", "EXIT_OK", "EXIT_UNREADABLE", "EXIT_UNSAFE", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_UNSAFE = 1
+EXIT_DIFFERENT = 1
+EXIT_UNREADABLE = 2
+
+_EXIT_CODES = """\
+exit codes:
+  0  {ok}
+  1  {one}
+  2  unreadable: missing, empty, truncated or corrupt file, Git LFS pointer,
+     not a pickle; or bad usage"""
+
+_SCAN_EPILOG = (
+    "FILE is never unpickled: its opcodes are walked statically, including pickles nested in\n"
+    "torch storages (torch.storage._load_from_bytes) and torch zip files. A global is safe when\n"
+    "it is on the built-in allowlist (torch rebuild functions, torch.nn modules, containers,\n"
+    "numpy arrays, sentencepiece), is a class or function defined in the project under --root\n"
+    "(only the project's own modules are imported, to confirm that), or is given with --allow.\n\n"
+    + _EXIT_CODES.format(ok="every file is safe", one="at least one file is unsafe (wins over 2)")
+)
+_INSPECT_EPILOG = (
+    "The globals are those of bundle.pkl itself (scanned statically, never unpickled), not the\n"
+    "list the manifest claims; a difference between the two is reported.\n\n"
+    + _EXIT_CODES.format(ok="the golden is intact and safe", one="the golden is unsafe")
+)
+_DIFF_EPILOG = (
+    "Compares the manifests (environment, project code, globals, structure tree) and the\n"
+    "recorded examples (outputs for the same inputs, exactly). Never unpickles either bundle.\n\n"
+    + _EXIT_CODES.format(ok="no differences", one="the goldens differ")
+)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _printable(value: object) -> str:
+    """``str(value)`` with control characters escaped: text from a golden is untrusted."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def _out(*parts: object) -> None:
+    print("".join(_printable(p) for p in parts))
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _folder(arg: str) -> Path:
@@ -26,81 +91,227 @@ def _load_golden(arg: str) -> tuple[Any, dict[str, Any]]:
     return store, store.read_manifest()
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from .allowlist import Allowlist
-    from .report import format_size
+@contextlib.contextmanager
+def _project_importable(root: Path | None) -> Iterator[None]:
+    """Put the project root first on ``sys.path`` while judging globals, as pytest's rootdir is.
 
+    The allowlist trusts classes and functions defined in the project's own modules; it can only
+    find them when the project root is importable (``modelpack`` as a console script does not put
+    the working directory on ``sys.path``).
+    """
+    entry = None if root is None else str(root)
+    added = entry is not None and entry not in sys.path
+    if added:
+        sys.path.insert(0, str(entry))
+    try:
+        yield
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(str(entry))
+
+
+def _allowlist(args: argparse.Namespace) -> Any:
+    """The allowlist for ``--root`` and ``--allow``.
+
+    No project code is trusted without an explicit ``--root``: checking a project class imports
+    its module, and the file being scanned must not be able to pick which folder's code runs
+    (a downloaded model folder can hold Python files next to the pickle).
+    """
+    from .allowlist import Allowlist
+
+    root = None
+    if args.root is not None:
+        root = Path(args.root).resolve()
+        if not root.is_dir():
+            raise errors.UsageError(
+                f"--root {args.root}: not a directory", fix="pass the project's root folder"
+            )
+    return Allowlist(root, args.allow)
+
+
+def _installed(module: str) -> bool:
+    """Is ``module``'s top-level package installed (site-packages), not project code? Imports
+    nothing."""
+    import importlib.machinery
+
+    try:
+        spec = importlib.machinery.PathFinder.find_spec(module.partition(".")[0])
+    except (ImportError, ValueError):
+        return False
+    origin = spec and (spec.origin or next(iter(spec.submodule_search_locations or []), None))
+    parts = set(Path(origin).parts) if isinstance(origin, str) else set()
+    return bool(parts & {"site-packages", "dist-packages"})
+
+
+def _root_hint(allowlist: Any, refused: list[tuple[Any, str]]) -> str | None:
+    """A hint when refused globals look like project code the user did not point us to."""
+    project_like = [
+        ref
+        for ref, _ in refused
+        if not ref.problem
+        and allowlist.classify(ref.module) != "builtin"
+        and not _installed(ref.module)
+    ]
+    if not project_like:
+        return None
+    if allowlist.project_root is None:
+        return (
+            "hint: classes and functions of your own project are allowed only with "
+            "--root PROJECT_DIR (its modules are imported to check them: pass only a project "
+            "you trust)"
+        )
+    if any(allowlist.check(ref.module, ref.qualname).missing for ref in project_like):
+        return (
+            "hint: a global that is not found may be project code of another folder than "
+            f"--root {allowlist.project_root}"
+        )
+    return None
+
+
+# -- inspect -----------------------------------------------------------------------------------
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .report import format_size
+    from .scan import scan_file
+
+    allowlist = _allowlist(args)
     try:
         store, manifest = _load_golden(args.golden)
     except errors.ModelpackError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_UNREADABLE
-    out = print
     bundle = manifest["bundle"]
-    out(f"golden: {manifest.get('name')}  ({store.folder})")
-    out(f"format version: {manifest.get('format_version')}")
+    corrupt = False
+    _out(f"golden: {manifest.get('name')}  ({store.folder})")
+    _out(f"format version: {manifest.get('format_version')}")
     try:
         store.verify(manifest)
         integrity = "sha256 verified"
     except errors.ModelpackError as exc:
         integrity = f"CORRUPT: {exc.summary}"
-    out(
-        f"bundle: {format_size(bundle.get('size'))}, protocol {bundle.get('protocol')}, "
-        f"sha256 {bundle.get('sha256')} ({integrity})"
+        corrupt = True
+    size = bundle.get("size")
+    _out(
+        f"bundle: {format_size(size if isinstance(size, int) else None)}, "
+        f"protocol {bundle.get('protocol')}, sha256 {bundle.get('sha256')} ({integrity})"
     )
-    created = manifest.get("created_by") or {}
-    out(f"created by: {created.get('test')} on {created.get('device')}")
-    env = manifest.get("environment") or {}
-    out("environment: " + ", ".join(f"{k} {v}" for k, v in env.items()))
-    allowlist = Allowlist(Path(args.root).resolve(), args.allow)
-    out("globals:")
-    for entry in manifest.get("globals") or []:
-        module, qualname = entry.get("module"), entry.get("qualname")
-        if not (isinstance(module, str) and isinstance(qualname, str)):
-            module, _, qualname = str(entry.get("global")).rpartition(".")
-        decision = allowlist.check(module, qualname)
-        verdict = "safe" if decision.allowed else f"REFUSED ({decision.reason})"
-        out(f"  {module}.{qualname}  [{entry.get('kind')}]  {verdict}")
-    code = manifest.get("code") or {}
+    created = _mapping(manifest.get("created_by"))
+    _out(f"created by: {created.get('test')} on {created.get('device')}")
+    env = _mapping(manifest.get("environment"))
+    _out("environment: " + ", ".join(f"{k} {v}" for k, v in env.items()))
+
+    with _project_importable(allowlist.project_root):
+        verdict = scan_file(store.bundle_path, allowlist) if store.bundle_path.exists() else None
+        claimed = _claimed_globals(manifest)
+        if verdict is None:
+            _out("verdict: unreadable — bundle.pkl is missing")
+        elif verdict.refused:
+            _out(f"verdict: UNSAFE — {len(verdict.refused)} global(s) not on the allowlist")
+            if verdict.error is not None:
+                _out(f"  (the scan then stopped: {verdict.error})")
+            hint = _root_hint(allowlist, verdict.refused)
+            if hint:
+                _out("  " + hint)
+        elif verdict.error is not None:
+            _out(f"verdict: unreadable — {verdict.error}")
+        else:
+            _out(f"verdict: safe — {len(verdict.globals)} global(s), all allowed")
+        if verdict is not None:
+            reasons = {(ref.module, ref.qualname): why for ref, why in verdict.refused}
+            _out("globals (scanned from bundle.pkl; nothing unpickled):")
+            for ref in verdict.globals:
+                key = (ref.module, ref.qualname)
+                if key in reasons:
+                    kind, state = allowlist.classify(ref.module), f"REFUSED ({reasons[key]})"
+                else:
+                    kind, state = allowlist.check(ref.module, ref.qualname).kind, "safe"
+                where = "" if ref.where == "top level" else f"  in {ref.where}"
+                unlisted = "" if key in claimed else "  (not listed in the manifest)"
+                _out(f"  {ref.name}  [{kind}]  {state}{where}{unlisted}")
+            found = {(ref.module, ref.qualname) for ref in verdict.globals}
+            if verdict.error is None:
+                for module, qualname in sorted(claimed - found):
+                    _out(f"  {module}.{qualname}  listed in the manifest, not in bundle.pkl")
+    code = _mapping(manifest.get("code"))
     if code:
-        out("project code:")
+        _out("project code:")
         for name, unit in code.items():
-            out(
-                f"  {name}  ({unit.get('file')}:{unit.get('line')})  {str(unit.get('sha256'))[:12]}"
-            )
-    out(f"examples: {manifest['examples'].get('count', '?')} recorded")
-    out("structure:")
-    for path, line in (manifest.get("structure") or {}).items():
-        out(f"  {path}: {line}")
+            unit = _mapping(unit)
+            digest = str(unit.get("sha256"))[:12]
+            _out(f"  {name}  ({unit.get('file')}:{unit.get('line')})  {digest}")
+    _out(f"examples: {manifest['examples'].get('count', '?')} recorded")
+    _out("structure:")
+    for path, line in _mapping(manifest.get("structure")).items():
+        _out(f"  {path}: {line}")
+    if verdict is not None and verdict.refused:
+        return EXIT_UNSAFE
+    if corrupt or verdict is None or verdict.error is not None:
+        return EXIT_UNREADABLE
     return EXIT_OK
 
 
+def _claimed_globals(manifest: dict[str, Any]) -> set[tuple[str, str]]:
+    """The ``(module, qualname)`` pairs the manifest says the bundle references."""
+    claimed = set()
+    entries = manifest.get("globals")
+    for entry in entries if isinstance(entries, list) else []:
+        entry = _mapping(entry)
+        module, qualname = entry.get("module"), entry.get("qualname")
+        if not (isinstance(module, str) and isinstance(qualname, str)):
+            module, _, qualname = str(entry.get("global")).rpartition(".")
+        claimed.add((module, qualname))
+    return claimed
+
+
+# -- scan --------------------------------------------------------------------------------------
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
-    from .allowlist import Allowlist
     from .scan import scan_file
 
-    allowlist = Allowlist(Path(args.root).resolve(), args.allow)
-    unsafe = unreadable = False
-    for name in args.files:
-        path = Path(name)
-        if path.is_dir():
-            path = path / "bundle.pkl"
-        if not path.is_file():
-            print(f"{name}: unreadable: no such file")
-            unreadable = True
-            continue
-        verdict = scan_file(path, allowlist)
-        if verdict.error:
-            print(f"{path}: unreadable: {verdict.error}")
-            unreadable = True
-        elif verdict.refused:
-            print(f"{path}: UNSAFE — {len(verdict.refused)} global(s) not on the allowlist")
-            for ref, reason in verdict.refused:
-                print(f"  {ref.module}.{ref.qualname}  ({ref.where}): {reason}")
-            unsafe = True
-        else:
-            print(f"{path}: safe ({len(verdict.globals)} global(s), all allowed)")
-    return EXIT_UNSAFE if unsafe else EXIT_UNREADABLE if unreadable else EXIT_OK
+    allowlist = _allowlist(args)
+    counts = {"safe": 0, "unsafe": 0, "unreadable": 0}
+    hints: list[str] = []
+    with _project_importable(allowlist.project_root):
+        for name in args.files:
+            path = Path(name)
+            if path.is_dir():
+                path = path / "bundle.pkl"  # a golden folder
+            if not path.is_file():
+                _out(f"{path}: unreadable — no such file")
+                counts["unreadable"] += 1
+                continue
+            verdict = scan_file(path, allowlist)
+            # Refused globals first: a payload followed by garbage still runs when unpickled,
+            # so "unsafe" is the news even when the scan then stopped.
+            if verdict.refused:
+                _out(f"{path}: UNSAFE — {len(verdict.refused)} global(s) not on the allowlist")
+                for ref, reason in verdict.refused:
+                    _out(f"  {ref.name}  ({ref.where}): {reason}")
+                if verdict.error is not None:
+                    _out(f"  (the scan then stopped: {verdict.error})")
+                counts["unsafe"] += 1
+                hint = _root_hint(allowlist, verdict.refused)
+                if hint and hint not in hints:
+                    hints.append(hint)
+            elif verdict.error is not None:
+                _out(f"{path}: unreadable — {verdict.error}")
+                counts["unreadable"] += 1
+            else:
+                _out(f"{path}: safe — {len(verdict.globals)} global(s), all allowed")
+                counts["safe"] += 1
+    for hint in hints:
+        _out(hint)
+    if len(args.files) > 1:
+        _out(f"{len(args.files)} file(s): " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    if counts["unsafe"]:
+        return EXIT_UNSAFE
+    return EXIT_UNREADABLE if counts["unreadable"] else EXIT_OK
+
+
+# -- diff --------------------------------------------------------------------------------------
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -113,94 +324,172 @@ def cmd_diff(args: argparse.Namespace) -> int:
     except errors.ModelpackError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_UNREADABLE
-    differences = 0
-    if a["bundle"].get("sha256") != b["bundle"].get("sha256"):
-        print(
-            f"bundle: {a['bundle'].get('size')} -> {b['bundle'].get('size')} bytes "
-            "(bytes differ; goldens are compared by behaviour, see examples below)"
+    _out(f"a: {store_a.folder}")
+    _out(f"b: {store_b.folder}")
+    lines: list[str] = []
+    env = env_changes(_mapping(a.get("environment")), _mapping(b.get("environment")))
+    lines += [f"environment: {line}" for line in env]
+    code = describe_code_change(_mapping(a.get("code")), _mapping(b.get("code")))
+    lines += [f"code changed: {name}" for name in code]
+    ga, gb = _claimed_globals(a), _claimed_globals(b)
+    lines += [f"global removed: {m}.{q}" for m, q in sorted(ga - gb)]
+    lines += [f"global added: {m}.{q}" for m, q in sorted(gb - ga)]
+    structure = diff_trees(_mapping(a.get("structure")), _mapping(b.get("structure")))
+    lines += [f"structure {line}" for line in structure]
+    try:
+        lines += _diff_examples(store_a, store_b)
+        unreadable = False
+    except errors.ModelpackError as exc:
+        lines.append(f"examples: cannot compare — {exc.summary}")
+        unreadable = True
+    for line in lines:
+        _out(line)
+    if unreadable:
+        return EXIT_UNREADABLE
+    if not lines:
+        same_bytes = a["bundle"].get("sha256") == b["bundle"].get("sha256")
+        _out(
+            "no differences in environment, code, globals, structure or examples"
+            + ("" if same_bytes else " (bundle bytes differ; goldens compare by behaviour)")
         )
-    env = env_changes(a.get("environment") or {}, b.get("environment") or {})
-    for line in env:
-        print(f"environment: {line}")
-    code = describe_code_change(a.get("code") or {}, b.get("code") or {})
-    for name in code:
-        print(f"code changed: {name}")
-    ga = {e.get("global") for e in a.get("globals") or []}
-    gb = {e.get("global") for e in b.get("globals") or []}
-    for name in sorted(ga - gb):
-        print(f"global removed: {name}")
-    for name in sorted(gb - ga):
-        print(f"global added: {name}")
-    structure = diff_trees(a.get("structure") or {}, b.get("structure") or {})
-    for line in structure:
-        print(f"structure {line}")
-    examples = _diff_examples(store_a, store_b)
-    for line in examples:
-        print(line)
-    differences = len(env) + len(code) + len(ga ^ gb) + len(structure) + len(examples)
-    if not differences:
-        print("no differences in environment, code, globals, structure or examples")
-    return EXIT_OK if not differences else EXIT_UNSAFE
+        return EXIT_OK
+    return EXIT_DIFFERENT
+
+
+#: Examples whose outputs differ that diff shows one by one; the rest are counted.
+_SHOW_EXAMPLES = 10
 
 
 def _diff_examples(store_a: Any, store_b: Any) -> list[str]:
+    """Outputs recorded for the same input in both goldens, compared exactly; inputs matched by
+    their JSON encoding, so goldens recorded from different strategies still compare."""
     from .codec import encode_value
     from .compare import compare, describe_differences
+    from .lifecycle import short_repr
 
-    try:
-        ea, eb = store_a.read_examples(), store_b.read_examples()
-    except errors.ModelpackError as exc:
-        return [f"examples: cannot compare ({exc.summary})"]
-    inputs_a = [json.dumps(encode_value(e.input), sort_keys=True) for e in ea]
-    inputs_b = [json.dumps(encode_value(e.input), sort_keys=True) for e in eb]
-    if inputs_a != inputs_b:
-        return [f"examples: recorded inputs differ ({len(ea)} vs {len(eb)} examples)"]
-    lines = []
-    for index, (x, y) in enumerate(zip(ea, eb)):
+    ea, eb = store_a.read_examples(), store_b.read_examples()
+
+    def key(example: Any) -> str:
+        return json.dumps(encode_value(example.input), sort_keys=True)
+
+    by_key_b = {key(e): (i, e) for i, e in enumerate(eb)}
+    keys_a = {key(e) for e in ea}
+    lines: list[str] = []
+    differing = 0
+    common = 0
+    for index, x in enumerate(ea):
+        match = by_key_b.get(key(x))
+        if match is None:
+            continue
+        common += 1
+        j, y = match
         diffs = compare(x.output, y.output, exact=True)
         if diffs:
-            lines.append(f"example #{index} (input {x.input!r:.60}):")
-            lines.extend("  " + d for d in describe_differences(diffs, limit=3))
+            differing += 1
+            if differing <= _SHOW_EXAMPLES:
+                where = f"#{index}" if index == j else f"a #{index}, b #{j}"
+                lines.append(f"example {where}: input {short_repr(x.input)}")
+                lines.extend("  " + d for d in describe_differences(diffs, limit=3))
+    if differing > _SHOW_EXAMPLES:
+        lines.append(f"... and {differing - _SHOW_EXAMPLES} more example(s) with other outputs")
+    if differing:
+        lines.insert(0, f"examples: {differing} of {common} shared input(s) give other outputs")
+        lines.insert(1, "  expected = a, got = b")
+    only_a = len(ea) - common
+    only_b = sum(1 for e in eb if key(e) not in keys_a)
+    if only_a or only_b:
+        lines.append(
+            f"examples: {only_a} recorded input(s) only in a, {only_b} only in b ({common} shared)"
+        )
     return lines
+
+
+# -- entry point -------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelpack",
         description="Inspect, scan and diff pytest-modelpack goldens. Never unpickles anything.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EXIT_CODES.format(
+            ok="safe / no differences", one="unsafe (scan, inspect) / differences (diff)"
+        ),
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def allow_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--root", default=".", help="project root: its modules count as project code"
+            "--root",
+            default=None,
+            metavar="DIR",
+            help="project root: classes and functions defined in its modules are allowed; "
+            "its modules are imported to check them, so pass only a project you trust "
+            "(default: none, no project code is allowed)",
         )
         p.add_argument(
             "--allow",
             action="append",
             default=[],
             metavar="MODULE.QUALNAME",
-            help="also allow this global (repeatable)",
+            help="also allow this exact global, e.g. --allow datetime.timedelta "
+            "(repeatable; MODULE:QUALNAME for an exact split)",
         )
 
-    p = sub.add_parser("inspect", help="manifest, structure tree, globals with safety verdicts")
-    p.add_argument("golden", help="golden folder (or its manifest.json)")
-    common(p)
+    p = sub.add_parser(
+        "inspect",
+        help="manifest, structure tree, globals with safety verdicts",
+        description="Show a golden: manifest, integrity, the globals bundle.pkl references with\n"
+        "their safety verdicts, project code fingerprints and the structure tree.",
+        epilog=_INSPECT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("golden", metavar="GOLDEN", help="golden folder (or a file in it)")
+    allow_options(p)
     p.set_defaults(func=cmd_inspect)
-    p = sub.add_parser("scan", help="safety verdict for pickles and torch files (exit 1 if unsafe)")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    common(p)
+    p = sub.add_parser(
+        "scan",
+        help="safety verdict for pickles and torch files (exit 1 if unsafe)",
+        description="Safety verdict for each FILE: safe, UNSAFE (with the globals that are not\n"
+        "allowed and where they occur) or unreadable.",
+        epilog=_SCAN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="a pickle, a torch.save file (zip or legacy), or a golden folder (its bundle.pkl)",
+    )
+    allow_options(p)
     p.set_defaults(func=cmd_scan)
-    p = sub.add_parser("diff", help="what differs between two goldens")
-    p.add_argument("golden_a")
-    p.add_argument("golden_b")
+    p = sub.add_parser(
+        "diff",
+        help="what differs between two goldens",
+        description="What differs between two goldens: environment, project code, globals,\n"
+        "structure tree and the outputs recorded for shared inputs.",
+        epilog=_DIFF_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("golden_a", metavar="GOLDEN_A", help="golden folder (the expected side)")
+    p.add_argument("golden_b", metavar="GOLDEN_B", help="golden folder (the side compared)")
     p.set_defaults(func=cmd_diff)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``modelpack`` command line; returns the exit code."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except errors.ModelpackError as exc:  # e.g. an invalid --allow entry or --root
+        print(exc.render(), file=sys.stderr)
+        return EXIT_UNREADABLE
+    except BrokenPipeError:
+        # Output piped into `head`: stop quietly (and keep Python from complaining at exit).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_UNREADABLE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,10 +2,33 @@
 
 A pickle stores data and *references* to classes: loading an old pickle runs today's code. At regen
 we record, for every project-code class and function the pickle references — and transitively the
-project code they depend on (base classes, and functions/classes reached through module globals
-named in their bytecode) — a fingerprint of the normalised source (AST-based: comments, docstrings,
-blank lines and formatting do not count), the source text, file and line. The gate recomputes the
-fingerprints from today's code and reports every unit that changed, with a unified diff.
+project code they depend on — a fingerprint of the normalised source, the source text, file and
+line. The gate recomputes the fingerprints from today's code and reports every unit that changed,
+with a unified diff.
+
+Units (the keys of the manifest's ``code`` section):
+
+* ``module.Class`` (kind ``class``): the class statement without its methods and nested classes —
+  decorators, bases, keywords, class attributes;
+* ``module.Class.method`` (kind ``method``): one per ``def`` in the class body, decorators included
+  (a property's setter is ``module.Class.name.setter``);
+* ``module.function`` (kind ``function``): a module-level function;
+* ``module.NAME`` (kind ``global``): the module-level assignment(s) binding a global the code
+  reads that is not a class or function (a constant table, a ``functools.partial``, a lambda).
+
+Dependencies followed: base classes in the MRO (and a project metaclass); names read in the class
+body and in decorators; every function stored on the class (methods, static/class methods,
+property accessors, ``functools.wraps`` chains, closures, defaults) and the module globals their
+bytecode loads — nested code objects (lambdas, comprehensions, inner functions) included, through
+``module.attr`` chains of project modules and function-local ``from project import name``.
+"Project code" is a module whose file lies under the project root (pytest's rootdir), outside
+virtualenvs and site-packages. Nothing outside the project is ever imported here.
+
+Normalisation is AST-based: comments, docstrings, blank lines, line breaks, quotes and parentheses
+do not count. The AST is serialised by :func:`_canonical` rather than ``ast.dump`` so that a
+fingerprint does not depend on how a Python version prints ASTs (3.13 omits empty fields, 3.12 added
+``type_params``); and a unit whose recorded source text is byte-identical to today's never counts
+as changed, whatever the fingerprints say.
 
 Third-party code (torch, sentencepiece, numpy, Python) is tracked by version instead: ENV DRIFT.
 """
@@ -14,193 +37,688 @@ from __future__ import annotations
 
 import ast
 import difflib
+import dis
+import functools
 import hashlib
+import importlib
+import importlib.util
 import inspect
+import linecache
 import os
+import re
 import sys
 import textwrap
 import types
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import errors
-from .warnings import CodeDriftWarning, EnvDriftWarning
+from .warnings import CodeDriftWarning, EnvDriftWarning, ModelpackWarning
 
 __all__ = [
-    "fingerprint_model",
-    "code_units",
-    "describe_code_change",
+    "ENV_KEYS",
+    "EnvDrift",
     "check_drift",
+    "code_units",
+    "compare_code",
+    "describe_code_change",
+    "env_changes",
+    "fingerprint_model",
+    "is_project_file",
     "normalized_source",
 ]
 
-_EXCLUDED_DIRS = {"site-packages", "dist-packages", ".venv", "venv", ".tox", "build", ".eggs"}
 #: Environment keys whose change is reported as ENV DRIFT (platform/pytest-modelpack are noise).
 ENV_KEYS = ("python", "torch", "sentencepiece", "numpy")
 
+#: Directories whose files are never project code, wherever they sit under the project root
+#: (kept in step with the allowlist's notion of project code).
+_NOT_PROJECT_DIRS = frozenset(
+    {
+        "site-packages",
+        "dist-packages",
+        ".venv",
+        "venv",
+        ".tox",
+        ".nox",
+        "build",
+        ".eggs",
+        "__pypackages__",
+    }
+)
 
-def is_project_file(path: str | None, root: Path) -> bool:
+#: Diff lines shown per unit before the rest is elided (the manifest keeps the full source).
+DIFF_LINE_LIMIT = 40
+
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_MEMBER_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_DOC_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+_BLOCKS: tuple[type[ast.stmt], ...] = (
+    ast.If,
+    ast.Try,
+    ast.With,
+    ast.AsyncWith,
+    ast.For,
+    ast.AsyncFor,
+    ast.While,
+    *((ast.TryStar,) if hasattr(ast, "TryStar") else ()),
+)
+_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
+_ATTRS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+_KIND_NOUNS = {
+    "class": ("class", "classes"),
+    "method": ("method", "methods"),
+    "function": ("function", "functions"),
+    "global": ("module global", "module globals"),
+}
+
+
+class EnvDrift(errors.ModelpackError):
+    """Environment drift made fatal by a warnings filter (``-W error::...EnvDriftWarning``)."""
+
+    kind = "ENV DRIFT"
+
+
+# -- project code ------------------------------------------------------------------------------
+
+
+def is_project_file(path: str | os.PathLike[str] | None, root: Path | str) -> bool:
+    """Is ``path`` a file of the project under ``root`` (not in a virtualenv/site-packages)?"""
+    return _in_project(path, os.path.realpath(root))
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_dirs() -> tuple[Path, ...]:
+    """Where the interpreter keeps the stdlib and installed packages: never project code, even
+    when the project root contains them (a rootdir of ``~`` holding a pyenv, say)."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    found = {paths.get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return tuple(Path(os.path.realpath(p)) for p in found if p)
+
+
+def _in_project(path: str | os.PathLike[str] | None, real_root: str) -> bool:
     if not path:
         return False
+    real = Path(os.path.realpath(path))
     try:
-        resolved = Path(path).resolve()
-        rel = resolved.relative_to(root.resolve())
+        rel = real.relative_to(real_root)
     except (ValueError, OSError):
         return False
-    return not any(part in _EXCLUDED_DIRS for part in rel.parts)
+    if any(part in _NOT_PROJECT_DIRS for part in rel.parts):
+        return False
+    return not any(real.is_relative_to(installed) for installed in _installed_dirs())
 
 
-def _project_module(name: str, root: Path) -> types.ModuleType | None:
-    module = sys.modules.get(name)
-    if module is None or not is_project_file(getattr(module, "__file__", None), root):
-        return None
-    return module
+# -- normalised source -------------------------------------------------------------------------
 
 
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
-            body = node.body
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                node.body = body[1:] or [ast.Pass()]
-    return tree
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Constant)
+        and isinstance(stmt.value.value, str)
+    )
+
+
+def _canonical(node: Any, out: list[str], members: bool = True) -> None:
+    """Serialise an AST deterministically, leaving out what is cosmetic.
+
+    Positions, docstrings, ``type_comment``, the ``u`` prefix of strings and empty/None fields are
+    dropped; with ``members=False`` the top node's body also loses its ``def``/``class`` members.
+    """
+    if isinstance(node, ast.AST):
+        out.append(type(node).__name__)
+        out.append("(")
+        for name in node._fields:
+            if name == "type_comment" or (name == "kind" and isinstance(node, ast.Constant)):
+                continue
+            value = getattr(node, name, None)
+            if name == "body" and isinstance(node, _DOC_OWNERS):
+                value = list(value or [])
+                value = value[1:] if value and _is_docstring(value[0]) else value
+                if not members:
+                    value = [stmt for stmt in value if not isinstance(stmt, _MEMBER_DEFS)]
+            if value is None or (isinstance(value, list) and not value):
+                continue
+            out.append(name)
+            out.append("=")
+            _canonical(value, out)
+            out.append(",")
+        out.append(")")
+    elif isinstance(node, list):
+        out.append("[")
+        for item in node:
+            _canonical(item, out)
+            out.append(",")
+        out.append("]")
+    else:
+        out.append(repr(node))
+
+
+def _fingerprint(nodes: Sequence[ast.AST], members: bool = True) -> str:
+    out: list[str] = []
+    for node in nodes:
+        _canonical(node, out, members)
+    return hashlib.sha256("".join(out).encode()).hexdigest()
 
 
 def normalized_source(source: str) -> str:
-    """The AST dump of ``source`` without docstrings: equal for cosmetic-only edits."""
-    tree = _strip_docstrings(ast.parse(textwrap.dedent(source)))
-    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+    """The canonical form of ``source``: equal for edits to comments, docstrings and layout."""
+    out: list[str] = []
+    _canonical(ast.parse(textwrap.dedent(source)), out)
+    return "".join(out)
 
 
-def _class_header(source: str) -> str:
-    """A class's source with its methods' bodies removed: bases, decorators, class attributes."""
-    tree = ast.parse(textwrap.dedent(source))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef):
-            node.body = [
-                stmt
-                for stmt in node.body
-                if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
-            ] or [ast.Pass()]
-            break
-    return ast.unparse(_strip_docstrings(tree))
+# -- reading a module's source -----------------------------------------------------------------
 
 
-def _unit(
-    obj: Any, module: str, qualname: str, root: Path, header: bool = False
-) -> dict[str, Any] | None:
-    try:
-        source = inspect.getsource(obj)
-        file = inspect.getsourcefile(obj) or ""
-        _, line = inspect.getsourcelines(obj)
-    except (OSError, TypeError):
-        return None
-    text = textwrap.dedent(source)
-    normal = normalized_source(_class_header(text) if header else text)
-    try:
-        rel = os.path.relpath(file, root)
-    except ValueError:
-        rel = file
-    return {
-        "module": module,
-        "qualname": qualname,
-        "sha256": hashlib.sha256(normal.encode()).hexdigest(),
-        "file": rel.replace(os.sep, "/"),
-        "line": line,
-        "source": text,
-    }
+@dataclass
+class _Source:
+    rel: str
+    lines: list[str]
+    tree: ast.Module
+
+    def text(self, start: int, end: int) -> str:
+        return "".join(self.lines[start - 1 : end])
 
 
-def _function_of(member: Any) -> Any:
-    if isinstance(member, (staticmethod, classmethod)):
-        return member.__func__
-    if isinstance(member, property):
-        return member.fget
-    return member
+def _start(node: ast.AST) -> int:
+    decorators = getattr(node, "decorator_list", None) or []
+    return min([d.lineno for d in decorators] + [node.lineno])  # type: ignore[attr-defined]
 
 
-def _code_objects(code: types.CodeType) -> Iterable[types.CodeType]:
+def _block_statements(body: Iterable[ast.AST]) -> Iterator[ast.AST]:
+    """Statements of ``body``, descending into if/try/with/for/while blocks but not into defs."""
+    for stmt in body:
+        yield stmt
+        if isinstance(stmt, _BLOCKS):
+            for field in ("body", "orelse", "finalbody"):
+                yield from _block_statements(getattr(stmt, field, None) or [])
+            for handler in getattr(stmt, "handlers", None) or []:
+                yield from _block_statements(handler.body)
+
+
+def _find_def(tree: ast.Module, qualname: str, firstlineno: int | None) -> ast.AST | None:
+    """The ``def``/``class`` statement for ``qualname`` (no ``<locals>``) in ``tree``."""
+    nodes: list[Any] = [tree]
+    for part in qualname.split("."):
+        nodes = [
+            stmt
+            for node in nodes
+            for stmt in _block_statements(node.body)
+            if isinstance(stmt, _MEMBER_DEFS) and stmt.name == part
+        ]
+        if not nodes:
+            return None
+    if firstlineno is not None:
+        for node in nodes:
+            if firstlineno in (node.lineno, _start(node)):
+                return node
+    return nodes[-1]  # redefinitions: the last one is what a module import leaves bound
+
+
+def _binds(stmt: ast.AST, name: str) -> bool:
+    if isinstance(stmt, ast.Assign):
+        targets: list[ast.AST] = list(stmt.targets)
+    elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+        targets = [stmt.target]
+    else:
+        return False
+    return any(
+        isinstance(node, ast.Name) and node.id == name
+        for target in targets
+        for node in ast.walk(target)
+    )
+
+
+def _name_chains(nodes: Iterable[ast.AST]) -> list[list[str]]:
+    """``name`` and ``name.attr.attr`` chains loaded in ``nodes`` (maximal chains only)."""
+    chains: list[list[str]] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.Attribute):
+            parts = []
+            current: ast.AST = node
+            while isinstance(current, ast.Attribute):
+                parts.append(current.attr)
+                current = current.value
+            if isinstance(current, ast.Name):
+                chains.append([current.id, *reversed(parts)])
+                return
+            visit(current)
+            return
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            chains.append([node.id])
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    for node in nodes:
+        visit(node)
+    return chains
+
+
+def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
     yield code
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             yield from _code_objects(const)
 
 
-def _referenced(func: Any, root: Path) -> Iterable[Any]:
-    """Project classes/functions a function reaches through names in its (nested) bytecode."""
-    code = getattr(func, "__code__", None)
-    namespace = getattr(func, "__globals__", None)
-    if code is None or namespace is None:
-        return
-    names: set[str] = set()
-    for co in _code_objects(code):
-        names.update(co.co_names)
-    for name in sorted(names):
-        value = namespace.get(name)
-        if value is None:
-            continue
-        if isinstance(value, types.ModuleType):
-            if is_project_file(getattr(value, "__file__", None), root):
-                for attr in sorted(names):
-                    target = getattr(value, attr, None)
-                    if isinstance(target, (type, types.FunctionType)):
-                        yield target
-            continue
+_MISSING = object()
+
+
+# -- the fingerprinter -------------------------------------------------------------------------
+
+
+class _Fingerprinter:
+    """Walks from root globals through the project code they depend on, building units."""
+
+    def __init__(self, root: Path) -> None:
+        self._real = os.path.realpath(root)
+        self.root = Path(self._real)
+        self.units: dict[str, dict[str, Any]] = {}
+        self._modules: dict[str, types.ModuleType | None] = {}
+        self._sources: dict[str, _Source | None] = {}
+        self._seen: set[int] = set()
+        self._alive: list[Any] = []  # keeps visited objects alive, so their ids stay unique
+        self._pending: list[Any] = []
+        self._allowlist: Any = None
+
+    # -- modules ---------------------------------------------------------------------------
+
+    def module(self, name: Any) -> types.ModuleType | None:
+        """The already-imported project module ``name``, or None (never imports)."""
+        if not isinstance(name, str):
+            return None
+        if name not in self._modules:
+            module = sys.modules.get(name)
+            ok = module is not None and _in_project(getattr(module, "__file__", None), self._real)
+            self._modules[name] = module if ok else None
+        return self._modules[name]
+
+    def import_project_module(self, name: str) -> types.ModuleType | None:
+        """``name`` imported, when it is project code; None otherwise.
+
+        A module not imported yet is first located without executing anything; only a module whose
+        file lies in the project is imported. Nothing outside the project is ever imported.
+        """
+        if name in sys.modules or not self.is_project_module_name(name):
+            return self.module(name)
+        try:
+            importlib.import_module(name)
+        except Exception:  # a broken or vanished module: the loader reports it (LOAD ERROR)
+            return None
+        self._modules.pop(name, None)
+        return self.module(name)
+
+    def is_project_module_name(self, name: str) -> bool:
+        """Is ``name`` a project module (located without importing or executing anything)?"""
+        if self._allowlist is None:
+            from .allowlist import Allowlist
+
+            self._allowlist = Allowlist(self.root)
+        return bool(self._allowlist.classify(name) == "project")
+
+    def source(self, module: types.ModuleType) -> _Source | None:
+        name = module.__name__
+        if name not in self._sources:
+            self._sources[name] = self._read(module)
+        return self._sources[name]
+
+    def _read(self, module: types.ModuleType) -> _Source | None:
+        file = getattr(module, "__file__", None)
+        if not file or not file.endswith(".py"):
+            return None
+        # linecache is what inspect and tracebacks use; checkcache drops a copy edited on disk.
+        linecache.checkcache(file)
+        lines = linecache.getlines(file, module.__dict__)
+        if not lines:
+            return None
+        try:
+            tree = ast.parse("".join(lines), filename=file)
+        except (SyntaxError, ValueError):
+            return None
+        rel = os.path.relpath(os.path.realpath(file), self.root).replace(os.sep, "/")
+        return _Source(rel=rel, lines=lines, tree=tree)
+
+    # -- walking ---------------------------------------------------------------------------
+
+    def add_root(self, module_name: str, qualname: str) -> bool:
+        """Start from ``module_name.qualname``; False unless it resolves to project code."""
+        module = self.import_project_module(module_name)
+        if module is None:
+            return False
+        target = self.resolve(module, qualname)
+        if target is _MISSING:
+            return False
+        self.visit(target)
+        return True
+
+    def run(self) -> dict[str, dict[str, Any]]:
+        while self._pending:
+            obj = self._pending.pop()
+            if isinstance(obj, type):
+                self._class(obj)
+            elif isinstance(obj, types.FunctionType):
+                self._function(obj)
+        return dict(sorted(self.units.items()))
+
+    def visit(self, value: Any) -> None:
+        """Follow ``value`` if it is, wraps or instantiates project code."""
+        if value is None or isinstance(value, (int, float, complex, str, bytes, types.ModuleType)):
+            return
         if isinstance(value, (type, types.FunctionType)):
-            yield value
+            if id(value) not in self._seen:
+                self._seen.add(id(value))
+                self._alive.append(value)
+                self._pending.append(value)
+            return
+        if isinstance(value, (staticmethod, classmethod, types.MethodType)):
+            self.visit(value.__func__)
+            return
+        if isinstance(value, property):
+            for accessor in (value.fget, value.fset, value.fdel):
+                self.visit(accessor)
+            return
+        if isinstance(value, (functools.partial, functools.partialmethod)):
+            self.visit(value.func)
+            return
+        if isinstance(value, functools.cached_property):
+            self.visit(value.func)
+            return
+        try:  # static lookup: a project __getattr__/property must not run here
+            wrapped = inspect.getattr_static(value, "__wrapped__", None)
+        except Exception:
+            wrapped = None
+        if wrapped is not None and not isinstance(wrapped, (property, types.MemberDescriptorType)):
+            self.visit(wrapped)
+        cls = type(value)
+        if self.module(getattr(cls, "__module__", None)) is not None:
+            self.visit(cls)
+
+    def resolve(self, module: types.ModuleType, qualname: str) -> Any:
+        """``module.<qualname>`` by attribute lookup, or ``_MISSING``."""
+        target: Any = module
+        for part in qualname.split("."):
+            try:
+                target = getattr(target, part)
+            except Exception:
+                return _MISSING
+        return target
+
+    def visit_chain(self, module: types.ModuleType, chain: Sequence[str]) -> None:
+        """Follow a global read ``name.attr...`` in ``module``'s namespace."""
+        namespace = module.__dict__
+        value = namespace.get(chain[0], _MISSING)
+        if value is _MISSING:
+            return  # a builtin, or a name that no longer exists (the unit that named it changed)
+        owner, name = module, chain[0]
+        for attr in chain[1:]:
+            if not isinstance(value, types.ModuleType) or self.module(value.__name__) is not value:
+                break
+            owner, name = value, attr
+            value = value.__dict__.get(attr, _MISSING)
+            if value is _MISSING:
+                return
+        if isinstance(value, types.ModuleType):
+            return
+        self.visit(value)
+        if not isinstance(value, (type, types.FunctionType)):
+            self._global(owner, name)
+
+    # -- units -----------------------------------------------------------------------------
+
+    def _unit(
+        self,
+        kind: str,
+        module: types.ModuleType,
+        qualname: str,
+        src: _Source,
+        sha: str,
+        text: str,
+        line: int,
+    ) -> None:
+        self.units[f"{module.__name__}.{qualname}"] = {
+            "kind": kind,
+            "module": module.__name__,
+            "qualname": qualname,
+            "sha256": sha,
+            "file": src.rel,
+            "line": line,
+            "source": text,
+        }
+
+    def _class(self, cls: type) -> None:
+        module = self.module(cls.__module__)
+        if module is None:
+            return
+        qualname = cls.__qualname__
+        if "<locals>" in qualname.split("."):
+            self._enclosing(module, qualname)
+            return
+        for base in cls.__mro__[1:]:
+            self.visit(base)
+        self.visit(type(cls))
+        for value in list(vars(cls).values()):
+            self.visit(value)
+        src = self.source(module)
+        node = None
+        if src is not None:
+            node = _find_def(src.tree, qualname, getattr(cls, "__firstlineno__", None))
+        if not isinstance(node, ast.ClassDef) or src is None:
+            return  # defined without source (type(), exec): nothing to fingerprint
+        header = self._header_text(src, node)
+        self._unit(
+            "class",
+            module,
+            qualname,
+            src,
+            _fingerprint([node], members=False),
+            header,
+            _start(node),
+        )
+        names: dict[str, int] = {}
+        references: list[ast.AST] = [*node.decorator_list, *node.bases, *node.keywords]
+        for stmt in node.body:
+            if isinstance(stmt, ast.ClassDef):
+                references.extend(stmt.decorator_list)
+                self.visit(vars(cls).get(stmt.name))
+                continue
+            if not isinstance(stmt, _DEFS):
+                references.append(stmt)
+                continue
+            references.extend(stmt.decorator_list)
+            member = f"{qualname}.{self._member_name(stmt, names)}"
+            self._unit(
+                "method",
+                module,
+                member,
+                src,
+                _fingerprint([stmt]),
+                src.text(_start(stmt), stmt.end_lineno or stmt.lineno),
+                _start(stmt),
+            )
+        for chain in _name_chains(references):
+            self.visit_chain(module, chain)
+
+    @staticmethod
+    def _member_name(stmt: ast.FunctionDef | ast.AsyncFunctionDef, seen: dict[str, int]) -> str:
+        """``name``; a redefinition is ``name.setter``/``name.deleter`` or ``name[2]``."""
+        count = seen.get(stmt.name, 0)
+        seen[stmt.name] = count + 1
+        if not count:
+            return stmt.name
+        for decorator in stmt.decorator_list:
+            if (
+                isinstance(decorator, ast.Attribute)
+                and isinstance(decorator.value, ast.Name)
+                and decorator.value.id == stmt.name
+            ):
+                return f"{stmt.name}.{decorator.attr}"
+        return f"{stmt.name}[{count + 1}]"
+
+    @staticmethod
+    def _header_text(src: _Source, node: ast.ClassDef) -> str:
+        """The class's source lines without its methods and nested classes."""
+        cut: set[int] = set()
+        for stmt in node.body:
+            if isinstance(stmt, _MEMBER_DEFS):
+                cut.update(range(_start(stmt), (stmt.end_lineno or stmt.lineno) + 1))
+        kept: list[str] = []
+        for number in range(_start(node), (node.end_lineno or node.lineno) + 1):
+            if number in cut:
+                continue
+            line = src.lines[number - 1]
+            if not line.strip() and (not kept or not kept[-1].strip()):
+                continue
+            kept.append(line)
+        while kept and not kept[-1].strip():
+            kept.pop()
+        return "".join(kept)
+
+    def _function(self, func: types.FunctionType) -> None:
+        for cell in func.__closure__ or ():
+            try:
+                self.visit(cell.cell_contents)
+            except ValueError:  # an empty cell
+                pass
+        for value in func.__defaults__ or ():
+            self.visit(value)
+        for value in (func.__kwdefaults__ or {}).values():
+            self.visit(value)
+        self.visit(func.__dict__.get("__wrapped__"))
+        # The namespace the bytecode reads is __globals__, which may belong to another module than
+        # __module__ says (functools.wraps copies __module__ from the wrapped function).
+        home = self.module(func.__globals__.get("__name__"))
+        if home is not None and home.__dict__ is func.__globals__:
+            for code in _code_objects(func.__code__):
+                self._scan_bytecode(home, code)
+        module = self.module(func.__module__)
+        if module is None:
+            return
+        qualname = func.__qualname__
+        parts = qualname.split(".")
+        if "<locals>" in parts:
+            self._enclosing(module, qualname)
+            return
+        if len(parts) > 1:
+            owner = self.resolve(module, ".".join(parts[:-1]))
+            if isinstance(owner, type):
+                self.visit(owner)  # a method: fingerprinted with its class
+                return
+        key = f"{module.__name__}.{qualname}"
+        src = self.source(module)
+        if key in self.units or src is None:
+            return
+        node = _find_def(src.tree, qualname, func.__code__.co_firstlineno)
+        if not isinstance(node, _DEFS):
+            return
+        self._unit(
+            "function",
+            module,
+            qualname,
+            src,
+            _fingerprint([node]),
+            src.text(_start(node), node.end_lineno or node.lineno),
+            _start(node),
+        )
+        for chain in _name_chains(node.decorator_list):
+            self.visit_chain(module, chain)
+
+    def _enclosing(self, module: types.ModuleType, qualname: str) -> None:
+        """A local class/function is fingerprinted as part of the function that defines it."""
+        outer = qualname.split(".<locals>", 1)[0]
+        target = self.resolve(module, outer)
+        if target is not _MISSING:
+            self.visit(target)
+
+    def _global(self, module: types.ModuleType, name: str) -> None:
+        key = f"{module.__name__}.{name}"
+        src = self.source(module)
+        if key in self.units or src is None:
+            return
+        stmts: list[Any] = [s for s in _block_statements(src.tree.body) if _binds(s, name)]
+        if not stmts:
+            return  # bound by an import or a loop: nothing of ours to fingerprint
+        text = "".join(src.text(_start(s), s.end_lineno or s.lineno) for s in stmts)
+        self._unit("global", module, name, src, _fingerprint(stmts), text, _start(stmts[0]))
+        for chain in _name_chains(stmts):
+            if chain[0] != name:
+                self.visit_chain(module, chain)
+
+    def _scan_bytecode(self, module: types.ModuleType, code: types.CodeType) -> None:
+        """Follow the globals (and ``module.attr`` chains) one code object loads."""
+        chain: list[str] | None = None
+        consts: list[Any] = []
+        imported: types.ModuleType | None = None
+        for ins in dis.get_instructions(code):
+            op = ins.opname
+            if op in _ATTRS and chain is not None:
+                chain.append(ins.argval)
+                continue
+            if chain is not None:
+                self.visit_chain(module, chain)
+                chain = None
+            if op in _LOADS:
+                chain = [ins.argval]
+            elif op == "LOAD_CONST":
+                consts.append(ins.argval)
+            elif op == "IMPORT_NAME":
+                imported = self._imported(module, ins.argval, consts, code)
+            elif op == "IMPORT_FROM" and imported is not None:
+                value = imported.__dict__.get(ins.argval, _MISSING)
+                if isinstance(value, types.ModuleType):
+                    self._module_names(value, code)
+                elif value is not _MISSING:
+                    self.visit(value)
+                    if not isinstance(value, (type, types.FunctionType)):
+                        self._global(imported, ins.argval)
+        if chain is not None:
+            self.visit_chain(module, chain)
+
+    def _imported(
+        self, module: types.ModuleType, name: str, consts: list[Any], code: types.CodeType
+    ) -> types.ModuleType | None:
+        """A function-local ``import``/``from ... import`` of an already-imported project module."""
+        level = consts[-2] if len(consts) >= 2 and isinstance(consts[-2], int) else 0
+        fromlist = consts[-1] if consts else None
+        if level:
+            package = module.__dict__.get("__package__") or ""
+            try:
+                name = importlib.util.resolve_name("." * level + name, package)
+            except (ImportError, ValueError):
+                return None
+        target = self.module(name)
+        if target is not None and not fromlist:
+            self._module_names(target, code)
+        return target
+
+    def _module_names(self, module: types.ModuleType, code: types.CodeType) -> None:
+        """A project module bound to a local (``import pkg.helpers``, ``from . import helpers``):
+        any class or function of it whose name the code loads is followed (over-approximates)."""
+        if self.module(module.__name__) is not module:
+            return
+        for attr in code.co_names:
+            value = module.__dict__.get(attr, _MISSING)
+            if isinstance(value, (type, types.FunctionType)):
+                self.visit(value)
 
 
 def code_units(roots: Iterable[tuple[str, str]], project_root: Path) -> dict[str, dict[str, Any]]:
-    """Fingerprint units for the project code reachable from ``roots`` ((module, qualname) pairs)."""
-    units: dict[str, dict[str, Any]] = {}
-    seen: set[int] = set()
-    pending: list[Any] = []
-    for module_name, qualname in roots:
-        module = _project_module(module_name, project_root)
-        if module is None:
-            continue
-        target: Any = module
-        for part in qualname.split("."):
-            target = getattr(target, part, None)
-        if target is not None:
-            pending.append(target)
+    """Fingerprint units for the project code reachable from ``roots`` ((module, qualname) pairs).
 
-    while pending:
-        obj = pending.pop(0)
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        module_name = getattr(obj, "__module__", None)
-        if not module_name or _project_module(module_name, project_root) is None:
-            continue
-        qualname = obj.__qualname__
-        if isinstance(obj, type):
-            unit = _unit(obj, module_name, qualname, project_root, header=True)
-            if unit:
-                units[f"{module_name}.{qualname}"] = unit
-            pending.extend(base for base in obj.__mro__[1:] if base is not object)
-            for attr, member in vars(obj).items():
-                func = _function_of(member)
-                if isinstance(func, types.FunctionType) and func.__qualname__.startswith(
-                    qualname + "."
-                ):
-                    sub = _unit(func, module_name, f"{qualname}.{attr}", project_root)
-                    if sub:
-                        units[f"{module_name}.{qualname}.{attr}"] = sub
-                    pending.extend(_referenced(func, project_root))
-        elif isinstance(obj, types.FunctionType):
-            unit = _unit(obj, module_name, qualname, project_root)
-            if unit:
-                units[f"{module_name}.{qualname}"] = unit
-            pending.extend(_referenced(obj, project_root))
-    return dict(sorted(units.items()))
+    Roots that are not project code are skipped; nothing outside the project is imported.
+    """
+    fingerprinter = _Fingerprinter(project_root)
+    for module, qualname in roots:
+        fingerprinter.add_root(module, qualname)
+    return fingerprinter.run()
 
 
 def fingerprint_model(globals_: Iterable[tuple[str, str]], project_root: Path) -> dict[str, Any]:
@@ -208,31 +726,32 @@ def fingerprint_model(globals_: Iterable[tuple[str, str]], project_root: Path) -
     return code_units(globals_, project_root)
 
 
-def _diff(old: str, new: str) -> list[str]:
-    lines = difflib.unified_diff(
-        old.splitlines(), new.splitlines(), "golden", "current", lineterm="", n=1
-    )
-    return list(lines)
+# -- comparing ---------------------------------------------------------------------------------
+
+
+def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    # Identical source text is identical code, whatever normaliser wrote the old fingerprint.
+    return old.get("sha256") != new.get("sha256") and old.get("source") != new.get("source")
 
 
 def compare_code(
     old: dict[str, Any], new: dict[str, Any]
 ) -> tuple[list[str], list[str], list[str]]:
     """(changed, removed, added) unit names between two ``code`` sections."""
-    changed = [
-        name for name in old if name in new and old[name].get("sha256") != new[name]["sha256"]
-    ]
+    changed = [name for name in old if name in new and _differs(old[name], new[name])]
     removed = [name for name in old if name not in new]
     added = [name for name in new if name not in old]
     return changed, removed, added
 
 
 def describe_code_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names of the units that changed, then ``name (removed)`` and ``name (added)``."""
     changed, removed, added = compare_code(old, new)
     return changed + [f"{n} (removed)" for n in removed] + [f"{n} (added)" for n in added]
 
 
 def env_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``torch 2.1.0 -> 2.2.0`` for each tracked version that differs."""
     return [
         f"{key} {old.get(key)} -> {new.get(key)}"
         for key in ENV_KEYS
@@ -240,62 +759,192 @@ def env_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     ]
 
 
+def _kind(name: str, unit: dict[str, Any], units: dict[str, Any]) -> str:
+    kind = unit.get("kind")
+    if kind in _KIND_NOUNS:
+        return str(kind)
+    parent = name.rpartition(".")[0]  # goldens written before units had a kind
+    return "method" if parent in units else "function"
+
+
+def _count(names: list[str], units: dict[str, Any]) -> str:
+    counts: dict[str, int] = {}
+    for name in names:
+        kind = _kind(name, units[name], units)
+        counts[kind] = counts.get(kind, 0) + 1
+    parts = [
+        f"{n} {_KIND_NOUNS[kind][0 if n == 1 else 1]}"
+        for kind, n in sorted(counts.items(), key=lambda item: list(_KIND_NOUNS).index(item[0]))
+    ]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def drift_summary(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    changed: list[str],
+    removed: list[str],
+    added: list[str],
+) -> str:
+    """``1 method changed, 1 function removed`` — what the headline counts."""
+    parts = []
+    if changed:
+        parts.append(f"{_count(changed, new)} changed")
+    if removed:
+        parts.append(f"{_count(removed, old)} removed")
+    if added:
+        parts.append(f"{_count(added, new)} added")
+    return ", ".join(parts)
+
+
+_HUNK = re.compile(r"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@$")
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """A unified diff (--- golden / +++ current) with hunk lines numbered as in the files."""
+    lines = difflib.unified_diff(
+        str(old.get("source") or "").splitlines(),
+        str(new.get("source") or "").splitlines(),
+        "golden",
+        "current",
+        lineterm="",
+        n=1,
+    )
+    old_offset = int(old.get("line") or 1) - 1
+    new_offset = int(new.get("line") or 1) - 1
+    out = []
+    for line in lines:
+        hunk = _HUNK.match(line)
+        if hunk:
+            a, a_len, b, b_len = hunk.groups()
+            line = f"@@ -{int(a) + old_offset}{a_len or ''} +{int(b) + new_offset}{b_len or ''} @@"
+        out.append(line)
+    return _elide(out)
+
+
+def _elide(lines: list[str]) -> list[str]:
+    if len(lines) <= DIFF_LINE_LIMIT:
+        return lines
+    more = len(lines) - DIFF_LINE_LIMIT
+    return [*lines[:DIFF_LINE_LIMIT], f"... {more} more line(s): see the manifest's code section"]
+
+
+def _where(unit: dict[str, Any]) -> str:
+    return f"{unit.get('file')}:{unit.get('line')}"
+
+
+def drift_detail(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    changed: list[str],
+    removed: list[str],
+    added: list[str],
+) -> list[str]:
+    """The changed names, each with its diff; then removed and added names with their source."""
+    detail: list[str] = []
+    for name in changed:
+        what = " (class statement: decorators, bases, class attributes)"
+        what = what if _kind(name, new[name], new) == "class" else ""
+        detail.append(f"{name}  ({_where(new[name])}){what}")
+        detail.extend(_diff(old[name], new[name]))
+    for name in removed:
+        detail.append(f"{name}  no longer exists (was {_where(old[name])})")
+        source = str(old[name].get("source") or "").splitlines()
+        detail.extend(_elide(["-" + line for line in source]))
+    for name in added:
+        detail.append(f"{name}  is new ({_where(new[name])})")
+        source = str(new[name].get("source") or "").splitlines()
+        detail.extend(_elide(["+" + line for line in source]))
+    return detail
+
+
+# -- the gate ----------------------------------------------------------------------------------
+
+
+def _warn(warning: ModelpackWarning, error: errors.ModelpackError) -> None:
+    """Emit ``warning``; when a warnings filter makes it an error, fail with ``error`` instead
+    (a headline, not a traceback through the plugin)."""
+    try:
+        warnings.warn(warning, stacklevel=3)
+    except ModelpackWarning:
+        raise error from None
+
+
 def check_drift(request: Any, manifest: dict[str, Any]) -> list[str]:
     """Compare the golden's recorded code and environment with today's.
 
-    Raises :class:`~pytest_modelpack.errors.CodeDrift` (or warns, with ``modelpack_drift = warn``);
-    returns warning lines for the summary (environment drift, tolerated code drift).
+    Raises :class:`~pytest_modelpack.errors.CodeDrift` (with ``modelpack_drift = warn``: warns
+    :class:`~pytest_modelpack.warnings.CodeDriftWarning`); warns
+    :class:`~pytest_modelpack.warnings.EnvDriftWarning` for changed versions. Returns lines for the
+    summary, which the gate also adds to an OUTPUT MISMATCH they may explain.
     """
     from .golden import environment
     from .lifecycle import regen_command
 
-    notes: list[str] = []
-    env = env_changes(manifest.get("environment") or {}, environment())
-    if env:
-        note = "environment changed since the golden was made: " + ", ".join(env)
-        notes.append(note)
-        warnings.warn(EnvDriftWarning(f"{request.name}: {note}"), stacklevel=2)
+    fix = f"revert the change, or accept it with: {regen_command(request.nodeid)}"
+    recorded_env = manifest.get("environment")
+    env = env_changes(recorded_env if isinstance(recorded_env, dict) else {}, environment())
+    env_note = "environment changed since the golden was made: " + ", ".join(env)
 
-    recorded = manifest.get("code") or {}
-    if not recorded:
-        return notes
-    current = code_units(_root_pairs(manifest), request.project_root)
-    changed, removed, added = compare_code(recorded, current)
-    if not (changed or removed or added):
-        return notes
-    total = len(changed) + len(removed) + len(added)
-    detail: list[str] = []
-    for name in changed:
-        unit, now = recorded[name], current[name]
-        detail.append(f"{name}  ({now['file']}:{now['line']})")
-        detail.extend("  " + line for line in _diff(unit.get("source", ""), now["source"]))
-    for name in removed:
-        unit = recorded[name]
-        detail.append(f"{name}  (no longer exists; was {unit.get('file')}:{unit.get('line')})")
-    for name in added:
-        detail.append(f"{name}  (new: {current[name]['file']}:{current[name]['line']})")
-    if env:
-        detail.append("also: environment changed: " + ", ".join(env))
-    error = errors.CodeDrift(
-        f"{total} unit{'s' if total != 1 else ''} of project code changed since the golden was made",
-        name=request.name,
-        detail=detail,
-        fix=f"revert the change, or accept it with: {regen_command(request.nodeid)}",
+    code: tuple[list[str], list[str], list[str]] = ([], [], [])
+    section = manifest.get("code")
+    recorded = (
+        {k: v for k, v in section.items() if isinstance(v, dict)}
+        if isinstance(section, dict)
+        else {}
     )
-    if request.settings.drift == "warn":
-        warnings.warn(CodeDriftWarning(error.headline), stacklevel=2)
-        notes.append(
-            "code drift tolerated (modelpack_drift = warn): " + ", ".join(changed + removed + added)
+    current: dict[str, Any] = {}
+    if recorded:
+        fingerprinter = _Fingerprinter(request.project_root)
+        resolved = [fingerprinter.add_root(m, q) for m, q in _root_pairs(manifest)]
+        # A project class or module the bundle names is gone (or no longer project code): loading
+        # fails next, and its LOAD ERROR (renamed or moved? restore, alias or regenerate) says more
+        # than a list of removed names would.
+        if all(resolved):
+            current = fingerprinter.run()
+            code = compare_code(recorded, current)
+
+    drift: errors.CodeDrift | None = None
+    if any(code):
+        summary = drift_summary(recorded, current, *code)
+        detail = drift_detail(recorded, current, *code)
+        if env:
+            detail.append("also: " + env_note)
+        drift = errors.CodeDrift(
+            f"{summary} since the golden was made", name=request.name, detail=detail, fix=fix
         )
-        return notes
-    raise error
+        if request.settings.drift != "warn":
+            raise drift
+
+    notes: list[str] = []
+    if env:
+        notes.append(env_note)
+        _warn(
+            EnvDriftWarning(f"{request.name}: {env_note}"),
+            EnvDrift(
+                f"{', '.join(env)} since the golden was made",
+                name=request.name,
+                detail=[
+                    "the golden records the versions it was made with; today's differ",
+                    "your warnings filter turns pytest_modelpack.warnings.EnvDriftWarning into "
+                    "an error",
+                ],
+                fix="run with the recorded versions, or accept the new environment with: "
+                f"{regen_command(request.nodeid)}",
+            ),
+        )
+    if drift is not None:
+        names = ", ".join(describe_code_change(recorded, current))
+        notes.append(f"CODE DRIFT tolerated (modelpack_drift = warn): {drift.summary}: {names}")
+        _warn(CodeDriftWarning(drift.render()), drift)
+    return notes
 
 
 def _root_pairs(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     """(module, qualname) of the project globals the bundle references, as recorded at regen."""
     pairs = []
     for entry in manifest.get("globals") or []:
-        if entry.get("kind") != "project":
+        if not isinstance(entry, dict) or entry.get("kind") != "project":
             continue
         module, qualname = entry.get("module"), entry.get("qualname")
         if isinstance(module, str) and isinstance(qualname, str):

@@ -5,10 +5,10 @@
     ``manifest.json``  format version, hashes, environment, globals, code fingerprints, structure
     ``examples.json``  recorded inputs and outputs, JSON only (see :mod:`pytest_modelpack.codec`)
 
-Writing streams the pickle to a temporary file in the golden's folder while hashing it, so the bundle
-bytes are never held in memory; every file is fsynced and moved into place with ``os.replace``, the
-manifest last. Reading checks the manifest's format version, size and sha256 (streaming) before
-anything else looks at the bundle.
+Writing streams the pickle to a temporary file in the golden's folder while hashing it, so the
+bundle bytes are never held in memory; every file is fsynced and moved into place with
+``os.replace``, the manifest last. Reading checks the manifest's format version, size and sha256
+(streaming) before anything else looks at the bundle.
 """
 
 from __future__ import annotations
@@ -157,11 +157,18 @@ class PendingGolden:
         self.bundle_tmp: Path | None = None
         self.examples_tmp: Path | None = None
         self.manifest: dict[str, Any] = {}
+        #: Folders this write created: removed again when the write is discarded (and empty).
+        self.created_folders: list[Path] = []
 
     def discard(self) -> None:
         for path in (self.bundle_tmp, self.examples_tmp):
             if path is not None:
                 path.unlink(missing_ok=True)
+        self.bundle_tmp = self.examples_tmp = None
+        for folder in self.created_folders:  # deepest first
+            with contextlib.suppress(OSError):  # not empty: someone else's files, keep them
+                folder.rmdir()
+        self.created_folders = []
 
     def commit(self) -> None:
         """Move the files into place: examples and bundle first, the manifest (with their hashes)
@@ -205,14 +212,25 @@ class GoldenStore:
 
     # -- reading -------------------------------------------------------------------------------
 
+    def _shown_folder(self) -> str:
+        """The golden folder as a user would type it: relative to the working directory if in it."""
+        try:
+            return (
+                os.path.relpath(self.folder)
+                if self.folder.resolve().is_relative_to(Path.cwd().resolve())
+                else str(self.folder)
+            )
+        except (OSError, ValueError):
+            return str(self.folder)
+
     def _corrupt(self, summary: str, path: Path, why: str, fix: str | None = None) -> CorruptGolden:
         return CorruptGolden(
             summary,
             name=self.name,
-            detail=[f"file: {path}", why],
+            detail=[f"file: {path}", *([why] if why else [])],
             fix=fix
-            or "restore the file from version control (git checkout -- <golden folder>), "
-            "or regenerate it with --modelpack-regen",
+            or f"restore the golden from version control (git checkout -- {self._shown_folder()}), "
+            "or regenerate it with pytest --modelpack-regen",
         )
 
     def read_manifest(self) -> dict[str, Any]:
@@ -237,7 +255,7 @@ class GoldenStore:
                 path,
                 f"this pytest-modelpack reads golden format version {FORMAT_VERSION}",
                 fix="upgrade pytest-modelpack to the version that wrote this golden, "
-                "or regenerate it with --modelpack-regen",
+                "or regenerate it with pytest --modelpack-regen",
             )
         for key in ("bundle", "examples"):
             entry = manifest.get(key)
@@ -299,8 +317,10 @@ class GoldenStore:
 
         The pickle is streamed through a hashing writer: the bundle bytes never sit in memory.
         """
-        self.folder.mkdir(parents=True, exist_ok=True)
         pending = PendingGolden(self)
+        missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        pending.created_folders = missing
         try:
             with _temporary(self.folder, BUNDLE) as (f, bundle_tmp):
                 writer = HashingWriter(f)

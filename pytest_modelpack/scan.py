@@ -122,16 +122,18 @@ class Verdict:
         return self.error is None and not self.refused
 
     def raise_if_unsafe(self, name: str | None = None) -> None:
-        """Raise unless :attr:`safe`: :class:`CorruptGolden` when unscannable, :class:`LoadError`
-        when every refused global merely no longer exists, else :class:`UnsafeGolden`."""
-        if self.error is not None:
+        """Raise unless :attr:`safe`: :class:`UnsafeGolden` for refused globals (even when the
+        scan stopped early: a payload followed by garbage still runs when unpickled, so the
+        attack is the news), :class:`LoadError` when every refused global merely no longer exists,
+        else :class:`CorruptGolden` when unscannable."""
+        if self.error is not None and not self.refused:
             raise CorruptGolden(
                 f"{self.path} cannot be scanned: {self.error}",
                 name=name,
                 fix="restore the file from version control, or regenerate it with "
                 "pytest --modelpack-regen",
             )
-        if self.refused and len(self.missing) == len(self.refused):
+        if self.refused and len(self.missing) == len(self.refused) and self.error is None:
             count = len(self.missing)
             raise LoadError(
                 f"{self.path} references {count} global{'s' if count > 1 else ''} "
@@ -143,11 +145,15 @@ class Verdict:
             )
         if self.refused:
             count = len(self.refused)
+            stopped = [] if self.error is None else [f"(the scan then stopped: {self.error})"]
             raise UnsafeGolden(
                 f"{self.path} references {count} global{'s' if count > 1 else ''} "
                 "that are not allowed; nothing was unpickled",
                 name=name,
-                detail=[f"{ref.name} ({ref.where}): {reason}" for ref, reason in self.refused],
+                detail=[
+                    *(f"{ref.name} ({ref.where}): {reason}" for ref, reason in self.refused),
+                    *stopped,
+                ],
                 fix="do not load this file; regenerate it from trusted code with "
                 "pytest --modelpack-regen, or list a trusted global in the extra safe globals",
             )

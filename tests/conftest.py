@@ -6,7 +6,14 @@ import dataclasses
 import json
 from pathlib import Path
 
+import hypothesis  # noqa: F401
 import pytest
+import sentencepiece  # noqa: F401
+import torch  # noqa: F401
+
+# pytester's in-process runs restore sys.modules afterwards: a heavy extension module first imported
+# inside an inner run would be dropped and imported a second time, which torch does not survive
+# ("SystemError: bad call flags"). Importing them here keeps one copy for the whole session.
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
 
