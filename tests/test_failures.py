@@ -11,10 +11,6 @@ import re
 
 import pytest
 
-# Imported here, before any inline pytester run: pytester restores sys.modules after each run, and
-# torch cannot be imported a second time in one process once its modules were dropped.
-import torch  # noqa: F401
-
 from .conftest import SeedProject
 
 COMPOUND_START = "class MyCompoundClass:"
