@@ -1058,10 +1058,10 @@ def explain_missing(
     alias: list[str] = []
     for module in gone:
         old_file = module.replace(".", "/") + ".py"
-        new = moved.get(module)
-        if new:
-            restore.append(f"rename {new.replace('.', '/')}.py back to {old_file}")
-            alias.append(f'a {old_file} containing "from {new} import *"')
+        moved_to = moved.get(module)
+        if moved_to:
+            restore.append(f"rename {moved_to.replace('.', '/')}.py back to {old_file}")
+            alias.append(f'a {old_file} containing "from {moved_to} import *"')
         else:
             restore.append(f"restore {old_file}")
             alias.append(f"a module {module} that re-exports the names from their new home")

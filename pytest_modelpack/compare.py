@@ -449,9 +449,10 @@ class _Comparer:
         at = next(
             (i for i, (x, y) in enumerate(zip(e, a, strict=False)) if x != y), min(len(e), len(a))
         )
-        self.add(
-            path, e, a, f"expected {_short(e)}, got {_short(a)} (first difference at index {at})"
-        )
+        message = f"expected {_short(e)}, got {_short(a)}"
+        if _short(e) != repr(e) or _short(a) != repr(a):  # only cut strings need the pointer
+            message += f" (first difference at index {at})"
+        self.add(path, e, a, message)
 
     # ---------------------------------------------------------------------- tensors, arrays
 

@@ -116,10 +116,7 @@ _KIND_NOUNS = {
 }
 
 
-class EnvDrift(errors.ModelpackError):
-    """Environment drift made fatal by a warnings filter (``-W error::...EnvDriftWarning``)."""
-
-    kind = "ENV DRIFT"
+EnvDrift = errors.EnvDrift
 
 
 # -- project code ------------------------------------------------------------------------------
@@ -870,13 +867,18 @@ def _warn(warning: ModelpackWarning, error: errors.ModelpackError) -> None:
         raise error from None
 
 
-def check_drift(request: Any, manifest: dict[str, Any]) -> list[str]:
+def check_drift(
+    request: Any, manifest: dict[str, Any], roots: list[tuple[str, str]] | None = None
+) -> list[str]:
     """Compare the golden's recorded code and environment with today's.
 
     Raises :class:`~pytest_modelpack.errors.CodeDrift` (with ``modelpack_drift = warn``: warns
     :class:`~pytest_modelpack.warnings.CodeDriftWarning`); warns
     :class:`~pytest_modelpack.warnings.EnvDriftWarning` for changed versions. Returns lines for the
     summary, which the gate also adds to an OUTPUT MISMATCH they may explain.
+
+    ``roots`` are the project (module, qualname) pairs the bundle references, as the safety scan
+    found them; without them, the manifest's list is used.
     """
     from .golden import environment
     from .lifecycle import regen_command
@@ -896,7 +898,8 @@ def check_drift(request: Any, manifest: dict[str, Any]) -> list[str]:
     current: dict[str, Any] = {}
     if recorded:
         fingerprinter = _Fingerprinter(request.project_root)
-        resolved = [fingerprinter.add_root(m, q) for m, q in _root_pairs(manifest)]
+        pairs = roots if roots is not None else _root_pairs(manifest)
+        resolved = [fingerprinter.add_root(m, q) for m, q in pairs]
         # A project class or module the bundle names is gone (or no longer project code): loading
         # fails next, and its LOAD ERROR (renamed or moved? restore, alias or regenerate) says more
         # than a list of removed names would.

@@ -90,6 +90,12 @@ class CodeDrift(ModelpackError):
     kind = "CODE DRIFT"
 
 
+class EnvDrift(ModelpackError):
+    """Environment drift made fatal by a warnings filter (``-W error::...EnvDriftWarning``)."""
+
+    kind = "ENV DRIFT"
+
+
 class OutputMismatch(ModelpackError):
     kind = "OUTPUT MISMATCH"
 

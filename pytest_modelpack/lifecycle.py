@@ -1,10 +1,10 @@
 """The golden lifecycle: the one function that owns round-trip, gate and regenerate.
 
-:func:`run_check` is what ``modelpack.check(...)`` calls. It decides, from the mode, which parts run —
-audit, dump, reload, compare on Hypothesis inputs; then for the gate: verify, scan, load, replay,
-compare golden vs live; for regen: record examples and write the golden atomically — and turns every
-problem into a :class:`~pytest_modelpack.errors.ModelpackError` with headline, detail and fix.
-Nothing here imports pytest.
+:func:`run_check` is what ``modelpack.check(...)`` calls. It decides, from the mode, which parts
+run — audit, dump, reload, compare on Hypothesis inputs; then for the gate: verify, scan, load,
+replay, compare golden vs live; for regen: record examples and write the golden atomically — and
+turns every problem into a :class:`~pytest_modelpack.errors.ModelpackError` with headline, detail
+and fix. Nothing here imports pytest.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import shlex
 import tempfile
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,14 @@ def regen_command(nodeid: str) -> str:
     return f"pytest --modelpack-regen {shlex.quote(nodeid)}"
 
 
+def _display(path: Path, root: Path) -> str:
+    """``path`` relative to the project root when it is inside it (what a user types)."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."
@@ -131,8 +140,8 @@ class _Abort:
 
 def run_property(request: CheckRequest, prop: Callable[[Any], None], derandomize: bool) -> int:
     """Run ``prop`` on Hypothesis inputs; return how many inputs ran. Errors come out shrunk."""
-    from hypothesis import given
     from hypothesis import errors as hyp_errors
+    from hypothesis import given
 
     count = [0]
     abort = _Abort()
@@ -182,7 +191,7 @@ def run_property(request: CheckRequest, prop: Callable[[Any], None], derandomize
 
 def draw_inputs(request: CheckRequest, n: int) -> list[Any]:
     """``n`` distinct inputs from the strategy, the same ones every time (derandomized)."""
-    from hypothesis import Phase, given
+    from hypothesis import Phase, given, seed
 
     from .codec import encode_value
 
@@ -197,9 +206,11 @@ def draw_inputs(request: CheckRequest, n: int) -> list[Any]:
             keys.add(key)
             collected.append(x)
 
-    settings = _hypothesis_settings(n * 4, True, phases=[Phase.generate])
+    # A seed of the golden's name, not derandomize: derandomize seeds from this function's own
+    # source, so any edit to pytest-modelpack would re-draw every golden's recorded inputs.
+    settings = _hypothesis_settings(n * 4, False, phases=[Phase.generate])
     try:
-        settings(given(request.inputs)(collect))()
+        seed(zlib.crc32(request.name.encode()))(settings(given(request.inputs)(collect)))()
     except errors.ModelpackError:
         raise
     except Exception as exc:
@@ -509,7 +520,7 @@ def _scan_or_refuse(request: CheckRequest, path: Path, allowlist: Any, making: b
     from .scan import scan_file
 
     verdict = scan_file(path, allowlist)
-    if verdict.error:
+    if verdict.error and not verdict.refused:
         raise errors.CorruptGolden(
             "bundle.pkl is not a readable pickle",
             detail=[f"file: {path}", verdict.error],
@@ -536,6 +547,8 @@ def _scan_or_refuse(request: CheckRequest, path: Path, allowlist: Any, making: b
             else f"{len(verdict.refused)} global(s) in the golden are not on the allowlist; "
             "nothing was loaded"
         )
+        if verdict.error:  # a payload followed by garbage: pickle.load would run the payload first
+            lines.append(f"(the scan then stopped: {verdict.error})")
         raise errors.UnsafeGolden(
             summary,
             detail=[f"file: {path}", *lines],
@@ -554,6 +567,38 @@ def _recorded_tolerance(request: CheckRequest, recorded_device: str | None) -> t
     return request.settings.rtol, request.settings.atol
 
 
+def _replay(
+    runner: Runner,
+    model: Any,
+    device: str,
+    records: list[Any],
+    tolerance: tuple[float | None, float | None],
+    summary: str,
+    context: list[str],
+    fix: str,
+) -> int:
+    """Run ``model`` on each recorded input; the first output that differs is OUTPUT MISMATCH."""
+    from .compare import compare, describe_differences
+
+    rtol, atol = tolerance
+    for index, record in enumerate(records):
+        got = runner(model, record.input, device)
+        diffs = compare(record.output, got, exact=False, rtol=rtol, atol=atol)
+        if diffs:
+            raise errors.OutputMismatch(
+                summary.format(index=index),
+                detail=[
+                    f"input: {short_repr(record.input)}",
+                    *context[:1],
+                    *describe_differences(diffs),
+                    _tolerance_line(rtol, atol, exact=False),
+                    *context[1:],
+                ],
+                fix=fix,
+            )
+    return len(records)
+
+
 def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
     """Verify, scan, load and compare the committed golden. Writes nothing."""
     from .compare import compare, describe_differences
@@ -563,7 +608,7 @@ def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
     store = GoldenStore(request.golden_folder, request.name)
     if not store.exists():
         raise errors.MissingGolden(
-            f"no golden at {request.golden_folder}",
+            f"no golden at {_display(request.golden_folder, request.project_root)}",
             detail=["the gate compares the live model with a committed golden, and there is none"],
             fix=f"create it with: {regen_command(request.nodeid)}  (then commit the folder)",
         )
@@ -571,10 +616,17 @@ def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
     store.verify(manifest)
     result.bundle_size = manifest["bundle"]["size"]
     allowlist = _allowlist(request)
-    _scan_or_refuse(request, store.bundle_path, allowlist, making=False)
+    verdict = _scan_or_refuse(request, store.bundle_path, allowlist, making=False)
     from .drift import check_drift
 
-    drift_warnings = check_drift(request, manifest)
+    # Fingerprint roots come from the scanned (and allowlisted) bundle, not from the manifest,
+    # which no hash covers: nothing the manifest says makes the gate import a module.
+    roots = [
+        (ref.module, ref.qualname)
+        for ref in verdict.globals
+        if allowlist.check(ref.module, ref.qualname).kind == "project"
+    ]
+    drift_warnings = check_drift(request, manifest, roots)
     result.warnings.extend(drift_warnings)
     records = store.read_examples()
     try:
@@ -588,27 +640,23 @@ def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
     rtol, atol = _recorded_tolerance(request, recorded_device)
     env_note = list(drift_warnings)  # changed versions or tolerated code drift explain a mismatch
     reference = "cpu" if request.device != "cpu" else request.device
+    fix = regen_command(request.nodeid)
     checked = 0
     with placed(golden, request.device):
-        for index, record in enumerate(records):
-            got = runner(golden, record.input, request.device)
-            diffs = compare(record.output, got, exact=False, rtol=rtol, atol=atol)
-            checked += 1
-            if diffs:
-                raise errors.OutputMismatch(
-                    f"the golden no longer reproduces recorded example #{index}",
-                    detail=[
-                        f"input: {short_repr(record.input)}",
-                        "expected = recorded in examples.json, got = golden loaded today",
-                        *describe_differences(diffs),
-                        _tolerance_line(rtol, atol, exact=False),
-                        *env_note,
-                        "the golden's data is unchanged, so the code it runs (or the "
-                        "environment) changed",
-                    ],
-                    fix="revert the change, or accept it with: " + regen_command(request.nodeid),
-                )
-
+        checked += _replay(
+            runner,
+            golden,
+            request.device,
+            records,
+            (rtol, atol),
+            "the golden no longer reproduces recorded example #{index}",
+            [
+                "expected = recorded in examples.json, got = golden loaded today",
+                *env_note,
+                "the golden's data is unchanged, so the code it runs (or the environment) changed",
+            ],
+            "revert the change, or accept it with: " + fix,
+        )
         live_tol = _recorded_tolerance(request, reference)
 
         def prop(x: Any) -> None:
@@ -625,28 +673,21 @@ def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
                         _tolerance_line(live_tol[0], live_tol[1], exact=False),
                         *env_note,
                     ],
-                    fix="if the change is intended, accept it with: "
-                    + regen_command(request.nodeid),
+                    fix="if the change is intended, accept it with: " + fix,
                 )
 
         with placed(request.model, reference):
             checked += run_property(request, prop, derandomize=True)
-            for index, record in enumerate(records):
-                got = runner(request.model, record.input, reference)
-                diffs = compare(record.output, got, exact=False, rtol=rtol, atol=atol)
-                checked += 1
-                if diffs:
-                    raise errors.OutputMismatch(
-                        f"the live model disagrees with recorded example #{index}",
-                        detail=[
-                            f"input: {short_repr(record.input)}",
-                            "expected = recorded in examples.json, got = live model",
-                            *describe_differences(diffs),
-                            _tolerance_line(rtol, atol, exact=False),
-                        ],
-                        fix="if the change is intended, accept it with: "
-                        + regen_command(request.nodeid),
-                    )
+            checked += _replay(
+                runner,
+                request.model,
+                reference,
+                records,
+                (rtol, atol),
+                "the live model disagrees with recorded example #{index}",
+                ["expected = recorded in examples.json, got = live model", *env_note],
+                "if the change is intended, accept it with: " + fix,
+            )
     return checked
 
 
@@ -679,7 +720,9 @@ def _describe_change(store: Any, manifest: dict[str, Any], records: list[Any]) -
         changes.append("recorded inputs re-drawn")
     else:
         differing = sum(
-            1 for a, b in zip(old_records, records) if compare(a.output, b.output, exact=True)
+            1
+            for a, b in zip(old_records, records, strict=True)
+            if compare(a.output, b.output, exact=True)
         )
         if differing:
             changes.append(f"outputs of {differing}/{len(records)} examples")

@@ -182,4 +182,4 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     terminalreporter.section("modelpack")
     for line in lines:
-        terminalreporter.write_line(line)
+        terminalreporter.line(line)

@@ -38,13 +38,6 @@ GATE_CORPUS = {
     "torch zip in _load_from_bytes with malicious data.pkl": f"{NESTED} > zip member archive/data.pkl",
 }
 CASES = [case for case in CORPUS if case[0] in GATE_CORPUS]
-# lifecycle._scan_or_refuse looks at verdict.error before verdict.refused: a payload whose stream
-# then stops being a valid torch stream is reported as CORRUPT, hiding the refused global.
-_ERROR_FIRST = pytest.mark.xfail(
-    strict=True,
-    reason="lifecycle._scan_or_refuse reports a scan error before the refused globals",
-)
-_XFAIL = {"bare payload in _load_from_bytes bytes": _ERROR_FIRST}
 assert len(CASES) == len(GATE_CORPUS), "tests/test_scan.py renamed a corpus entry"
 
 UNSAFE_FIX = (
@@ -109,7 +102,7 @@ def canary(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("label", "build", "refused"),
-    [pytest.param(*case[:3], id=case[0], marks=_XFAIL.get(case[0], ())) for case in CASES],
+    [pytest.param(*case[:3], id=case[0]) for case in CASES],
 )
 def test_gate_refuses_malicious_golden(
     golden_project: SeedProject, canary: Path, label: str, build: Callable, refused: str
