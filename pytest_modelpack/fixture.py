@@ -141,7 +141,9 @@ class Modelpack:
         )
         result = run_check(request)
         result.nodeid = node.nodeid
-        self._state.report.add(result.to_dict())
+        row = result.to_dict()
+        row["claimant"] = claimant  # the test without its device: what owns a golden
+        self._state.report.add(row)
         if result.error is not None:
             pytest.fail(result.error.render(), pytrace=False)
         return result

@@ -49,10 +49,11 @@ class Report:
         for row in self.rows:
             if row.get("verdict") == "skipped":
                 continue
-            base = row["nodeid"].split("[", 1)[0]
-            claims.setdefault(row["golden"], set()).add(base)
+            claimant = row.get("claimant") or row["nodeid"].split("[", 1)[0]
+            claims.setdefault(row["golden"], set()).add(claimant)
         return [
-            f"{golden} is claimed by {', '.join(sorted(tests))}"
+            f"DUPLICATE GOLDEN — {golden} is claimed by {', '.join(sorted(tests))}; "
+            "give each check its own name=..."
             for golden, tests in sorted(claims.items())
             if len(tests) > 1
         ]

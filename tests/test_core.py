@@ -117,7 +117,10 @@ def test_report_catches_duplicate_names_across_workers() -> None:
     )
     assert report.duplicate_names() == []
     report.merge([row("a", nodeid="t.py::test_two[cpu]")])
-    assert report.duplicate_names() == ["/p/goldens/a is claimed by t.py::test_one, t.py::test_two"]
+    assert report.duplicate_names() == [
+        "DUPLICATE GOLDEN — /p/goldens/a is claimed by t.py::test_one, t.py::test_two; "
+        "give each check its own name=..."
+    ]
 
 
 def test_report_json_round_trips(tmp_path) -> None:

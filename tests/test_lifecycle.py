@@ -285,3 +285,29 @@ def test_other(modelpack, sentiment_model):
             "2 golden(s), 2 check(s): 1 created, 1 unchanged",
         ]
     )
+
+
+def test_xdist_catches_duplicate_names_across_workers(seed_project: SeedProject) -> None:
+    pytest.importorskip("xdist")
+    seed_project.write(
+        "test_models.py",
+        """\
+from strategies import sentences
+
+
+def test_one(modelpack, sentiment_model):
+    modelpack.check(sentiment_model, name="shared", inputs=sentences())
+
+
+def test_two(modelpack, sentiment_model):
+    modelpack.check(sentiment_model, name="shared", inputs=sentences())
+""",
+    )
+    result = seed_project.run("-n", "2", "--modelpack-device", "cpu")
+    assert result.ret == 1, result.stdout.str()
+    # On one worker the second test fails at once; on two, the controller's merge catches it.
+    out = result.stdout.str()
+    assert "modelpack: shared: DUPLICATE GOLDEN — two tests write the golden 'shared'" in out or (
+        "error: DUPLICATE GOLDEN — " in out
+        and "is claimed by test_models.py::test_one, test_models.py::test_two" in out
+    )
