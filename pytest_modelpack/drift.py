@@ -734,10 +734,26 @@ def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
 def compare_code(
     old: dict[str, Any], new: dict[str, Any]
 ) -> tuple[list[str], list[str], list[str]]:
-    """(changed, removed, added) unit names between two ``code`` sections."""
+    """(changed, removed, added) unit names between two ``code`` sections.
+
+    A unit whose module changed but whose qualified name and code did not (the module was moved
+    or renamed, and an alias keeps old pickles loading) is neither removed nor added: the golden
+    runs the same code.
+    """
     changed = [name for name in old if name in new and _differs(old[name], new[name])]
     removed = [name for name in old if name not in new]
     added = [name for name in new if name not in old]
+    candidates: dict[Any, list[str]] = {}
+    for name in added:
+        candidates.setdefault(new[name].get("qualname"), []).append(name)
+    moved: set[str] = set()
+    for name in list(removed):
+        for target in candidates.get(old[name].get("qualname"), []):
+            if target not in moved and not _differs(old[name], new[target]):
+                moved.add(target)
+                removed.remove(name)
+                break
+    added = [name for name in added if name not in moved]
     return changed, removed, added
 
 

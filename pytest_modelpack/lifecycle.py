@@ -621,10 +621,16 @@ def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
 
     # Fingerprint roots come from the scanned (and allowlisted) bundle, not from the manifest,
     # which no hash covers: nothing the manifest says makes the gate import a module.
+    # Names allowed through modelpack_safe_globals count too when they live in a project module
+    # (an alias module kept after a move): their code is still the project's.
     roots = [
         (ref.module, ref.qualname)
         for ref in verdict.globals
         if allowlist.check(ref.module, ref.qualname).kind == "project"
+        or (
+            allowlist.check(ref.module, ref.qualname).kind == "extra"
+            and allowlist.classify(ref.module) == "project"
+        )
     ]
     drift_warnings = check_drift(request, manifest, roots)
     result.warnings.extend(drift_warnings)

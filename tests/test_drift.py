@@ -816,3 +816,14 @@ def test_env_drift_made_an_error_by_a_warnings_filter_fails_with_a_headline(
         ]
     )
     assert "Traceback" not in result.stdout.str()
+
+
+def test_a_unit_moved_to_another_module_unchanged_is_not_drift() -> None:
+    from pytest_modelpack.drift import compare_code
+
+    unit = {"kind": "method", "qualname": "A.f", "sha256": "s", "source": "def f(self): pass"}
+    old = {"package.A.f": {**unit, "module": "package"}}
+    moved = {"package2.A.f": {**unit, "module": "package2"}}
+    assert compare_code(old, moved) == ([], [], [])
+    edited = {"package2.A.f": {**unit, "module": "package2", "sha256": "t", "source": "x"}}
+    assert compare_code(old, edited) == ([], ["package.A.f"], ["package2.A.f"])
