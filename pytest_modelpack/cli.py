@@ -365,7 +365,7 @@ def _diff_examples(store_a: Any, store_b: Any) -> list[str]:
     their JSON encoding, so goldens recorded from different strategies still compare."""
     from .codec import encode_value
     from .compare import compare, describe_differences
-    from .lifecycle import short_repr
+    from .engine.request import short_repr
 
     ea, eb = store_a.read_examples(), store_b.read_examples()
 

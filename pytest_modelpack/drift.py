@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
+from .fixes import regen_command, revert_or_accept
 from .warnings import CodeDriftWarning, EnvDriftWarning, ModelpackWarning
 
 __all__ = [
@@ -884,7 +885,13 @@ def _warn(warning: ModelpackWarning, error: errors.ModelpackError) -> None:
 
 
 def check_drift(
-    request: Any, manifest: dict[str, Any], roots: list[tuple[str, str]] | None = None
+    manifest: dict[str, Any],
+    roots: list[tuple[str, str]] | None = None,
+    *,
+    name: str,
+    nodeid: str | None,
+    project_root: Path,
+    policy: str = "fail",
 ) -> list[str]:
     """Compare the golden's recorded code and environment with today's.
 
@@ -897,9 +904,8 @@ def check_drift(
     found them; without them, the manifest's list is used.
     """
     from .golden import environment
-    from .lifecycle import regen_command
 
-    fix = f"revert the change, or accept it with: {regen_command(request.nodeid)}"
+    fix = revert_or_accept(nodeid)
     recorded_env = manifest.get("environment")
     env = env_changes(recorded_env if isinstance(recorded_env, dict) else {}, environment())
     env_note = "environment changed since the golden was made: " + ", ".join(env)
@@ -913,7 +919,7 @@ def check_drift(
     )
     current: dict[str, Any] = {}
     if recorded:
-        fingerprinter = _Fingerprinter(request.project_root)
+        fingerprinter = _Fingerprinter(project_root)
         pairs = roots if roots is not None else _root_pairs(manifest)
         resolved = [fingerprinter.add_root(m, q) for m, q in pairs]
         # A project class or module the bundle names is gone (or no longer project code): loading
@@ -930,26 +936,26 @@ def check_drift(
         if env:
             detail.append("also: " + env_note)
         drift = errors.CodeDrift(
-            f"{summary} since the golden was made", name=request.name, detail=detail, fix=fix
+            f"{summary} since the golden was made", name=name, detail=detail, fix=fix
         )
-        if request.settings.drift != "warn":
+        if policy != "warn":
             raise drift
 
     notes: list[str] = []
     if env:
         notes.append(env_note)
         _warn(
-            EnvDriftWarning(f"{request.name}: {env_note}"),
+            EnvDriftWarning(f"{name}: {env_note}"),
             EnvDrift(
                 f"{', '.join(env)} since the golden was made",
-                name=request.name,
+                name=name,
                 detail=[
                     "the golden records the versions it was made with; today's differ",
                     "your warnings filter turns pytest_modelpack.warnings.EnvDriftWarning into "
                     "an error",
                 ],
                 fix="run with the recorded versions, or accept the new environment with: "
-                f"{regen_command(request.nodeid)}",
+                f"{regen_command(nodeid)}",
             ),
         )
     if drift is not None:

@@ -14,7 +14,7 @@ from . import errors
 from .options import Settings
 
 if TYPE_CHECKING:
-    from .lifecycle import CheckResult
+    from .engine import CheckResult
     from .report import Report
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -102,7 +102,7 @@ class Modelpack:
         ``examples`` overrides how many Hypothesis inputs are tried.
         """
         __tracebackhide__ = True
-        from .lifecycle import CheckRequest, run_check
+        from .engine import CheckRequest, run_check
 
         node = self._request.node
         name = name if name is not None else getattr(node, "originalname", node.name)

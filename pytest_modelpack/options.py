@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .states import Mode
+
 # Command-line flags (one group, one prefix).
 FLAG_GOLDEN = "--modelpack-golden"
 FLAG_REGEN = "--modelpack-regen"
@@ -30,9 +32,9 @@ INI_DEVICE_ATOL = "modelpack_device_atol"
 INI_SAFE_GLOBALS = "modelpack_safe_globals"
 INI_DRIFT = "modelpack_drift"
 
-MODE_ROUNDTRIP = "roundtrip"
-MODE_GOLDEN = "golden"
-MODE_REGEN = "regen"
+MODE_ROUNDTRIP = Mode.ROUNDTRIP
+MODE_GOLDEN = Mode.GOLDEN
+MODE_REGEN = Mode.REGEN
 
 DRIFT_POLICIES = ("fail", "warn")
 KNOWN_DEVICES = "cpu, cuda, cuda:N, mps"
@@ -71,7 +73,7 @@ MARKER_KEYS = (
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    mode: str = MODE_ROUNDTRIP
+    mode: Mode = Mode.ROUNDTRIP
     golden_dir: str = "goldens"
     devices: tuple[str, ...] = ("cpu", "cuda")
     examples: int = 30
@@ -151,7 +153,7 @@ def parse_drift(value: Any, where: str) -> str:
     return text
 
 
-def settings_from_ini(ini: Mapping[str, Any], mode: str, device_flag: str | None) -> Settings:
+def settings_from_ini(ini: Mapping[str, Any], mode: Mode, device_flag: str | None) -> Settings:
     """Build the session's :class:`Settings` from ini values (strings / line lists)."""
 
     def text(name: str) -> str:

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .states import Verdict
+
 __all__ = ["Report", "format_size"]
 
 REPORT_FORMAT_VERSION = 1
@@ -47,8 +49,6 @@ class Report:
         """Goldens claimed by more than one test (across xdist workers too)."""
         claims: dict[str, set[str]] = {}
         for row in self.rows:
-            if row.get("verdict") == "skipped":
-                continue
             claimant = row.get("claimant") or row["nodeid"].split("[", 1)[0]
             claims.setdefault(row["golden"], set()).add(claimant)
         return [
@@ -74,9 +74,9 @@ class Report:
                     row["device"],
                     row["mode"],
                     row["verdict"],
-                    str(row.get("examples") or 0) if row["verdict"] != "skipped" else "-",
+                    str(row.get("examples") or 0),
                     format_size(row.get("bundle_size")),
-                    f"{row.get('seconds', 0.0):.2f}s" if row["verdict"] != "skipped" else "-",
+                    f"{row.get('seconds', 0.0):.2f}s",
                     row.get("headline") or row.get("detail") or "",
                 )
             )
@@ -101,7 +101,7 @@ class Report:
         return out
 
     def failed(self) -> bool:
-        return bool(self.problems) or any(r["verdict"] == "failed" for r in self.rows)
+        return bool(self.problems) or any(r["verdict"] == Verdict.FAILED for r in self.rows)
 
     def to_json(self) -> dict[str, Any]:
         return {

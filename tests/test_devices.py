@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_modelpack.lifecycle import _recorded_tolerance
+from pytest_modelpack.engine.gate import recorded_tolerance as _recorded_tolerance
 from pytest_modelpack.options import DEFAULT_DEVICE_ATOL, DEFAULT_DEVICE_RTOL, Settings
 
 from .conftest import SeedProject

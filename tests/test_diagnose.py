@@ -1,4 +1,4 @@
-"""Unit tests for audit.py: attribute paths of unpicklable parts, and the explanations around them."""
+"""Unit tests for the diagnoses (diagnose/): attribute paths of unpicklable parts, and the explanations around them."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_modelpack import audit
-from pytest_modelpack.audit import (
+from pytest_modelpack import diagnose as audit
+from pytest_modelpack.diagnose import (
     Finding,
     describe_object,
     explain_lossy,
@@ -106,7 +106,7 @@ def test_lambda_attribute_path_kind_location_and_source() -> None:
     (finding,) = find_unpicklable(model)
     assert finding.path == "model.function"
     assert finding.what.startswith("a lambda defined at ")
-    assert finding.what.endswith(f"test_audit.py:{sys._getframe().f_lineno - 4}")
+    assert finding.what.endswith(f"test_diagnose.py:{sys._getframe().f_lineno - 4}")
     assert finding.source == 'model = Box(tokenizer="t", function=lambda x: x)'
     assert "has no name it can be imported by" in finding.why
     assert "define it at module level" in finding.fix
@@ -256,7 +256,7 @@ def test_describe_object_names_classes_and_functions() -> None:
         ("test_models", "Reader", "it is defined in the test module 'test_models'"),
         ("tests.conftest", "Reader", "it is defined in the test module 'tests.conftest'"),
         ("models.reader_test", "Reader", "it is defined in the test module"),
-        ("pytest_modelpack.audit", "NoSuchThing", "cannot be found by that name"),
+        ("pytest_modelpack.diagnose", "NoSuchThing", "cannot be found by that name"),
     ],
 )
 def test_not_importable_reasons(module: str, qualname: str, expected: str) -> None:
@@ -265,7 +265,7 @@ def test_not_importable_reasons(module: str, qualname: str, expected: str) -> No
 
 
 def test_importable_names_have_no_reason() -> None:
-    assert not_importable_reason("pytest_modelpack.audit", "Finding") is None
+    assert not_importable_reason("pytest_modelpack.diagnose.unpicklable", "Finding") is None
     assert not_importable_reason("collections", "OrderedDict") is None
     assert not_importable_reason("not_imported_anywhere_xyz", "Thing") is None
 
@@ -293,11 +293,11 @@ def test_user_frame_skips_pickle_and_torch_frames() -> None:
         pickle.loads(data)
     frame = user_frame(info.value, relative_to=__file__.rsplit("/", 2)[0])
     assert frame is not None
-    assert frame.file == "tests/test_audit.py"
+    assert frame.file == "tests/test_diagnose.py"
     assert frame.function == "RaisingSetstate.__setstate__"
     assert frame.text == 'raise KeyError("threshold")'
     assert frame.owner == f"{__name__}.RaisingSetstate"
-    assert str(frame).startswith("tests/test_audit.py:")
+    assert str(frame).startswith("tests/test_diagnose.py:")
 
 
 class SeedWrapper(torch.nn.Module):

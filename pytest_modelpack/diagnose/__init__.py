@@ -1,0 +1,53 @@
+"""Diagnoses: turning what pickle, torch and the user's code did into a headline, detail and fix.
+
+One module per diagnosis:
+
+* :mod:`.unpicklable` — UNPICKLABLE: the attribute path of each part pickle refuses;
+* :mod:`.lossy` — LOSSY ROUND-TRIP: state a ``__getstate__``/``__setstate__`` lost, and the
+  ``nn.Module.__setstate__`` pitfall;
+* :mod:`.nondeterminism` — NONDETERMINISTIC: train mode, randomness in forward;
+* :mod:`.missing` — renamed and moved code, classes that load nowhere else;
+* :mod:`.loading` — LOAD ERROR for a pickle that does not load back;
+* :mod:`.frames` — the user's own frame in a traceback.
+
+Nothing here imports pytest; torch is imported only when the object graph holds torch objects.
+"""
+
+from __future__ import annotations
+
+from .frames import Frame, user_frame
+from .loading import load_error
+from .lossy import explain_lossy, lost_private_state, setstate_pitfall
+from .missing import (
+    explain_missing,
+    locate_globals,
+    not_importable_reason,
+    recorded_source,
+    refuse_unimportable,
+    rename_hints,
+    resolve_path,
+)
+from .nondeterminism import nondeterminism_hints
+from .unpicklable import Finding, describe_object, find_unpicklable, leaf_name, unpicklable_error
+
+__all__ = [
+    "Finding",
+    "Frame",
+    "describe_object",
+    "explain_lossy",
+    "explain_missing",
+    "find_unpicklable",
+    "leaf_name",
+    "load_error",
+    "locate_globals",
+    "lost_private_state",
+    "nondeterminism_hints",
+    "not_importable_reason",
+    "recorded_source",
+    "refuse_unimportable",
+    "rename_hints",
+    "resolve_path",
+    "setstate_pitfall",
+    "unpicklable_error",
+    "user_frame",
+]

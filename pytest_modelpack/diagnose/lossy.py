@@ -1,0 +1,214 @@
+"""LOSSY ROUND-TRIP: which state pickle.dumps -> pickle.loads lost, and whose code lost it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from ..walk import defines
+from .frames import where
+from .missing import parent_path, resolve_path
+
+
+def user_class(klass: type) -> bool:
+    module = sys.modules.get(klass.__module__)
+    top = klass.__module__.partition(".")[0]
+    if top in sys.stdlib_module_names or top in ("builtins", "torch", "numpy", "sentencepiece"):
+        return False
+    file = getattr(module, "__file__", None) or ""
+    return "site-packages" not in file and "dist-packages" not in file
+
+
+def _qualified(klass: type) -> str:
+    return f"{klass.__module__}.{klass.__qualname__}"
+
+
+def _method_where(klass: type, name: str, relative_to: Any) -> str:
+    return f"{_qualified(klass)}.{name} ({where(vars(klass)[name], relative_to)})"
+
+
+def _culprit(owner: Any, attr: str, relative_to: Any) -> str | None:
+    """Which user ``__getstate__``/``__setstate__`` lost ``attr`` of ``owner`` (None: unknown)."""
+    klass = type(owner)
+    getter = defines(klass, "__getstate__")
+    setter = defines(klass, "__setstate__")
+    if getter is not None and user_class(getter):
+        try:
+            state = owner.__getstate__()
+        except Exception:
+            state = None
+        if isinstance(state, dict) and attr not in state:
+            kept = ", ".join(repr(k) for k in list(state)[:6])
+            return (
+                f"left out by {_method_where(getter, '__getstate__', relative_to)}, which "
+                f"saves only {kept or 'nothing'}"
+            )
+    if setter is not None and user_class(setter):
+        return f"not restored by {_method_where(setter, '__setstate__', relative_to)}"
+    if getter is not None and user_class(getter):
+        return f"changed by {_method_where(getter, '__getstate__', relative_to)}"
+    return None
+
+
+def explain_lossy(
+    live: Any, diff: list[str], root: str = "model", relative_to: Any = None
+) -> tuple[list[str], list[str]]:
+    """Group structure-tree differences into what was lost, and say which code lost it.
+
+    ``diff`` holds :func:`~pytest_modelpack.structure.diff_trees` lines (live before, reloaded
+    after). Returns ``(lost paths, detail lines)``: a missing attribute is reported once, not with
+    every path below it.
+    """
+    entries: list[tuple[str, str, str]] = []  # (sign, path, text)
+    for line in diff:
+        sign, _, rest = line.partition(" ")
+        path = rest.split(": ", 1)[0]
+        entries.append((sign, path, rest.split(": ", 1)[1] if ": " in rest else ""))
+    missing = [p for s, p, _ in entries if s == "-"]
+
+    def below(path: str, tops: Iterable[str]) -> bool:
+        return any(
+            path != t and (path.startswith(t + ".") or path.startswith(t + "[")) for t in tops
+        )
+
+    lost: list[str] = []
+    detail: list[str] = []
+    culprits: list[str] = []
+    for sign, path, text in entries:
+        if sign == "-" and below(path, missing):
+            continue
+        if sign == "+":
+            continue
+        if sign == "~" and below(path, missing):
+            continue
+        if sign == "~" and _rebuilt_function(text):
+            continue  # a lambda/local function rebuilt by __setstate__: same role, new qualname
+        inner = sum(1 for p in missing if below(p, [path])) if sign == "-" else 0
+        text = text.removesuffix("  (missing)")
+        if sign == "-":
+            more = f", and {inner} attribute{'s' if inner != 1 else ''} below it" if inner else ""
+            detail.append(f"{path} is missing after reload (was {text}{more})")
+        else:
+            before, _, after = text.partition("  ->  ")
+            detail.append(f"{path} changed: {before} -> {after}")
+        lost.append(path)
+        parent = parent_path(path)
+        if parent is not None:
+            try:
+                owner = resolve_path(live, parent[0])
+            except LookupError:
+                continue
+            culprit = _culprit(owner, parent[1], relative_to)
+            if culprit and culprit not in culprits:
+                culprits.append(culprit)
+                detail.append(f"  {culprit}")
+    added = [
+        p
+        for s, p, _ in entries
+        if s == "+" and not below(p, [q for t, q, _ in entries if t == "+"])
+    ]
+    if added and len(detail) < 20:
+        detail.append(
+            "new after reload: " + ", ".join(added[:5]) + (" ..." if len(added) > 5 else "")
+        )
+    return lost, detail
+
+
+def _rebuilt_function(change: str) -> bool:
+    before, _, after = change.partition("  ->  ")
+    return all(side.startswith("function ") and "<locals>" in side for side in (before, after))
+
+
+def _torch_base(klass: type) -> type | None:
+    for base in klass.__mro__:
+        if base.__module__.startswith("torch."):
+            return base
+    return None
+
+
+def lost_private_state(
+    live: Any, reloaded: Any, module_paths: Iterable[str], relative_to: Any = None
+) -> tuple[list[str], list[str]]:
+    """Private ``nn.Module`` state a user ``__setstate__``/``__getstate__`` failed to restore.
+
+    The structure tree shows public attributes only; torch keeps caches such as an RNN's
+    ``_flat_weight_refs`` in private ones, rebuilt by torch's own ``__setstate__``. For every module
+    whose class overrides ``__getstate__``/``__setstate__`` of its torch base, compare what torch's
+    own pickling would restore with what the reloaded module has. Returns the lost paths and
+    detail lines.
+    """
+    lost: list[str] = []
+    lines: list[str] = []
+    for path in module_paths:
+        try:
+            before, after = resolve_path(live, path), resolve_path(reloaded, path)
+        except LookupError:
+            continue
+        klass = type(before)
+        base = _torch_base(klass)
+        setter, getter = defines(klass, "__setstate__"), defines(klass, "__getstate__")
+        overrides = [m for m in (setter, getter) if m is not None and user_class(m)]
+        if base is None or not overrides:
+            continue
+        try:  # what torch itself would have restored, without the user's override
+            model = object.__new__(klass)
+            base_get = defines(base, "__getstate__")
+            base_set = defines(base, "__setstate__")
+            get_state: Any = vars(base_get)["__getstate__"] if base_get else vars
+            state = dict(get_state(before))
+            if base_set is not None:
+                vars(base_set)["__setstate__"](model, state)
+            else:
+                model.__dict__.update(state)
+            expected = set(vars(model))
+        except Exception:
+            expected = set(vars(before))
+        gone = sorted(k for k in expected - set(vars(after)) if k.startswith("_"))
+        if not gone:
+            continue
+        culprit = setter if setter is not None and user_class(setter) else getter
+        assert culprit is not None
+        method = "__setstate__" if culprit is setter else "__getstate__"
+        lost.extend(f"{path}.{k}" for k in gone)
+        names = ", ".join(f"{path}.{k}" for k in gone[:4]) + (" ..." if len(gone) > 4 else "")
+        lines.append(f"{names} missing after reload (torch's own state of {base.__qualname__})")
+        torch_set = defines(base, "__setstate__")
+        rebuilt = (
+            f"{_qualified(torch_set)}.__setstate__ rebuilds it"
+            if torch_set is not None and torch_set.__module__.startswith("torch")
+            else "torch's own __setstate__ restores it"
+        )
+        lines.append(
+            f"  {_method_where(culprit, method, relative_to)} does not call "
+            f"super().{method}(...): {rebuilt}; a plain pickle.load of this model fails with "
+            f"AttributeError: '{klass.__name__}' object has no attribute '{gone[0]}'"
+        )
+    return lost, lines
+
+
+def setstate_pitfall(exc: BaseException) -> tuple[str, str] | None:
+    """(explanation, fix) for the two nn.Module ``__setstate__`` pitfalls, when ``exc`` is one."""
+    text = str(exc)
+    if "before Module.__init__() call" in text:
+        return (
+            "pickle does not call __init__: it creates the object with __new__ and calls "
+            "__setstate__(state). A __setstate__ on an nn.Module subclass that assigns a module, "
+            "parameter or buffer before nn.Module's own state (_modules, _parameters, _buffers) "
+            "exists hits torch's Module.__setattr__ check",
+            "either call torch.nn.Module.__init__(self) (or super().__setstate__(...) with the "
+            "module's full state) first in __setstate__, or make the wrapper a plain class (not "
+            "an nn.Module) with eval()/train() methods that delegate to its layers, as the seed "
+            "post finally did",
+        )
+    if "_flat_weight" in text:
+        return (
+            "an RNN (GRU/LSTM/RNN) subclass's __setstate__ skipped super().__setstate__(state), "
+            "which rebuilds _flat_weight_refs/_flat_weights",
+            "call super().__setstate__(state) in the subclass's __setstate__ (or do not override "
+            "it), or make the wrapper a plain class that holds the RNN",
+        )
+    return None
+
+
+# -- nondeterminism ----------------------------------------------------------------------------

@@ -1,0 +1,340 @@
+"""LOAD ERROR for renamed and moved code, and classes that pickle here but load nowhere else."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import inspect
+import io
+import os
+import re
+import sys
+import types
+from collections.abc import Iterable
+from typing import Any
+
+from .. import errors, walk
+from ..scan import iter_globals
+from ..walk import MAX_DEPTH, MAX_NODES
+
+
+def _test_module(module: str) -> bool:
+    leaf = module.rsplit(".", 1)[-1]
+    return leaf == "conftest" or leaf.startswith("test_") or leaf.endswith("_test")
+
+
+def not_importable_reason(module: str, qualname: str) -> str | None:
+    """Why a class/function referenced as ``module.qualname`` will not load in another process."""
+    if module == "__main__":
+        return (
+            "it is defined in __main__: another process (the CI gate, production) has a different "
+            "__main__, so loading fails with \"AttributeError: Can't get attribute "
+            f"'{qualname}' on <module '__main__'>\""
+        )
+    if "<locals>" in qualname:
+        return "it is defined inside a function: pickle cannot import it by name"
+    if _test_module(module):
+        return (
+            f"it is defined in the test module {module!r}: test modules are importable only "
+            "while pytest runs them (from the tests' folder, under the name pytest gave them), "
+            "so production or any other process fails with ModuleNotFoundError"
+        )
+    target: Any = sys.modules.get(module)
+    if target is None:
+        return None
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            return (
+                f"{module}.{qualname} cannot be found by that name: it was renamed, deleted or "
+                "created dynamically"
+            )
+    return None
+
+
+def locate_globals(
+    obj: Any, names: Iterable[str], root: str = "model", limit: int = 3
+) -> dict[str, list[str]]:
+    """Where in ``obj`` each ``module.qualname`` in ``names`` is used.
+
+    An instance of such a class is reported by its path (``model.decoder``); a function or class
+    stored as a value by its path too (``model.function``). At most ``limit`` paths per name.
+    """
+    wanted = set(names)
+    found: dict[str, list[str]] = {}
+    seen: set[int] = set()
+    keep: list[Any] = []
+    stack: list[tuple[Any, str, int]] = [(obj, root, 0)]
+    visited = 0
+    while stack and visited < MAX_NODES:
+        value, path, depth = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        keep.append(value)
+        visited += 1
+        if isinstance(value, (type, types.FunctionType)):
+            key = f"{value.__module__}.{value.__qualname__}"
+        else:
+            key = f"{type(value).__module__}.{type(value).__qualname__}"
+        if key in wanted and len(found.setdefault(key, [])) < limit:
+            found[key].append(path)
+        if depth < MAX_DEPTH:
+            try:
+                children = list(walk.children(value, path))
+            except Exception:
+                continue
+            stack.extend((child, child_path, depth + 1) for child_path, child in reversed(children))
+    return found
+
+
+# -- lossy round-trips -------------------------------------------------------------------------
+
+
+def resolve_path(obj: Any, path: str) -> Any:
+    """The object at ``path`` (``model.layer.rnn``, ``model.decoder.d[0]``) below ``obj``.
+
+    Raises ``LookupError`` when the path does not resolve.
+    """
+    match = re.match(r"[^.\[]+", path)
+    if match is None:
+        raise LookupError(path)
+    i, current = match.end(), obj
+    while i < len(path):
+        if path[i] == ".":
+            j = i + 1
+            while j < len(path) and path[j] not in ".[":
+                j += 1
+            try:
+                current = getattr(current, path[i + 1 : j])
+            except Exception as exc:
+                raise LookupError(path) from exc
+            i = j
+        elif path[i] == "[":
+            for j in (k for k in range(i + 1, len(path)) if path[k] == "]"):
+                try:
+                    key = ast.literal_eval(path[i + 1 : j])
+                except (ValueError, SyntaxError):
+                    continue
+                try:
+                    current = current[key]
+                except Exception as exc:
+                    raise LookupError(path) from exc
+                i = j + 1
+                break
+            else:
+                raise LookupError(path)
+        else:
+            raise LookupError(path)
+    return current
+
+
+def parent_path(path: str) -> tuple[str, str] | None:
+    """``model.a.b`` -> (``model.a``, ``b``); ``model.a[0]`` -> (``model.a``, ``0``)."""
+    match = re.match(r"^(.*)(?:\.([^.\[\]]+)|\[([^\]]*)\])$", path)
+    if match is None:
+        return None
+    return match.group(1), match.group(2) or match.group(3)
+
+
+# -- renamed and moved classes -----------------------------------------------------------------
+
+
+def _normalised(source: str, name: str) -> str:
+    """Source without indentation, blank lines and the unit's own name: equal for a pure rename."""
+    lines = (line.strip() for line in source.splitlines())
+    return re.sub(rf"\b{re.escape(name)}\b", "_", "\n".join(line for line in lines if line))
+
+
+def recorded_source(code: dict[str, Any], name: str) -> str | None:
+    """The source of ``name`` in a manifest's ``code`` section, with its methods' source added
+    where they are recorded as units of their own."""
+    unit = code.get(name)
+    if not isinstance(unit, dict) or not isinstance(unit.get("source"), str):
+        return None
+    parts = [unit]
+    if not re.search(r"^\s+def ", unit["source"], re.MULTILINE):
+        parts += sorted(
+            (u for key, u in code.items() if key.startswith(name + ".") and isinstance(u, dict)),
+            key=lambda u: u.get("line") or 0,
+        )
+    return "\n".join(str(u.get("source", "")) for u in parts)
+
+
+def rename_hints(
+    module: str,
+    qualname: str,
+    recorded_source: str | None,
+    project_root: Any = None,
+) -> list[str]:
+    """Where the missing ``module.qualname`` may have gone: same name in another project module
+    (moved/renamed module), or a class of similar source in the same module (renamed class)."""
+    hints: list[str] = []
+    root = os.path.realpath(project_root) + os.sep if project_root is not None else None
+    leaf = qualname.rsplit(".", 1)[-1]
+    current_exists = not _module_gone(module)
+    for name, mod in list(sys.modules.items()):
+        file = getattr(mod, "__file__", None)
+        if name == module or not file or (root and not os.path.realpath(file).startswith(root)):
+            continue
+        if "site-packages" in file or _test_module(name):
+            continue
+        target: Any = mod
+        for part in qualname.split("."):
+            target = getattr(target, part, None)
+            if target is None:
+                break
+        if target is not None and getattr(target, "__module__", None) == name:
+            how = "class moved?" if current_exists else "module renamed or moved?"
+            hints.append(f"{module}.{qualname} -> {name}.{qualname} ({how})")
+    current = sys.modules.get(module)
+    if current is not None and recorded_source:
+        old = _normalised(recorded_source, leaf)
+        best: tuple[float, str] | None = None
+        for attr, value in vars(current).items():
+            if not isinstance(value, (type, types.FunctionType)) or attr == leaf:
+                continue
+            if getattr(value, "__module__", None) != module:
+                continue
+            try:
+                source = inspect.getsource(value)
+            except (OSError, TypeError):
+                continue
+            ratio = difflib.SequenceMatcher(None, old, _normalised(source, attr)).ratio()
+            if ratio >= 0.6 and (best is None or ratio > best[0]):
+                best = (ratio, attr)
+        if best is not None:
+            how = "same code" if best[0] >= 0.999 else f"{best[0]:.0%} similar code"
+            hints.append(f"{module}.{qualname} -> {module}.{best[1]} ({how}: class renamed?)")
+    return hints
+
+
+def _module_gone(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):
+        return True
+
+
+def explain_missing(
+    missing: list[tuple[str, str]],
+    manifest: dict[str, Any],
+    project_root: Any,
+    regen: str,
+    scanned: bool = False,
+) -> tuple[str, list[str], str]:
+    """(summary, detail, fix) for golden globals that no longer resolve: renamed or moved code.
+
+    ``missing`` holds ``(module, qualname)`` pairs (qualname ``"*"``: the whole module is gone);
+    ``manifest`` is the golden's manifest (its globals and recorded source find where the names
+    went); ``regen`` is the exact command that regenerates the golden.
+    """
+    code = manifest.get("code") or {}
+    recorded = [
+        (g["module"], g["qualname"])
+        for g in manifest.get("globals") or []
+        if isinstance(g, dict) and "module" in g and "qualname" in g
+    ]
+    gone = sorted({m for m, q in missing if q == "*" or _module_gone(m)})
+    pairs = [(m, q) for m, q in missing if q != "*"]
+    pairs += [(m, q) for m, q in recorded if m in gone and (m, q) not in pairs]
+    names = [f"{m}.{q}" for m, q in pairs] or [f"{m} (module)" for m in gone]
+    moved: dict[str, str] = {}
+    renamed: dict[tuple[str, str], str] = {}
+    hints: list[str] = []
+    for module, qualname in pairs:
+        source = recorded_source(code, f"{module}.{qualname}")
+        for hint in rename_hints(module, qualname, source, project_root):
+            hints.append(hint)
+            target = hint.split(" -> ", 1)[1].split(" ", 1)[0]
+            if "module renamed" in hint:
+                moved.setdefault(module, target[: -len(qualname) - 1])
+            else:
+                renamed.setdefault((module, qualname), target)
+    detail = [f"module {m!r} no longer exists" for m in gone]
+    detail.append(
+        f"the golden references {len(names)} name{'s' if len(names) != 1 else ''} that "
+        f"no longer resolve{'s' if len(names) == 1 else ''}: {', '.join(names)}"
+    )
+    for module, new in moved.items():  # a whole module moved: one line, not one per name
+        inside = [q for m, q in pairs if m == module]
+        found = [h for h in hints if h.startswith(f"{module}.") and f" -> {new}." in h]
+        if len(inside) > 1 and len(found) == len(inside):
+            hints = [h for h in hints if h not in found]
+            hints.append(
+                f"{module} -> {new}: all {len(inside)} names are defined there (module renamed "
+                "or moved?)"
+            )
+    if hints:
+        detail.append("where they may have gone:")
+        detail.extend(f"  {h}" for h in dict.fromkeys(hints))
+    if scanned:
+        detail.append("nothing was unpickled: the safety scan found these names first")
+    restore: list[str] = []
+    alias: list[str] = []
+    for module in gone:
+        old_file = module.replace(".", "/") + ".py"
+        moved_to = moved.get(module)
+        if moved_to:
+            restore.append(f"rename {moved_to.replace('.', '/')}.py back to {old_file}")
+            alias.append(f'a {old_file} containing "from {moved_to} import *"')
+        else:
+            restore.append(f"restore {old_file}")
+            alias.append(f"a module {module} that re-exports the names from their new home")
+    for (module, qualname), target in renamed.items():
+        new_module, _, new = target.rpartition(".")
+        file = module.replace(".", "/") + ".py"
+        if new_module == module:
+            restore.append(f"rename {target} back to {qualname}")
+            alias.append(f'"{qualname} = {new}" in {file}')
+        else:
+            restore.append(f"move {target} back to {file}")
+            alias.append(f'"from {new_module} import {new}" in {file}')
+    for module, qualname in pairs:
+        if module not in gone and (module, qualname) not in renamed:
+            restore.append(f"restore {module}.{qualname}")
+            alias.append(f"{qualname} = <its new name> in {module.replace('.', '/')}.py")
+    listed = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    fix = (
+        f"restore the old name: {'; '.join(dict.fromkeys(restore))}\n"
+        f"or keep an alias: {'; '.join(dict.fromkeys(alias))}, and list {listed} in "
+        "modelpack_safe_globals (an alias is not defined under the old name)\n"
+        f"or accept the change and regenerate the golden: {regen}"
+    )
+    if len(gone) == 1 and all(m == gone[0] for m, _ in pairs):
+        who = f"the module {gone[0]!r}, which no longer exists"
+    else:
+        shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+        who = f"{shown}, which no longer {'exists' if len(names) == 1 else 'exist'}"
+    return f"the golden references {who} (renamed or moved?)", detail, fix
+
+
+def refuse_unimportable(model: Any, data: bytes) -> None:
+    """UNPICKLABLE when the pickle ``data`` of ``model`` references classes or functions another
+    process could not import (defined in __main__, a test module or conftest.py)."""
+
+    reasons: dict[str, str] = {}
+    for ref in iter_globals(io.BytesIO(data)):
+        name = f"{ref.module}.{ref.qualname}"
+        if name not in reasons:
+            reason = not_importable_reason(ref.module, ref.qualname)
+            if reason:
+                reasons[name] = reason
+    if not reasons:
+        return
+    used_at = locate_globals(model, reasons)
+    detail: list[str] = []
+    for name, reason in reasons.items():
+        paths = used_at.get(name)
+        detail.append(f"{name}: used at {', '.join(paths)}" if paths else name)
+        detail.append(f"  why: {reason}")
+    one = len(reasons) == 1
+    raise errors.Unpicklable(
+        f"{', '.join(reasons)} pickle{'s' if one else ''} here but will not load in another "
+        "process",
+        detail=detail,
+        fix=f"define {'it' if one else 'them'} at module level in a module of your project that "
+        "production imports too (like package.py), not in __main__, a test module or conftest.py",
+    )

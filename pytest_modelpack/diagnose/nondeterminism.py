@@ -1,0 +1,91 @@
+"""NONDETERMINISTIC: why a live model disagrees with itself (train mode, randomness)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+import types
+from typing import Any
+
+from ..structure import structure_tree
+from .frames import where
+from .lossy import user_class
+from .missing import resolve_path
+
+_RANDOM = re.compile(
+    r"\b(torch\.(rand|randn|randint|randperm|bernoulli|multinomial|normal|poisson)\w*"
+    r"|\w+\.(rand|randn|randint)_like|random\.\w+|np\.random\.\w+|numpy\.random\.\w+"
+    r"|F\.dropout\w*|functional\.dropout\w*|\.uniform_|\.normal_|\.bernoulli_)\s*\("
+)
+
+
+def nondeterminism_hints(model: Any, relative_to: Any = None) -> list[str]:
+    """Likely reasons ``model`` disagrees with itself: modules left in train mode, random calls.
+
+    Looks at every module reachable from ``model`` after ``model.eval()`` (restoring modes
+    afterwards) and scans the user's own ``preprocess``/``forward``/``postprocess``/``__call__``
+    methods for random number calls and functional dropout.
+    """
+    hints: list[str] = []
+    torch = sys.modules.get("torch")
+    modules: list[tuple[str, Any]] = []
+    if torch is not None:
+        for path, text in structure_tree(model).items():
+            if text.endswith("(nn.Module)"):
+                try:
+                    modules.append((path, resolve_path(model, path)))
+                except LookupError:
+                    pass
+        everything = [m for _, top in modules for m in top.modules()]
+        flags = [(m, m.training) for m in everything]
+        try:
+            if callable(getattr(model, "eval", None)):
+                model.eval()
+            else:
+                for _, module in modules:
+                    module.eval()
+            training = [
+                path for path, module in modules if module.training and _mode_matters(module)
+            ]
+        except Exception:
+            training = []
+        finally:
+            for module, flag in flags:
+                module.training = flag
+        if training:
+            hints.append(
+                "still in train mode after model.eval(): "
+                + ", ".join(training[:5])
+                + (" ..." if len(training) > 5 else "")
+                + " (eval() does not reach them, so dropout/batch-norm stay random)"
+            )
+    classes: list[type] = [type(model)] + [type(m) for _, m in modules]
+    seen: set[type] = set()
+    for klass in classes:
+        if klass in seen or not user_class(klass):
+            continue
+        seen.add(klass)
+        for name in ("preprocess", "forward", "postprocess", "__call__"):
+            method = vars(klass).get(name)
+            if not isinstance(method, types.FunctionType):
+                continue
+            try:
+                lines, start = inspect.getsourcelines(method)
+            except (OSError, TypeError):
+                continue
+            file = where(method, relative_to).rsplit(":", 1)[0]
+            for offset, text in enumerate(lines):
+                if _RANDOM.search(text.split("#", 1)[0]):
+                    hints.append(
+                        f"random call at {file}:{start + offset} in "
+                        f"{klass.__qualname__}.{name}: {text.strip()}"
+                    )
+    return hints
+
+
+def _mode_matters(module: Any) -> bool:
+    """Whether a module's training flag matters: it, or a submodule, is dropout or batch-norm."""
+    torch = sys.modules["torch"]
+    random_kinds = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm)
+    return any(isinstance(m, random_kinds) for m in module.modules())

@@ -1,0 +1,250 @@
+"""UNPICKLABLE: which part of the model pickle refuses, what it is, why, and the fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+import types
+from pathlib import Path
+from typing import Any
+
+from .. import errors
+from ..walk import MAX_DEPTH, children, pickles
+from .frames import source_line, user_frame, where
+from .missing import not_importable_reason
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One part of an object graph that pickle refuses."""
+
+    path: str
+    what: str
+    why: str
+    fix: str
+    #: The source line that created it (a lambda's line), when known.
+    source: str | None = None
+
+    def lines(self, nested: bool = True) -> list[str]:
+        """Detail lines; ``nested`` indents why/fix under the path (one of several findings),
+        else the fix is left to the error's own fix line."""
+        indent = "  " if nested else ""
+        out = [f"{self.path}: {self.what}"]
+        if self.source:
+            out.append(f"    {self.source}")
+        out.append(f"{indent}why: {self.why}")
+        if nested:
+            out.append(f"{indent}fix: {self.fix}")
+        return out
+
+
+# -- what a part is, why pickle refuses it, how to fix it --------------------------------------
+
+
+def _is_lambda(value: Any) -> bool:
+    return isinstance(value, types.FunctionType) and value.__name__ == "<lambda>"
+
+
+def _lock_type(value: Any) -> bool:
+    kind = type(value)
+    return kind.__module__ in ("_thread", "threading") and (
+        "lock" in kind.__name__.lower() or kind.__name__ in ("Condition", "Semaphore", "Event")
+    )
+
+
+def describe_object(value: Any, relative_to: Any = None) -> str:
+    """What an object is, in words a user recognises."""
+    if _is_lambda(value):
+        return f"a lambda defined at {where(value, relative_to)}"
+    if isinstance(value, types.FunctionType) and "<locals>" in value.__qualname__:
+        return f"a local function {value.__qualname__} defined at {where(value, relative_to)}"
+    if isinstance(value, types.FunctionType):
+        reason = not_importable_reason(value.__module__, value.__qualname__) or ""
+        extra = " (not importable by that name)" if "cannot be found" in reason else ""
+        return f"the function {value.__module__}.{value.__qualname__}{extra}"
+    if isinstance(value, type):
+        if "<locals>" in value.__qualname__:
+            return f"a local class {value.__qualname__} defined at {where(value, relative_to)}"
+        return f"the class {value.__module__}.{value.__qualname__}"
+    if isinstance(value, types.MethodType):
+        return f"a bound method {value.__qualname__}"
+    if isinstance(value, types.GeneratorType):
+        return f"a generator ({value.__qualname__})"
+    if isinstance(value, types.ModuleType):
+        return f"the module {value.__name__}"
+    if isinstance(value, io.IOBase):
+        name = getattr(value, "name", None)
+        if isinstance(name, str):
+            return f"an open file {name!r} ({type(value).__name__})"
+        return f"a file object ({type(value).__name__})"
+    kind = type(value)
+    if _lock_type(value):
+        return f"a lock ({kind.__module__}.{kind.__qualname__})"
+    if "<locals>" in kind.__qualname__:
+        return (
+            f"an instance of the local class {kind.__qualname__} defined at "
+            f"{where(kind, relative_to)}"
+        )
+    return f"an object of type {kind.__module__}.{kind.__qualname__}"
+
+
+def _why(value: Any, error: Exception) -> str:
+    said = f"{type(error).__name__}: {_ADDRESS.sub('', str(error))}"
+    if isinstance(value, types.FunctionType) or (
+        isinstance(value, type) and "<locals>" in value.__qualname__
+    ):
+        what = "a lambda" if _is_lambda(value) else "a function defined inside another function"
+        if isinstance(value, type):
+            what = "a class defined inside a function"
+        return (
+            "pickle saves a function or class by reference (module + qualified name) and imports "
+            f"it again when loading; {what} has no name it can be imported by (pickle says: "
+            f"{said})"
+        )
+    if "<locals>" in type(value).__qualname__:
+        return (
+            "pickle saves an instance's class by reference (module + qualified name); a class "
+            f"defined inside a function cannot be imported by name (pickle says: {said})"
+        )
+    if isinstance(value, io.IOBase):
+        return (
+            "an open file is operating-system state of this process (a descriptor and a "
+            f"position), not data (pickle says: {said})"
+        )
+    if _lock_type(value):
+        return f"a lock is synchronisation state of this process, not data (pickle says: {said})"
+    if isinstance(value, types.GeneratorType):
+        return f"a generator is a paused function call; its frame cannot be saved ({said})"
+    if isinstance(value, types.ModuleType):
+        return f"pickle saves classes and functions by reference, never modules ({said})"
+    return f"pickle refuses it: {said}"
+
+
+def leaf_name(path: str) -> str:
+    """The last attribute, key or index of ``path`` (``model.layer.rnn`` -> ``rnn``)."""
+    tail = re.split(r"[.\[]", path)[-1].rstrip("]")
+    return tail.strip("'\"") or path
+
+
+def _owner_attr(path: str) -> str:
+    """The attribute of the first object on ``path`` below the root: what __getstate__ drops."""
+    parts = path.split(".")
+    return re.split(r"[\[(]", parts[1])[0] if len(parts) > 1 else path
+
+
+def _fix_for(value: Any, path: str, relative_to: Any = None) -> str:
+    attr = leaf_name(path)
+    top = _owner_attr(path)
+    leave_out = (
+        f"or leave {top!r} out in __getstate__ and rebuild it in __setstate__"
+        if top.isidentifier()
+        else "or leave it out in __getstate__ and rebuild it in __setstate__"
+    )
+    if "_hooks" in path or "_hooks_" in path:
+        return (
+            "register a module-level function as the hook (pickle saves a reference to it), or "
+            "remove the hook (handle.remove()) before pickling and register it again after loading"
+        )
+    if isinstance(value, (types.FunctionType, types.MethodType)) or (
+        isinstance(value, type) and "<locals>" in value.__qualname__
+    ):
+        target = getattr(value, "__func__", value)
+        file = where(target, relative_to).rsplit(":", 1)[0]
+        in_file = f" of {file}" if file.endswith(".py") else ""
+        name = attr if attr.isidentifier() and attr != "<lambda>" else "a_name"
+        return (
+            f"define it at module level{in_file} (def {name}(...): ...) and assign that function, "
+            f"or use functools.partial of a module-level function; {leave_out}"
+        )
+    if "<locals>" in type(value).__qualname__:
+        return f"define the class {type(value).__name__} at module level; {leave_out}"
+    if isinstance(value, io.IOBase):
+        return f"keep the file's path instead and open it when needed, {leave_out}"
+    if _lock_type(value):
+        return f"leave {top!r} out in __getstate__ and create a new lock in __setstate__"
+    if isinstance(value, types.GeneratorType):
+        return f"store the data (a list) or what recreates the generator instead, {leave_out}"
+    if isinstance(value, types.ModuleType):
+        return (
+            f"import the module where it is used instead of storing it on the object, {leave_out}"
+        )
+    return (
+        f"give {type(value).__qualname__} a __reduce__ or __getstate__/__setstate__ that pickles, "
+        f"{leave_out}"
+    )
+
+
+def find_unpicklable(
+    obj: Any, root: str = "model", limit: int = 10, relative_to: Any = None
+) -> list[Finding]:
+    """Every smallest part of ``obj`` that pickle refuses (empty when ``obj`` pickles).
+
+    A part is reported by attribute path from ``root``; file locations are relative to
+    ``relative_to`` (default: the working directory).
+    """
+    findings: list[Finding] = []
+    seen: set[int] = set()
+    keep: list[Any] = []  # __getstate__ results are temporaries: keep them alive so ids stay unique
+
+    def visit(value: Any, path: str, depth: int) -> None:
+        if len(findings) >= limit or id(value) in seen:
+            return
+        seen.add(id(value))
+        keep.append(value)
+        error = pickles(value)
+        if error is None:
+            return
+        before = len(findings)
+        if depth < MAX_DEPTH:
+            for child_path, child in children(value, path):
+                visit(child, child_path, depth + 1)
+        local_class = "<locals>" in type(value).__qualname__ and not isinstance(value, type)
+        if len(findings) == before or local_class:
+            findings.append(
+                Finding(
+                    path=path,
+                    what=describe_object(value, relative_to),
+                    why=_why(value, error),
+                    fix=_fix_for(value, path, relative_to),
+                    source=source_line(value) if _is_lambda(value) else None,
+                )
+            )
+
+    visit(obj, root, 0)
+    return findings
+
+
+# -- classes that pickle here but will not load elsewhere --------------------------------------
+
+
+def unpicklable_error(model: Any, exc: Exception, project_root: Path) -> errors.ModelpackError:
+    """UNPICKLABLE for ``model``, whose ``pickle.dumps`` raised ``exc``: the parts that fail."""
+    findings = find_unpicklable(model, relative_to=project_root)
+    if not findings:  # every part pickles on its own: say what pickle said, and where
+        frame = user_frame(exc, project_root)
+        return errors.Unpicklable(
+            f"the model cannot be pickled: {type(exc).__name__}: {exc}",
+            detail=[f"where: {frame}"] if frame else [],
+            fix="give the class that fails a __getstate__ or __reduce__ that returns only "
+            "picklable state",
+        )
+    if len(findings) == 1:
+        (finding,) = findings
+        return errors.Unpicklable(
+            f"{finding.path} cannot be pickled",
+            detail=finding.lines(nested=False),
+            fix=finding.fix,
+        )
+    detail: list[str] = []
+    for finding in findings:
+        detail.extend(finding.lines())
+    return errors.Unpicklable(
+        f"{len(findings)} parts of the model cannot be pickled: "
+        + ", ".join(f.path for f in findings),
+        detail=detail,
+        fix="fix each part as shown above: a module-level function instead of a lambda or local "
+        "function, and process state (files, locks, generators) left out in __getstate__",
+    )

@@ -1,0 +1,136 @@
+"""Driving Hypothesis: inputs for a property (shrunk on failure) and inputs to record."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .. import errors
+from ..codec import encode_value
+from .request import CheckRequest
+
+__all__ = ["hypothesis_settings", "run_property", "draw_inputs", "scratch_hypothesis_home"]
+
+
+def hypothesis_settings(max_examples: int, derandomize: bool, **extra: Any) -> Any:
+    from hypothesis import HealthCheck, Verbosity, settings
+
+    return settings(
+        max_examples=max_examples,
+        derandomize=derandomize,
+        database=None,  # round-trip and gate write nothing, not even .hypothesis/
+        deadline=None,  # model calls are slow and vary; timing is not what we test
+        suppress_health_check=list(HealthCheck),
+        verbosity=Verbosity.quiet,
+        report_multiple_bugs=False,
+        print_blob=False,
+        **extra,
+    )
+
+
+class _Abort:
+    """Carries an error that must not be shrunk (nondeterminism) out of a Hypothesis run."""
+
+    error: errors.ModelpackError | None = None
+
+
+def run_property(request: CheckRequest, prop: Callable[[Any], None], derandomize: bool) -> int:
+    """Run ``prop`` on Hypothesis inputs; return how many inputs ran. Errors come out shrunk."""
+    from hypothesis import errors as hyp_errors
+    from hypothesis import given
+
+    count = [0]
+    abort = _Abort()
+
+    def counted(x: Any) -> None:
+        if abort.error is not None:
+            # Without the old traceback: re-raising one exception object grows its traceback
+            # on every call, and Hypothesis formats it each time (quadratic while shrinking).
+            raise abort.error.with_traceback(None)
+        count[0] += 1
+        try:
+            prop(x)
+        except errors.Nondeterministic as exc:
+            abort.error = exc
+            raise
+
+    examples = request.examples or request.settings.examples
+    test = hypothesis_settings(examples, derandomize)(given(request.inputs)(counted))
+    try:
+        test()
+    except errors.ModelpackError:
+        if abort.error is not None:
+            raise abort.error from None
+        raise
+    except hyp_errors.Unsatisfiable as exc:
+        raise errors.UsageError(
+            "the inputs strategy produced no usable example",
+            detail=[str(exc)],
+            fix="loosen filters/assume() in the strategy passed as inputs=",
+        ) from None
+    except hyp_errors.HypothesisException as exc:
+        if abort.error is not None:
+            raise abort.error from None
+        flaky = getattr(hyp_errors, "FlakyFailure", None) or getattr(hyp_errors, "Flaky", None)
+        if flaky is not None and isinstance(exc, flaky):
+            raise errors.Nondeterministic(
+                "a failure did not reproduce when Hypothesis re-ran the same input",
+                detail=[str(exc).splitlines()[0] if str(exc) else type(exc).__name__],
+                fix="make the model deterministic in eval mode (no dropout/randomness in "
+                "forward), or seed randomness inside apply=",
+            ) from None
+        raise errors.UsageError(
+            "Hypothesis could not run the check", detail=[f"{type(exc).__name__}: {exc}"]
+        ) from None
+    return count[0]
+
+
+def draw_inputs(request: CheckRequest, n: int) -> list[Any]:
+    """``n`` distinct inputs from the strategy, the same ones every time (derandomized)."""
+    from hypothesis import Phase, given, seed
+
+    collected: list[Any] = []
+    keys: set[str] = set()
+
+    def collect(x: Any) -> None:
+        if len(collected) >= n:
+            return
+        key = json.dumps(encode_value(x, path="input"), sort_keys=True)
+        if key not in keys:
+            keys.add(key)
+            collected.append(x)
+
+    # A seed of the golden's name, not derandomize: derandomize seeds from this function's own
+    # source, so any edit to pytest-modelpack would re-draw every golden's recorded inputs.
+    settings = hypothesis_settings(n * 4, False, phases=[Phase.generate])
+    try:
+        seed(zlib.crc32(request.name.encode()))(settings(given(request.inputs)(collect)))()
+    except errors.ModelpackError:
+        raise
+    except Exception as exc:
+        raise errors.UsageError(
+            "could not draw inputs to record", detail=[f"{type(exc).__name__}: {exc}"]
+        ) from None
+    return collected
+
+
+@contextlib.contextmanager
+def scratch_hypothesis_home() -> Iterator[None]:
+    """Point Hypothesis's storage (its unicode cache for text strategies) at a temporary folder.
+
+    Round-trip and gate promise to write nothing to the project; Hypothesis would otherwise create
+    ``.hypothesis/unicode_data`` in the working directory the first time a text strategy runs.
+    """
+    from hypothesis import configuration
+
+    previous = getattr(configuration, "__hypothesis_home_directory", None)
+    with tempfile.TemporaryDirectory(prefix="modelpack-hypothesis-") as scratch:
+        configuration.set_hypothesis_home_dir(scratch)
+        try:
+            yield
+        finally:
+            configuration.set_hypothesis_home_dir(previous)

@@ -1,0 +1,225 @@
+"""The gate (``--modelpack-golden``): verify, scan, load and compare a committed golden.
+
+Writes nothing. The stages: the golden must exist; its manifest is validated and its files'
+sizes and sha256 verified; the bundle is scanned (UNSAFE / CORRUPT / renamed code); code and
+environment drift are checked against what the golden recorded; the bundle is loaded with the
+restricted loader; the recorded examples are replayed on the golden; and golden vs live are
+compared on derandomized Hypothesis inputs and on the recorded inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .. import errors
+from ..allowlist import Allowlist
+from ..apply import placed
+from ..compare import compare, describe_differences
+from ..diagnose.loading import load_error
+from ..drift import check_drift
+from ..fixes import accept, regen_command, restore_or_regen, revert_or_accept
+from ..golden import GoldenStore
+from ..load import load_bundle
+from ..scan import scan_file
+from .explore import run_property
+from .request import CheckRequest, CheckResult, display_path, short_repr
+from .runner import Runner, tolerance_line
+
+__all__ = ["gate", "scan_or_refuse", "replay", "recorded_tolerance", "allowlist_for"]
+
+
+def allowlist_for(request: CheckRequest) -> Allowlist:
+    return Allowlist(request.project_root, request.settings.safe_globals)
+
+
+def scan_or_refuse(
+    request: CheckRequest,
+    path: Path,
+    allowlist: Allowlist,
+    making: bool,
+    manifest: dict[str, Any] | None = None,
+) -> Any:
+    """Scan ``path``; CORRUPT, LOAD ERROR (renamed code) or UNSAFE GOLDEN when it must not load."""
+    verdict = scan_file(path, allowlist)
+    if verdict.error and not verdict.refused:
+        raise errors.CorruptGolden(
+            "bundle.pkl is not a readable pickle",
+            detail=[f"file: {path}", verdict.error],
+            fix=restore_or_regen(request.nodeid),
+        )
+    missing = getattr(verdict, "missing", [])
+    if verdict.refused and not making and len(missing) == len(verdict.refused):
+        # Every refused name simply no longer resolves: renamed or moved code, not an attack.
+        raise load_error(
+            None,
+            "bundle.pkl (golden), read by the safety scan",
+            nodeid=request.nodeid,
+            project_root=request.project_root,
+            manifest=manifest,
+            missing=[(ref.module, ref.qualname) for ref in missing],
+        )
+    if verdict.refused:
+        lines = [
+            f"{ref.module}.{ref.qualname} ({ref.where}): {reason}"
+            for ref, reason in verdict.refused
+        ]
+        summary = (
+            "the model references globals the gate would refuse to load"
+            if making
+            else f"{len(verdict.refused)} global(s) in the golden are not on the allowlist; "
+            "nothing was loaded"
+        )
+        if verdict.error:  # a payload followed by garbage: pickle.load would run the payload first
+            lines.append(f"(the scan then stopped: {verdict.error})")
+        raise errors.UnsafeGolden(
+            summary,
+            detail=[f"file: {path}", *lines],
+            fix="if you trust these names, add them to modelpack_safe_globals in your pytest "
+            "ini options (one module.qualname per line); otherwise the golden was tampered "
+            "with: restore it from version control",
+        )
+    return verdict
+
+
+def recorded_tolerance(request: CheckRequest, recorded_device: str | None) -> tuple[Any, Any]:
+    if request.rtol is not None or request.atol is not None:
+        return request.rtol, request.atol
+    if recorded_device is not None and recorded_device != request.device:
+        return request.settings.device_rtol, request.settings.device_atol
+    return request.settings.rtol, request.settings.atol
+
+
+def replay(
+    runner: Runner,
+    model: Any,
+    device: str,
+    records: list[Any],
+    tolerance: tuple[float | None, float | None],
+    summary: str,
+    context: list[str],
+    fix: str,
+) -> int:
+    """Run ``model`` on each recorded input; the first output that differs is OUTPUT MISMATCH."""
+    rtol, atol = tolerance
+    for index, record in enumerate(records):
+        got = runner(model, record.input, device)
+        diffs = compare(record.output, got, exact=False, rtol=rtol, atol=atol)
+        if diffs:
+            raise errors.OutputMismatch(
+                summary.format(index=index),
+                detail=[
+                    f"input: {short_repr(record.input)}",
+                    *context[:1],
+                    *describe_differences(diffs),
+                    tolerance_line(rtol, atol, exact=False),
+                    *context[1:],
+                ],
+                fix=fix,
+            )
+    return len(records)
+
+
+def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
+    """Verify, scan, load and compare the committed golden. Writes nothing."""
+    store = GoldenStore(request.golden_folder, request.name)
+    if not store.exists():
+        raise errors.MissingGolden(
+            f"no golden at {display_path(request.golden_folder, request.project_root)}",
+            detail=["the gate compares the live model with a committed golden, and there is none"],
+            fix=f"create it with: {regen_command(request.nodeid)}  (then commit the folder)",
+        )
+    manifest = store.read_manifest()
+    store.verify(manifest)
+    result.bundle_size = manifest["bundle"]["size"]
+    allowlist = allowlist_for(request)
+    verdict = scan_or_refuse(request, store.bundle_path, allowlist, making=False, manifest=manifest)
+
+    # Fingerprint roots come from the scanned (and allowlisted) bundle, not from the manifest,
+    # which no hash covers: nothing the manifest says makes the gate import a module.
+    # Names allowed through modelpack_safe_globals count too when they live in a project module
+    # (an alias module kept after a move): their code is still the project's.
+    roots = [
+        (ref.module, ref.qualname)
+        for ref in verdict.globals
+        if allowlist.check(ref.module, ref.qualname).kind == "project"
+        or (
+            allowlist.check(ref.module, ref.qualname).kind == "extra"
+            and allowlist.classify(ref.module) == "project"
+        )
+    ]
+    drift_warnings = check_drift(
+        manifest,
+        roots,
+        name=request.name,
+        nodeid=request.nodeid,
+        project_root=request.project_root,
+        policy=request.settings.drift,
+    )
+    result.warnings.extend(drift_warnings)
+    records = store.read_examples()
+    try:
+        golden = load_bundle(store.bundle_path, allowlist, map_location=request.device)
+    except errors.ModelpackError:
+        raise
+    except Exception as exc:
+        raise load_error(
+            exc,
+            "bundle.pkl (golden)",
+            nodeid=request.nodeid,
+            project_root=request.project_root,
+            manifest=manifest,
+        ) from None
+
+    recorded_device = (manifest.get("created_by") or {}).get("device")
+    rtol, atol = recorded_tolerance(request, recorded_device)
+    env_note = list(drift_warnings)  # changed versions or tolerated code drift explain a mismatch
+    reference = "cpu" if request.device != "cpu" else request.device
+    checked = 0
+    with placed(golden, request.device):
+        checked += replay(
+            runner,
+            golden,
+            request.device,
+            records,
+            (rtol, atol),
+            "the golden no longer reproduces recorded example #{index}",
+            [
+                "expected = recorded in examples.json, got = golden loaded today",
+                *env_note,
+                "the golden's data is unchanged, so the code it runs (or the environment) changed",
+            ],
+            revert_or_accept(request.nodeid),
+        )
+        live_tol = recorded_tolerance(request, reference)
+
+        def prop(x: Any) -> None:
+            expected = runner(golden, x, request.device)
+            got = runner(request.model, x, reference)
+            diffs = compare(expected, got, exact=False, rtol=live_tol[0], atol=live_tol[1])
+            if diffs:
+                raise errors.OutputMismatch(
+                    "the live model disagrees with the golden",
+                    detail=[
+                        f"input (minimal, found by Hypothesis): {short_repr(x)}",
+                        "expected = golden, got = live model",
+                        *describe_differences(diffs),
+                        tolerance_line(live_tol[0], live_tol[1], exact=False),
+                        *env_note,
+                    ],
+                    fix=accept(request.nodeid),
+                )
+
+        with placed(request.model, reference):
+            checked += run_property(request, prop, derandomize=True)
+            checked += replay(
+                runner,
+                request.model,
+                reference,
+                records,
+                (rtol, atol),
+                "the live model disagrees with recorded example #{index}",
+                ["expected = recorded in examples.json, got = live model", *env_note],
+                accept(request.nodeid),
+            )
+    return checked

@@ -1,0 +1,34 @@
+"""Running a model on one input: the output on the CPU, or the exception it raised."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..apply import apply_model, to_device
+from ..codec import raised_from
+from .request import CheckRequest
+
+__all__ = ["Runner", "tolerance_line"]
+
+
+class Runner:
+    """Applies a model to one input and returns a CPU value, or the exception it raised."""
+
+    def __init__(self, request: CheckRequest) -> None:
+        self.request = request
+
+    def __call__(self, model: Any, x: Any, device: str) -> Any:
+        try:
+            if self.request.apply is not None:
+                output = self.request.apply(model, x)
+            else:
+                output = apply_model(model, x, device=device)
+        except Exception as exc:  # raising is behaviour too: compared by type and message
+            return raised_from(exc)
+        return to_device(output, "cpu")
+
+
+def tolerance_line(rtol: float | None, atol: float | None, exact: bool) -> str:
+    if rtol is None and atol is None:
+        return "tolerance: exact" if exact else "tolerance: torch.testing defaults per dtype"
+    return f"tolerance: rtol={rtol}, atol={atol}"

@@ -1,0 +1,56 @@
+"""Fix texts: the one place that words the remedies a failure ends with.
+
+Every ``fix:`` line that tells a user to regenerate, restore or trust something is built here, so
+the commands they are told to type are the same everywhere (and name the exact test when one is
+known: a node id, since ``-k test_x`` also matches ``test_x_more``).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from .options import FLAG_REGEN, INI_SAFE_GLOBALS
+
+__all__ = [
+    "REGEN",
+    "regen_command",
+    "accept",
+    "revert_or_accept",
+    "restore_or_regen",
+    "trust_line",
+]
+
+#: The bare regenerate command, when no test is known (the CLI, a store read outside a test).
+REGEN = f"pytest {FLAG_REGEN}"
+
+
+def regen_command(nodeid: str | None = None) -> str:
+    """The command that regenerates the golden of ``nodeid`` (all goldens when None)."""
+    return f"{REGEN} {shlex.quote(nodeid)}" if nodeid else REGEN
+
+
+def accept(nodeid: str | None = None) -> str:
+    """An intended change: regenerate the golden."""
+    return f"if the change is intended, accept it with: {regen_command(nodeid)}"
+
+
+def revert_or_accept(nodeid: str | None = None) -> str:
+    return f"revert the change, or accept it with: {regen_command(nodeid)}"
+
+
+def restore_or_regen(nodeid: str | None = None, shown: str | None = None) -> str:
+    """A damaged golden file: take it back from version control, or write it anew."""
+    where = f" (git checkout -- {shown})" if shown else ""
+    return (
+        f"restore the golden from version control{where}, or regenerate it with "
+        f"{regen_command(nodeid)}"
+    )
+
+
+def trust_line(names: list[str]) -> str:
+    """How to trust globals for goldens checked without a live model (the CLI, the ini)."""
+    listed = "\n".join(f"    {n}" for n in names)
+    return (
+        f"if you trust {'it' if len(names) == 1 else 'them'}, add to [tool.pytest.ini_options]:\n"
+        f"{INI_SAFE_GLOBALS} =\n{listed}"
+    )
