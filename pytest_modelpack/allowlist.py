@@ -22,13 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_modelpack.errors import UsageError
+from pytest_modelpack.project import Location, ModuleKind, Project
 
 __all__ = ["Allowlist", "Decision", "builtin_globals"]
-
-#: Directories whose files are never project code, wherever they sit under the project root.
-_NOT_PROJECT_DIRS = frozenset(
-    {"site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox", "build", "__pypackages__"}
-)
 
 _TORCH_REBUILD = (
     ("torch._utils", "_rebuild_tensor_v2"),
@@ -188,7 +184,8 @@ class Allowlist:
     """
 
     def __init__(self, project_root: Path | str | None, extra: Iterable[str] = ()) -> None:
-        self.project_root = Path(os.path.realpath(project_root)) if project_root else None
+        self.project = Project(project_root)
+        self.project_root = self.project.root
         self._extra_exact: set[tuple[str, str]] = set()
         self._extra_dotted: set[str] = set()
         for entry in extra:
@@ -210,15 +207,9 @@ class Allowlist:
             decision = self._cache[key] = self._decide(module, qualname)
         return decision
 
-    def classify(self, module: str) -> str:
-        """``"builtin"`` (standard library), ``"project"`` or ``"third-party"``; imports nothing."""
-        top = module.partition(".")[0]
-        if top in sys.stdlib_module_names or top in sys.builtin_module_names:
-            return "builtin"
-        if self.project_root is not None and _valid_dotted(module):
-            if self._locate_in_project(module)[0] == "ok":
-                return "project"
-        return "third-party"
+    def classify(self, module: str) -> ModuleKind:
+        """Standard library, project or third-party (see :mod:`pytest_modelpack.project`)."""
+        return self.project.module_kind(module)
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -254,10 +245,10 @@ class Allowlist:
 
     def _decide_project(self, module: str, qualname: str) -> Decision | None:
         """The verdict for a project module; None when ``module`` is not project code."""
-        status, detail = self._locate_in_project(module)
-        if status == "outside":
+        status, detail = self.project.locate_module(module)
+        if status is Location.OUTSIDE:
             return None
-        if status == "missing":
+        if status is Location.MISSING:
             # Not found anywhere we may look: a renamed or moved project module, most likely.
             return Decision(False, "refused", detail, missing=True)
         try:
@@ -273,7 +264,7 @@ class Allowlist:
             )
         # An import hook (sys.meta_path) could have loaded something other than the file found.
         origin = getattr(mod, "__file__", None)
-        if origin is None or not self._in_project(origin):
+        if origin is None or not self.project.contains_file(origin):
             return Decision(
                 False, "refused", f"module {module} was imported from outside the project"
             )
@@ -313,51 +304,6 @@ class Allowlist:
             )
         where = Path(os.path.realpath(origin)).relative_to(self.project_root or "/")
         return Decision(True, "project", f"defined in the project ({where.as_posix()})")
-
-    # -- project location without importing ----------------------------------------------------
-
-    def _in_project(self, path: str | os.PathLike[str]) -> bool:
-        if self.project_root is None:
-            return False
-        try:
-            rel = Path(os.path.realpath(path)).relative_to(self.project_root)
-        except ValueError:
-            return False
-        return not any(part in _NOT_PROJECT_DIRS for part in rel.parts)
-
-    def _locate_in_project(self, module: str) -> tuple[str, str]:
-        """("ok" | "outside" | "missing", detail) for ``module``, executing no module code.
-
-        Each dotted level must itself be project code before its ``__path__`` is searched, so a
-        lookup never wanders into (or imports) another distribution.
-        """
-        parts = module.split(".")
-        search: list[str] | None = None  # None: sys.path
-        for i in range(len(parts)):
-            name = ".".join(parts[: i + 1])
-            loaded = sys.modules.get(name)
-            if loaded is not None:
-                origin = getattr(loaded, "__file__", None)
-                locations = getattr(loaded, "__path__", None)
-            else:
-                try:
-                    spec = importlib.machinery.PathFinder.find_spec(name, search)
-                except (ImportError, ValueError, OSError):
-                    spec = None
-                if spec is None:
-                    return "missing", f"module {name} not found in the project"
-                origin = spec.origin if spec.has_location else None
-                locations = spec.submodule_search_locations
-            if origin is not None:
-                if not self._in_project(origin):
-                    return "outside", f"module file outside the project: {origin}"
-            elif not locations or not all(self._in_project(p) for p in locations):
-                return "outside", f"module {name} is not in the project"
-            if i < len(parts) - 1:
-                if locations is None:
-                    return "missing", f"module {name} is not a package"
-                search = list(locations)
-        return "ok", ""
 
     def _extra_split_matches(self, module: str, qualname: str) -> bool:
         """Is ``module`` where the dotted extra entry ``module.qualname`` splits?"""

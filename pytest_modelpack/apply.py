@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from .walk import MISSING, slot_names, slot_value
+
 __all__ = ["apply_model", "collate", "uncollate", "to_device", "reachable_modules", "placed"]
 
 
@@ -101,6 +103,16 @@ def to_device(value: Any, device: Any) -> Any:
     return value
 
 
+class _SlotHolder:
+    """Lets a slot be swapped like a dict item: ``holder[name] = tensor`` sets the attribute."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        setattr(self.obj, name, value)
+
+
 def _walk(obj: Any) -> tuple[list[Any], list[tuple[Any, Any, Any]]]:
     """Top-level ``nn.Module``s and loose tensors reachable from ``obj``.
 
@@ -135,10 +147,15 @@ def _walk(obj: Any) -> tuple[list[Any], list[tuple[Any, Any, Any]]]:
             state = getattr(current, "__dict__", None)
             if isinstance(state, dict):
                 containers = [(state, state)]
-            for klass in type(current).__mro__:
-                for slot in getattr(klass, "__slots__", ()) if klass is not object else ():
-                    if isinstance(slot, str) and hasattr(current, slot):
-                        stack.append(getattr(current, slot))
+            for slot in slot_names(type(current)):
+                found = slot_value(current, slot)
+                if found is MISSING:
+                    continue
+                if isinstance(found, torch.Tensor) and id(found) not in seen:
+                    seen.add(id(found))
+                    loose.append((_SlotHolder(current), slot, found))
+                else:
+                    stack.append(found)
         for container, items in containers:
             for key, value in list(items.items()):
                 if isinstance(value, torch.Tensor):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
+from .project import is_library_module
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_OK", "EXIT_UNREADABLE", "EXIT_UNSAFE", "build_parser", "main"]
 
@@ -130,20 +131,6 @@ def _allowlist(args: argparse.Namespace) -> Any:
     return Allowlist(root, args.allow)
 
 
-def _installed(module: str) -> bool:
-    """Is ``module``'s top-level package installed (site-packages), not project code? Imports
-    nothing."""
-    import importlib.machinery
-
-    try:
-        spec = importlib.machinery.PathFinder.find_spec(module.partition(".")[0])
-    except (ImportError, ValueError):
-        return False
-    origin = spec and (spec.origin or next(iter(spec.submodule_search_locations or []), None))
-    parts = set(Path(origin).parts) if isinstance(origin, str) else set()
-    return bool(parts & {"site-packages", "dist-packages"})
-
-
 def _root_hint(allowlist: Any, refused: list[tuple[Any, str]]) -> str | None:
     """A hint when refused globals look like project code the user did not point us to."""
     project_like = [
@@ -151,7 +138,7 @@ def _root_hint(allowlist: Any, refused: list[tuple[Any, str]]) -> str | None:
         for ref, _ in refused
         if not ref.problem
         and allowlist.classify(ref.module) != "builtin"
-        and not _installed(ref.module)
+        and not is_library_module(ref.module)
     ]
     if not project_like:
         return None

@@ -57,6 +57,7 @@ from typing import Any
 
 from . import errors
 from .fixes import regen_command, revert_or_accept
+from .project import Project
 from .warnings import CodeDriftWarning, EnvDriftWarning, ModelpackWarning
 
 __all__ = [
@@ -74,22 +75,6 @@ __all__ = [
 
 #: Environment keys whose change is reported as ENV DRIFT (platform/pytest-modelpack are noise).
 ENV_KEYS = ("python", "torch", "sentencepiece", "numpy")
-
-#: Directories whose files are never project code, wherever they sit under the project root
-#: (kept in step with the allowlist's notion of project code).
-_NOT_PROJECT_DIRS = frozenset(
-    {
-        "site-packages",
-        "dist-packages",
-        ".venv",
-        "venv",
-        ".tox",
-        ".nox",
-        "build",
-        ".eggs",
-        "__pypackages__",
-    }
-)
 
 #: Diff lines shown per unit before the rest is elided (the manifest keeps the full source).
 DIFF_LINE_LIMIT = 40
@@ -124,32 +109,8 @@ EnvDrift = errors.EnvDrift
 
 
 def is_project_file(path: str | os.PathLike[str] | None, root: Path | str) -> bool:
-    """Is ``path`` a file of the project under ``root`` (not in a virtualenv/site-packages)?"""
-    return _in_project(path, os.path.realpath(root))
-
-
-@functools.lru_cache(maxsize=1)
-def _installed_dirs() -> tuple[Path, ...]:
-    """Where the interpreter keeps the stdlib and installed packages: never project code, even
-    when the project root contains them (a rootdir of ``~`` holding a pyenv, say)."""
-    import sysconfig
-
-    paths = sysconfig.get_paths()
-    found = {paths.get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
-    return tuple(Path(os.path.realpath(p)) for p in found if p)
-
-
-def _in_project(path: str | os.PathLike[str] | None, real_root: str) -> bool:
-    if not path:
-        return False
-    real = Path(os.path.realpath(path))
-    try:
-        rel = real.relative_to(real_root)
-    except (ValueError, OSError):
-        return False
-    if any(part in _NOT_PROJECT_DIRS for part in rel.parts):
-        return False
-    return not any(real.is_relative_to(installed) for installed in _installed_dirs())
+    """Is ``path`` a file of the project under ``root``? (see :mod:`pytest_modelpack.project`)"""
+    return Project(root).contains_file(path)
 
 
 # -- normalised source -------------------------------------------------------------------------
@@ -318,15 +279,14 @@ class _Fingerprinter:
     """Walks from root globals through the project code they depend on, building units."""
 
     def __init__(self, root: Path) -> None:
-        self._real = os.path.realpath(root)
-        self.root = Path(self._real)
+        self._project = Project(root)
+        self.root = self._project.root or Path(root)
         self.units: dict[str, dict[str, Any]] = {}
         self._modules: dict[str, types.ModuleType | None] = {}
         self._sources: dict[str, _Source | None] = {}
         self._seen: set[int] = set()
         self._alive: list[Any] = []  # keeps visited objects alive, so their ids stay unique
         self._pending: list[Any] = []
-        self._allowlist: Any = None
 
     # -- modules ---------------------------------------------------------------------------
 
@@ -336,7 +296,7 @@ class _Fingerprinter:
             return None
         if name not in self._modules:
             module = sys.modules.get(name)
-            ok = module is not None and _in_project(getattr(module, "__file__", None), self._real)
+            ok = module is not None and self._project.loaded_module_is_project(module)
             self._modules[name] = module if ok else None
         return self._modules[name]
 
@@ -357,11 +317,7 @@ class _Fingerprinter:
 
     def is_project_module_name(self, name: str) -> bool:
         """Is ``name`` a project module (located without importing or executing anything)?"""
-        if self._allowlist is None:
-            from .allowlist import Allowlist
-
-            self._allowlist = Allowlist(self.root)
-        return bool(self._allowlist.classify(name) == "project")
+        return self._project.is_project_module(name)
 
     def source(self, module: types.ModuleType) -> _Source | None:
         name = module.__name__

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .walk import instance_state
+
 __all__ = ["structure_tree", "qualified_name", "diff_trees"]
 
 #: Strings up to this length are shown verbatim; longer ones by length only.
@@ -76,17 +78,7 @@ def _module_children(module: Any) -> list[tuple[str, Any]]:
 
 
 def _object_children(value: Any) -> list[tuple[str, Any]]:
-    items: list[tuple[str, Any]] = []
-    state = getattr(value, "__dict__", None)
-    if isinstance(state, dict):
-        items.extend((k, v) for k, v in state.items() if not k.startswith("__"))
-    for klass in type(value).__mro__:
-        if klass is object:
-            continue
-        for slot in getattr(klass, "__slots__", ()):
-            if isinstance(slot, str) and not slot.startswith("__") and hasattr(value, slot):
-                items.append((slot, getattr(value, slot)))
-    return items
+    return [(k, v) for k, v in instance_state(value).items() if not k.startswith("__")]
 
 
 def structure_tree(obj: Any, root: str = "model") -> dict[str, str]:

@@ -16,6 +16,8 @@ ATOMS = (str, bytes, bytearray, int, float, complex, bool, type(None), range, sl
 MAX_DEPTH = 100
 #: How many objects :func:`locate_globals` visits before giving up (a huge model's lists).
 MAX_NODES = 200_000
+#: What slot_value returns for a slot that is declared but not set.
+MISSING = object()
 
 
 class NullWriter(io.RawIOBase):
@@ -66,6 +68,41 @@ def custom_reduce(klass: type) -> bool:
     )
 
 
+def slot_names(klass: type) -> list[str]:
+    """The attribute names of every slot ``klass`` and its bases declare, in every form Python
+    accepts: one string (``__slots__ = "weights"``), an iterable of strings, or a dict whose keys
+    are the names; private names mangled (``__w`` in class ``C`` is ``_C__w``)."""
+    names: list[str] = []
+    for base in klass.__mro__:
+        if base is object:
+            continue
+        slots = vars(base).get("__slots__", ())
+        if isinstance(slots, str):
+            slots = (slots,)
+        try:
+            declared = list(slots)
+        except TypeError:
+            continue
+        for slot in declared:
+            if not isinstance(slot, str) or slot in ("__dict__", "__weakref__"):
+                continue
+            if slot.startswith("__") and not slot.endswith("__"):
+                slot = f"_{base.__name__.lstrip('_')}{slot}"
+            if slot not in names:
+                names.append(slot)
+    return names
+
+
+def instance_state(value: Any) -> dict[str, Any]:
+    """An object's own state as default pickling sees it: its ``__dict__`` and set slots."""
+    state: dict[str, Any] = dict(getattr(value, "__dict__", None) or {})
+    for slot in slot_names(type(value)):
+        found = slot_value(value, slot)
+        if found is not MISSING:
+            state.setdefault(slot, found)
+    return state
+
+
 def state_of(value: Any) -> tuple[Any, bool]:
     """What pickle saves as ``value``'s state, and whether a custom ``__getstate__`` made it."""
     if defines(type(value), "__getstate__") is not None:
@@ -73,18 +110,7 @@ def state_of(value: Any) -> tuple[Any, bool]:
             return value.__getstate__(), True
         except Exception:
             return getattr(value, "__dict__", None), False
-    state: dict[str, Any] = dict(getattr(value, "__dict__", {}) or {})
-    for klass in type(value).__mro__:
-        if klass is object:
-            continue
-        slots = getattr(klass, "__slots__", ())
-        for slot in (slots,) if isinstance(slots, str) else slots:
-            if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
-                try:
-                    state[slot] = getattr(value, slot)
-                except AttributeError:
-                    pass
-    return state, False
+    return instance_state(value), False
 
 
 def state_children(value: Any, state: Any, path: str, custom: bool) -> Iterator[tuple[str, Any]]:
@@ -103,20 +129,17 @@ def state_children(value: Any, state: Any, path: str, custom: bool) -> Iterator[
             for sub, sub_item in item.items():
                 if sub_item is not None:
                     yield f"{path}.{sub}", sub_item
-        elif not custom or own.get(key, _MISSING) is item or slot_value(value, key) is item:
+        elif not custom or own.get(key, MISSING) is item or slot_value(value, key) is item:
             yield f"{path}.{key}", item
         else:  # a __getstate__ that renames or recomputes: say where the value really lives
             yield f"{path}.__getstate__()[{key!r}]", item
-
-
-_MISSING = object()
 
 
 def slot_value(value: Any, key: str) -> Any:
     try:
         return object.__getattribute__(value, key)
     except Exception:
-        return _MISSING
+        return MISSING
 
 
 def children(value: Any, path: str) -> Iterator[tuple[str, Any]]:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import Any
 
+from ..project import is_library_module
 from ..walk import defines
 from .frames import where
 from .missing import parent_path, resolve_path
 
 
 def user_class(klass: type) -> bool:
-    module = sys.modules.get(klass.__module__)
-    top = klass.__module__.partition(".")[0]
-    if top in sys.stdlib_module_names or top in ("builtins", "torch", "numpy", "sentencepiece"):
-        return False
-    file = getattr(module, "__file__", None) or ""
-    return "site-packages" not in file and "dist-packages" not in file
+    """Is ``klass`` (or a function) the user's own code, not the standard library's or an
+    installed package's?"""
+    return not is_library_module(klass.__module__)
 
 
 def _qualified(klass: type) -> str:
