@@ -27,11 +27,10 @@ from pytest_modelpack.drift import (
     code_units,
     compare_code,
     describe_code_change,
-    drift_detail,
-    drift_summary,
     env_changes,
     normalized_source,
 )
+from pytest_modelpack.drift.diff import drift_detail, drift_summary
 
 from .conftest import SeedProject
 

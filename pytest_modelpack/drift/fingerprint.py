@@ -36,7 +36,6 @@ Third-party code (torch, sentencepiece, numpy, Python) is tracked by version ins
 from __future__ import annotations
 
 import ast
-import difflib
 import dis
 import functools
 import hashlib
@@ -45,33 +44,15 @@ import importlib.util
 import inspect
 import linecache
 import os
-import re
 import sys
 import textwrap
 import types
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import errors
-from .fixes import regen_command, revert_or_accept
-from .project import Project
-from .warnings import CodeDriftWarning, EnvDriftWarning, ModelpackWarning
-
-__all__ = [
-    "ENV_KEYS",
-    "EnvDrift",
-    "check_drift",
-    "code_units",
-    "compare_code",
-    "describe_code_change",
-    "env_changes",
-    "fingerprint_model",
-    "is_project_file",
-    "normalized_source",
-]
+from ..project import Project
 
 #: Environment keys whose change is reported as ENV DRIFT (platform/pytest-modelpack are noise).
 ENV_KEYS = ("python", "torch", "sentencepiece", "numpy")
@@ -100,9 +81,6 @@ _KIND_NOUNS = {
     "function": ("function", "functions"),
     "global": ("module global", "module globals"),
 }
-
-
-EnvDrift = errors.EnvDrift
 
 
 # -- project code ------------------------------------------------------------------------------
@@ -678,256 +656,3 @@ def code_units(roots: Iterable[tuple[str, str]], project_root: Path) -> dict[str
 def fingerprint_model(globals_: Iterable[tuple[str, str]], project_root: Path) -> dict[str, Any]:
     """The manifest's ``code`` section for a pickle referencing ``globals_``."""
     return code_units(globals_, project_root)
-
-
-# -- comparing ---------------------------------------------------------------------------------
-
-
-def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    # Identical source text is identical code, whatever normaliser wrote the old fingerprint.
-    return old.get("sha256") != new.get("sha256") and old.get("source") != new.get("source")
-
-
-def compare_code(
-    old: dict[str, Any], new: dict[str, Any]
-) -> tuple[list[str], list[str], list[str]]:
-    """(changed, removed, added) unit names between two ``code`` sections.
-
-    A unit whose module changed but whose qualified name and code did not (the module was moved
-    or renamed, and an alias keeps old pickles loading) is neither removed nor added: the golden
-    runs the same code.
-    """
-    changed = [name for name in old if name in new and _differs(old[name], new[name])]
-    removed = [name for name in old if name not in new]
-    added = [name for name in new if name not in old]
-    candidates: dict[Any, list[str]] = {}
-    for name in added:
-        candidates.setdefault(new[name].get("qualname"), []).append(name)
-    moved: set[str] = set()
-    for name in list(removed):
-        for target in candidates.get(old[name].get("qualname"), []):
-            if target not in moved and not _differs(old[name], new[target]):
-                moved.add(target)
-                removed.remove(name)
-                break
-    added = [name for name in added if name not in moved]
-    return changed, removed, added
-
-
-def describe_code_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Names of the units that changed, then ``name (removed)`` and ``name (added)``."""
-    changed, removed, added = compare_code(old, new)
-    return changed + [f"{n} (removed)" for n in removed] + [f"{n} (added)" for n in added]
-
-
-def env_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``torch 2.1.0 -> 2.2.0`` for each tracked version that differs."""
-    return [
-        f"{key} {old.get(key)} -> {new.get(key)}"
-        for key in ENV_KEYS
-        if key in old and old.get(key) != new.get(key)
-    ]
-
-
-def _kind(name: str, unit: dict[str, Any], units: dict[str, Any]) -> str:
-    kind = unit.get("kind")
-    if kind in _KIND_NOUNS:
-        return str(kind)
-    parent = name.rpartition(".")[0]  # goldens written before units had a kind
-    return "method" if parent in units else "function"
-
-
-def _count(names: list[str], units: dict[str, Any]) -> str:
-    counts: dict[str, int] = {}
-    for name in names:
-        kind = _kind(name, units[name], units)
-        counts[kind] = counts.get(kind, 0) + 1
-    parts = [
-        f"{n} {_KIND_NOUNS[kind][0 if n == 1 else 1]}"
-        for kind, n in sorted(counts.items(), key=lambda item: list(_KIND_NOUNS).index(item[0]))
-    ]
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-def drift_summary(
-    old: dict[str, Any],
-    new: dict[str, Any],
-    changed: list[str],
-    removed: list[str],
-    added: list[str],
-) -> str:
-    """``1 method changed, 1 function removed`` — what the headline counts."""
-    parts = []
-    if changed:
-        parts.append(f"{_count(changed, new)} changed")
-    if removed:
-        parts.append(f"{_count(removed, old)} removed")
-    if added:
-        parts.append(f"{_count(added, new)} added")
-    return ", ".join(parts)
-
-
-_HUNK = re.compile(r"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@$")
-
-
-def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """A unified diff (--- golden / +++ current) with hunk lines numbered as in the files."""
-    lines = difflib.unified_diff(
-        str(old.get("source") or "").splitlines(),
-        str(new.get("source") or "").splitlines(),
-        "golden",
-        "current",
-        lineterm="",
-        n=1,
-    )
-    old_offset = int(old.get("line") or 1) - 1
-    new_offset = int(new.get("line") or 1) - 1
-    out = []
-    for line in lines:
-        hunk = _HUNK.match(line)
-        if hunk:
-            a, a_len, b, b_len = hunk.groups()
-            line = f"@@ -{int(a) + old_offset}{a_len or ''} +{int(b) + new_offset}{b_len or ''} @@"
-        out.append(line)
-    return _elide(out)
-
-
-def _elide(lines: list[str]) -> list[str]:
-    if len(lines) <= DIFF_LINE_LIMIT:
-        return lines
-    more = len(lines) - DIFF_LINE_LIMIT
-    return [*lines[:DIFF_LINE_LIMIT], f"... {more} more line(s): see the manifest's code section"]
-
-
-def _where(unit: dict[str, Any]) -> str:
-    return f"{unit.get('file')}:{unit.get('line')}"
-
-
-def drift_detail(
-    old: dict[str, Any],
-    new: dict[str, Any],
-    changed: list[str],
-    removed: list[str],
-    added: list[str],
-) -> list[str]:
-    """The changed names, each with its diff; then removed and added names with their source."""
-    detail: list[str] = []
-    for name in changed:
-        what = " (class statement: decorators, bases, class attributes)"
-        what = what if _kind(name, new[name], new) == "class" else ""
-        detail.append(f"{name}  ({_where(new[name])}){what}")
-        detail.extend(_diff(old[name], new[name]))
-    for name in removed:
-        detail.append(f"{name}  no longer exists (was {_where(old[name])})")
-        source = str(old[name].get("source") or "").splitlines()
-        detail.extend(_elide(["-" + line for line in source]))
-    for name in added:
-        detail.append(f"{name}  is new ({_where(new[name])})")
-        source = str(new[name].get("source") or "").splitlines()
-        detail.extend(_elide(["+" + line for line in source]))
-    return detail
-
-
-# -- the gate ----------------------------------------------------------------------------------
-
-
-def _warn(warning: ModelpackWarning, error: errors.ModelpackError) -> None:
-    """Emit ``warning``; when a warnings filter makes it an error, fail with ``error`` instead
-    (a headline, not a traceback through the plugin)."""
-    try:
-        warnings.warn(warning, stacklevel=3)
-    except ModelpackWarning:
-        raise error from None
-
-
-def check_drift(
-    manifest: dict[str, Any],
-    roots: list[tuple[str, str]] | None = None,
-    *,
-    name: str,
-    nodeid: str | None,
-    project_root: Path,
-    policy: str = "fail",
-) -> list[str]:
-    """Compare the golden's recorded code and environment with today's.
-
-    Raises :class:`~pytest_modelpack.errors.CodeDrift` (with ``modelpack_drift = warn``: warns
-    :class:`~pytest_modelpack.warnings.CodeDriftWarning`); warns
-    :class:`~pytest_modelpack.warnings.EnvDriftWarning` for changed versions. Returns lines for the
-    summary, which the gate also adds to an OUTPUT MISMATCH they may explain.
-
-    ``roots`` are the project (module, qualname) pairs the bundle references, as the safety scan
-    found them; without them, the manifest's list is used.
-    """
-    from .golden import environment
-
-    fix = revert_or_accept(nodeid)
-    recorded_env = manifest.get("environment")
-    env = env_changes(recorded_env if isinstance(recorded_env, dict) else {}, environment())
-    env_note = "environment changed since the golden was made: " + ", ".join(env)
-
-    code: tuple[list[str], list[str], list[str]] = ([], [], [])
-    section = manifest.get("code")
-    recorded = (
-        {k: v for k, v in section.items() if isinstance(v, dict)}
-        if isinstance(section, dict)
-        else {}
-    )
-    current: dict[str, Any] = {}
-    if recorded:
-        fingerprinter = _Fingerprinter(project_root)
-        pairs = roots if roots is not None else _root_pairs(manifest)
-        resolved = [fingerprinter.add_root(m, q) for m, q in pairs]
-        # A project class or module the bundle names is gone (or no longer project code): loading
-        # fails next, and its LOAD ERROR (renamed or moved? restore, alias or regenerate) says more
-        # than a list of removed names would.
-        if all(resolved):
-            current = fingerprinter.run()
-            code = compare_code(recorded, current)
-
-    drift: errors.CodeDrift | None = None
-    if any(code):
-        summary = drift_summary(recorded, current, *code)
-        detail = drift_detail(recorded, current, *code)
-        if env:
-            detail.append("also: " + env_note)
-        drift = errors.CodeDrift(
-            f"{summary} since the golden was made", name=name, detail=detail, fix=fix
-        )
-        if policy != "warn":
-            raise drift
-
-    notes: list[str] = []
-    if env:
-        notes.append(env_note)
-        _warn(
-            EnvDriftWarning(f"{name}: {env_note}"),
-            EnvDrift(
-                f"{', '.join(env)} since the golden was made",
-                name=name,
-                detail=[
-                    "the golden records the versions it was made with; today's differ",
-                    "your warnings filter turns pytest_modelpack.warnings.EnvDriftWarning into "
-                    "an error",
-                ],
-                fix="run with the recorded versions, or accept the new environment with: "
-                f"{regen_command(nodeid)}",
-            ),
-        )
-    if drift is not None:
-        names = ", ".join(describe_code_change(recorded, current))
-        notes.append(f"CODE DRIFT tolerated (modelpack_drift = warn): {drift.summary}: {names}")
-        _warn(CodeDriftWarning(drift.render()), drift)
-    return notes
-
-
-def _root_pairs(manifest: dict[str, Any]) -> list[tuple[str, str]]:
-    """(module, qualname) of the project globals the bundle references, as recorded at regen."""
-    pairs = []
-    for entry in manifest.get("globals") or []:
-        if not isinstance(entry, dict) or entry.get("kind") != "project":
-            continue
-        module, qualname = entry.get("module"), entry.get("qualname")
-        if isinstance(module, str) and isinstance(qualname, str):
-            pairs.append((module, qualname))
-    return pairs

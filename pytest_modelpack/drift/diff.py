@@ -1,0 +1,156 @@
+"""Comparing recorded code fingerprints with today's, and wording the difference."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+from .fingerprint import _KIND_NOUNS, DIFF_LINE_LIMIT, ENV_KEYS
+
+# -- comparing ---------------------------------------------------------------------------------
+
+
+def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    # Identical source text is identical code, whatever normaliser wrote the old fingerprint.
+    return old.get("sha256") != new.get("sha256") and old.get("source") != new.get("source")
+
+
+def compare_code(
+    old: dict[str, Any], new: dict[str, Any]
+) -> tuple[list[str], list[str], list[str]]:
+    """(changed, removed, added) unit names between two ``code`` sections.
+
+    A unit whose module changed but whose qualified name and code did not (the module was moved
+    or renamed, and an alias keeps old pickles loading) is neither removed nor added: the golden
+    runs the same code.
+    """
+    changed = [name for name in old if name in new and _differs(old[name], new[name])]
+    removed = [name for name in old if name not in new]
+    added = [name for name in new if name not in old]
+    candidates: dict[Any, list[str]] = {}
+    for name in added:
+        candidates.setdefault(new[name].get("qualname"), []).append(name)
+    moved: set[str] = set()
+    for name in list(removed):
+        for target in candidates.get(old[name].get("qualname"), []):
+            if target not in moved and not _differs(old[name], new[target]):
+                moved.add(target)
+                removed.remove(name)
+                break
+    added = [name for name in added if name not in moved]
+    return changed, removed, added
+
+
+def describe_code_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names of the units that changed, then ``name (removed)`` and ``name (added)``."""
+    changed, removed, added = compare_code(old, new)
+    return changed + [f"{n} (removed)" for n in removed] + [f"{n} (added)" for n in added]
+
+
+def env_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``torch 2.1.0 -> 2.2.0`` for each tracked version that differs."""
+    return [
+        f"{key} {old.get(key)} -> {new.get(key)}"
+        for key in ENV_KEYS
+        if key in old and old.get(key) != new.get(key)
+    ]
+
+
+def _kind(name: str, unit: dict[str, Any], units: dict[str, Any]) -> str:
+    kind = unit.get("kind")
+    if kind in _KIND_NOUNS:
+        return str(kind)
+    parent = name.rpartition(".")[0]  # goldens written before units had a kind
+    return "method" if parent in units else "function"
+
+
+def _count(names: list[str], units: dict[str, Any]) -> str:
+    counts: dict[str, int] = {}
+    for name in names:
+        kind = _kind(name, units[name], units)
+        counts[kind] = counts.get(kind, 0) + 1
+    parts = [
+        f"{n} {_KIND_NOUNS[kind][0 if n == 1 else 1]}"
+        for kind, n in sorted(counts.items(), key=lambda item: list(_KIND_NOUNS).index(item[0]))
+    ]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def drift_summary(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    changed: list[str],
+    removed: list[str],
+    added: list[str],
+) -> str:
+    """``1 method changed, 1 function removed`` — what the headline counts."""
+    parts = []
+    if changed:
+        parts.append(f"{_count(changed, new)} changed")
+    if removed:
+        parts.append(f"{_count(removed, old)} removed")
+    if added:
+        parts.append(f"{_count(added, new)} added")
+    return ", ".join(parts)
+
+
+_HUNK = re.compile(r"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@$")
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """A unified diff (--- golden / +++ current) with hunk lines numbered as in the files."""
+    lines = difflib.unified_diff(
+        str(old.get("source") or "").splitlines(),
+        str(new.get("source") or "").splitlines(),
+        "golden",
+        "current",
+        lineterm="",
+        n=1,
+    )
+    old_offset = int(old.get("line") or 1) - 1
+    new_offset = int(new.get("line") or 1) - 1
+    out = []
+    for line in lines:
+        hunk = _HUNK.match(line)
+        if hunk:
+            a, a_len, b, b_len = hunk.groups()
+            line = f"@@ -{int(a) + old_offset}{a_len or ''} +{int(b) + new_offset}{b_len or ''} @@"
+        out.append(line)
+    return _elide(out)
+
+
+def _elide(lines: list[str]) -> list[str]:
+    if len(lines) <= DIFF_LINE_LIMIT:
+        return lines
+    more = len(lines) - DIFF_LINE_LIMIT
+    return [*lines[:DIFF_LINE_LIMIT], f"... {more} more line(s): see the manifest's code section"]
+
+
+def _where(unit: dict[str, Any]) -> str:
+    return f"{unit.get('file')}:{unit.get('line')}"
+
+
+def drift_detail(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    changed: list[str],
+    removed: list[str],
+    added: list[str],
+) -> list[str]:
+    """The changed names, each with its diff; then removed and added names with their source."""
+    detail: list[str] = []
+    for name in changed:
+        what = " (class statement: decorators, bases, class attributes)"
+        what = what if _kind(name, new[name], new) == "class" else ""
+        detail.append(f"{name}  ({_where(new[name])}){what}")
+        detail.extend(_diff(old[name], new[name]))
+    for name in removed:
+        detail.append(f"{name}  no longer exists (was {_where(old[name])})")
+        source = str(old[name].get("source") or "").splitlines()
+        detail.extend(_elide(["-" + line for line in source]))
+    for name in added:
+        detail.append(f"{name}  is new ({_where(new[name])})")
+        source = str(new[name].get("source") or "").splitlines()
+        detail.extend(_elide(["+" + line for line in source]))
+    return detail
