@@ -1,0 +1,138 @@
+"""The engine's stages, tested directly (no pytester): round-trip, gate and regenerate.
+
+The end-to-end tests (test_lifecycle.py, test_failures.py) show the same behaviour as a user sees
+it; these pin each stage's contract on its own, fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import strategies as st
+
+from pytest_modelpack import errors
+from pytest_modelpack.engine import CheckRequest, run_check
+from pytest_modelpack.engine.gate import gate
+from pytest_modelpack.engine.request import CheckResult
+from pytest_modelpack.engine.roundtrip import (
+    check_state_kept,
+    compare_reloaded,
+    dump_live,
+    probe_nondeterminism,
+    reload,
+    round_trip,
+)
+from pytest_modelpack.engine.runner import Runner
+from pytest_modelpack.options import Settings
+from pytest_modelpack.states import Mode, Verdict
+
+from . import engine_models as models
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOATS = st.floats(min_value=-10, max_value=10, allow_nan=False)
+
+
+def make_request(model, tmp_path, *, mode=Mode.ROUNDTRIP, apply=models.scale, name="g", **kw):
+    return CheckRequest(
+        model=model,
+        name=name,
+        inputs=kw.pop("inputs", FLOATS),
+        settings=Settings(mode=mode, examples=5, recorded=3, devices=("cpu",)),
+        device="cpu",
+        golden_folder=tmp_path / "goldens" / name,
+        project_root=ROOT,
+        nodeid="tests/test_engine.py::test_x",
+        apply=apply,
+        **kw,
+    )
+
+
+# -- round-trip stages -------------------------------------------------------------------------
+
+
+def test_dump_live_names_the_unpicklable_attribute(tmp_path):
+    request = make_request(models.Holder(hook=lambda x: x), tmp_path, apply=None)
+    with pytest.raises(errors.Unpicklable) as info:
+        dump_live(request)
+    assert info.value.summary == "model.hook cannot be pickled"
+    assert "module level" in info.value.fix
+
+
+def test_reload_reports_a_setstate_that_cannot_rebuild(tmp_path):
+    request = make_request(models.BadSetstate(), tmp_path, apply=None)
+    with pytest.raises(errors.LoadError) as info:
+        reload(request, dump_live(request))
+    assert "cannot rebuild from this state" in info.value.summary
+    assert "__setstate__" in info.value.fix
+
+
+def test_check_state_kept_names_what_getstate_lost(tmp_path):
+    request = make_request(models.ForgetsOffset(), tmp_path, apply=None)
+    reloaded = reload(request, dump_live(request))
+    with pytest.raises(errors.LossyRoundTrip) as info:
+        check_state_kept(request, reloaded)
+    assert "model.offset" in info.value.summary
+    assert "'offset'" in info.value.fix
+
+
+def test_probe_nondeterminism_catches_a_model_that_disagrees_with_itself(tmp_path):
+    request = make_request(models.Noisy(), tmp_path, apply=None)
+    with pytest.raises(errors.Nondeterministic) as info:
+        probe_nondeterminism(request, Runner(request))
+    assert info.value.summary == "the live model gives different outputs for the same input"
+
+
+def test_compare_reloaded_counts_the_inputs_it_ran(tmp_path):
+    request = make_request(models.Scaler(), tmp_path)
+    reloaded = reload(request, dump_live(request))
+    check_state_kept(request, reloaded)
+    assert compare_reloaded(request, Runner(request), reloaded) == 5
+    assert round_trip(request, Runner(request)) == 5
+
+
+# -- gate and regen ----------------------------------------------------------------------------
+
+
+def test_gate_without_a_golden_names_the_regen_command(tmp_path):
+    request = make_request(models.Scaler(), tmp_path, mode=Mode.GOLDEN)
+    result = CheckResult(name="g", device="cpu", mode=Mode.GOLDEN, nodeid="x", golden="")
+    with pytest.raises(errors.MissingGolden) as info:
+        gate(request, Runner(request), result)
+    assert "pytest --modelpack-regen tests/test_engine.py::test_x" in info.value.fix
+
+
+def test_regen_creates_then_finds_unchanged_then_gate_passes(tmp_path):
+    model = models.Scaler()
+    created = run_check(make_request(model, tmp_path, mode=Mode.REGEN))
+    assert created.error is None and created.verdict is Verdict.CREATED
+    folder = tmp_path / "goldens" / "g"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "bundle.pkl",
+        "examples.json",
+        "manifest.json",
+    ]
+    again = run_check(make_request(model, tmp_path, mode=Mode.REGEN))
+    assert again.error is None and again.verdict is Verdict.UNCHANGED
+    checked = run_check(make_request(model, tmp_path, mode=Mode.GOLDEN))
+    assert checked.error is None and checked.verdict is Verdict.PASSED
+    # round-trip (5) + recorded replays on the golden (3) + Hypothesis (5) + live replays (3)
+    assert checked.examples == 16
+
+
+def test_gate_reports_changed_weights_as_output_mismatch(tmp_path):
+    run_check(make_request(models.Scaler(2.0), tmp_path, mode=Mode.REGEN))
+    result = run_check(make_request(models.Scaler(2.5), tmp_path, mode=Mode.GOLDEN))
+    assert result.verdict is Verdict.FAILED
+    assert isinstance(result.error, errors.OutputMismatch)
+    assert result.error.fix.endswith("pytest --modelpack-regen tests/test_engine.py::test_x")
+    row = result.to_dict()
+    assert row["verdict"] == "failed" and row["kind"] == "OUTPUT MISMATCH"
+    assert type(row["verdict"]) is str and type(row["mode"]) is str  # plain JSON for xdist
+
+
+def test_regen_on_a_second_device_only_checks(tmp_path):
+    request = make_request(models.Scaler(), tmp_path, mode=Mode.REGEN, writes_golden=False)
+    result = run_check(request)
+    assert result.verdict is Verdict.CHECKED
+    assert not (tmp_path / "goldens").exists()
