@@ -264,7 +264,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if html:
         from .report.html import write_html
 
-        write_html(state.report, Path(html), state.settings)
+        write_html(state.report, Path(html))
 
 
 @pytest.hookimpl(optionalhook=True)
