@@ -292,3 +292,99 @@ def test_workflow_recipe_runs_the_gate_and_uploads_the_reports() -> None:
     assert upload["if"] == "always()"
     for name in ("modelpack.json", "modelpack.html", "junit.xml"):
         assert name in upload["with"]["path"]
+
+
+# ------------------------------------------------------------------------------ HTML report
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("chromium not installed: apt-get install chromium to check the HTML report")
+
+
+def _browser(*args: str) -> subprocess.CompletedProcess:
+    command = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_html_report_renders_in_a_headless_browser(regenerated: SeedProject) -> None:
+    # Tolerate the drift (inline pytester runs inherit this repository's warnings-as-errors).
+    regenerated.ini(
+        extra='modelpack_drift = "warn"\n'
+        'filterwarnings = ["default::pytest_modelpack.warnings.ModelpackWarning"]'
+    )
+    regenerated.edit("package.py", "[:, -1, :]", "[:, -1, :] * 1.001")
+    html = regenerated.path / "report.html"
+    result = regenerated.run("--modelpack-golden", f"--modelpack-html={html}")
+    assert result.ret == 1
+    text = html.read_text()
+    # Self-contained: nothing is fetched (no src/href to anything, a CSP forbidding it anyway).
+    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in text and "<script" not in text
+    assert "default-src 'none'" in text
+    dom = _browser("--dump-dom", html.as_uri())
+    assert dom.returncode == 0, dom.stderr
+    assert "sentiment [cpu]" in dom.stdout
+    assert "OUTPUT MISMATCH" in dom.stdout
+    assert "fix: revert the change, or accept it with: pytest --modelpack-regen" in dom.stdout
+    assert "CODE DRIFT tolerated" in dom.stdout
+    assert "reloaded vs live — 5 input(s), exact: every output identical" in dom.stdout
+    assert "golden vs recorded examples" in dom.stdout and "of the tolerance" in dom.stdout
+    assert dom.stdout.count("<svg") >= 4  # two panels per comparison stage
+    assert 'class="bad"' in dom.stdout  # the failing input, plotted outside the tolerance
+    assert "structure tree" in dom.stdout
+    shot = regenerated.path / "shot.png"
+    done = _browser(
+        "--hide-scrollbars", "--window-size=900,900", f"--screenshot={shot}", html.as_uri()
+    )
+    assert done.returncode == 0, done.stderr
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_html_report_escapes_what_it_quotes(tmp_path: Path) -> None:
+    from pytest_modelpack.report import Report
+    from pytest_modelpack.report.html import render_html
+
+    evil = "<script>alert(1)</script>"
+    golden = tmp_path / "goldens" / "m"
+    golden.mkdir(parents=True)
+    (golden / "manifest.json").write_text(
+        '{"environment": {"torch": "' + evil + '"}, "structure": {"model": "' + evil + '"}}'
+    )
+    report = Report()
+    report.add(
+        {
+            "name": "m",
+            "device": "cpu",
+            "mode": "golden",
+            "verdict": "failed",
+            "nodeid": "t.py::test_m[cpu]",
+            "golden": str(golden),
+            "examples": 1,
+            "bundle_size": 10,
+            "seconds": 0.1,
+            "headline": f"OUTPUT MISMATCH — {evil}",
+            "error_detail": [f"input: {evil!r}", "+ added", "- removed"],
+            "fix": evil,
+            "warnings": [evil],
+            "state_diff": [f"model.w: {evil}"],
+            "comparisons": [
+                {
+                    "stage": evil,
+                    "exact": False,
+                    "rtol": 0.1,
+                    "atol": 0.1,
+                    "inputs": 2,
+                    "points": [[0.01, 0.02, 0.1], [1.0, 2.0, 9.0]],
+                }
+            ],
+        }
+    )
+    page = render_html(report)
+    assert "<script" not in page
+    assert page.count("&lt;script&gt;") >= 7
+    assert "state diff" in page and '<span class="add">+ added</span>' in page
+    assert "worst input used 900% of the tolerance" in page
