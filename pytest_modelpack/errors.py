@@ -108,6 +108,12 @@ class DuplicateGolden(ModelpackError):
     kind = "DUPLICATE GOLDEN"
 
 
+class UnusedGolden(ModelpackError):
+    """A golden folder that no check claimed in a full, unfiltered gate run."""
+
+    kind = "UNUSED GOLDEN"
+
+
 class Unrecordable(ModelpackError):
     """A model input or output that examples.json cannot hold without pickle."""
 

@@ -18,6 +18,7 @@ __all__ = [
     "revert_or_accept",
     "restore_or_regen",
     "trust_line",
+    "remove_or_claim",
 ]
 
 #: The bare regenerate command, when no test is known (the CLI, a store read outside a test).
@@ -54,3 +55,22 @@ def trust_line(names: list[str]) -> str:
         f"if you trust {'it' if len(names) == 1 else 'them'}, add to [tool.pytest.ini_options]:\n"
         f"{INI_SAFE_GLOBALS} =\n{listed}"
     )
+
+
+def remove_or_claim(shown: str, name: str, renamed: list[tuple[str, str]]) -> str:
+    """An unused golden folder ``shown``: delete it, or move it to the test that should claim it.
+
+    ``renamed`` holds ``(nodeid, folder)`` of checks whose own golden is missing beside it: the
+    likely new name of a renamed test.
+    """
+    lines = [f"delete it: git rm -r {shlex.quote(shown)}"]
+    for nodeid, folder in renamed[:3]:
+        lines.append(
+            f"or, if {nodeid} is the renamed test that should claim it: "
+            f"git mv {shlex.quote(shown)} {shlex.quote(folder)}"
+        )
+    if not renamed:
+        lines.append(
+            f'or claim it: modelpack.check(..., name="{name}") in the test that should check it'
+        )
+    return "\n".join(lines)

@@ -103,6 +103,8 @@ class Modelpack:
         """
         __tracebackhide__ = True
         from .engine import CheckRequest, run_check
+        from .engine.request import display_path
+        from .report.junit import junit_properties
 
         node = self._request.node
         name = name if name is not None else getattr(node, "originalname", node.name)
@@ -144,6 +146,7 @@ class Modelpack:
         row = result.to_dict()
         row["claimant"] = claimant  # the test without its device: what owns a golden
         self._state.report.add(row)
+        node.user_properties.extend(junit_properties(row, display_path(path, self._state.root)))
         if result.error is not None:
             pytest.fail(result.error.render(), pytrace=False)
         return result

@@ -19,6 +19,7 @@ FLAG_GOLDEN = "--modelpack-golden"
 FLAG_REGEN = "--modelpack-regen"
 FLAG_DEVICE = "--modelpack-device"
 FLAG_REPORT = "--modelpack-report"
+FLAG_HTML = "--modelpack-html"
 
 # ini options.
 INI_DIR = "modelpack_dir"
@@ -31,12 +32,15 @@ INI_DEVICE_RTOL = "modelpack_device_rtol"
 INI_DEVICE_ATOL = "modelpack_device_atol"
 INI_SAFE_GLOBALS = "modelpack_safe_globals"
 INI_DRIFT = "modelpack_drift"
+INI_UNUSED = "modelpack_unused"
 
 MODE_ROUNDTRIP = Mode.ROUNDTRIP
 MODE_GOLDEN = Mode.GOLDEN
 MODE_REGEN = Mode.REGEN
 
 DRIFT_POLICIES = ("fail", "warn")
+#: What a full gate run does with golden folders no check claimed.
+UNUSED_POLICIES = ("fail", "warn", "ignore")
 KNOWN_DEVICES = "cpu, cuda, cuda:N, mps"
 _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps)$")
 
@@ -51,6 +55,11 @@ INI_HELP: dict[str, tuple[str, str]] = {
     INI_DEVICE_ATOL: ("absolute tolerance across devices, e.g. CUDA vs CPU (default: 1e-3)", ""),
     INI_SAFE_GLOBALS: ("extra module.qualname globals a golden may reference", ""),
     INI_DRIFT: ("what code drift does: fail or warn (default: fail)", "fail"),
+    INI_UNUSED: (
+        "what a full --modelpack-golden run does with golden folders no check claimed: "
+        "fail, warn or ignore (default: fail)",
+        "fail",
+    ),
 }
 
 #: cuDNN GRUs may run in TF32 on Ampere and newer GPUs: float32 results then differ from the CPU
@@ -84,6 +93,7 @@ class Settings:
     device_atol: float = DEFAULT_DEVICE_ATOL
     safe_globals: tuple[str, ...] = ()
     drift: str = "fail"
+    unused: str = "fail"
 
     def override(self, values: Mapping[str, Any], where: str) -> Settings:
         """Apply marker (or check()) keyword overrides, validated like ini values."""
@@ -153,6 +163,13 @@ def parse_drift(value: Any, where: str) -> str:
     return text
 
 
+def parse_unused(value: Any, where: str) -> str:
+    text = str(value).strip().lower()
+    if text not in UNUSED_POLICIES:
+        raise ValueError(f"{where}: expected one of {', '.join(UNUSED_POLICIES)}, got {value!r}")
+    return text
+
+
 def settings_from_ini(ini: Mapping[str, Any], mode: Mode, device_flag: str | None) -> Settings:
     """Build the session's :class:`Settings` from ini values (strings / line lists)."""
 
@@ -183,4 +200,5 @@ def settings_from_ini(ini: Mapping[str, Any], mode: Mode, device_flag: str | Non
         device_atol=DEFAULT_DEVICE_ATOL if device_atol is None else device_atol,
         safe_globals=tuple(str(s) for s in safe if str(s).strip()),
         drift=parse_drift(text(INI_DRIFT), INI_DRIFT),
+        unused=parse_unused(text(INI_UNUSED), INI_UNUSED),
     )

@@ -13,6 +13,7 @@ import pytest
 from .options import (
     FLAG_DEVICE,
     FLAG_GOLDEN,
+    FLAG_HTML,
     FLAG_REGEN,
     FLAG_REPORT,
     INI_HELP,
@@ -57,6 +58,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="write a JSON report of every modelpack check to PATH",
     )
+    group.addoption(
+        FLAG_HTML,
+        default=None,
+        metavar="PATH",
+        help="write one self-contained HTML page of every modelpack check to PATH (verdicts, "
+        "diffs, per-input error plots against the tolerance)",
+    )
     for name, (text, default) in INI_HELP.items():
         if name == INI_SAFE_GLOBALS:
             parser.addini(name, text, type="linelist", default=[])
@@ -86,9 +94,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from .fixture import SessionState
     from .report import Report
 
-    config.stash[STATE] = SessionState(
-        settings=settings, root=Path(config.rootpath), report=Report()
-    )
+    report = Report()
+    config.stash[STATE] = SessionState(settings=settings, root=Path(config.rootpath), report=report)
+    config.pluginmanager.register(FinishedTests(report.finished), "modelpack-finished-tests")
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -146,6 +154,92 @@ def modelpack(request: pytest.FixtureRequest) -> Any:
     return Modelpack(request, state, device, settings)
 
 
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if not items:
+        return
+    state = items[0].config.stash.get(STATE, None)
+    if state is not None:
+        state.report.collection.deselected += len(items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Note the golden folders of every selected test module, for the unused-golden judgement."""
+    state = session.config.stash.get(STATE, None)
+    if state is None:
+        return
+    collection = state.report.collection
+    collection.selected = len(session.items)
+    for item in session.items:
+        module_dir = Path(item.path).parent
+        collection.golden_dirs.add(str(module_dir / state.settings.golden_dir))
+        try:
+            settings = _marker_settings(item, state)
+        except pytest.UsageError:  # reported when the test runs
+            continue
+        collection.golden_dirs.add(str(module_dir / settings.golden_dir))
+        if "modelpack" in getattr(item, "fixturenames", ()):
+            name = getattr(item, "originalname", item.name)
+            collection.tests[item.nodeid] = str(module_dir / settings.golden_dir / name)
+
+
+class FinishedTests:
+    """Counts the tests that ran to the end (or were skipped): a run stopped early never judges
+    unused goldens. A plugin object, because ``pytest_runtest_logreport`` gets no config."""
+
+    def __init__(self, finished: set[str]) -> None:
+        self.finished = finished
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            self.finished.add(report.nodeid)
+
+
+def _narrowing_options(config: pytest.Config) -> list[str]:
+    """The options given that narrow or reorder what runs (a run with any never judges)."""
+    option = config.option
+    found = [
+        flag
+        for flag, attr in (
+            ("-k", "keyword"),
+            ("-m", "markexpr"),
+            ("--lf", "lf"),
+            ("--ff", "failedfirst"),
+            ("--sw", "stepwise"),
+            ("--sw-skip", "stepwise_skip"),
+            ("--deselect", "deselect"),
+            ("--collect-only", "collectonly"),
+        )
+        if getattr(option, attr, None)
+    ]
+    return found
+
+
+def _judge_unused(session: pytest.Session, state: Any) -> None:
+    config = session.config
+    if state.settings.mode != MODE_GOLDEN:
+        return
+    testpaths = config.getini("testpaths")
+    from_testpaths = config.args_source == pytest.Config.ArgsSource.TESTPATHS
+    root = Path(config.rootpath)
+    roots = [] if from_testpaths else [root / t for t in testpaths] if testpaths else [root]
+    if session.exitstatus == pytest.ExitCode.INTERRUPTED:
+        reason: str | None = "the run was interrupted"
+    else:
+        from .report.unused import not_judged_reason
+
+        collection = state.report.collection
+        reason = not_judged_reason(
+            filters=_narrowing_options(config),
+            args=[] if from_testpaths else list(config.args),
+            roots=roots,
+            invocation_dir=Path(config.invocation_params.dir),
+            selected=collection.selected,
+            deselected=collection.deselected,
+            finished=len(state.report.finished),
+        )
+    state.report.judge_unused(root, state.settings.unused, reason)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     state = config.stash.get(STATE, None)
@@ -153,14 +247,24 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: hand the rows to the controller
-        workeroutput[WORKER_KEY] = {"rows": state.report.rows, "skips": state.report.skips}
+        workeroutput[WORKER_KEY] = {
+            "rows": state.report.rows,
+            "skips": state.report.skips,
+            "collection": state.report.collection.to_dict(),
+        }
         return
     state.report.problems.extend(state.report.duplicate_names())
-    if state.report.problems and session.exitstatus == 0:
+    _judge_unused(session, state)
+    if (state.report.problems or state.report.unused_fails()) and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     path = config.getoption(FLAG_REPORT)
     if path:
         state.report.write(Path(path))
+    html = config.getoption(FLAG_HTML)
+    if html:
+        from .report.html import write_html
+
+        write_html(state.report, Path(html))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -171,6 +275,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     if state is not None and WORKER_KEY in output:
         state.report.merge(output[WORKER_KEY]["rows"])
         state.report.skips.extend(output[WORKER_KEY]["skips"])
+        state.report.collection.merge(output[WORKER_KEY]["collection"])
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

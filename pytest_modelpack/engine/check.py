@@ -40,7 +40,7 @@ def run_check(request: CheckRequest) -> CheckResult:
         with warnings.catch_warnings(), scratch_hypothesis_home():
             # torch warns about TypedStorage when pickling tensors; that is pickle's business.
             warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-            result.examples = round_trip(request, runner)
+            result.examples = round_trip(request, runner, result)
             if mode is Mode.GOLDEN:
                 result.examples += gate(request, runner, result)
             elif mode is Mode.REGEN:

@@ -9,6 +9,7 @@ compared on derandomized Hypothesis inputs and on the recorded inputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +100,16 @@ def replay(
     summary: str,
     context: list[str],
     fix: str,
+    on_compare: Callable[[Any, Any], None] | None = None,
 ) -> int:
-    """Run ``model`` on each recorded input; the first output that differs is OUTPUT MISMATCH."""
+    """Run ``model`` on each recorded input; the first output that differs is OUTPUT MISMATCH.
+
+    ``on_compare(expected, got)`` sees every pair compared (the report's error metrics)."""
     rtol, atol = tolerance
     for index, record in enumerate(records):
         got = runner(model, record.input, device)
+        if on_compare is not None:
+            on_compare(record.output, got)
         diffs = compare(record.output, got, exact=False, rtol=rtol, atol=atol)
         if diffs:
             raise errors.OutputMismatch(
@@ -190,12 +196,18 @@ def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
                 "the golden's data is unchanged, so the code it runs (or the environment) changed",
             ],
             revert_or_accept(request.nodeid),
+            lambda e, g: result.record_comparison(
+                "golden vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
+            ),
         )
         live_tol = recorded_tolerance(request, reference)
 
         def prop(x: Any) -> None:
             expected = runner(golden, x, request.device)
             got = runner(request.model, x, reference)
+            result.record_comparison(
+                "golden vs live", expected, got, exact=False, rtol=live_tol[0], atol=live_tol[1]
+            )
             diffs = compare(expected, got, exact=False, rtol=live_tol[0], atol=live_tol[1])
             if diffs:
                 raise errors.OutputMismatch(
@@ -221,5 +233,8 @@ def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
                 "the live model disagrees with recorded example #{index}",
                 ["expected = recorded in examples.json, got = live model", *env_note],
                 accept(request.nodeid),
+                lambda e, g: result.record_comparison(
+                    "live vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
+                ),
             )
     return checked

@@ -17,6 +17,8 @@ __all__ = ["CheckRequest", "CheckResult", "NONDETERMINISM_PROBES", "display_path
 #: nondeterministic model apart from a lossy round-trip or a real regression.
 NONDETERMINISM_PROBES = 3
 REPR_LIMIT = 200
+#: At most this many per-input error points per comparison stage travel in a report row.
+POINTS_LIMIT = 200
 
 
 @dataclasses.dataclass
@@ -50,7 +52,36 @@ class CheckResult:
     seconds: float = 0.0
     detail: str = ""
     warnings: list[str] = dataclasses.field(default_factory=list)
+    #: Per comparison stage: its tolerance and per-input ``[max_abs, max_rel, used]`` points
+    #: (``used`` = share of the tolerance, <= 1 passes), for the HTML report's plots.
+    comparisons: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
     error: errors.ModelpackError | None = dataclasses.field(default=None, repr=False)
+
+    def record_comparison(
+        self,
+        stage: str,
+        expected: Any,
+        got: Any,
+        *,
+        exact: bool,
+        rtol: float | None,
+        atol: float | None,
+    ) -> None:
+        """Note how close ``got`` came to ``expected`` on one input of comparison ``stage``."""
+        from ..metrics import error_metrics
+
+        entry = next((c for c in self.comparisons if c["stage"] == stage), None)
+        if entry is None:
+            entry = {"stage": stage, "exact": exact, "rtol": None, "atol": None, "inputs": 0}
+            entry["points"] = []
+            self.comparisons.append(entry)
+        entry["inputs"] += 1
+        if len(entry["points"]) >= POINTS_LIMIT:
+            return
+        m = error_metrics(expected, got, exact=exact, rtol=rtol, atol=atol)
+        if entry["rtol"] is None and m.rtol is not None:
+            entry["rtol"], entry["atol"] = m.rtol, m.atol
+        entry["points"].append([m.max_abs, m.max_rel, m.used])
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -60,6 +91,8 @@ class CheckResult:
         if self.error is not None:
             data["headline"] = f"{self.error.kind} — {self.error.summary}"
             data["kind"] = self.error.kind
+            data["error_detail"] = [str(line) for line in self.error.detail]
+            data["fix"] = self.error.fix
         return data
 
 

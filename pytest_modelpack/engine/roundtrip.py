@@ -28,7 +28,7 @@ from ..diagnose.unpicklable import leaf_name, unpicklable_error
 from ..states import Mode
 from ..structure import diff_trees, structure_tree
 from .explore import hypothesis_settings, run_property
-from .request import NONDETERMINISM_PROBES, CheckRequest, short_repr
+from .request import NONDETERMINISM_PROBES, CheckRequest, CheckResult, short_repr
 from .runner import Runner, tolerance_line
 
 __all__ = [
@@ -170,13 +170,21 @@ def _where_reloaded_fails(request: CheckRequest, reloaded: Any, x: Any) -> tuple
     return extra, fix
 
 
-def compare_reloaded(request: CheckRequest, runner: Runner, reloaded: Any) -> int:
-    """Live vs reloaded on Hypothesis inputs; returns how many inputs ran."""
+def compare_reloaded(
+    request: CheckRequest, runner: Runner, reloaded: Any, result: CheckResult | None = None
+) -> int:
+    """Live vs reloaded on Hypothesis inputs; returns how many inputs ran.
+
+    ``result``, when given, records each input's error metrics for the report."""
     model, device = request.model, request.device
 
     def prop(x: Any) -> None:
         live = runner(model, x, device)
         got = runner(reloaded, x, device)
+        if result is not None:
+            result.record_comparison(
+                "reloaded vs live", live, got, exact=True, rtol=request.rtol, atol=request.atol
+            )
         diffs = compare(live, got, exact=True, rtol=request.rtol, atol=request.atol)
         if not diffs:
             return
@@ -205,7 +213,7 @@ def compare_reloaded(request: CheckRequest, runner: Runner, reloaded: Any) -> in
     return run_property(request, prop, derandomize=request.settings.mode == Mode.GOLDEN)
 
 
-def round_trip(request: CheckRequest, runner: Runner) -> int:
+def round_trip(request: CheckRequest, runner: Runner, result: CheckResult | None = None) -> int:
     """Dump the live model, load it back in memory, compare both on Hypothesis inputs."""
     data = dump_live(request)
     reloaded = reload(request, data)
@@ -213,4 +221,4 @@ def round_trip(request: CheckRequest, runner: Runner) -> int:
     check_state_kept(request, reloaded)
     with placed(request.model, request.device), placed(reloaded, request.device):
         probe_nondeterminism(request, runner)
-        return compare_reloaded(request, runner, reloaded)
+        return compare_reloaded(request, runner, reloaded, result)

@@ -14,7 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .states import Verdict
+from .. import errors
+from ..states import Verdict
+from .unused import Collection, find_unused, unused_error
 
 __all__ = ["Report", "format_size"]
 
@@ -38,6 +40,30 @@ class Report:
         self.problems: list[str] = []
         #: Device runs skipped because the device is not available: {nodeid, device, reason}.
         self.skips: list[dict[str, Any]] = []
+        #: What the run selected (merged from xdist workers) and which tests finished.
+        self.collection = Collection()
+        self.finished: set[str] = set()
+        #: Golden folders no check claimed (a full gate run), and the policy that applies.
+        self.unused: list[errors.UnusedGolden] = []
+        self.unused_policy = "fail"
+        #: Why unused goldens were not judged (a filtered run), when they were not.
+        self.unused_note: str | None = None
+
+    def judge_unused(self, root: Path, policy: str, reason: str | None) -> None:
+        """Find golden folders no check claimed; ``reason`` says why this run cannot judge."""
+        self.unused_policy = policy
+        if policy == "ignore":
+            return
+        if reason is not None:
+            self.unused_note = f"not judged: {reason}"
+            return
+        ran = {row["nodeid"] for row in self.rows}
+        # A test that never reached check() (skipped, failed in a fixture) keeps its default
+        # golden: syrupy does the same for skipped tests' snapshots.
+        excused = [folder for nodeid, folder in self.collection.tests.items() if nodeid not in ran]
+        claimed = [row["golden"] for row in self.rows]
+        folders = find_unused(self.collection.golden_dirs, claimed, excused)
+        self.unused = [unused_error(folder, root, self.rows) for folder in folders]
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -63,7 +89,7 @@ class Report:
 
     def lines(self) -> list[str]:
         """The terminal summary's lines (without the section header)."""
-        if not self.rows and not self.skips:
+        if not self.rows and not self.skips and not self.unused and not self.unused_note:
             return []
         header = ("golden", "device", "mode", "verdict", "examples", "bundle", "time", "")
         table = [header]
@@ -98,10 +124,35 @@ class Report:
         for reason, n in sorted(reasons.items()):
             out.append(f"skipped: {n} check(s) — {reason}")
         out.extend(f"error: {problem}" for problem in self.problems)
+        out.extend(self.unused_lines())
         return out
 
+    def unused_lines(self) -> list[str]:
+        if self.unused_note:
+            return [f"unused goldens: {self.unused_note}"]
+        if not self.unused:
+            return []
+        out: list[str] = []
+        for error in self.unused:
+            out.extend(error.render().splitlines())
+        effect = (
+            "the run fails" if self.unused_policy == "fail" else "a warning, the run does not fail"
+        )
+        out.append(
+            f"unused goldens: {len(self.unused)} — {effect} (modelpack_unused = "
+            f"{self.unused_policy}; fail, warn or ignore)"
+        )
+        return out
+
+    def unused_fails(self) -> bool:
+        return bool(self.unused) and self.unused_policy == "fail"
+
     def failed(self) -> bool:
-        return bool(self.problems) or any(r["verdict"] == Verdict.FAILED for r in self.rows)
+        return (
+            bool(self.problems)
+            or self.unused_fails()
+            or any(r["verdict"] == Verdict.FAILED for r in self.rows)
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,17 +160,27 @@ class Report:
             "checks": self.sorted_rows(),
             "skipped": list(self.skips),
             "problems": list(self.problems),
+            "unused": [
+                {"name": e.name, "headline": e.headline, "detail": e.detail, "fix": e.fix}
+                for e in self.unused
+            ],
+            "unused_policy": self.unused_policy,
+            "unused_note": self.unused_note,
         }
 
     def write(self, path: Path) -> None:
-        """Write the JSON report atomically (temporary file + os.replace)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_json(), f, indent=1)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write the JSON report atomically."""
+        write_text_atomic(path, json.dumps(self.to_json(), indent=1) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file in the same folder + os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
