@@ -7,8 +7,6 @@ Rows are plain dicts (JSON-able) so pytest-xdist workers can send them to the co
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -112,14 +110,8 @@ class Report:
         }
 
     def write(self, path: Path) -> None:
-        """Write the JSON report atomically (temporary file + os.replace)."""
+        """Write the JSON report atomically (the one atomic write of :mod:`.golden.fileio`)."""
+        from .golden.fileio import write_atomic
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_json(), f, indent=1)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, (json.dumps(self.to_json(), indent=1) + "\n").encode())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..apply import apply_model, to_device
-from ..codec import raised_from
+from ..golden.examples import raised_from
 from .request import CheckRequest
 
 __all__ = ["Runner", "tolerance_line"]
