@@ -187,7 +187,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         store.read_examples()
         integrity = "sha256 verified"
     except errors.ModelpackError as exc:
-        integrity = f"{exc.kind}: {exc.summary}"
+        integrity = f"CORRUPT: {exc.summary}"
         corrupt = True
     _out(
         f"bundle: {format_size(bundle.size)}, "

@@ -86,12 +86,16 @@ class PendingGolden:
         """Write the manifest and swap the new folder in, under the writers' lock. Returns the
         leftovers of interrupted earlier writes that were removed on the way."""
         store = self.store
-        with store.io("write", store.folder):
-            fileio.write_atomic(self.new.path / MANIFEST, manifest_bytes(manifest))
-            fileio.fsync_dir(self.new.path)
-            with fileio.folder_lock(store.folder.parent):
-                removed = fileio.remove_leftovers(store.folder)
-                fileio.swap_folder(self.new, store.folder)
+        try:
+            with store.io("write", store.folder):
+                fileio.write_atomic(self.new.path / MANIFEST, manifest_bytes(manifest))
+                fileio.fsync_dir(self.new.path)
+                with fileio.folder_lock(store.folder.parent):
+                    removed = fileio.remove_leftovers(store.folder)
+                    fileio.swap_folder(self.new, store.folder)
+        except BaseException:
+            self.discard()
+            raise
         return removed
 
 
