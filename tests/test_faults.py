@@ -266,7 +266,7 @@ def test_reading_a_damaged_golden_says_what_is_wrong(tmp_path: Path, damage: str
     assert info.value.summary == summary
 
 
-@pytest.mark.parametrize("damage", ["truncated", "lfs pointer", "a directory"])
+@pytest.mark.parametrize("damage", ["truncated", "a directory"])
 def test_regen_repairs_a_damaged_golden(regenerated: SeedProject, damage: str) -> None:
     tamper, summary = DAMAGES[damage]
     tamper(regenerated.golden())
@@ -351,12 +351,12 @@ def test_disk_full_at_regen(seed_project: SeedProject) -> None:
         assert result.ret == 1
         result.stdout.fnmatch_lines(
             [
-                "modelpack: sentiment: GOLDEN I/O ERROR — cannot write goldens/.sentiment.new-*"
-                "/*bundle.pkl*: the disk (or your quota) is full",
-                "  path: */goldens/.sentiment.new-*",
+                "modelpack: sentiment: GOLDEN I/O ERROR — cannot write "
+                "goldens/sentiment/bundle.pkl: the disk (or your quota) is full",
+                "  path: */goldens/sentiment/bundle.pkl",
                 "  ENOSPC: No space left on device",
                 "  nothing was half-written: the golden on disk is unchanged",
-                "  fix: free space on the file system holding goldens/.sentiment.new-*, then "
+                "  fix: free space on the file system holding goldens/sentiment/bundle.pkl, then "
                 f"regenerate: {REGEN}",
             ]
         )
@@ -403,7 +403,8 @@ def test_file_size_limit(regenerated: SeedProject) -> None:
     assert result.ret == 1
     result.stdout.fnmatch_lines(
         [
-            "modelpack: sentiment: GOLDEN I/O ERROR — cannot write *bundle.pkl*: the file is "
+            "modelpack: sentiment: GOLDEN I/O ERROR — cannot write goldens/sentiment/bundle.pkl: "
+            "the file is "
             "larger than the process's file-size limit (ulimit -f)",
             "  EFBIG: File too large",
             f"  fix: raise the limit (ulimit -f unlimited), then regenerate: {REGEN}",
@@ -446,7 +447,7 @@ def test_permission_denied_as_an_unprivileged_user(seed_project: SeedProject) ->
         assert "modelpack: sentiment: GOLDEN I/O ERROR — cannot write goldens/sentiment: " in out
         assert "permission denied" in out
         assert (
-            "fix: give your user write permission on goldens/sentiment (chmod/chown), then "
+            "fix: give your user write permission on goldens (chmod/chown), then "
             f"regenerate: {REGEN}" in out
         )
         assert "Traceback" not in out
@@ -764,3 +765,35 @@ def test_report_is_written_through_the_one_atomic_write(
         Report().write(target)
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+@pytest.mark.parametrize(
+    ("err", "why", "fix"),
+    [
+        (errno.EACCES, "permission denied", "give your user write permission on goldens"),
+        (errno.EROFS, "the file system is read-only", "regenerate goldens on a writable"),
+        (errno.EFBIG, "file-size limit (ulimit -f)", "raise the limit (ulimit -f unlimited)"),
+        (errno.EDQUOT, "the disk (or your quota) is full", "free space on the file system"),
+    ],
+)
+def test_os_errors_creating_the_new_folder_are_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int, why: str, fix: str
+) -> None:
+    """The same OS errors as the tmpfs / ulimit / nobody tests, where those cannot be staged."""
+    monkeypatch.chdir(tmp_path)
+    store = GoldenStore(Path("goldens") / "g", "g", nodeid="t.py::t", project_root=tmp_path)
+    write_golden(store, "old")
+
+    def refuse(*args: object, **kwargs: object) -> str:
+        raise OSError(err, os.strerror(err), "whatever")
+
+    monkeypatch.setattr(fileio.tempfile, "mkdtemp", refuse)
+    with pytest.raises(errors.GoldenIOError) as info:
+        write_golden(store, "new")
+    assert info.value.headline.startswith(
+        "modelpack: g: GOLDEN I/O ERROR — cannot write goldens/g: "
+    )
+    assert info.value.headline.endswith(why)
+    assert (info.value.fix or "").startswith(fix)
+    assert (info.value.fix or "").endswith("pytest --modelpack-regen t.py::t") or err == errno.EROFS
+    assert store.read_verified()[0].bundle.sha256 == bundle_sha("old")

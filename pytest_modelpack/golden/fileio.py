@@ -158,7 +158,12 @@ class NewFolder:
 
     def __init__(self, target: Path) -> None:
         self.target = target
-        self.path = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}{_NEW_MARK}"))
+        try:
+            self.path = Path(
+                tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}{_NEW_MARK}")
+            )
+        except OSError as exc:  # name the folder that refused, not the random name we wanted
+            raise OSError(exc.errno, exc.strerror, str(target.parent)) from None
         os.chmod(self.path, 0o777 & ~_UMASK)
         self._fd: int | None = None
         with contextlib.suppress(ImportError, OSError):

@@ -87,7 +87,7 @@ class PendingGolden:
         leftovers of interrupted earlier writes that were removed on the way."""
         store = self.store
         try:
-            with store.io("write", store.folder):
+            with store.io("write", store.manifest_path):
                 fileio.write_atomic(self.new.path / MANIFEST, manifest_bytes(manifest))
                 fileio.fsync_dir(self.new.path)
                 with fileio.folder_lock(store.folder.parent):
@@ -347,7 +347,7 @@ class GoldenStore:
         with self.io("write", self.folder):
             new = fileio.new_folder(self.folder)
         try:
-            with self.io("write", new.path / BUNDLE):
+            with self.io("write", self.bundle_path):
                 with fileio.temporary_file(new.path, BUNDLE) as (f, tmp):
                     writer = fileio.HashingWriter(f)
                     pickle.dump(model, writer, protocol=pickle.DEFAULT_PROTOCOL)
@@ -367,7 +367,7 @@ class GoldenStore:
         import hashlib
 
         try:
-            with self.io("write", pending.new.path / EXAMPLES):
+            with self.io("write", self.examples_path):
                 fileio.write_atomic(pending.new.path / EXAMPLES, data)
         except BaseException:
             pending.discard()
@@ -443,13 +443,15 @@ class _IOErrors:
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         if not isinstance(exc, OSError) or isinstance(exc, ModelpackError):
             return
+        # The summary names the file the user knows (goldens/x/bundle.pkl); the detail and the
+        # fix name the path the OS refused (a temporary file, or the folder lacking permission).
         path = Path(exc.filename) if exc.filename else self.path
         name = errno.errorcode.get(exc.errno or 0, "")
         why, fix = _remedy(
             exc.errno, self.action, self.store.shown(path), fixes.regen_command(self.store.nodeid)
         )
         raise GoldenIOError(
-            f"cannot {self.action} {self.store.shown(path)}: {why}",
+            f"cannot {self.action} {self.store.shown(self.path)}: {why}",
             name=self.store.name,
             detail=[
                 f"path: {path}",
