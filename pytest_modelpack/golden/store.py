@@ -132,7 +132,15 @@ class GoldenStore:
         return self.folder / EXAMPLES
 
     def exists(self) -> bool:
-        return os.path.lexists(self.folder)
+        """Whether anything stands at the golden's path (an empty folder counts as missing)."""
+        if not os.path.lexists(self.folder):
+            return False
+        if self.folder.is_dir() and not self.folder.is_symlink():
+            try:
+                return any(self.folder.iterdir())
+            except OSError:
+                return True  # unreadable: let the read say so, with the path and the fix
+        return True
 
     # -- errors --------------------------------------------------------------------------------
 
