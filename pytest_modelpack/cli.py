@@ -21,10 +21,14 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors
+from .fixes import regen_command
 from .project import is_library_module
+
+if TYPE_CHECKING:
+    from .golden.manifest import Manifest
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_OK", "EXIT_UNREADABLE", "EXIT_UNSAFE", "build_parser", "main"]
 
@@ -75,19 +79,24 @@ def _out(*parts: object) -> None:
     print("".join(_printable(p) for p in parts))
 
 
-def _mapping(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _folder(arg: str) -> Path:
     path = Path(arg)
     return path.parent if path.is_file() else path
 
 
-def _load_golden(arg: str) -> tuple[Any, dict[str, Any]]:
+def _load_golden(arg: str) -> tuple[Any, Manifest]:
+    """The golden at ``arg`` and its validated manifest; "no golden at PATH" when nothing is
+    there (a typo is not a corrupt golden)."""
     from .golden import GoldenStore
 
     folder = _folder(arg)
+    if not os.path.lexists(folder):
+        raise errors.MissingGolden(
+            f"no golden at {arg}",
+            detail=[f"{folder} does not exist"],
+            fix="check the path: a golden is a folder holding bundle.pkl, manifest.json and "
+            f"examples.json, written by {regen_command()}",
+        )
     store = GoldenStore(folder, folder.name)
     return store, store.read_manifest()
 
@@ -169,31 +178,29 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     except errors.ModelpackError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_UNREADABLE
-    bundle = manifest["bundle"]
+    bundle = manifest.bundle
     corrupt = False
-    _out(f"golden: {manifest.get('name')}  ({store.folder})")
-    _out(f"format version: {manifest.get('format_version')}")
+    _out(f"golden: {manifest.name}  ({store.folder})")
+    _out(f"format version: {manifest.format_version}")
     try:
         store.verify(manifest)
+        store.read_examples()
         integrity = "sha256 verified"
     except errors.ModelpackError as exc:
         integrity = f"CORRUPT: {exc.summary}"
         corrupt = True
-    size = bundle.get("size")
     _out(
-        f"bundle: {format_size(size if isinstance(size, int) else None)}, "
-        f"protocol {bundle.get('protocol')}, sha256 {bundle.get('sha256')} ({integrity})"
+        f"bundle: {format_size(bundle.size)}, "
+        f"protocol {bundle.protocol}, sha256 {bundle.sha256} ({integrity})"
     )
-    created = _mapping(manifest.get("created_by"))
-    _out(f"created by: {created.get('test')} on {created.get('device')}")
-    env = _mapping(manifest.get("environment"))
-    _out("environment: " + ", ".join(f"{k} {v}" for k, v in env.items()))
+    _out(f"created by: {manifest.created_by.test} on {manifest.created_by.device}")
+    _out("environment: " + ", ".join(f"{k} {v}" for k, v in manifest.environment.items()))
 
     with _project_importable(allowlist.project_root):
-        verdict = scan_file(store.bundle_path, allowlist) if store.bundle_path.exists() else None
+        verdict = scan_file(store.bundle_path, allowlist) if store.bundle_path.is_file() else None
         claimed = _claimed_globals(manifest)
         if verdict is None:
-            _out("verdict: unreadable — bundle.pkl is missing")
+            _out("verdict: unreadable — bundle.pkl is missing or not a file")
         elif verdict.refused:
             _out(f"verdict: UNSAFE — {len(verdict.refused)} global(s) not on the allowlist")
             if verdict.error is not None:
@@ -221,16 +228,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             if verdict.error is None:
                 for module, qualname in sorted(claimed - found):
                     _out(f"  {module}.{qualname}  listed in the manifest, not in bundle.pkl")
-    code = _mapping(manifest.get("code"))
-    if code:
+    if manifest.code:
         _out("project code:")
-        for name, unit in code.items():
-            unit = _mapping(unit)
+        for name, unit in manifest.code.items():
             digest = str(unit.get("sha256"))[:12]
             _out(f"  {name}  ({unit.get('file')}:{unit.get('line')})  {digest}")
-    _out(f"examples: {manifest['examples'].get('count', '?')} recorded")
+    count = manifest.examples.count
+    _out(f"examples: {'?' if count is None else count} recorded")
     _out("structure:")
-    for path, line in _mapping(manifest.get("structure")).items():
+    for path, line in manifest.structure.items():
         _out(f"  {path}: {line}")
     if verdict is not None and verdict.refused:
         return EXIT_UNSAFE
@@ -239,17 +245,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _claimed_globals(manifest: dict[str, Any]) -> set[tuple[str, str]]:
+def _claimed_globals(manifest: Manifest) -> set[tuple[str, str]]:
     """The ``(module, qualname)`` pairs the manifest says the bundle references."""
-    claimed = set()
-    entries = manifest.get("globals")
-    for entry in entries if isinstance(entries, list) else []:
-        entry = _mapping(entry)
-        module, qualname = entry.get("module"), entry.get("qualname")
-        if not (isinstance(module, str) and isinstance(qualname, str)):
-            module, _, qualname = str(entry.get("global")).rpartition(".")
-        claimed.add((module, qualname))
-    return claimed
+    return {(g.module, g.qualname) for g in manifest.globals}
 
 
 # -- scan --------------------------------------------------------------------------------------
@@ -306,22 +304,26 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from .structure import diff_trees
 
     try:
+        # Both goldens verified before anything is compared: "no differences" against an empty
+        # or missing bundle would be a lie.
         store_a, a = _load_golden(args.golden_a)
+        store_a.verify(a)
         store_b, b = _load_golden(args.golden_b)
+        store_b.verify(b)
     except errors.ModelpackError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_UNREADABLE
     _out(f"a: {store_a.folder}")
     _out(f"b: {store_b.folder}")
     lines: list[str] = []
-    env = env_changes(_mapping(a.get("environment")), _mapping(b.get("environment")))
+    env = env_changes(a.environment, b.environment)
     lines += [f"environment: {line}" for line in env]
-    code = describe_code_change(_mapping(a.get("code")), _mapping(b.get("code")))
+    code = describe_code_change(a.code, b.code)
     lines += [f"code changed: {name}" for name in code]
     ga, gb = _claimed_globals(a), _claimed_globals(b)
     lines += [f"global removed: {m}.{q}" for m, q in sorted(ga - gb)]
     lines += [f"global added: {m}.{q}" for m, q in sorted(gb - ga)]
-    structure = diff_trees(_mapping(a.get("structure")), _mapping(b.get("structure")))
+    structure = diff_trees(a.structure, b.structure)
     lines += [f"structure {line}" for line in structure]
     try:
         lines += _diff_examples(store_a, store_b)
@@ -334,7 +336,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if unreadable:
         return EXIT_UNREADABLE
     if not lines:
-        same_bytes = a["bundle"].get("sha256") == b["bundle"].get("sha256")
+        same_bytes = a.bundle.sha256 == b.bundle.sha256
         _out(
             "no differences in environment, code, globals, structure or examples"
             + ("" if same_bytes else " (bundle bytes differ; goldens compare by behaviour)")
@@ -350,9 +352,9 @@ _SHOW_EXAMPLES = 10
 def _diff_examples(store_a: Any, store_b: Any) -> list[str]:
     """Outputs recorded for the same input in both goldens, compared exactly; inputs matched by
     their JSON encoding, so goldens recorded from different strategies still compare."""
-    from .codec import encode_value
     from .compare import compare, describe_differences
     from .engine.request import short_repr
+    from .golden.examples import encode_value
 
     ea, eb = store_a.read_examples(), store_b.read_examples()
 
@@ -476,6 +478,14 @@ def main(argv: list[str] | None = None) -> int:
         # Output piped into `head`: stop quietly (and keep Python from complaining at exit).
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_UNREADABLE
+    except OSError as exc:  # a file that vanished or cannot be read mid-way
+        where = exc.filename or "a file"
+        error = errors.GoldenIOError(
+            f"cannot read {where}: {exc.strerror or exc}",
+            fix=f"check that {where} exists and that your user may read it",
+        )
+        print(error.render(), file=sys.stderr)
         return EXIT_UNREADABLE
 
 

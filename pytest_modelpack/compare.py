@@ -1,7 +1,7 @@
 """Compare two model outputs, nested, and say where and how they differ.
 
 :func:`compare` walks dicts, lists, tuples, scalars, torch tensors, numpy arrays and recorded
-exceptions (:class:`~pytest_modelpack.codec.RaisedError`) side by side and returns one
+exceptions (:class:`~pytest_modelpack.golden.examples.RaisedError`) side by side and returns one
 :class:`Difference` per place they disagree, each naming its path inside the output
 (``output['prediction'][0]``). An empty list means "the same behaviour".
 
@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_modelpack.codec import RaisedError, raised_from
+from pytest_modelpack.golden.examples import RaisedError, raised_from
 
 __all__ = [
     "Difference",
@@ -170,8 +170,9 @@ def compare(
     float and complex values and to tensors and arrays of any dtype, as in torch.testing; Python
     ints, bools, strings and None are always compared exactly).
 
-    An exception instance on either side is treated as :func:`~pytest_modelpack.codec.raised_from`
-    of it; two raised errors agree when their type and message agree.
+    An exception instance on either side is treated as
+    :func:`~pytest_modelpack.golden.examples.raised_from` of it; two raised errors
+    agree when their type and message agree.
     """
     comparer = _Comparer(exact=exact, rtol=rtol, atol=atol)
     comparer.compare(expected, actual, path)

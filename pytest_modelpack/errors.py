@@ -118,3 +118,16 @@ class Unrecordable(ModelpackError):
     """A model input or output that examples.json cannot hold without pickle."""
 
     kind = "UNRECORDABLE VALUE"
+
+
+class GoldenIOError(ModelpackError):
+    """The operating system refused to read or write a golden: disk full, read-only file system,
+    file-size limit, permissions, a directory where a file belongs."""
+
+    kind = "GOLDEN I/O ERROR"
+
+
+class AllInputsRaised(ModelpackError):
+    """Every input raised: the check compared exceptions only and proved nothing about outputs."""
+
+    kind = "EVERY INPUT RAISED"

@@ -1,4 +1,4 @@
-"""Unit and property tests for pytest_modelpack.codec (the examples.json encoding)."""
+"""Unit and property tests for pytest_modelpack.golden.examples (the examples.json encoding)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pytest_modelpack.codec import (
+from pytest_modelpack.compare import compare
+from pytest_modelpack.errors import CorruptGolden, Unrecordable
+from pytest_modelpack.golden.examples import (
     FORMAT_VERSION,
     Example,
     RaisedError,
@@ -35,8 +37,6 @@ from pytest_modelpack.codec import (
     parse_examples,
     raised_from,
 )
-from pytest_modelpack.compare import compare
-from pytest_modelpack.errors import CorruptGolden, Unrecordable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -618,7 +618,7 @@ def test_deeply_nested_file_is_corrupt_not_a_crash() -> None:
 def test_importing_and_encoding_plain_values_loads_no_heavy_library() -> None:
     code = (
         "import sys\n"
-        "import pytest_modelpack.codec as c, pytest_modelpack.compare as m\n"
+        "import pytest_modelpack.golden.examples as c, pytest_modelpack.compare as m\n"
         "data = c.examples_bytes([('x', {'p': [0.5, float('nan')], 1: (b'',)})])\n"
         "ex = c.parse_examples(data)\n"
         "assert m.compare(ex[0].output, {'p': [0.5, float('nan')], 1: (b'',)}, exact=True) == []\n"

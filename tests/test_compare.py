@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from pytest_modelpack.codec import RaisedError, raised_from
 from pytest_modelpack.compare import (
     Difference,
     Tolerance,
@@ -20,6 +19,7 @@ from pytest_modelpack.compare import (
     default_tolerance,
     describe_differences,
 )
+from pytest_modelpack.golden.examples import RaisedError, raised_from
 
 F32 = Tolerance(rtol=1.3e-6, atol=1e-5)
 EXACT = Tolerance(rtol=0.0, atol=0.0)

@@ -30,6 +30,7 @@ from pytest_modelpack.diagnose import (
     setstate_pitfall,
     user_frame,
 )
+from pytest_modelpack.golden.manifest import CreatedBy, FileEntry, GlobalEntry, Manifest
 from pytest_modelpack.structure import diff_trees, structure_tree
 
 
@@ -402,6 +403,11 @@ class {name}:
 '''
 
 
+def _manifest(globals_: list[GlobalEntry]) -> Manifest:
+    entry = FileEntry("bundle.pkl", 1, "0" * 64)
+    return Manifest("x", entry, entry, CreatedBy(None, None), {}, globals_, {}, {})
+
+
 def test_rename_hints_find_a_renamed_class_and_a_moved_module(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -422,7 +428,7 @@ def test_rename_hints_find_a_renamed_class_and_a_moved_module(
     ]
     summary, detail, fix = explain_missing(
         [("pkg_moved", "Reader")],
-        {"globals": [{"module": "pkg_moved", "qualname": "Reader"}]},
+        _manifest([GlobalEntry("pkg_moved", "Reader", "project")]),
         tmp_path,
         "pytest --modelpack-regen t.py::test_x",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .. import errors
 from ..fixes import regen_command
@@ -12,7 +12,8 @@ from .frames import user_frame
 from .lossy import setstate_pitfall
 from .missing import explain_missing
 
-Manifest = Any
+if TYPE_CHECKING:
+    from ..golden.manifest import Manifest
 
 __all__ = ["load_error"]
 
@@ -42,7 +43,7 @@ def load_error(
             missing = [(got.group(2), got.group(1))]
     if missing:
         summary, detail, fix = explain_missing(
-            missing, manifest or {}, project_root, regen, scanned="scan" in what
+            missing, manifest, project_root, regen, scanned="scan" in what
         )
         return errors.LoadError(summary, detail=detail, fix=fix)
     assert exc is not None

@@ -11,11 +11,14 @@ import re
 import sys
 import types
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errors, walk
 from ..scan import iter_globals
 from ..walk import MAX_DEPTH, MAX_NODES
+
+if TYPE_CHECKING:
+    from ..golden.manifest import Manifest
 
 
 def _test_module(module: str) -> bool:
@@ -220,7 +223,7 @@ def _module_gone(module: str) -> bool:
 
 def explain_missing(
     missing: list[tuple[str, str]],
-    manifest: dict[str, Any],
+    manifest: Manifest | None,
     project_root: Any,
     regen: str,
     scanned: bool = False,
@@ -228,15 +231,11 @@ def explain_missing(
     """(summary, detail, fix) for golden globals that no longer resolve: renamed or moved code.
 
     ``missing`` holds ``(module, qualname)`` pairs (qualname ``"*"``: the whole module is gone);
-    ``manifest`` is the golden's manifest (its globals and recorded source find where the names
-    went); ``regen`` is the exact command that regenerates the golden.
+    ``manifest`` is the golden's manifest, or None (its globals and recorded source find where
+    the names went); ``regen`` is the exact command that regenerates the golden.
     """
-    code = manifest.get("code") or {}
-    recorded = [
-        (g["module"], g["qualname"])
-        for g in manifest.get("globals") or []
-        if isinstance(g, dict) and "module" in g and "qualname" in g
-    ]
+    code = manifest.code if manifest is not None else {}
+    recorded = [(g.module, g.qualname) for g in manifest.globals] if manifest is not None else []
     gone = sorted({m for m, q in missing if q == "*" or _module_gone(m)})
     pairs = [(m, q) for m, q in missing if q != "*"]
     pairs += [(m, q) for m, q in recorded if m in gone and (m, q) not in pairs]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
-from ..fixes import regen_command, revert_or_accept
+from ..fixes import regen_command, restore_or_regen, revert_or_accept
 from ..warnings import CodeDriftWarning, EnvDriftWarning, ModelpackWarning
 from .diff import compare_code, describe_code_change, drift_detail, drift_summary, env_changes
 from .fingerprint import _Fingerprinter
+
+if TYPE_CHECKING:
+    from ..golden.manifest import Manifest
 
 EnvDrift = errors.EnvDrift
 
@@ -28,7 +31,7 @@ def _warn(warning: ModelpackWarning, error: errors.ModelpackError) -> None:
 
 
 def check_drift(
-    manifest: dict[str, Any],
+    manifest: Manifest,
     roots: list[tuple[str, str]] | None = None,
     *,
     name: str,
@@ -49,28 +52,35 @@ def check_drift(
     from ..golden import environment
 
     fix = revert_or_accept(nodeid)
-    recorded_env = manifest.get("environment")
-    env = env_changes(recorded_env if isinstance(recorded_env, dict) else {}, environment())
+    env = env_changes(manifest.environment, environment())
     env_note = "environment changed since the golden was made: " + ", ".join(env)
 
     code: tuple[list[str], list[str], list[str]] = ([], [], [])
-    section = manifest.get("code")
-    recorded = (
-        {k: v for k, v in section.items() if isinstance(v, dict)}
-        if isinstance(section, dict)
-        else {}
-    )
+    recorded = manifest.code
+    pairs = roots if roots is not None else manifest.project_globals
     current: dict[str, Any] = {}
-    if recorded:
-        fingerprinter = _Fingerprinter(project_root)
-        pairs = roots if roots is not None else _root_pairs(manifest)
-        resolved = [fingerprinter.add_root(m, q) for m, q in pairs]
-        # A project class or module the bundle names is gone (or no longer project code): loading
-        # fails next, and its LOAD ERROR (renamed or moved? restore, alias or regenerate) says more
-        # than a list of removed names would.
-        if all(resolved):
-            current = fingerprinter.run()
-            code = compare_code(recorded, current)
+    fingerprinter = _Fingerprinter(project_root)
+    resolved = [fingerprinter.add_root(m, q) for m, q in pairs]
+    # A project class or module the bundle names is gone (or no longer project code): loading
+    # fails next, and its LOAD ERROR (renamed or moved? restore, alias or regenerate) says more
+    # than a list of removed names would.
+    if pairs and all(resolved):
+        current = fingerprinter.run()
+        if current and not recorded:
+            # The bundle runs project code, and the manifest records none of it: drift detection
+            # would switch off silently. Regen always records it, so the manifest was edited.
+            raise errors.CorruptGolden(
+                "manifest.json records no project code, but the bundle references some",
+                name=name,
+                detail=[
+                    "project globals in bundle.pkl: "
+                    + ", ".join(f"{m}.{q}" for m, q in pairs[:5])
+                    + (" ..." if len(pairs) > 5 else ""),
+                    "without the recorded code, code drift cannot be checked",
+                ],
+                fix=restore_or_regen(nodeid),
+            )
+        code = compare_code(recorded, current)
 
     drift: errors.CodeDrift | None = None
     if any(code):
@@ -106,15 +116,3 @@ def check_drift(
         notes.append(f"CODE DRIFT tolerated (modelpack_drift = warn): {drift.summary}: {names}")
         _warn(CodeDriftWarning(drift.render()), drift)
     return notes
-
-
-def _root_pairs(manifest: dict[str, Any]) -> list[tuple[str, str]]:
-    """(module, qualname) of the project globals the bundle references, as recorded at regen."""
-    pairs = []
-    for entry in manifest.get("globals") or []:
-        if not isinstance(entry, dict) or entry.get("kind") != "project":
-            continue
-        module, qualname = entry.get("module"), entry.get("qualname")
-        if isinstance(module, str) and isinstance(qualname, str):
-            pairs.append((module, qualname))
-    return pairs

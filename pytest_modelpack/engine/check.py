@@ -21,7 +21,29 @@ from .request import CheckRequest, CheckResult
 from .roundtrip import round_trip
 from .runner import Runner
 
-__all__ = ["run_check"]
+__all__ = ["run_check", "all_inputs_raised"]
+
+
+def all_inputs_raised(runner: Runner) -> errors.AllInputsRaised:
+    """EVERY INPUT RAISED: the round-trip compared exceptions only, which proves nothing about
+    what the model computes (raising is behaviour, but at least one input must run normally)."""
+    raised = runner.live_raised
+    kinds: dict[str, int] = {}
+    for error in raised:
+        kinds[str(error)] = kinds.get(str(error), 0) + 1
+    shown = sorted(kinds.items(), key=lambda item: -item[1])
+    how = "apply=" if runner.request.apply is not None else "the model"
+    return errors.AllInputsRaised(
+        f"all {len(raised)} of {runner.live_calls} inputs raised; at least one must run normally",
+        detail=[
+            *(f"{n}x {text}" for text, n in shown[:3]),
+            *([f"... and {len(shown) - 3} other error(s)"] if len(shown) > 3 else []),
+            f"{how} raised on every input, so live and reloaded were compared on exceptions "
+            "only: nothing about the outputs was checked",
+        ],
+        fix=f"fix {how} (or narrow inputs=) so that at least one input runs normally; "
+        "inputs that raise are still recorded and compared",
+    )
 
 
 def run_check(request: CheckRequest) -> CheckResult:
@@ -41,6 +63,8 @@ def run_check(request: CheckRequest) -> CheckResult:
             # torch warns about TypedStorage when pickling tensors; that is pickle's business.
             warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
             result.examples = round_trip(request, runner, result)
+            if runner.all_raised():
+                raise all_inputs_raised(runner)
             if mode is Mode.GOLDEN:
                 result.examples += gate(request, runner, result)
             elif mode is Mode.REGEN:

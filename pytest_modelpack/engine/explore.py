@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import errors
-from ..codec import encode_value
+from ..golden.examples import encode_value
 from .request import CheckRequest
 
 __all__ = ["hypothesis_settings", "run_property", "draw_inputs", "scratch_hypothesis_home"]

@@ -19,8 +19,8 @@ from ..apply import placed
 from ..compare import compare, describe_differences
 from ..diagnose.loading import load_error
 from ..drift import check_drift
-from ..fixes import accept, regen_command, restore_or_regen, revert_or_accept
-from ..golden import GoldenStore
+from ..fixes import accept, restore_or_regen, revert_or_accept
+from ..golden import GoldenStore, Manifest
 from ..load import load_bundle
 from ..scan import scan_file
 from .explore import run_property
@@ -39,7 +39,7 @@ def scan_or_refuse(
     path: Path,
     allowlist: Allowlist,
     making: bool,
-    manifest: dict[str, Any] | None = None,
+    manifest: Manifest | None = None,
 ) -> Any:
     """Scan ``path``; CORRUPT, LOAD ERROR (renamed code) or UNSAFE GOLDEN when it must not load."""
     verdict = scan_file(path, allowlist)
@@ -128,16 +128,21 @@ def replay(
 
 def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
     """Verify, scan, load and compare the committed golden. Writes nothing."""
-    store = GoldenStore(request.golden_folder, request.name)
+    store = GoldenStore(
+        request.golden_folder,
+        request.name,
+        nodeid=request.nodeid,
+        project_root=request.project_root,
+    )
+    store.check_paths()
     if not store.exists():
-        raise errors.MissingGolden(
-            f"no golden at {display_path(request.golden_folder, request.project_root)}",
-            detail=["the gate compares the live model with a committed golden, and there is none"],
-            fix=f"create it with: {regen_command(request.nodeid)}  (then commit the folder)",
-        )
+        raise store.missing_error(display_path(request.golden_folder, request.project_root))
     manifest = store.read_manifest()
     store.verify(manifest)
-    result.bundle_size = manifest["bundle"]["size"]
+    leftover = store.leftover_warning()
+    if leftover:
+        result.warnings.append(leftover)
+    result.bundle_size = manifest.bundle.size
     allowlist = allowlist_for(request)
     verdict = scan_or_refuse(request, store.bundle_path, allowlist, making=False, manifest=manifest)
 
@@ -177,7 +182,7 @@ def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
             manifest=manifest,
         ) from None
 
-    recorded_device = (manifest.get("created_by") or {}).get("device")
+    recorded_device = manifest.created_by.device
     rtol, atol = recorded_tolerance(request, recorded_device)
     env_note = list(drift_warnings)  # changed versions or tolerated code drift explain a mismatch
     reference = "cpu" if request.device != "cpu" else request.device

@@ -11,10 +11,10 @@ from typing import Any
 
 from .. import errors
 from ..apply import placed
-from ..codec import Example, encode_value, examples_bytes
 from ..compare import compare
 from ..drift import describe_code_change, fingerprint_model
-from ..golden import GoldenStore, environment
+from ..golden import CreatedBy, GlobalEntry, GoldenStore, Manifest
+from ..golden.examples import Example, encode_value, examples_bytes
 from ..states import Verdict
 from ..structure import diff_trees, structure_tree
 from .explore import draw_inputs
@@ -25,18 +25,16 @@ from .runner import Runner
 __all__ = ["regenerate", "describe_change"]
 
 
-def describe_change(store: Any, manifest: dict[str, Any], records: list[Any]) -> list[str]:
-    """What differs between the golden on disk and the one about to be written ([] = nothing)."""
-    try:
-        old = store.read_manifest()
-        old_records = store.read_examples()
-    except errors.ModelpackError as exc:
-        return [f"replaces an unreadable golden ({exc.kind})"]
+def describe_change(
+    old: Manifest, old_records: list[Any], manifest: Manifest, records: list[Any]
+) -> list[str]:
+    """What differs between the verified golden on disk and the one about to be written
+    ([] = nothing)."""
     changes: list[str] = []
-    code = describe_code_change(old.get("code") or {}, manifest.get("code") or {})
+    code = describe_code_change(old.code, manifest.code)
     if code:
         changes.append("code changed: " + ", ".join(code))
-    structure = diff_trees(old.get("structure") or {}, manifest.get("structure") or {})
+    structure = diff_trees(old.structure, manifest.structure)
     if structure:
         changes.append(f"structure: {len(structure)} path(s)")
     old_inputs = [json.dumps(encode_value(r.input), sort_keys=True) for r in old_records]
@@ -51,7 +49,7 @@ def describe_change(store: Any, manifest: dict[str, Any], records: list[Any]) ->
         )
         if differing:
             changes.append(f"outputs of {differing}/{len(records)} examples")
-    old_env, new_env = old.get("environment") or {}, manifest.get("environment") or {}
+    old_env, new_env = old.environment, manifest.environment
     env = [
         f"{k} {old_env.get(k)} -> {new_env.get(k)}"
         for k in new_env
@@ -59,13 +57,25 @@ def describe_change(store: Any, manifest: dict[str, Any], records: list[Any]) ->
     ]
     if env:
         changes.append("environment: " + ", ".join(env))
-    if old.get("globals") != manifest.get("globals") and not structure:
+    if old.globals != manifest.globals and not structure:
         changes.append("referenced globals")
     return changes
 
 
+def _on_disk(store: GoldenStore) -> tuple[Manifest, list[Any]] | str:
+    """The golden on disk, verified (manifest, sizes, hashes, examples), or what is wrong with
+    it: "unchanged" must mean the files on disk are intact, so regen repairs a damaged one."""
+    try:
+        return store.read_verified()
+    except errors.UnsafeGolden:
+        raise
+    except errors.ModelpackError as exc:
+        return exc.summary
+
+
 def regenerate(request: CheckRequest, runner: Runner, result: CheckResult) -> None:
-    """Record fresh examples and write the golden (atomically); say created/unchanged/changed."""
+    """Record fresh examples and write the golden all-or-nothing; say created/unchanged/changed
+    (and what was repaired: a damaged golden, an interrupted regen's leftovers)."""
     if not request.writes_golden:
         result.verdict = Verdict.CHECKED
         result.detail = f"golden written by the [{request.settings.devices[0]}] run"
@@ -75,43 +85,58 @@ def regenerate(request: CheckRequest, runner: Runner, result: CheckResult) -> No
     with placed(model, request.device):
         records = [Example(x, runner(model, x, request.device)) for x in inputs]
     data = examples_bytes(records)
-    store = GoldenStore(request.golden_folder, request.name)
-    existed = store.exists()
+    store = GoldenStore(
+        request.golden_folder,
+        request.name,
+        nodeid=request.nodeid,
+        project_root=request.project_root,
+    )
+    interrupted = store.interrupted()
+    existed = store.exists() or interrupted is not None
     allowlist = allowlist_for(request)
-    pending = store.prepare(model, data)
+    pending = store.prepare(model)
     try:
-        assert pending.bundle_tmp is not None
         verdict = scan_or_refuse(request, pending.bundle_tmp, allowlist, making=True)
-        globals_ = []
-        for ref in verdict.globals:
-            decision = allowlist.check(ref.module, ref.qualname)
-            globals_.append(
-                {
-                    "global": f"{ref.module}.{ref.qualname}",
-                    "module": ref.module,
-                    "qualname": ref.qualname,
-                    "kind": decision.kind,
-                }
+        store.add_examples(pending, data, len(records))
+        globals_ = [
+            GlobalEntry(
+                module=ref.module,
+                qualname=ref.qualname,
+                kind=allowlist.check(ref.module, ref.qualname).kind,
             )
-        manifest = pending.manifest
-        manifest["created_by"] = {"test": request.nodeid, "device": request.device}
-        manifest["examples"]["count"] = len(records)
-        manifest["environment"] = environment()
-        manifest["globals"] = globals_
-        manifest["code"] = fingerprint_model(
-            [(ref.module, ref.qualname) for ref in verdict.globals], request.project_root
+            for ref in verdict.globals
+        ]
+        manifest = store.build_manifest(
+            pending,
+            created_by=CreatedBy(test=request.nodeid, device=request.device),
+            globals_=globals_,
+            code=fingerprint_model(
+                [(ref.module, ref.qualname) for ref in verdict.globals], request.project_root
+            ),
+            structure=structure_tree(model),
         )
-        manifest["structure"] = structure_tree(model)
-        changes = describe_change(store, manifest, records) if existed else ["created"]
-        result.bundle_size = manifest["bundle"]["size"]
+        leftovers = store.leftovers()
+        if interrupted is not None:
+            changes = [f"repaired an interrupted regen ({store.shown(interrupted)})"]
+        elif not existed:
+            changes = ["created"]
+        else:
+            old = _on_disk(store)
+            if isinstance(old, str):
+                changes = [f"repaired: {old}"]
+            else:
+                changes = describe_change(*old, manifest, records)
+        result.bundle_size = manifest.bundle.size
         result.examples = len(records)
-        if not changes:
+        if not changes and not leftovers:
             pending.discard()
             result.verdict = Verdict.UNCHANGED
             return
-        pending.commit()
+        removed = pending.commit(manifest)
     except BaseException:
         pending.discard()
         raise
+    if removed:
+        changes.append(f"removed {len(removed)} leftover(s) of an interrupted regen")
     result.verdict = Verdict.CREATED if not existed else Verdict.CHANGED
     result.detail = "" if not existed else "; ".join(changes)

@@ -17,7 +17,6 @@ from typing import Any
 
 from .. import errors
 from ..apply import apply_model, placed
-from ..codec import RaisedError
 from ..compare import compare, describe_differences
 from ..diagnose.frames import user_frame
 from ..diagnose.loading import load_error
@@ -25,6 +24,7 @@ from ..diagnose.lossy import explain_lossy, lost_private_state, setstate_pitfall
 from ..diagnose.missing import refuse_unimportable
 from ..diagnose.nondeterminism import nondeterminism_hints
 from ..diagnose.unpicklable import leaf_name, unpicklable_error
+from ..golden.examples import RaisedError
 from ..states import Mode
 from ..structure import diff_trees, structure_tree
 from .explore import hypothesis_settings, run_property

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..apply import apply_model, to_device
-from ..codec import raised_from
+from ..golden.examples import raised_from
 from .request import CheckRequest
 
 __all__ = ["Runner", "tolerance_line"]
@@ -16,16 +16,29 @@ class Runner:
 
     def __init__(self, request: CheckRequest) -> None:
         self.request = request
+        #: Calls on the live model, and how many of them raised (see :meth:`all_raised`).
+        self.live_calls = 0
+        self.live_raised: list[Any] = []
 
     def __call__(self, model: Any, x: Any, device: str) -> Any:
+        live = model is self.request.model
+        if live:
+            self.live_calls += 1
         try:
             if self.request.apply is not None:
                 output = self.request.apply(model, x)
             else:
                 output = apply_model(model, x, device=device)
         except Exception as exc:  # raising is behaviour too: compared by type and message
-            return raised_from(exc)
+            raised = raised_from(exc)
+            if live:
+                self.live_raised.append(raised)
+            return raised
         return to_device(output, "cpu")
+
+    def all_raised(self) -> bool:
+        """Whether every input the live model ran on raised: a check of exceptions only."""
+        return self.live_calls > 0 and len(self.live_raised) == self.live_calls
 
 
 def tolerance_line(rtol: float | None, atol: float | None, exact: bool) -> str:

@@ -20,8 +20,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..golden.fileio import write_atomic
 from .plot import comparison_svg, fmt
-from .summary import Report, format_size, write_text_atomic
+from .summary import Report, format_size
 
 __all__ = ["render_html", "write_html"]
 
@@ -53,7 +54,8 @@ summary{cursor:pointer;color:#0969da;margin-top:6px}
 
 def write_html(report: Report, path: Path) -> None:
     """Render the session's report and write it atomically to ``path``."""
-    write_text_atomic(path, render_html(report))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, render_html(report).encode("utf-8"))
 
 
 def render_html(report: Report) -> str:

@@ -7,8 +7,6 @@ Rows are plain dicts (JSON-able) so pytest-xdist workers can send them to the co
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -169,18 +167,8 @@ class Report:
         }
 
     def write(self, path: Path) -> None:
-        """Write the JSON report atomically."""
-        write_text_atomic(path, json.dumps(self.to_json(), indent=1) + "\n")
+        """Write the JSON report atomically (the one atomic write of :mod:`.golden.fileio`)."""
+        from ..golden.fileio import write_atomic
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, (json.dumps(self.to_json(), indent=1) + "\n").encode())

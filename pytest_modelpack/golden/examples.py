@@ -36,12 +36,13 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from pytest_modelpack.errors import CorruptGolden, Unrecordable
+from ..errors import CorruptGolden, Unrecordable
+from .fileio import write_atomic
 
 __all__ = [
     "FORMAT_VERSION",
@@ -595,7 +596,7 @@ def dump_examples(
     """
     data = examples_bytes(records)  # encode first: an Unrecordable value must not truncate a file
     if isinstance(path_or_file, (str, os.PathLike)):
-        _write_atomic(os.fspath(path_or_file), data)
+        write_atomic(Path(path_or_file), data)
     elif isinstance(path_or_file, io.TextIOBase):
         path_or_file.write(data.decode("utf-8"))
     else:
@@ -608,22 +609,3 @@ def load_examples(path_or_file: str | os.PathLike[str] | IO[Any]) -> list[Exampl
         with open(path_or_file, "rb") as f:
             return parse_examples(f.read())
     return parse_examples(path_or_file.read())
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".examples-", suffix=".tmp")
-    try:
-        # mkstemp creates the file 0600; a committed golden should be readable like any other file.
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -1,0 +1,313 @@
+"""The one place that writes files: atomic file writes, atomic folder swaps, the folder lock.
+
+Every write of pytest-modelpack (a golden, ``examples.json`` written on its own, the JSON report)
+goes through :func:`write_atomic` or :func:`swap_folder`, so a crash, a kill or a full disk leaves
+the old content or the new one, never half of each, and never a stray temporary file once the next
+write has run.
+
+A golden folder changes in one step: the new golden is written into a sibling temporary folder
+(``.<name>.new-XXXX``) and swapped in. On Linux ``renameat2(RENAME_EXCHANGE)`` exchanges the two
+folders atomically; elsewhere the old folder is first renamed aside (``.<name>.old-XXXX``) and the
+new one renamed into place, and a reader that finds the folder missing beside an ``.old`` folder
+knows a swap was interrupted (:func:`interrupted_swap`); regen then repairs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "LFS_MAGIC",
+    "HashingWriter",
+    "fsync_dir",
+    "folder_lock",
+    "interrupted_swap",
+    "leftovers",
+    "new_folder",
+    "remove_leftovers",
+    "sha256_file",
+    "swap_folder",
+    "temporary_file",
+    "write_atomic",
+]
+
+#: The first bytes of a Git LFS pointer file: the real content was never fetched.
+LFS_MAGIC = b"version https://git-lfs.github.com/spec/v1"
+
+_CHUNK = 1 << 20
+#: Marks of our own temporary files and folders: ``.<final name>.<random><suffix>``.
+_TMP_SUFFIX = ".tmp"
+_NEW_MARK = ".new-"
+_OLD_MARK = ".old-"
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+class HashingWriter:
+    """A write-only file wrapper that hashes and counts what passes through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._hash.update(view)
+        self.size += view.nbytes
+        self._raw.write(view)
+        return view.nbytes
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """Streaming sha256 and size of a file."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can open a directory
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def temporary_file(folder: Path, final_name: str) -> Iterator[tuple[IO[bytes], Path]]:
+    """A temporary file beside ``final_name``; removed unless the caller moved it into place."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{final_name}.", suffix=_TMP_SUFFIX)
+    path = Path(name)
+    try:
+        # mkstemp creates 0600 files; a golden is committed and read by others like any source.
+        os.chmod(path, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            yield f, path
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, replace.
+
+    On any error (or interrupt) the temporary file is removed and ``path`` keeps its old content.
+    """
+    path = Path(path)
+    with temporary_file(path.parent, path.name) as (f, tmp):
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Serialise writers of the goldens in ``folder`` across processes (pytest-xdist workers).
+
+    The lock is on the *parent* of the golden folders: the golden folder itself is swapped, so a
+    lock on its inode would not be seen by the next writer.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: the swap is still two renames, detected if interrupted
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+class NewFolder:
+    """A sibling temporary folder a new golden is written into, held locked while it is alive
+    (so a concurrent writer's cleanup never removes it), and removed unless swapped in."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        try:
+            self.path = Path(
+                tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}{_NEW_MARK}")
+            )
+        except OSError as exc:  # name the folder that refused, not the random name we wanted
+            raise OSError(exc.errno, exc.strerror, str(target.parent)) from None
+        os.chmod(self.path, 0o777 & ~_UMASK)
+        self._fd: int | None = None
+        with contextlib.suppress(ImportError, OSError):
+            import fcntl
+
+            self._fd = os.open(self.path, os.O_RDONLY)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def discard(self) -> None:
+        self.release()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def new_folder(target: Path) -> NewFolder:
+    return NewFolder(target)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _renameat2() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        func = libc.renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl without it
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths; False when the OS or file system cannot."""
+    if _RENAMEAT2 is None:
+        return False
+    rc = _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # file system without exchange
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def swap_folder(new: NewFolder, target: Path) -> None:
+    """Put the folder ``new`` in place of ``target`` in one step (see the module docstring).
+
+    The caller holds :func:`folder_lock` on ``target.parent``. Afterwards the old golden is gone.
+    """
+    new.release()
+    parent = target.parent
+    if not os.path.lexists(target):
+        os.rename(new.path, target)
+        fsync_dir(parent)
+        return
+    if _exchange(new.path, target):
+        fsync_dir(parent)
+        shutil.rmtree(new.path, ignore_errors=True)  # now holds the old golden
+        return
+    # Two renames; in between, the target is missing and ``.<name>.old-*`` holds the old golden:
+    # :func:`interrupted_swap` reports that state and regen repairs it.
+    old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}{_OLD_MARK}"))
+    os.rmdir(old)
+    os.rename(target, old)
+    try:
+        os.rename(new.path, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    fsync_dir(parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def leftovers(target: Path) -> list[Path]:
+    """Temporary files and folders an interrupted write of ``target`` left behind (and that no
+    live writer holds): ``.<name>.new-*`` / ``.<name>.old-*`` beside it, ``.*.tmp`` inside it."""
+    found: list[Path] = []
+    with contextlib.suppress(OSError):
+        for entry in target.parent.iterdir():
+            name = entry.name
+            if name.startswith(f".{target.name}{_NEW_MARK}") or name.startswith(
+                f".{target.name}{_OLD_MARK}"
+            ):
+                if not _held(entry):
+                    found.append(entry)
+    with contextlib.suppress(OSError):
+        if target.is_dir() and not target.is_symlink():
+            found += [
+                p
+                for p in target.iterdir()
+                if p.name.startswith(".") and p.name.endswith(_TMP_SUFFIX)
+            ]
+    return sorted(found)
+
+
+def _held(folder: Path) -> bool:
+    """Whether a live writer holds ``folder`` (its flock): then it is not a leftover."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the lock we may just have taken
+    return False
+
+
+def interrupted_swap(target: Path) -> Path | None:
+    """The ``.<name>.old-*`` folder holding the previous golden when a two-rename swap was
+    interrupted between its renames (``target`` missing), else None."""
+    if os.path.lexists(target):
+        return None
+    olds = [p for p in leftovers(target) if p.name.startswith(f".{target.name}{_OLD_MARK}")]
+    return olds[0] if olds else None
+
+
+def remove_leftovers(target: Path) -> list[Path]:
+    """Remove what :func:`leftovers` finds; first put back an interrupted swap's old folder."""
+    old = interrupted_swap(target)
+    if old is not None:
+        os.rename(old, target)
+    removed = []
+    for path in leftovers(target):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        removed.append(path)
+    return removed

@@ -1,0 +1,267 @@
+"""``manifest.json``: the typed :class:`Manifest`, read, validated and written in one place.
+
+A manifest is untrusted input (anyone who can open a pull request can commit one), so every field
+is checked for its type when read, and a manifest missing a section the gate needs (``code``,
+``globals``, ``environment`` ...) is invalid: drift detection must never switch off silently
+because a section went missing. :func:`parse_manifest` and :func:`manifest_bytes` are inverses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "CodeUnit",
+    "CreatedBy",
+    "FileEntry",
+    "GlobalEntry",
+    "InvalidManifest",
+    "Manifest",
+    "UnknownVersion",
+    "manifest_bytes",
+    "parse_manifest",
+]
+
+FORMAT_VERSION = 1
+FORMAT_NAME = "pytest-modelpack golden"
+
+#: A code unit (one entry of the ``code`` section): kept as the dict the fingerprinter writes,
+#: validated field by field.
+CodeUnit = dict[str, Any]
+
+
+class InvalidManifest(ValueError):
+    """A manifest field is missing or of the wrong type; ``field`` is its dotted path."""
+
+    def __init__(self, field: str, why: str) -> None:
+        self.field = field
+        self.why = why
+        super().__init__(f"field {field!r}: {why}")
+
+
+class UnknownVersion(ValueError):
+    def __init__(self, version: Any) -> None:
+        self.version = version
+        super().__init__(f"unknown format version {version!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    """A file of the golden as the manifest records it."""
+
+    file: str
+    size: int
+    sha256: str
+    #: The pickle protocol (bundle only).
+    protocol: int | None = None
+    #: How many examples were recorded (examples only).
+    count: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalEntry:
+    """A global the bundle references, with its kind (project / third party / builtin ...)."""
+
+    module: str
+    qualname: str
+    kind: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.module}.{self.qualname}"
+
+
+@dataclasses.dataclass(frozen=True)
+class CreatedBy:
+    test: str | None
+    device: str | None
+
+
+@dataclasses.dataclass
+class Manifest:
+    """What a golden says about itself. Sections: :attr:`code`, :attr:`globals`,
+    :attr:`environment`, :attr:`structure`; files: :attr:`bundle`, :attr:`examples`."""
+
+    name: str
+    bundle: FileEntry
+    examples: FileEntry
+    created_by: CreatedBy
+    environment: dict[str, str | None]
+    globals: list[GlobalEntry]
+    code: dict[str, CodeUnit]
+    structure: dict[str, str]
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        def entry(e: FileEntry) -> dict[str, Any]:
+            out: dict[str, Any] = {"file": e.file, "size": e.size, "sha256": e.sha256}
+            if e.protocol is not None:
+                out["protocol"] = e.protocol
+            if e.count is not None:
+                out["count"] = e.count
+            return out
+
+        return {
+            "format": self.format,
+            "format_version": self.format_version,
+            "name": self.name,
+            "bundle": entry(self.bundle),
+            "examples": entry(self.examples),
+            "created_by": {"test": self.created_by.test, "device": self.created_by.device},
+            "environment": dict(self.environment),
+            "globals": [
+                {"global": g.name, "module": g.module, "qualname": g.qualname, "kind": g.kind}
+                for g in self.globals
+            ],
+            "code": {k: dict(v) for k, v in self.code.items()},
+            "structure": dict(self.structure),
+        }
+
+    @property
+    def project_globals(self) -> list[tuple[str, str]]:
+        """(module, qualname) of the project globals the bundle referenced at regen."""
+        return [(g.module, g.qualname) for g in self.globals if g.kind == "project"]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Manifest:
+        """Validate ``data`` (parsed JSON); :class:`InvalidManifest` names the first bad field."""
+        obj = _obj(data, "manifest")
+        version = obj.get("format_version")
+        if version != FORMAT_VERSION or isinstance(version, bool):
+            raise UnknownVersion(version)
+        created = _obj(_need(obj, "created_by", "manifest"), "created_by")
+        return cls(
+            format=_typed(_need(obj, "format", "manifest"), str, "format"),
+            format_version=FORMAT_VERSION,
+            name=_typed(_need(obj, "name", "manifest"), str, "name"),
+            bundle=_file_entry(obj, "bundle", "protocol"),
+            examples=_file_entry(obj, "examples", "count"),
+            created_by=CreatedBy(
+                test=_optional(created.get("test"), str, "created_by.test"),
+                device=_optional(created.get("device"), str, "created_by.device"),
+            ),
+            environment={
+                key: _optional(value, str, f"environment.{key}")
+                for key, value in _obj(_need(obj, "environment", "manifest"), "environment").items()
+            },
+            globals=[_global(item, i) for i, item in enumerate(_list(obj, "globals"))],
+            code={
+                key: _code_unit(unit, f"code.{key}")
+                for key, unit in _obj(_need(obj, "code", "manifest"), "code").items()
+            },
+            structure={
+                key: _typed(value, str, f"structure.{key}")
+                for key, value in _obj(_need(obj, "structure", "manifest"), "structure").items()
+            },
+        )
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """Decode and validate ``manifest.json`` bytes.
+
+    Raises :class:`ValueError` subclasses: ``json.JSONDecodeError`` / ``UnicodeDecodeError`` for
+    bytes that are not JSON, :class:`UnknownVersion`, :class:`InvalidManifest`.
+    """
+    return Manifest.from_json(json.loads(raw))
+
+
+def manifest_bytes(manifest: Manifest) -> bytes:
+    return json.dumps(manifest.to_json(), indent=1, allow_nan=False).encode() + b"\n"
+
+
+# -- field checks --------------------------------------------------------------------------------
+
+_TYPE_WORDS = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _typed(value: Any, kind: type, field: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidManifest(field, f"expected {_TYPE_WORDS[kind]}, got {_describe(value)}")
+    return value
+
+
+def _optional(value: Any, kind: type, field: str) -> Any:
+    return None if value is None else _typed(value, kind, field)
+
+
+def _obj(value: Any, field: str) -> dict[str, Any]:
+    return _typed(value, dict, field)  # type: ignore[no-any-return]
+
+
+def _need(obj: dict[str, Any], key: str, where: str) -> Any:
+    if key not in obj:
+        raise InvalidManifest(key, "missing (the gate needs it)")
+    return obj[key]
+
+
+def _list(obj: dict[str, Any], key: str) -> list[Any]:
+    return _typed(_need(obj, key, "manifest"), list, key)  # type: ignore[no-any-return]
+
+
+def _file_entry(obj: dict[str, Any], key: str, extra: str) -> FileEntry:
+    entry = _obj(_need(obj, key, "manifest"), key)
+    for part in ("file", "size", "sha256"):
+        if part not in entry:
+            raise InvalidManifest(f"{key}.{part}", "missing")
+    size = _typed(entry["size"], int, f"{key}.size")
+    if size < 0:
+        raise InvalidManifest(f"{key}.size", f"expected a size in bytes, got {size}")
+    sha = _typed(entry["sha256"], str, f"{key}.sha256")
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise InvalidManifest(f"{key}.sha256", f"expected 64 hex digits, got {_describe(sha)}")
+    value = _optional(entry.get(extra), int, f"{key}.{extra}")
+    return FileEntry(
+        file=_typed(entry["file"], str, f"{key}.file"),
+        size=size,
+        sha256=sha,
+        **{extra: value},
+    )
+
+
+def _global(item: Any, index: int) -> GlobalEntry:
+    field = f"globals[{index}]"
+    entry = _obj(item, field)
+    for part in ("module", "qualname", "kind"):
+        if part not in entry:
+            raise InvalidManifest(f"{field}.{part}", "missing")
+    return GlobalEntry(
+        module=_typed(entry["module"], str, f"{field}.module"),
+        qualname=_typed(entry["qualname"], str, f"{field}.qualname"),
+        kind=_typed(entry["kind"], str, f"{field}.kind"),
+    )
+
+
+_UNIT_FIELDS: dict[str, tuple[type, bool]] = {
+    # field: (type, required)
+    "kind": (str, True),
+    "module": (str, True),
+    "qualname": (str, True),
+    "sha256": (str, True),
+    "source": (str, True),
+    "file": (str, False),
+    "line": (int, False),
+}
+
+
+def _code_unit(unit: Any, field: str) -> CodeUnit:
+    entry = _obj(unit, field)
+    for part, (kind, required) in _UNIT_FIELDS.items():
+        if part not in entry:
+            if required:
+                raise InvalidManifest(f"{field}.{part}", "missing")
+            continue
+        if required:
+            _typed(entry[part], kind, f"{field}.{part}")
+        else:
+            _optional(entry[part], kind, f"{field}.{part}")
+    return dict(entry)

@@ -1,0 +1,472 @@
+"""The golden store: one folder per golden, changed all-or-nothing, read defensively.
+
+``goldens/<name>/``
+    ``bundle.pkl``     exactly what ``pickle.dump(model, f)`` writes (the artifact production ships)
+    ``manifest.json``  format version, hashes, environment, globals, code fingerprints, structure
+    ``examples.json``  recorded inputs and outputs, JSON only (see :mod:`.examples`)
+
+Writing streams the pickle into a sibling temporary folder while hashing it (the bundle bytes are
+never held in memory), writes the examples and the manifest beside it, fsyncs everything and swaps
+the folder in (:func:`.fileio.swap_folder`). Reading checks the manifest's types and format
+version, then the files' sizes and sha256 (streaming), before anything else looks at the bundle.
+Every OS error becomes a :class:`~pytest_modelpack.errors.GoldenIOError` naming the path and the
+remedy; symlinks leading out of the project are refused.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import platform
+from pathlib import Path
+from typing import Any
+
+from .. import fixes
+from ..errors import CorruptGolden, GoldenIOError, MissingGolden, ModelpackError, UnsafeGolden
+from . import fileio
+from .manifest import (
+    FORMAT_VERSION,
+    CreatedBy,
+    FileEntry,
+    GlobalEntry,
+    InvalidManifest,
+    Manifest,
+    UnknownVersion,
+    manifest_bytes,
+    parse_manifest,
+)
+
+__all__ = ["BUNDLE", "EXAMPLES", "MANIFEST", "GoldenStore", "PendingGolden", "environment"]
+
+BUNDLE = "bundle.pkl"
+MANIFEST = "manifest.json"
+EXAMPLES = "examples.json"
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict[str, str | None]:
+    """Versions that decide how a golden behaves when loaded: recorded, compared as ENV DRIFT."""
+    return {
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "sentencepiece": _version("sentencepiece"),
+        "numpy": _version("numpy"),
+        "pytest-modelpack": _version("pytest-modelpack"),
+        "platform": f"{platform.system()}-{platform.machine()}",
+    }
+
+
+class PendingGolden:
+    """A golden written into a sibling temporary folder, not yet swapped into place."""
+
+    def __init__(self, store: GoldenStore, new: fileio.NewFolder, bundle: FileEntry) -> None:
+        self.store = store
+        self.new = new
+        self.bundle = bundle
+        self.examples: FileEntry | None = None
+
+    @property
+    def bundle_tmp(self) -> Path:
+        return self.new.path / BUNDLE
+
+    def discard(self) -> None:
+        self.new.discard()
+
+    def commit(self, manifest: Manifest) -> list[Path]:
+        """Write the manifest and swap the new folder in, under the writers' lock. Returns the
+        leftovers of interrupted earlier writes that were removed on the way."""
+        store = self.store
+        try:
+            with store.io("write", store.manifest_path):
+                fileio.write_atomic(self.new.path / MANIFEST, manifest_bytes(manifest))
+                fileio.fsync_dir(self.new.path)
+                with fileio.folder_lock(store.folder.parent):
+                    removed = fileio.remove_leftovers(store.folder)
+                    fileio.swap_folder(self.new, store.folder)
+        except BaseException:
+            self.discard()
+            raise
+        return removed
+
+
+class GoldenStore:
+    """Paths and safe reading/writing for one golden folder.
+
+    ``nodeid`` names the test in fix lines; ``project_root`` is where the golden must stay
+    (symlinks out of it are refused).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        name: str,
+        *,
+        nodeid: str | None = None,
+        project_root: Path | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.name = name
+        self.nodeid = nodeid
+        self.project_root = project_root
+
+    @property
+    def bundle_path(self) -> Path:
+        return self.folder / BUNDLE
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.folder / MANIFEST
+
+    @property
+    def examples_path(self) -> Path:
+        return self.folder / EXAMPLES
+
+    def exists(self) -> bool:
+        """Whether anything stands at the golden's path (an empty folder counts as missing)."""
+        if not os.path.lexists(self.folder):
+            return False
+        if self.folder.is_dir() and not self.folder.is_symlink():
+            try:
+                return any(self.folder.iterdir())
+            except OSError:
+                return True  # unreadable: let the read say so, with the path and the fix
+        return True
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def shown(self, path: Path | None = None) -> str:
+        """A path as a user would type it: relative to the working directory if in it."""
+        path = self.folder if path is None else path
+        try:
+            if Path(os.path.abspath(path)).is_relative_to(Path.cwd()):
+                return os.path.relpath(path)
+        except (OSError, ValueError):
+            pass
+        return str(path)
+
+    def _corrupt(self, summary: str, path: Path, why: str, fix: str | None = None) -> CorruptGolden:
+        return CorruptGolden(
+            summary,
+            name=self.name,
+            detail=[f"file: {path}", *([why] if why else [])],
+            fix=fix or fixes.restore_or_regen(None, self.shown()),
+        )
+
+    def io(self, action: str, path: Path) -> _IOErrors:
+        """A context that turns an OSError into a GoldenIOError naming the path and the fix."""
+        return _IOErrors(self, action, path)
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def check_paths(self) -> None:
+        """Refuse a golden folder, or a file in it, that is a symlink leading out of the project:
+        the gate would read, and regen write, files elsewhere on the machine."""
+        if self.project_root is None:
+            return
+        root = Path(os.path.realpath(self.project_root))
+        for path in (self.folder, self.bundle_path, self.manifest_path, self.examples_path):
+            if not os.path.lexists(path):
+                continue
+            absolute = Path(os.path.abspath(path))
+            real = Path(os.path.realpath(path))
+            # Only a link *leads* somewhere: a golden folder configured outside the project (an
+            # absolute modelpack_golden_dir) is the user's choice, not a surprise.
+            inside = absolute.is_relative_to(self.project_root) or absolute.is_relative_to(root)
+            if inside and not real.is_relative_to(root):
+                raise UnsafeGolden(
+                    f"{path.name} is a symlink leading outside the project",
+                    name=self.name,
+                    detail=[
+                        f"path: {path}",
+                        f"leads to: {real}",
+                        f"project root: {root}",
+                        "goldens are read by the gate and written by regen; a link out of the "
+                        "project would make them read or write files elsewhere",
+                    ],
+                    fix=f"replace the symlink with the real files (or remove it and run: "
+                    f"{fixes.regen_command(self.nodeid)})",
+                )
+
+    def interrupted(self) -> Path | None:
+        """The folder holding the previous golden when a regen was interrupted mid-swap."""
+        return fileio.interrupted_swap(self.folder)
+
+    def leftovers(self) -> list[Path]:
+        return fileio.leftovers(self.folder)
+
+    def leftover_warning(self) -> str | None:
+        found = self.leftovers()
+        if not found:
+            return None
+        shown = ", ".join(self.shown(p) for p in found[:3]) + (" ..." if len(found) > 3 else "")
+        return (
+            f"{len(found)} leftover(s) of an interrupted regen: {shown} — not part of the golden, "
+            f"do not commit them; {fixes.regen_command(self.nodeid)} removes them"
+        )
+
+    def missing_error(self, shown: str) -> ModelpackError:
+        """MISSING GOLDEN, or the one line saying a regen was interrupted mid-swap."""
+        old = self.interrupted()
+        if old is not None:
+            return CorruptGolden(
+                f"a regen was interrupted: {shown} is missing, the previous golden is in "
+                f"{self.shown(old)}",
+                name=self.name,
+                detail=["the process was stopped between the two renames that swap a golden in"],
+                fix=f"repair it with: {fixes.regen_command(self.nodeid)}  (or rename the folder "
+                "back)",
+            )
+        return MissingGolden(
+            f"no golden at {shown}",
+            name=self.name,
+            detail=["the gate compares the live model with a committed golden, and there is none"],
+            fix=f"create it with: {fixes.regen_command(self.nodeid)}  (then commit the folder)",
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _check_folder(self) -> None:
+        if self.exists() and not self.folder.is_dir():
+            raise self._corrupt(
+                "the golden folder is a file",
+                self.folder,
+                "a golden is a folder holding bundle.pkl, manifest.json and examples.json",
+                fix=f"remove the file {self.shown()}, then run: {fixes.regen_command(self.nodeid)}",
+            )
+
+    def read_manifest(self) -> Manifest:
+        self._check_folder()
+        path = self.manifest_path
+        if not os.path.lexists(path):
+            raise self._corrupt(
+                "manifest.json is missing", path, "the golden folder has no manifest.json"
+            )
+        self._check_file(path)
+        with self.io("read", path):
+            raw = path.read_bytes()
+        if raw.startswith(fileio.LFS_MAGIC):
+            raise self._lfs_error(path)
+        try:
+            return parse_manifest(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise self._corrupt("manifest.json is not valid JSON", path, str(exc)) from None
+        except UnknownVersion as exc:
+            raise self._corrupt(
+                f"unknown format version {exc.version!r}",
+                path,
+                f"this pytest-modelpack reads golden format version {FORMAT_VERSION}",
+                fix="upgrade pytest-modelpack to the version that wrote this golden, "
+                f"or regenerate it with {fixes.regen_command(None)}",
+            ) from None
+        except InvalidManifest as exc:
+            raise self._corrupt(
+                f"manifest.json field {exc.field!r} is invalid",
+                path,
+                f"{exc.field}: {exc.why}",
+            ) from None
+
+    def _lfs_error(self, path: Path) -> CorruptGolden:
+        return self._corrupt(
+            "Git LFS pointer instead of the file",
+            path,
+            "the file holds a Git LFS pointer: the real content was never fetched",
+            fix="run `git lfs pull` (and install git-lfs in CI), or stop tracking goldens with LFS",
+        )
+
+    def _check_file(self, path: Path) -> None:
+        if not path.is_file():
+            raise self._corrupt(f"{path.name} is not a file", path, "it is a directory or special")
+
+    def _verify(self, path: Path, entry: FileEntry) -> None:
+        if not os.path.lexists(path):
+            raise self._corrupt(f"{path.name} is missing", path, "the manifest lists it")
+        self._check_file(path)
+        with self.io("read", path):
+            with open(path, "rb") as f:
+                head = f.read(len(fileio.LFS_MAGIC))
+            if head.startswith(fileio.LFS_MAGIC):
+                raise self._lfs_error(path)
+            digest, size = fileio.sha256_file(path)
+        if size == 0:
+            raise self._corrupt(f"{path.name} is empty", path, "0 bytes on disk")
+        if size != entry.size:
+            what = "truncated" if size < entry.size else "longer than recorded"
+            raise self._corrupt(
+                f"{path.name} is {what}",
+                path,
+                f"manifest says {entry.size} bytes, the file has {size}",
+            )
+        if digest != entry.sha256:
+            raise self._corrupt(
+                f"{path.name} does not match its sha256",
+                path,
+                f"manifest sha256 {entry.sha256}, file sha256 {digest}",
+            )
+
+    def verify(self, manifest: Manifest) -> None:
+        """Check size and sha256 of bundle and examples against the manifest (streaming)."""
+        self._verify(self.bundle_path, manifest.bundle)
+        self._verify(self.examples_path, manifest.examples)
+
+    def read_examples(self) -> list[Any]:
+        from .examples import load_examples
+
+        self._check_file(self.examples_path)
+        try:
+            with self.io("read", self.examples_path):
+                return load_examples(self.examples_path)
+        except CorruptGolden as exc:
+            raise self._corrupt(
+                "examples.json cannot be decoded", self.examples_path, exc.summary, fix=exc.fix
+            ) from None
+
+    def read_verified(self) -> tuple[Manifest, list[Any]]:
+        """Everything a reader relies on: paths inside the project, manifest valid, sizes and
+        hashes match, examples decodable. Raises the first problem found."""
+        self.check_paths()
+        manifest = self.read_manifest()
+        self.verify(manifest)
+        return manifest, self.read_examples()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def prepare(self, model: Any) -> PendingGolden:
+        """Dump ``model`` into a new sibling temporary folder (streamed through a hash)."""
+        self.check_paths()
+        if self.exists() and not self.folder.is_dir():
+            raise GoldenIOError(
+                f"{self.shown()} is a file, not a golden folder",
+                name=self.name,
+                detail=[f"path: {self.folder}", "regen will not overwrite a file it did not write"],
+                fix=f"move or remove the file, then run: {fixes.regen_command(self.nodeid)}",
+            )
+        with self.io("create", self.folder.parent):
+            self.folder.parent.mkdir(parents=True, exist_ok=True)
+        with self.io("write", self.folder):
+            new = fileio.new_folder(self.folder)
+        try:
+            with self.io("write", self.bundle_path):
+                with fileio.temporary_file(new.path, BUNDLE) as (f, tmp):
+                    writer = fileio.HashingWriter(f)
+                    pickle.dump(model, writer, protocol=pickle.DEFAULT_PROTOCOL)
+                    f.flush()
+                    os.fsync(f.fileno())
+                    f.close()
+                    os.replace(tmp, new.path / BUNDLE)
+        except BaseException:
+            new.discard()
+            raise
+        bundle = FileEntry(
+            file=BUNDLE, size=writer.size, sha256=writer.sha256, protocol=pickle.DEFAULT_PROTOCOL
+        )
+        return PendingGolden(self, new, bundle)
+
+    def add_examples(self, pending: PendingGolden, data: bytes, count: int) -> None:
+        import hashlib
+
+        try:
+            with self.io("write", self.examples_path):
+                fileio.write_atomic(pending.new.path / EXAMPLES, data)
+        except BaseException:
+            pending.discard()
+            raise
+        pending.examples = FileEntry(
+            file=EXAMPLES, size=len(data), sha256=hashlib.sha256(data).hexdigest(), count=count
+        )
+
+    def build_manifest(
+        self,
+        pending: PendingGolden,
+        *,
+        created_by: CreatedBy,
+        globals_: list[GlobalEntry],
+        code: dict[str, Any],
+        structure: dict[str, str],
+    ) -> Manifest:
+        assert pending.examples is not None
+        return Manifest(
+            name=self.name,
+            bundle=pending.bundle,
+            examples=pending.examples,
+            created_by=created_by,
+            environment=environment(),
+            globals=globals_,
+            code=code,
+            structure=structure,
+        )
+
+
+# -- OS errors -----------------------------------------------------------------------------------
+
+
+def _remedy(err: int | None, action: str, where: str, regen: str) -> tuple[str, str]:
+    """(why, fix) for an OS error number."""
+    then = f"then regenerate: {regen}" if action != "read" else "then run the tests again"
+    if err in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk (or your quota) is full", (
+            f"free space on the file system holding {where}, {then}"
+        )
+    if err == errno.EROFS:
+        return "the file system is read-only", (
+            f"regenerate goldens on a writable checkout ({regen}) and commit them; "
+            "the gate (--modelpack-golden) only reads"
+        )
+    if err == errno.EFBIG:
+        return "the file is larger than the process's file-size limit (ulimit -f)", (
+            f"raise the limit (ulimit -f unlimited), {then}"
+        )
+    if err in (errno.EACCES, errno.EPERM):
+        need = "read" if action == "read" else "write"
+        return "permission denied", (
+            f"give your user {need} permission on {where} (chmod/chown), {then}"
+        )
+    if err == errno.EISDIR:
+        return "a directory stands where a file belongs", (
+            f"remove the directory {where}, then run: {regen}"
+        )
+    if err == errno.ENOTDIR:
+        return "a file stands where a folder belongs", (
+            f"remove or move the file in the way of {where}, then run: {regen}"
+        )
+    return "the operating system refused", f"check {where}, {then}"
+
+
+class _IOErrors:
+    def __init__(self, store: GoldenStore, action: str, path: Path) -> None:
+        self.store, self.action, self.path = store, action, path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if not isinstance(exc, OSError) or isinstance(exc, ModelpackError):
+            return
+        # The summary names the file the user knows (goldens/x/bundle.pkl); the detail and the
+        # fix name the path the OS refused (a temporary file, or the folder lacking permission).
+        path = Path(exc.filename) if exc.filename else self.path
+        name = errno.errorcode.get(exc.errno or 0, "")
+        why, fix = _remedy(
+            exc.errno, self.action, self.store.shown(path), fixes.regen_command(self.store.nodeid)
+        )
+        raise GoldenIOError(
+            f"cannot {self.action} {self.store.shown(self.path)}: {why}",
+            name=self.store.name,
+            detail=[
+                f"path: {path}",
+                f"{name or 'OSError'}: {exc.strerror or exc}",
+                "nothing was half-written: the golden on disk is unchanged"
+                if self.action != "read"
+                else "the gate writes nothing",
+            ],
+            fix=fix,
+        ) from None
