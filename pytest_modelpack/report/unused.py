@@ -76,6 +76,10 @@ def find_unused(
         if not base.is_dir():
             continue
         for folder in sorted(base.iterdir()):
+            # A golden's name never starts with a dot: ``.NAME.new-*``/``.NAME.old-*`` folders
+            # are a killed regen's leftovers, which the store reports (and regen removes).
+            if folder.name.startswith("."):
+                continue
             if looks_like_golden(folder) and _key(folder) not in skip:
                 found.append(folder)
     return found
