@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import hypothesis  # noqa: F401
@@ -54,6 +55,17 @@ modelpack_recorded = "{recorded}"
 QUIET = ("-p", "no:cacheprovider", "-p", "no:benchmark")
 
 
+#: What Hypothesis itself keeps in its home folder between runs: the unicode charmap that st.text
+#: builds, the constants it collects from the project's source, a scratch folder for writing them
+#: atomically, and the .gitignore it puts there. Never an example database ("examples").
+HYPOTHESIS_CACHES = ("unicode_data", "constants", "tmp", ".gitignore")
+
+
+def is_hypothesis_cache(relative: Path) -> bool:
+    parts = relative.parts
+    return len(parts) >= 2 and parts[0] == ".hypothesis" and parts[1] in HYPOTHESIS_CACHES
+
+
 @dataclasses.dataclass
 class SeedProject:
     """A small user project holding the seed's model (package.py) and a corpus."""
@@ -85,11 +97,19 @@ class SeedProject:
         )
 
     def snapshot(self) -> dict[str, bytes]:
-        """Every file under the project (relative path -> bytes), to prove what was written."""
+        """Every file under the project (relative path -> bytes), to prove what was written.
+
+        Hypothesis' own caches in its home folder (``.hypothesis/``, pointed at the project by the
+        ``seed_project`` fixture) are left out: Hypothesis keeps them for any project, and they
+        persist between runs on purpose (issue 12). Anything else there, such as an example
+        database, counts.
+        """
         return {
             str(p.relative_to(self.path)): p.read_bytes()
             for p in sorted(self.path.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts
+            if p.is_file()
+            and "__pycache__" not in p.parts
+            and not is_hypothesis_cache(p.relative_to(self.path))
         }
 
     def golden(self, name: str = "sentiment") -> Path:
@@ -100,14 +120,23 @@ class SeedProject:
 
 
 @pytest.fixture
-def seed_project(pytester: pytest.Pytester) -> SeedProject:
+def seed_project(pytester: pytest.Pytester) -> Iterator[SeedProject]:
+    from hypothesis import configuration
+
     project = SeedProject(pytester)
     for name in ("package.py", "corpus.txt", "strategies.py"):
         project.write(name, (EXAMPLE / name).read_text())
     project.write("conftest.py", CONFTEST)
     project.write("test_models.py", TEST_MODELS)
     project.ini()
-    return project
+    # Inner runs are in-process: point Hypothesis' home at the project, as a run started in the
+    # project folder would have it, so that whatever Hypothesis writes shows in snapshot().
+    previous = configuration.storage_directory(intent_to_write=False).home_directory
+    configuration.set_hypothesis_home_dir(project.path / ".hypothesis")
+    try:
+        yield project
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
 
 
 @pytest.fixture

@@ -319,6 +319,30 @@ def test_getstate_that_drops_the_tokenizer_is_lossy(seed_project: SeedProject) -
     )
 
 
+def test_setstate_that_scales_weights_in_place_is_lossy(seed_project: SeedProject) -> None:
+    """The round-trip shares tensor memory between live and reloaded model (issue 12): a
+    __setstate__ that writes into a tensor in place is still caught, and named."""
+    seed_project.edit(
+        "package.py",
+        "    def eval(self):\n        self.layer.eval()",
+        "    def __setstate__(self, state):\n"
+        "        self.__dict__.update(state)\n"
+        "        self.layer.embedding.weight.data.mul_(2)\n\n"
+        "    def eval(self):\n        self.layer.eval()",
+    )
+    result = seed_project.run()
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*modelpack: sentiment: LOSSY ROUND-TRIP — loading the model writes into its "
+            "tensors: model.layer.embedding.weight",
+            "  code that runs while unpickling (__setstate__, a __reduce__ function) changed*",
+            "  changed: model.layer.embedding.weight",
+            "  fix: do not modify tensors in __setstate__*",
+        ]
+    )
+
+
 def test_random_noise_in_forward_is_nondeterministic(regenerated: SeedProject) -> None:
     """Reported as NONDETERMINISTIC before any golden comparison, even by the gate."""
     regenerated.edit(

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from .conftest import SeedProject
+from .conftest import QUIET, SeedProject, is_hypothesis_cache
 
 CUDA = torch.cuda.is_available()
 
@@ -84,6 +84,45 @@ def test_gate_passes_on_a_clean_tree_and_writes_nothing(regenerated: SeedProject
     # 5 round-trip + 4 golden replays + 5 golden-vs-live + 4 live replays
     result.stdout.fnmatch_lines(["sentiment*cpu*golden*passed*18*KiB*"])
     assert regenerated.snapshot() == before
+
+
+def test_hypothesis_caches_persist_and_a_second_gate_writes_nothing(
+    seed_project: SeedProject,
+) -> None:
+    """Issue 12: Hypothesis' one-time caches (the unicode charmap st.text builds, the constants
+    it collects from the project) are kept where Hypothesis keeps them for any project
+    (.hypothesis/ in the working directory) and reused by the next run; the gate itself writes
+    nothing, and there is no example database."""
+    seed_project.edit(
+        "test_models.py",
+        "inputs=sentences()",
+        "inputs=sentences() | __import__('hypothesis').strategies.text(max_size=12)",
+    )
+    assert seed_project.run("--modelpack-regen").ret == 0
+
+    def files() -> dict[str, bytes]:
+        return {
+            str(p.relative_to(seed_project.path)): p.read_bytes()
+            for p in seed_project.path.rglob("*")
+            if p.is_file()
+            and "__pycache__" not in p.parts
+            and p.name not in ("stdout", "stderr")  # pytester's capture of the subprocess
+            and not is_hypothesis_cache(p.relative_to(seed_project.path))
+        }
+
+    first = seed_project.pytester.runpytest_subprocess(*QUIET, "--modelpack-golden")
+    assert first.ret == 0, first.stdout.str()
+    home = seed_project.path / ".hypothesis"
+    charmaps = list((home / "unicode_data").rglob("charmap.json.gz"))
+    assert charmaps, sorted(files())
+    built = charmaps[0].stat().st_mtime_ns
+    assert list((home / "constants").iterdir()), sorted(files())
+    before = files()
+    second = seed_project.pytester.runpytest_subprocess(*QUIET, "--modelpack-golden")
+    assert second.ret == 0, second.stdout.str()
+    assert files() == before, "the second gate run wrote something besides Hypothesis' caches"
+    assert charmaps[0].stat().st_mtime_ns == built, "the charmap was rebuilt"
+    assert not (home / "examples").exists()
 
 
 def test_changed_weights_fail_the_gate_then_regen_heals(regenerated: SeedProject) -> None:

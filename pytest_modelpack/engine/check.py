@@ -14,7 +14,6 @@ import warnings
 
 from .. import errors
 from ..states import Mode, Verdict
-from .explore import scratch_hypothesis_home
 from .gate import gate
 from .regen import regenerate
 from .request import CheckRequest, CheckResult
@@ -59,7 +58,7 @@ def run_check(request: CheckRequest) -> CheckResult:
     runner = Runner(request)
     start = time.perf_counter()
     try:
-        with warnings.catch_warnings(), scratch_hypothesis_home():
+        with warnings.catch_warnings():
             # torch warns about TypedStorage when pickling tensors; that is pickle's business.
             warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
             result.examples = round_trip(request, runner, result)

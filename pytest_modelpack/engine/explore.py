@@ -1,19 +1,24 @@
-"""Driving Hypothesis: inputs for a property (shrunk on failure) and inputs to record."""
+"""Driving Hypothesis: inputs for a property (shrunk on failure) and inputs to record.
+
+Round-trip and gate keep no example database (``database=None``): they write nothing of their own.
+Hypothesis' one-time caches (the unicode charmap ``st.text`` builds, the constants it collects
+from the project's source) stay where Hypothesis keeps them for any project (``.hypothesis/`` in
+the working directory, or ``HYPOTHESIS_STORAGE_DIRECTORY``), so they are built once, not on
+every run.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from .. import errors
 from ..golden.examples import encode_value
 from .request import CheckRequest
 
-__all__ = ["hypothesis_settings", "run_property", "draw_inputs", "scratch_hypothesis_home"]
+__all__ = ["hypothesis_settings", "run_property", "draw_inputs"]
 
 
 def hypothesis_settings(max_examples: int, derandomize: bool, **extra: Any) -> Any:
@@ -22,7 +27,7 @@ def hypothesis_settings(max_examples: int, derandomize: bool, **extra: Any) -> A
     return settings(
         max_examples=max_examples,
         derandomize=derandomize,
-        database=None,  # round-trip and gate write nothing, not even .hypothesis/
+        database=None,  # no example database: only Hypothesis' own caches are ever written
         deadline=None,  # model calls are slow and vary; timing is not what we test
         suppress_health_check=list(HealthCheck),
         verbosity=Verbosity.quiet,
@@ -116,21 +121,3 @@ def draw_inputs(request: CheckRequest, n: int) -> list[Any]:
             "could not draw inputs to record", detail=[f"{type(exc).__name__}: {exc}"]
         ) from None
     return collected
-
-
-@contextlib.contextmanager
-def scratch_hypothesis_home() -> Iterator[None]:
-    """Point Hypothesis's storage (its unicode cache for text strategies) at a temporary folder.
-
-    Round-trip and gate promise to write nothing to the project; Hypothesis would otherwise create
-    ``.hypothesis/unicode_data`` in the working directory the first time a text strategy runs.
-    """
-    from hypothesis import configuration
-
-    previous = getattr(configuration, "__hypothesis_home_directory", None)
-    with tempfile.TemporaryDirectory(prefix="modelpack-hypothesis-") as scratch:
-        configuration.set_hypothesis_home_dir(scratch)
-        try:
-            yield
-        finally:
-            configuration.set_hypothesis_home_dir(previous)

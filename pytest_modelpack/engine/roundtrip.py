@@ -2,17 +2,22 @@
 
 Each stage is a function of its own, so it can be tested without pytest:
 
-1. :func:`dump_live` — ``pickle.dumps`` of the live model (UNPICKLABLE names the parts that fail,
+1. :func:`dump_live` — the live model pickled in memory (UNPICKLABLE names the parts that fail,
    and classes that pickle here but load nowhere else);
-2. :func:`reload` — ``pickle.loads`` of those bytes (LOAD ERROR: the ``__setstate__`` pitfall);
+2. :func:`reload` — unpickled again (LOAD ERROR: the ``__setstate__`` pitfall);
 3. :func:`check_state_kept` — the reloaded object's structure against the live one's (LOSSY);
 4. :func:`probe_nondeterminism` — the live model run twice on a few inputs (NONDETERMINISTIC);
 5. :func:`compare_reloaded` — live vs reloaded on Hypothesis inputs (LOSSY, shrunk).
+
+Tensor storages stay out of band (:mod:`.storages`): the round-trip pickles and unpickles
+everything but the weights, which the reloaded model shares with the live one, so a 1 GiB model
+costs no extra copy of its weights here. The golden itself is written by plain ``pickle.dump``.
 """
 
 from __future__ import annotations
 
-import pickle
+import io
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import errors
@@ -30,9 +35,17 @@ from ..structure import diff_trees, structure_tree
 from .explore import hypothesis_settings, run_property
 from .request import NONDETERMINISM_PROBES, CheckRequest, CheckResult, short_repr
 from .runner import Runner, tolerance_line
+from .storages import (
+    StoragePickler,
+    StorageUnpickler,
+    changed_storages,
+    storage_fingerprints,
+    tensors_at,
+)
 
 __all__ = [
     "round_trip",
+    "LiveDump",
     "dump_live",
     "reload",
     "check_state_kept",
@@ -42,21 +55,37 @@ __all__ = [
 ]
 
 
-def dump_live(request: CheckRequest) -> bytes:
+@dataclass
+class LiveDump:
+    """The live model pickled in memory: what ``pickle.dumps`` writes, except that each torch
+    storage is a persistent id (PERSID) indexing :attr:`storages` instead of a nested copy."""
+
+    data: bytes
+    storages: list[Any] = field(default_factory=list)
+    #: Checksums of the storages' bytes when dumped (see :func:`.storages.storage_fingerprints`).
+    fingerprints: dict[Any, Any] = field(default_factory=dict)
+
+
+def dump_live(request: CheckRequest) -> LiveDump:
     """The live model's pickle; UNPICKLABLE when pickle refuses it or another process could not
     load it."""
+    storages: list[Any] = []
+    buffer = io.BytesIO()
     try:
-        data = pickle.dumps(request.model, protocol=pickle.DEFAULT_PROTOCOL)
+        StoragePickler(buffer, storages).dump(request.model)
     except Exception as exc:
         raise unpicklable_error(request.model, exc, request.project_root) from None
+    data = buffer.getvalue()
+    del buffer
     refuse_unimportable(request.model, data)
-    return data
+    return LiveDump(data, storages, storage_fingerprints(storages) if storages else {})
 
 
-def reload(request: CheckRequest, data: bytes) -> Any:
-    """``pickle.loads`` of our own bytes from this process (trusted); LOAD ERROR on failure."""
+def reload(request: CheckRequest, dump: LiveDump) -> Any:
+    """Unpickle our own dump from this process (trusted); LOAD ERROR on failure, LOSSY when
+    loading wrote into the (shared) tensor data."""
     try:
-        return pickle.loads(data)
+        reloaded = StorageUnpickler(io.BytesIO(dump.data), dump.storages).load()
     except Exception as exc:
         raise load_error(
             exc,
@@ -64,6 +93,23 @@ def reload(request: CheckRequest, data: bytes) -> Any:
             nodeid=request.nodeid,
             project_root=request.project_root,
         ) from None
+    changed = changed_storages(dump.fingerprints, dump.storages) if dump.fingerprints else []
+    if changed:
+        paths = tensors_at(request.model, changed) or [f"{len(changed)} tensor storage(s)"]
+        shown = ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else "")
+        raise errors.LossyRoundTrip(
+            f"loading the model writes into its tensors: {shown}",
+            detail=[
+                "code that runs while unpickling (__setstate__, a __reduce__ function) changed "
+                "tensor data in place, so a loaded model never has the weights it was saved with",
+                *[f"changed: {path}" for path in paths[:10]],
+                "the round-trip shares tensor memory between the live and the reloaded model, "
+                "so the live model's tensors were changed too: rebuild it before relying on it",
+            ],
+            fix="do not modify tensors in __setstate__ (or a __reduce__ function): save the "
+            "processed weights instead, or process a copy (tensor.clone()) after loading",
+        )
+    return reloaded
 
 
 def check_state_kept(request: CheckRequest, reloaded: Any) -> None:
@@ -215,9 +261,9 @@ def compare_reloaded(
 
 def round_trip(request: CheckRequest, runner: Runner, result: CheckResult | None = None) -> int:
     """Dump the live model, load it back in memory, compare both on Hypothesis inputs."""
-    data = dump_live(request)
-    reloaded = reload(request, data)
-    del data
+    dump = dump_live(request)
+    reloaded = reload(request, dump)
+    del dump
     check_state_kept(request, reloaded)
     with placed(request.model, request.device), placed(reloaded, request.device):
         probe_nondeterminism(request, runner)
