@@ -505,8 +505,8 @@ def test_loader_does_trigger_the_audit_hook() -> None:
     script = textwrap.dedent(
         """
         import sys, pickle, collections
-        from pytest_modelpack.allowlist import Allowlist
-        from pytest_modelpack.load import loads_bundle
+        from pytest_modelpack.safety import Allowlist
+        from pytest_modelpack.safety import loads_bundle
         seen = []
         sys.addaudithook(lambda event, args: seen.append(args) if event == "pickle.find_class" else None)
         loads_bundle(pickle.dumps(collections.OrderedDict(a=1)), Allowlist(None))

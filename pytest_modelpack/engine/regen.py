@@ -85,12 +85,14 @@ def regenerate(request: CheckRequest, runner: Runner, result: CheckResult) -> No
         globals_ = []
         for ref in verdict.globals:
             decision = allowlist.check(ref.module, ref.qualname)
+            # A name trusted by the live model's own pickle: say what it is, not "refused".
+            kind = decision.kind if decision.allowed else str(allowlist.classify(ref.module))
             globals_.append(
                 {
                     "global": f"{ref.module}.{ref.qualname}",
                     "module": ref.module,
                     "qualname": ref.qualname,
-                    "kind": decision.kind,
+                    "kind": kind,
                 }
             )
         manifest = pending.manifest

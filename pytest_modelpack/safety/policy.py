@@ -1,16 +1,25 @@
-"""Which globals a golden may reference: exact ``module.qualname`` pairs, decided per name.
+"""Which globals a golden may use, and in which role: the policy the interpreter is judged by.
 
-Three sources, nothing else (in particular nothing the golden itself says):
+A name is first decided as a whole (:meth:`Allowlist.check`: may it be imported at all?), then
+each use of it by its :class:`~pytest_modelpack.safety.refs.Role` (:meth:`Allowlist.judge`).
+Four sources, nothing else (in particular nothing the golden itself says):
 
-* a built-in set: torch tensor/parameter/storage rebuild functions, dtypes, ``torch.nn`` module
-  classes, containers, numpy arrays, sentencepiece processors;
-* classes and functions defined in the project's own modules, resolved without importing anything
-  outside the project;
-* the ``extra`` entries the user configured.
+* a built-in policy: the REDUCE table of :mod:`pytest_modelpack.safety.calls` (torch rebuild
+  functions, containers, codecs... each with argument checks), ``torch.nn`` module classes built
+  and restored, dtypes and torch functions referenced, numpy arrays, sentencepiece processors;
+* classes and functions defined in the project's own modules (referenced, instantiated, restored
+  with a default ``__setstate__``; never *called* unless the live model's pickle calls them);
+* :class:`Trust` derived from the live model's own pickle (:func:`trust_from_pickle`): every
+  global it uses, in the role it uses it (and for calls, the call shape);
+* the ``extra`` entries the user configured (``modelpack_safe_globals``): ``module.qualname`` or
+  ``module:qualname`` trusts one global in every role; ``package.*`` trusts every class under a
+  package and ``package.module:*`` those of one module, as classes: referenced, instantiated and
+  restored, never called.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import functools
 import importlib
 import importlib.machinery
@@ -18,13 +27,21 @@ import inspect
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_modelpack.errors import UsageError
 from pytest_modelpack.project import Location, ModuleKind, Project
+from pytest_modelpack.safety.calls import BUILD_TYPES, REDUCE_TABLE
+from pytest_modelpack.safety.refs import GlobalRef, Role
 
-__all__ = ["Allowlist", "Decision", "builtin_globals"]
+__all__ = ["Allowlist", "Decision", "Trust", "builtin_globals"]
+
+#: Module prefixes whose classes torch builds and restores as nn.Modules (NEWOBJ + BUILD).
+_TORCH_MODULE_PREFIX = "torch.nn.modules."
+#: Referenced (never called by the pickle) torch functions a model may hold as attributes:
+#: activation functions of nn.TransformerEncoderLayer, HF's ACT2FN... pure tensor functions.
+_REFERENCE_PREFIXES = ("torch.nn.functional", "torch._C._nn", "torch.nn.modules.")
 
 _TORCH_REBUILD = (
     ("torch._utils", "_rebuild_tensor_v2"),
@@ -62,6 +79,7 @@ _PLAIN = (
     ("collections", "OrderedDict"),
     ("collections", "defaultdict"),
     ("collections", "deque"),
+    ("collections", "Counter"),
     # Plain value types: constructing them runs no user-controlled code. int is what a pickled
     # SentencePieceProcessor references (its _return_type attribute).
     *(
@@ -86,8 +104,6 @@ _PLAIN = (
     ),
     ("copyreg", "_reconstructor"),  # protocols 0-1 objects
     ("_codecs", "encode"),  # protocols 0-2 bytes
-    ("functools", "partial"),
-    ("_io", "BytesIO"),
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"),
@@ -106,7 +122,8 @@ _PLAIN = (
 @functools.lru_cache(maxsize=1)
 def builtin_globals() -> frozenset[tuple[str, str]]:
     """The built-in allowlist as exact ``(module, qualname)`` pairs (imports torch once)."""
-    pairs = set(_TORCH_REBUILD) | set(_PLAIN)
+    pairs = set(_TORCH_REBUILD) | set(_PLAIN) | set(REDUCE_TABLE) | set(BUILD_TYPES)
+    pairs.add(("torch", "Tensor"))
     pairs.update(("torch", name) for name in _LEGACY_STORAGES)
     try:
         import torch
@@ -132,6 +149,30 @@ def builtin_globals() -> frozenset[tuple[str, str]]:
             if name.endswith("DType") and isinstance(value, type):
                 pairs.add(("numpy.dtypes", name))
     return frozenset(pairs)
+
+
+_NEWOBJ_PLAIN = frozenset(
+    ("builtins", name) for name in ("object", "dict", "list", "set", "tuple", "int", "float", "str")
+)
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the trusted live model's own pickle does: (module, qualname, role) uses, and for
+    calls the shape of each call (see :func:`pytest_modelpack.safety.trust.trust_from_pickle`)."""
+
+    uses: frozenset[tuple[str, str, Role]] = field(default_factory=frozenset)
+    shapes: frozenset[tuple[str, str, str]] = field(default_factory=frozenset)
+
+    def allows(self, module: str, qualname: str, role: Role, shape: str | None) -> bool:
+        if (module, qualname, role) not in self.uses:
+            return False
+        if role is Role.REDUCE:
+            return (module, qualname, shape or "") in self.shapes
+        return True
+
+    def knows(self, module: str, qualname: str) -> bool:
+        return any((module, qualname, role) in self.uses for role in Role)
 
 
 @dataclass(frozen=True)
@@ -183,13 +224,32 @@ class Allowlist:
     that names an existing module. Decisions are cached.
     """
 
-    def __init__(self, project_root: Path | str | None, extra: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        project_root: Path | str | None,
+        extra: Iterable[str] = (),
+        trust: Trust | None = None,
+    ) -> None:
         self.project = Project(project_root)
         self.project_root = self.project.root
+        self.trust = trust if trust is not None else Trust()
         self._extra_exact: set[tuple[str, str]] = set()
         self._extra_dotted: set[str] = set()
+        self._extra_packages: set[str] = set()  # "pkg.*": pkg and every module below it
+        self._extra_modules: set[str] = set()  # "pkg.mod:*": that module only
         for entry in extra:
-            if not entry.strip():
+            text = entry.strip()
+            if not text:
+                continue
+            if text.endswith((".*", ":*")):
+                module = text[:-2]
+                if not _valid_dotted(module):
+                    raise UsageError(
+                        f"invalid safe-global entry {entry!r}",
+                        fix="trust a package's classes as package.* (or one module's as "
+                        "package.module:*)",
+                    )
+                (self._extra_packages if text.endswith(".*") else self._extra_modules).add(module)
                 continue
             module, qualname = _split_extra(entry)
             if qualname is None:
@@ -207,6 +267,70 @@ class Allowlist:
             decision = self._cache[key] = self._decide(module, qualname)
         return decision
 
+    def judge(self, ref: GlobalRef) -> Decision:
+        """Decide one use of a global: ``ref.module.ref.qualname`` in ``ref.role``.
+
+        Nothing in ``ref`` but its names, role and call shape counts: the golden cannot widen
+        trust. A REDUCE of anything outside the built-in table needs the live model's pickle to
+        make the same call (or an exact ``modelpack_safe_globals`` entry).
+        """
+        if ref.problem is not None:
+            return Decision(False, "refused", ref.problem)
+        module, qualname, role = ref.module, ref.qualname, ref.role
+        key = (module, qualname)
+        name = self.check(module, qualname)
+        live = self.trust.allows(module, qualname, role, ref.shape)
+        if live:
+            return Decision(True, "live", "used this way by the live model's own pickle")
+        if key in self._extra_exact or (
+            f"{module}.{qualname}" in self._extra_dotted
+            and self._extra_split_matches(module, qualname)
+        ):
+            return Decision(True, "extra", "listed in the extra safe globals")
+        if role is not Role.REDUCE and self._in_extra_package(module):
+            return Decision(True, "extra", "a class of a package listed in the safe globals")
+        if role is Role.REFERENCE:
+            if name.allowed or module.startswith(_REFERENCE_PREFIXES):
+                return name if name.allowed else Decision(True, "third-party", "a torch function")
+            if self.trust.knows(module, qualname):
+                return Decision(True, "live", "used by the live model's own pickle")
+            return name
+        if role is Role.REDUCE:
+            if key in REDUCE_TABLE:
+                return Decision(True, name.kind, "on the built-in call table (arguments checked)")
+            if name.allowed and name.kind == "project":
+                return Decision(
+                    False,
+                    "refused",
+                    "a project function or class called by the golden, but the live model's "
+                    "own pickle never calls it this way",
+                )
+            return self._refuse_role(name, role)
+        # NEWOBJ / BUILD: torch modules, project classes, the built-in restorable types.
+        if module.startswith(_TORCH_MODULE_PREFIX):
+            return Decision(True, "third-party", "a torch.nn module class")
+        if key in BUILD_TYPES or (role is Role.NEWOBJ and key in _NEWOBJ_PLAIN):
+            return Decision(True, name.kind, "on the built-in allowlist")
+        if name.allowed and name.kind == "project":
+            return name
+        return self._refuse_role(name, role)
+
+    def _refuse_role(self, name: Decision, role: Role) -> Decision:
+        if not name.allowed:
+            return name
+        return Decision(
+            False,
+            "refused",
+            f"not allowed to be {role} by a golden (the live model's own pickle never does "
+            "this)",
+        )
+
+    def _in_extra_package(self, module: str) -> bool:
+        if module in self._extra_modules:
+            return True
+        parts = module.split(".")
+        return any(".".join(parts[:i]) in self._extra_packages for i in range(1, len(parts) + 1))
+
     def classify(self, module: str) -> ModuleKind:
         """Standard library, project or third-party (see :mod:`pytest_modelpack.project`)."""
         return self.project.module_kind(module)
@@ -221,7 +345,13 @@ class Allowlist:
         if not (_valid_dotted(module) and _valid_dotted(qualname)):
             return Decision(False, "refused", "not a valid module and qualified name")
         top = module.partition(".")[0]
-        stdlib = top in sys.stdlib_module_names or top in sys.builtin_module_names
+        # Python 2 names (__builtin__, copy_reg...) are standard library too, never "renamed
+        # project code": a protocol 3+ stream asking for them is refused, not aliased.
+        stdlib = (
+            top in sys.stdlib_module_names
+            or top in sys.builtin_module_names
+            or top in _compat_pickle.IMPORT_MAPPING
+        )
         if (module, qualname) in builtin_globals():
             kind = "builtin" if stdlib else "third-party"
             return Decision(True, kind, "on the built-in allowlist")
