@@ -45,6 +45,7 @@ def scan_or_refuse(
         verdict,
         nodeid=request.nodeid,
         making=making,
+        shown=display_path(path.parent, request.project_root),
         missing_error=lambda missing: load_error(
             None,
             "bundle.pkl (golden), read by the safety scan",

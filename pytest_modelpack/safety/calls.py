@@ -330,7 +330,10 @@ def _np_scalar(args: tuple[Any, ...], ctx: Context) -> str | None:
 
 
 def _np_frombuffer(args: tuple[Any, ...], ctx: Context) -> str | None:
-    return _first(_arity(args, 4), _kinds(args, ("bytes",), ("obj",), ("tuple",), ("str",)))
+    # Protocol 5 arrays: numpy's own bytearray buffer, reshaped by numpy (which checks sizes).
+    return _first(
+        _arity(args, 4), _kinds(args, ("bytes", "bytearray"), ("obj",), ("tuple",), ("str",))
+    )
 
 
 def _special(args: tuple[Any, ...], ctx: Context) -> str | None:
@@ -389,6 +392,7 @@ BUILD_TYPES = frozenset(
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("sentencepiece", "SentencePieceProcessor"),
+        ("collections", "OrderedDict"),  # a state_dict's _metadata attribute
     }
 )
 

@@ -466,11 +466,12 @@ def op_binunicode8(m: Machine, pos: int) -> None:
 
 def op_unicode(m: Machine, pos: int) -> None:
     if m.loading:
-        data, _ = m.line(pos)
-        if data is None:
-            raise m.fail(pos, "UNICODE line longer than 64 KiB")
+        left = m.src.remaining()
+        data = m.src.readline(-1 if left is None else left)
+        if not data.endswith(b"\n"):
+            raise m.truncated(pos)
         m.s.take(len(data), "a text value")
-        m.stack.append(data.decode("raw-unicode-escape"))
+        m.stack.append(data[:-1].decode("raw-unicode-escape"))
         return
     data, start = m.line(pos)
     if data is None:
@@ -742,6 +743,8 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     if why is None and name in SPECIAL:
         why = _special_problem(m, name, call)
     m.use(ref if why is None else replace(ref, problem=f"call refused: {why}"))
+    if why is not None:  # scan mode goes on (load mode raised): the call never happens
+        return Sym("obj", name)
     if name in SPECIAL:
         return _special(m, pos, name, call)
     if not m.loading:

@@ -93,10 +93,8 @@ class Reader:
         head = sub.read(4)
         sub.seek(0)
         if head == ZIP_MAGIC:
-            m.problem(
-                0, "<zip archive>", "data.pkl", Role.REFERENCE,
-                f"a zip archive inside a pickled storage ({where}): torch never writes one",
-            )
+            why = "a zip archive inside a pickled storage: torch never writes one"
+            m.use(GlobalRef("<zip archive>", "data.pkl", where, 0, problem=why))
             return Sym("storage")
         return self.legacy(sub, where, 1)
 
@@ -240,6 +238,8 @@ def _scan_zip(session: Session, src: Window, where: str) -> None:
     src.seek(size - tail_len)
     tail = src.read(tail_len)
     ends = [i for i in range(len(tail) - 3) if tail.startswith(b"PK\x05\x06", i)]
+    if not ends:
+        raise ScanError(f"unreadable zip file ({where}): no end-of-central-directory record")
     if len(ends) != 1:
         _zip_problem(
             session, where,
@@ -257,18 +257,25 @@ def _scan_zip(session: Session, src: Window, where: str) -> None:
         _zip_problem(session, where, "a zip whose end record does not end the file")
         return
     cd_end = eocd
-    if n_total == 0xFFFF or cd_offset == 0xFFFFFFFF or cd_size == 0xFFFFFFFF:
+    loc = b""
+    if eocd >= 20:
         src.seek(eocd - 20)
         loc = src.read(20)
-        if len(loc) != 20 or not loc.startswith(b"PK\x06\x07"):
-            raise ScanError(f"zip64 file without its locator ({where})")
+    if loc.startswith(b"PK\x06\x07"):  # zip64 (torch always writes it): its record counts
         (z64,) = struct.unpack("<Q", loc[8:16])
         src.seek(z64)
         rec64 = src.read(56)
-        if len(rec64) != 56 or not rec64.startswith(b"PK\x06\x06"):
-            raise ScanError(f"zip64 file without its end record ({where})")
-        n_total, _n2, cd_size, cd_offset = struct.unpack("<QQQQ", rec64[24:56])
-        cd_end = z64
+        if len(rec64) != 56 or not rec64.startswith(b"PK\x06\x06") or z64 + 56 != eocd - 20:
+            _zip_problem(session, where, "a zip64 end record out of place")
+            return
+        n64, _n2, size64, offset64 = struct.unpack("<QQQQ", rec64[24:56])
+        for small, big in ((n_total, n64), (cd_size, size64), (cd_offset, offset64)):
+            if small not in (big, 0xFFFF, 0xFFFFFFFF):
+                _zip_problem(session, where, "zip and zip64 end records disagree")
+                return
+        n_total, cd_size, cd_offset, cd_end = n64, size64, offset64, z64
+    elif n_total == 0xFFFF or cd_offset == 0xFFFFFFFF or cd_size == 0xFFFFFFFF:
+        raise ScanError(f"zip64 file without its locator ({where})")
     if cd_offset + cd_size != cd_end:
         _zip_problem(session, where, "a second central directory (its size and place disagree)")
         return

@@ -16,10 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from pytest_modelpack import errors
-from pytest_modelpack.fixes import restore_or_regen, trust_line
+from pytest_modelpack.fixes import regen_command, restore_or_regen, trust_line
 from pytest_modelpack.safety.refs import GlobalRef, Role
 
 __all__ = ["Verdict", "refusal_lines", "verdict_error", "refusal_error", "corrupt_error"]
+
+
+#: Refusals that run nothing by themselves (pickle.load fails on them): with a stream that then
+#: turns out malformed, the file is corrupt rather than an attack.
+_INERT = frozenset({"<persistent id>", "<out-of-band buffer>"})
 
 
 @dataclass
@@ -73,9 +78,9 @@ def corrupt_error(
     what: str, error: str, *, name: str | None = None, nodeid: str | None = None
 ) -> errors.CorruptGolden:
     return errors.CorruptGolden(
-        f"{what} is not a readable pickle",
+        f"{Path(what).name} is not a readable pickle",
         name=name,
-        detail=[error],
+        detail=[f"file: {what}", error],
         fix=restore_or_regen(nodeid),
     )
 
@@ -87,6 +92,7 @@ def verdict_error(
     nodeid: str | None = None,
     making: bool = False,
     missing_error: Any = None,
+    shown: str | None = None,
 ) -> errors.ModelpackError | None:
     """The error for ``verdict`` (None when safe).
 
@@ -94,21 +100,29 @@ def verdict_error(
     with the missing refs to build a LOAD ERROR when every refused global is renamed project code
     (the gate passes :func:`pytest_modelpack.diagnose.loading.load_error` through it).
     """
-    if verdict.error is not None and not verdict.refused:
+    running = [(r, why) for r, why in verdict.refused if r.module not in _INERT]
+    if verdict.error is not None and not running:
+        # Garbage that happens to hold a PERSID byte is corrupt; a payload before garbage is not.
         return corrupt_error(verdict.path, verdict.error, name=name, nodeid=nodeid)
     if not verdict.refused:
         return None
-    if (
-        not making
-        and verdict.error is None
-        and missing_error is not None
-        and len(verdict.missing) == len(verdict.refused)
-    ):
-        return missing_error(verdict.missing)
+    if not making and verdict.error is None and len(verdict.missing) == len(verdict.refused):
+        if missing_error is not None:
+            return missing_error(verdict.missing)
+        count = len(verdict.missing)
+        return errors.LoadError(
+            f"{verdict.path} references {count} global{'s' if count > 1 else ''} that no "
+            "longer exist",
+            name=name,
+            detail=refusal_lines(verdict.refused),
+            fix="restore the module or class, keep an alias under the old name, or "
+            f"regenerate the golden with {regen_command(nodeid)}",
+        )
     lines = refusal_lines(verdict.refused)
     if verdict.error is not None:  # a payload followed by garbage: pickle.load runs it first
         lines.append(f"(the scan then stopped: {verdict.error})")
-    return refusal_error(lines, [ref for ref, _ in verdict.refused], verdict.path, name, making)
+    refs = [ref for ref, _ in verdict.refused]
+    return refusal_error(lines, refs, verdict.path, name, making, nodeid, shown)
 
 
 def refusal_error(
@@ -117,34 +131,38 @@ def refusal_error(
     path: str | Path,
     name: str | None = None,
     making: bool = False,
+    nodeid: str | None = None,
+    shown: str | None = None,
 ) -> errors.UnsafeGolden:
-    """UNSAFE GOLDEN for refused uses (a scan's, or the one the loader stopped at)."""
+    """UNSAFE GOLDEN for refused uses (a scan's, or the one the loader stopped at).
+
+    At regen (``making``) the pickle is the author's own live model: say so, and offer the one
+    line that trusts the names (never for a problem no configuration can lift). At the gate the
+    golden is untrusted input: never advise trusting what it asks for.
+    """
     count = len(lines)
-    plural = "s" if count != 1 else ""
-    trustable = sorted({ref.name for ref in refs if ref.problem is None and "<" not in ref.name})
+    uses = f"{count} global use{'s' if count != 1 else ''}"
     if making:
+        trustable = sorted({ref.name for ref in refs if ref.problem is None and "<" not in ref.name})
         fix = (
             trust_line(trustable)
             if trustable
             else "change how the model pickles (its __reduce__/__getstate__): the gate only "
-            "loads what a plain pickle.dump of ordinary objects writes"
+            "loads what a plain pickle.dump of ordinary objects and tensors writes"
         )
         return errors.UnsafeGolden(
-            f"the live model pickles into {count} use{plural} of globals the gate would refuse "
-            "to load",
+            f"the live model pickles into {uses} the gate would refuse to load",
             name=name,
-            detail=[f"file: {path}", *lines, "this is your own model's pickle, not a tampered "
-                    "golden: nothing was written"],
+            detail=[
+                f"file: {path}",
+                *lines,
+                "this is your own model's pickle, not a tampered golden; nothing was written",
+            ],
             fix=fix,
         )
     return errors.UnsafeGolden(
-        f"{count} use{plural} of globals in the golden refused; nothing from it was run",
+        f"{uses} refused; nothing from the golden was run",
         name=name,
         detail=[f"file: {path}", *lines],
-        fix="do not load this file: restore the golden from version control or regenerate it "
-        "from trusted code" + (
-            f"; if you trust these names for every golden:\n{trust_line(trustable)}"
-            if trustable
-            else ""
-        ),
+        fix="do not trust this file: " + restore_or_regen(nodeid, shown),
     )
