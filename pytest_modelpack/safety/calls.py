@@ -393,6 +393,8 @@ BUILD_TYPES = frozenset(
         ("numpy._core.multiarray", "_reconstruct"),
         ("sentencepiece", "SentencePieceProcessor"),
         ("collections", "OrderedDict"),  # a state_dict's _metadata attribute
+        # io.BytesIO(): __setstate__ takes (bytes, position, dict): a buffer of the bytes present
+        ("_io", "BytesIO"),
     }
 )
 

@@ -291,6 +291,7 @@ class Machine:
         self.use(GlobalRef(module, qualname, self.where, pos, role=Role.REFERENCE))
         if not self.loading:
             return _GlobalSym(name)
+        sys.audit("pickle.find_class", module, qualname)  # as pickle's own find_class does
         if name == _LOAD_FROM_BYTES:
             obj: Any = _LoadFromBytes  # never torch's own: it unpickles with weights_only=False
         else:

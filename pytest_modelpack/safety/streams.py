@@ -99,7 +99,16 @@ class Reader:
         return self.legacy(sub, where, 1)
 
     def storage_record(self, m: Machine, pid: Any, pos: int) -> Any:
-        """A persistent id of a torch stream: ``('storage', type, key, location, numel[, view])``."""
+        """A persistent id of a torch stream: ``('storage', type, key, location, numel[, view])``,
+        or in a legacy whole-module save ``('module', cls, file, source)``: the class itself."""
+        if (
+            not self.s.loading
+            and isinstance(pid, tuple)
+            and len(pid) == 4
+            and pid[0] == "module"
+            and m.global_name(pid[1]) is not None
+        ):
+            return pid[1]  # torch.load returns the class; its uses are judged as they come
         ok = (
             isinstance(pid, tuple)
             and len(pid) in (5, 6)
