@@ -586,33 +586,34 @@ def _target(m: Machine, pos: int, kinds: tuple[type, ...], what: str, op: str) -
     """The container APPEND(S)/SETITEM(S)/ADDITEMS mutate: only real containers of that kind
     (and instances of classes this stream built, whose methods are those classes' own)."""
     target = m.top(pos)
-    if isinstance(target, Sym):
-        if target.kind not in (what, "obj"):
-            raise m.fail(pos, f"{op} on a {target.kind}")
+    if isinstance(target, Sym) and target.kind in (what, "obj"):
         return target
-    if not isinstance(target, kinds):
-        raise m.fail(pos, f"{op} on a {type(target).__name__}")
-    return target
+    if not isinstance(target, Sym) and isinstance(target, kinds):
+        return target
+    # e.g. SETITEM on a bytearray rewrites bytes after they were judged: a mutation gadget.
+    kind = kind_of(target)
+    m.problem(pos, "<value>", kind, Role.REDUCE, f"{op} mutates a {kind}, not a {what}")
+    return None
 
 
 def op_append(m: Machine, pos: int) -> None:
     (value,) = m.pop(1, pos)
     target = _target(m, pos, (list,), "list", "APPEND")
-    if m.loading:
+    if m.loading and target is not None:
         target.append(value)
 
 
 def op_appends(m: Machine, pos: int) -> None:
     items = m.pop_mark(pos)
     target = _target(m, pos, (list,), "list", "APPENDS")
-    if m.loading:
+    if m.loading and target is not None:
         target.extend(items)
 
 
 def op_setitem(m: Machine, pos: int) -> None:
     key, value = m.pop(2, pos)
     target = _target(m, pos, (dict,), "dict", "SETITEM")
-    if m.loading:
+    if m.loading and target is not None:
         target[key] = value
 
 
@@ -621,7 +622,7 @@ def op_setitems(m: Machine, pos: int) -> None:
     if len(items) % 2:
         raise m.fail(pos, "SETITEMS with an odd number of items")
     target = _target(m, pos, (dict,), "dict", "SETITEMS")
-    if m.loading:
+    if m.loading and target is not None:
         for i in range(0, len(items), 2):
             target[items[i]] = items[i + 1]
 
@@ -629,7 +630,7 @@ def op_setitems(m: Machine, pos: int) -> None:
 def op_additems(m: Machine, pos: int) -> None:
     items = m.pop_mark(pos)
     target = _target(m, pos, (set,), "set", "ADDITEMS")
-    if m.loading:
+    if m.loading and target is not None:
         target.update(items)
 
 
@@ -749,7 +750,7 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     if name in SPECIAL:
         return _special(m, pos, name, call)
     if not m.loading:
-        return Sym("obj", name)
+        return Sym("obj", name, call if name == ("numpy", "dtype") else ())
     result = func(*call)
     if name == ("torch._utils", "_rebuild_sparse_tensor"):
         import torch
@@ -880,21 +881,40 @@ def op_build(m: Machine, pos: int) -> None:
         )
         return
     ref = GlobalRef(made[0], made[1], m.where, pos, role=Role.BUILD)
-    if not m.loading:
-        m.use(ref)
-        return
     why = _build_problem(inst, made, state)
+    if not m.loading:
+        m.use(ref if why is None else replace(ref, problem=why))
+        return
     decision = m.use(ref if why is None else replace(ref, problem=why))
     _build(m, inst, made, state, decision, ref)
 
 
+_FORGED_DTYPE = "sets a numpy dtype's state (flags, item size, fields) to other than its own"
+
+
 def _build_problem(inst: Any, made: tuple[str, str], state: Any) -> str | None:
-    if made == ("numpy", "dtype"):
-        # Never a dtype's flags or item size from a golden: only the state it already has.
+    if made != ("numpy", "dtype"):
+        return None
+    # Never a dtype's flags or item size from a golden: only the state numpy itself gives it.
+    code = inst.args[0] if isinstance(inst, Sym) and inst.args else None
+    if not isinstance(inst, Sym):
         own = inst.__reduce__()
         if len(own) < 3 or own[2] != state:
-            return "sets a numpy dtype's state (flags, item size, fields) to other than its own"
-    return None
+            return _FORGED_DTYPE
+        code = own[1][0]
+    return None if _plain_dtype_state(code, state) else _FORGED_DTYPE
+
+
+def _plain_dtype_state(code: object, state: object) -> bool:
+    """The state numpy writes for a plain (non-structured) dtype of type string ``code``."""
+    if not (isinstance(code, str) and code and isinstance(state, tuple) and len(state) in (8, 9)):
+        return False
+    if state[2:5] != (None, None, None) or not all(type(v) is int for v in state[5:8]):
+        return False
+    kind = code.lstrip("<>|=")[:1]
+    flags = {"O": 63, "U": 8}.get(kind, 0)
+    flexible = kind in ("V", "S", "U")
+    return state[7] == flags and (flexible or state[5:7] == (-1, -1))
 
 
 def _build(m: Machine, inst: Any, made: tuple[str, str], state: Any, decision: Any, ref: GlobalRef) -> None:

@@ -119,35 +119,100 @@ _PLAIN = (
 )
 
 
+#: torch attributes that pickle as globals: dtypes, layouts, qschemes (sparse and quantized
+#: rebuilds), memory formats. Listed, not computed, so that judging a name never imports torch;
+#: tests/test_scan.py checks the list against the installed torch.
+TORCH_VALUE_NAMES = frozenset(
+    (
+        "_mkldnn",
+        "bfloat16",
+        "bit",
+        "bits16",
+        "bits1x8",
+        "bits2x4",
+        "bits4x2",
+        "bits8",
+        "bool",
+        "cdouble",
+        "cfloat",
+        "chalf",
+        "channels_last",
+        "channels_last_3d",
+        "complex128",
+        "complex32",
+        "complex64",
+        "contiguous_format",
+        "double",
+        "float",
+        "float16",
+        "float32",
+        "float4_e2m1fn_x2",
+        "float64",
+        "float8_e4m3fn",
+        "float8_e4m3fnuz",
+        "float8_e5m2",
+        "float8_e5m2fnuz",
+        "float8_e8m0fnu",
+        "half",
+        "int",
+        "int1",
+        "int16",
+        "int2",
+        "int3",
+        "int32",
+        "int4",
+        "int5",
+        "int6",
+        "int64",
+        "int7",
+        "int8",
+        "jagged",
+        "legacy_contiguous_format",
+        "long",
+        "per_channel_affine",
+        "per_channel_affine_float_qparams",
+        "per_channel_symmetric",
+        "per_tensor_affine",
+        "per_tensor_symmetric",
+        "preserve_format",
+        "qint32",
+        "qint8",
+        "quint2x4",
+        "quint4x2",
+        "quint8",
+        "short",
+        "sparse_bsc",
+        "sparse_bsr",
+        "sparse_coo",
+        "sparse_csc",
+        "sparse_csr",
+        "strided",
+        "uint1",
+        "uint16",
+        "uint2",
+        "uint3",
+        "uint32",
+        "uint4",
+        "uint5",
+        "uint6",
+        "uint64",
+        "uint7",
+        "uint8",
+    )
+)
+
+
 @functools.lru_cache(maxsize=1)
 def builtin_globals() -> frozenset[tuple[str, str]]:
-    """The built-in allowlist as exact ``(module, qualname)`` pairs (imports torch once)."""
+    """The built-in allowlist as exact ``(module, qualname)`` pairs; imports nothing.
+
+    Besides these, every class of ``torch.nn.modules.*`` and ``numpy.dtypes.*DType`` is allowed
+    by pattern (see :meth:`Allowlist.check`).
+    """
     pairs = set(_TORCH_REBUILD) | set(_PLAIN) | set(REDUCE_TABLE) | set(BUILD_TYPES)
     pairs.add(("torch", "Tensor"))
     pairs.update(("torch", name) for name in _LEGACY_STORAGES)
-    try:
-        import torch
-        import torch.nn.modules
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return frozenset(pairs)
-    # vars(), not dir()+getattr: torch's module __getattr__ would import lazy submodules.
-    for name, value in vars(torch).items():
-        # A dtype pickles as the global torch.<name>; layouts and qschemes (sparse and
-        # quantized tensor rebuilds) and memory formats the same way.
-        if isinstance(value, torch.dtype | torch.layout | torch.qscheme | torch.memory_format):
-            pairs.add(("torch", name))
-    for name in torch.nn.modules.__all__:
-        cls = getattr(torch.nn.modules, name, None)
-        if isinstance(cls, type):
-            pairs.add((cls.__module__, cls.__qualname__))
-    try:
-        import numpy.dtypes
-    except ImportError:
-        pass
-    else:
-        for name, value in vars(numpy.dtypes).items():
-            if name.endswith("DType") and isinstance(value, type):
-                pairs.add(("numpy.dtypes", name))
+    pairs.update(("torch", name) for name in TORCH_VALUE_NAMES)
     return frozenset(pairs)
 
 
@@ -352,7 +417,11 @@ class Allowlist:
             or top in sys.builtin_module_names
             or top in _compat_pickle.IMPORT_MAPPING
         )
-        if (module, qualname) in builtin_globals():
+        if (
+            (module, qualname) in builtin_globals()
+            or (module.startswith(_TORCH_MODULE_PREFIX) and "." not in qualname)
+            or (module == "numpy.dtypes" and qualname.endswith("DType"))
+        ):
             kind = "builtin" if stdlib else "third-party"
             return Decision(True, kind, "on the built-in allowlist")
         project_refusal: Decision | None = None

@@ -19,11 +19,14 @@ class Sym:
     """A container or object in scan mode: ``kind`` (list, dict, set, bytearray, obj, storage)
     and ``producer`` (the global whose call or instantiation made it, for BUILD judgement)."""
 
-    __slots__ = ("kind", "producer")
+    __slots__ = ("kind", "producer", "args")
 
-    def __init__(self, kind: str, producer: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, kind: str, producer: tuple[str, str] | None = None, args: tuple[object, ...] = ()
+    ) -> None:
         self.kind = kind
         self.producer = producer
+        self.args = args  # the call's arguments, kept only where BUILD needs them (numpy.dtype)
 
     def __repr__(self) -> str:
         return f"<{self.kind}>"
