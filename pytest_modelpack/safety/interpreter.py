@@ -23,6 +23,7 @@ from enum import Enum
 from typing import Any
 
 from pytest_modelpack.safety.calls import (
+    REDUCE_TABLE,
     SPECIAL,
     check_call,
     is_latin1_call,
@@ -160,6 +161,9 @@ class Machine:
         self.loading = session.loading
         self.stack: list[Any] = []
         self.marks: list[int] = []
+        # pickle.dump numbers the memo 0, 1, 2...: a list holds those (8 bytes a value, where a
+        # dict takes ~100: tuple floods are memoized), a dict any index written out of order.
+        self.memo_list: list[Any] = []
         self.memo: dict[int, Any] = {}
         self.proto = 0
         self.start = src.tell()
@@ -572,14 +576,20 @@ def op_dict(m: Machine, pos: int) -> None:
     if len(items) % 2:
         raise m.fail(pos, "DICT with an odd number of items")
     if m.loading:
-        m.stack.append({items[i]: items[i + 1] for i in range(0, len(items), 2)})
+        try:
+            m.stack.append({items[i]: items[i + 1] for i in range(0, len(items), 2)})
+        except TypeError as exc:  # an unhashable key
+            raise m.fail(pos, f"DICT: {exc}") from None
     else:
         m.stack.append(Sym("dict"))
 
 
 def op_frozenset(m: Machine, pos: int) -> None:
     items = m.pop_mark(pos)
-    m.stack.append(frozenset(items) if m.loading else Sym("set"))
+    try:
+        m.stack.append(frozenset(items) if m.loading else Sym("set"))
+    except TypeError as exc:
+        raise m.fail(pos, f"FROZENSET: {exc}") from None
 
 
 def _target(m: Machine, pos: int, kinds: tuple[type, ...], what: str, op: str) -> Any:
@@ -614,7 +624,10 @@ def op_setitem(m: Machine, pos: int) -> None:
     key, value = m.pop(2, pos)
     target = _target(m, pos, (dict,), "dict", "SETITEM")
     if m.loading and target is not None:
-        target[key] = value
+        try:
+            target[key] = value
+        except TypeError as exc:
+            raise m.fail(pos, f"SETITEM: {exc}") from None
 
 
 def op_setitems(m: Machine, pos: int) -> None:
@@ -623,15 +636,21 @@ def op_setitems(m: Machine, pos: int) -> None:
         raise m.fail(pos, "SETITEMS with an odd number of items")
     target = _target(m, pos, (dict,), "dict", "SETITEMS")
     if m.loading and target is not None:
-        for i in range(0, len(items), 2):
-            target[items[i]] = items[i + 1]
+        try:
+            for i in range(0, len(items), 2):
+                target[items[i]] = items[i + 1]
+        except TypeError as exc:
+            raise m.fail(pos, f"SETITEMS: {exc}") from None
 
 
 def op_additems(m: Machine, pos: int) -> None:
     items = m.pop_mark(pos)
     target = _target(m, pos, (set,), "set", "ADDITEMS")
     if m.loading and target is not None:
-        target.update(items)
+        try:
+            target.update(items)
+        except TypeError as exc:
+            raise m.fail(pos, f"ADDITEMS: {exc}") from None
 
 
 def _memo_index(m: Machine, pos: int, fmt: str | None) -> int:
@@ -645,21 +664,43 @@ def _put(fmt: str | None) -> Callable[[Machine, int], None]:
         idx = _memo_index(m, pos, fmt)
         if idx < 0:
             raise m.fail(pos, "negative memo index")
-        m.memo[idx] = m.top(pos)  # a dict: a huge index costs nothing
+        _memo_put(m, idx, m.top(pos), pos)
 
     return handler
 
 
+def _memo_put(m: Machine, idx: int, value: Any, pos: int) -> None:
+    stored = len(m.memo_list) + len(m.memo)
+    if idx == len(m.memo_list):
+        m.memo_list.append(value)
+        return
+    if idx > 2 * stored + 1024:
+        # pickle.dump numbers the memo in order; pickle's own unpickler sizes its memo to the
+        # index (2 GB from 9 bytes). Ours costs nothing for it, but no honest file does this.
+        m.problem(
+            pos, "<memo>", f"index {idx}", Role.REFERENCE,
+            f"a memo index far beyond the {stored} values stored: a memory bomb for pickle's "
+            "own unpickler",
+        )
+    if idx < len(m.memo_list):
+        m.memo_list[idx] = value
+    else:
+        m.memo[idx] = value
+
+
 def op_memoize(m: Machine, pos: int) -> None:
-    m.memo[len(m.memo)] = m.top(pos)
+    _memo_put(m, len(m.memo_list) + len(m.memo), m.top(pos), pos)
 
 
 def _get(fmt: str | None) -> Callable[[Machine, int], None]:
     def handler(m: Machine, pos: int) -> None:
         idx = _memo_index(m, pos, fmt)
-        if idx not in m.memo:
+        if 0 <= idx < len(m.memo_list):
+            m.stack.append(m.memo_list[idx])
+        elif idx in m.memo:
+            m.stack.append(m.memo[idx])
+        else:
             raise m.fail(pos, f"memo key {idx} was never stored")
-        m.stack.append(m.memo[idx])
 
     return handler
 
@@ -751,7 +792,13 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
         return _special(m, pos, name, call)
     if not m.loading:
         return Sym("obj", name, call if name == ("numpy", "dtype") else ())
-    result = func(*call)
+    if name in REDUCE_TABLE:
+        try:
+            result = func(*call)
+        except Exception as exc:  # a table callable on arguments its check let through
+            raise m.fail(pos, f"{name[0]}.{name[1]} failed: {type(exc).__name__}: {exc}") from None
+    else:
+        result = func(*call)  # trusted code: its own errors are the LOAD ERROR diagnosis's
     if name == ("torch._utils", "_rebuild_sparse_tensor"):
         import torch
 
@@ -802,13 +849,16 @@ def _instantiate(
         return Sym("obj", cls_name)
     if not isinstance(cls, type):
         raise Refused(GlobalRef(*cls_name, m.where, pos, role=Role.NEWOBJ), "not a class")
-    if rc is not None and len(rc) == 3 and m.global_name(rc[1]) != ("builtins", "object"):
-        base = rc[1]
-        obj = base.__new__(cls, rc[2])
-        if rc[2] is not None:
-            base.__init__(obj, rc[2])
-    else:
-        obj = cls.__new__(cls, *args)
+    try:
+        if rc is not None and len(rc) == 3 and m.global_name(rc[1]) != ("builtins", "object"):
+            base = rc[1]
+            obj = base.__new__(cls, rc[2])
+            if rc[2] is not None:
+                base.__init__(obj, rc[2])
+        else:
+            obj = cls.__new__(cls, *args)
+    except (TypeError, ValueError) as exc:
+        raise m.fail(pos, f"instantiating {cls_name[0]}.{cls_name[1]}: {exc}") from None
     m.s.produced[id(obj)] = (obj, cls_name)
     return obj
 

@@ -34,7 +34,7 @@ def load_bundle(
     that no longer exists.
     """
     with open(path, "rb", buffering=256 * 1024) as f:
-        return _load(f, allowlist, map_location, os.fspath(path))
+        return _load(f, allowlist, map_location, os.fspath(path), whole_file=True)
 
 
 def loads_bundle(data: bytes, allowlist: Allowlist, map_location: Any = "cpu") -> Any:
@@ -57,7 +57,9 @@ def _judge(allowlist: Allowlist) -> Any:
     return judge
 
 
-def _load(f: IO[bytes], allowlist: Allowlist, map_location: Any, label: str) -> Any:
+def _load(
+    f: IO[bytes], allowlist: Allowlist, map_location: Any, label: str, whole_file: bool = False
+) -> Any:
     import warnings
 
     start = f.tell()
@@ -68,7 +70,7 @@ def _load(f: IO[bytes], allowlist: Allowlist, map_location: Any, label: str) -> 
         with warnings.catch_warnings():
             # torch rebuilds legacy typed storages and warns; the user cannot act on that.
             warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-            return interpret_file(session, Window(f, start, end), "top level", whole_file=False)
+            return interpret_file(session, Window(f, start, end), "top level", whole_file)
     except Refused as exc:
         raise refusal_error(refusal_lines([(exc.ref, exc.reason)]), [exc.ref], label) from None
     except ScanError as exc:

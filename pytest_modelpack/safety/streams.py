@@ -30,6 +30,12 @@ __all__ = ["Reader", "interpret_file"]
 ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_PROTOCOL = 1001
 _LOAD_FROM_BYTES = ("torch.storage", "_load_from_bytes")
+#: Bytes per element of each legacy storage type (torch's _element_size), known without torch.
+_ELEMENT_SIZE = {
+    "Float": 4, "Double": 8, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2,
+    "Char": 1, "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "QInt8": 1,
+    "QUInt8": 1, "QInt32": 4, "QUInt4x2": 1, "QUInt2x4": 1, "Untyped": 1,
+}
 _STORAGE_TYPES = frozenset(
     [("torch", f"{t}Storage") for t in (
         "Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool",
@@ -55,6 +61,7 @@ class Reader:
     def __init__(self, session: Session) -> None:
         self.s = session
         self.records: dict[str, _Record] = {}
+        self.declared: list[tuple[str, int, Machine, int]] = []
 
     # -- called by the interpreter -------------------------------------------------------------
 
@@ -126,6 +133,10 @@ class Reader:
                 "a persistent id that is not a plain torch storage record",
             )
             return Sym("storage")
+        name = m.global_name(pid[1])
+        assert name is not None
+        size = _ELEMENT_SIZE.get(name[1][: -len("Storage")], 1) * pid[4]
+        self.declared.append((pid[2], size, m, pos))
         if not self.s.loading:
             return Sym("storage")
         key = pid[2]
@@ -152,14 +163,31 @@ class Reader:
         if self.s.loading and not (isinstance(info, dict) and info.get("little_endian") is True):
             raise ScanError(f"{where}: not a little-endian torch.save stream")
         outer, self.records = self.records, {}
+        declared, self.declared = self.declared, []
         try:
             obj = Machine(self.s, src, where, depth, Persid.STORAGE).run()
             keys = Machine(self.s, src, where, depth, Persid.REFUSE).run()
+            self._check_sizes(src, where)
             if not self.s.loading:
                 return obj
             return self._fill(src, where, obj, keys)
         finally:
-            self.records = outer
+            self.records, self.declared = outer, declared
+
+    def _check_sizes(self, src: Source, where: str) -> None:
+        """Storages may not declare more bytes than follow them (torch.load allocates what a
+        storage declares before reading it: 4 TB from a few bytes)."""
+        total = sum(size for _key, size, _m, _pos in self.declared)
+        left = src.remaining()
+        if left is None or not self.declared:
+            return
+        if total + 8 * len(self.declared) > left:
+            _key, _size, m, pos = self.declared[0]
+            why = (
+                f"its storages declare {total} bytes, {left} are present: a memory bomb for "
+                "torch.load"
+            )
+            m.use(GlobalRef("<storage>", "size", where, pos, problem=why))
 
     def _fill(self, src: Source, where: str, obj: Any, keys: Any) -> Any:
         import torch
@@ -438,6 +466,16 @@ def interpret_file(session: Session, src: Window, where: str, whole_file: bool) 
         raise ScanError("empty file")
     if head == ZIP_MAGIC:
         if session.loading:
+            # Judge it as the scan does (an attack is UNSAFE), but never load one: a golden is
+            # always a plain pickle.dump.
+            probe = Session(size=session.size)
+            probe.nested = Reader(probe)
+            _scan_zip(probe, src, where)
+            for ref in probe.refs:
+                assert session.judge is not None
+                decision = session.judge(ref)
+                if not decision.allowed:
+                    raise Refused(ref, decision.reason)
             raise ScanError("a torch zip file (torch.save), not a pickle.dump bundle")
         _scan_zip(session, src, where)
         return None
