@@ -192,7 +192,9 @@ def _tiny_models() -> dict[str, Any]:
 
     torch.manual_seed(0)
     models: dict[str, Any] = {
-        "encoder": torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2, 16), 1),
+        "encoder": torch.nn.TransformerEncoder(
+            torch.nn.TransformerEncoderLayer(8, 2, 16), 1, enable_nested_tensor=False
+        ),
         "mha": torch.nn.MultiheadAttention(8, 2),
         "values": {
             "path": pathlib.Path("a/b"),
@@ -404,3 +406,40 @@ def test_scan_file_api_on_a_payload(project_dir: Path) -> None:
     path.write_bytes(os_system(project_dir / "canary"))
     verdict = scan_file(path, Allowlist(project_dir))
     assert [str(ref.role) for ref, _ in verdict.refused] == ["reference"]
+
+
+def _dag(levels: int) -> list[Any]:
+    node: list[Any] = [1.0]
+    for _ in range(levels):
+        node = [node, node]  # 2**levels paths, levels + 1 distinct lists
+    return node
+
+
+def _chain(n: int) -> list[Any]:
+    root: list[Any] = []
+    node = root
+    for _ in range(n):
+        node.append([])
+        node = node[0]
+    return root
+
+
+def test_dag_output_compares_and_moves_by_identity() -> None:
+    """A DAG of shared lists walked as a tree has 2**40 leaves: compare and to_device walk it by
+    identity; a 5000-deep chain stops at the nesting limit instead of a RecursionError."""
+    import time
+
+    from pytest_modelpack.apply import to_device
+    from pytest_modelpack.compare import compare
+
+    data = pickle.dumps(_dag(40))
+    assert len(data) < 1000  # what a golden would carry
+    expected = load_bundle_bytes(data, Allowlist(None))
+    start = time.perf_counter()
+    assert compare(expected, _dag(40), exact=True) == []
+    moved = to_device(expected, "cpu")
+    assert moved[0] is moved[1]
+    assert time.perf_counter() - start < 2
+    diffs = compare(_chain(5000), _chain(5000), exact=True)
+    assert len(diffs) == 1 and "nested deeper than 200 levels" in diffs[0].message
+    assert len(to_device(_chain(5000), "cpu")) == 1
