@@ -1,8 +1,8 @@
 """The ``modelpack`` command line: inspect, scan and diff goldens without unpickling them.
 
 Everything here reads goldens as untrusted input: pickles are only ever scanned statically
-(:mod:`pytest_modelpack.safety`), manifests and examples are JSON, and text taken from them is printed
-with control characters escaped so a crafted manifest cannot drive the terminal.
+(:mod:`pytest_modelpack.safety`), manifests and examples are JSON, and text taken from them is
+printed with control characters escaped so a crafted manifest cannot drive the terminal.
 
 Exit codes (the same for every command, documented in ``--help``):
 
@@ -161,7 +161,7 @@ def _root_hint(allowlist: Any, refused: list[tuple[Any, str]]) -> str | None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .report import format_size
-    from .safety import refusal_lines, scan_file
+    from .safety import scan_file
 
     allowlist = _allowlist(args)
     try:

@@ -115,9 +115,17 @@ def bytearray_mutated(canary: Path) -> bytes:
     benign = legacy_stream(pickle.dumps(1, 2)).ljust(len(evil), b"\x00")
     body = (
         sg("torch.storage", "_load_from_bytes")
-        + b"\x96" + struct.pack("<Q", len(benign)) + benign + b"\x94"  # BYTEARRAY8, MEMOIZE 1
-        + sg("builtins", "slice") + b"K\x00" + b"J" + struct.pack("<i", len(evil)) + b"\x86R"
-        + binbytes(evil) + b"s"  # ba[0:len] = evil
+        + b"\x96"
+        + struct.pack("<Q", len(benign))
+        + benign
+        + b"\x94"  # BYTEARRAY8, MEMOIZE 1
+        + sg("builtins", "slice")
+        + b"K\x00"
+        + b"J"
+        + struct.pack("<i", len(evil))
+        + b"\x86R"
+        + binbytes(evil)
+        + b"s"  # ba[0:len] = evil
         + b"\x85R"
     )
     return b"\x80\x05" + body + b"."
@@ -138,8 +146,12 @@ def numpy_dtype_flags(canary: Path) -> bytes:
     """A plain 8-byte numpy dtype whose state BUILD sets to "holds object pointers" (flags 63):
     numpy accepts it, and arrays of it treat attacker bytes as pointers."""
     return p4(
-        sg("numpy", "dtype") + sbu("V8") + b"\x89\x88\x87R"
-        + b"(K\x03" + sbu("|") + b"NNNJ\x08\x00\x00\x00K\x01J\x3f\x00\x00\x00tb"
+        sg("numpy", "dtype")
+        + sbu("V8")
+        + b"\x89\x88\x87R"
+        + b"(K\x03"
+        + sbu("|")
+        + b"NNNJ\x08\x00\x00\x00K\x01J\x3f\x00\x00\x00tb"
     )
 
 
@@ -148,7 +160,10 @@ def partial_project(canary: Path) -> bytes:
     argument, run when the comparison looks up a missing key."""
     return p4(
         sg("collections", "defaultdict")
-        + sg("functools", "partial") + sg("tools", "touch_file") + sbu(str(canary)) + b"\x86R"
+        + sg("functools", "partial")
+        + sg("tools", "touch_file")
+        + sbu(str(canary))
+        + b"\x86R"
         + b"\x85R"
     )
 
@@ -167,7 +182,10 @@ def range_bomb(canary: Path) -> bytes:
     """set(range(10**10)): ten billion ints from a few bytes."""
     return p4(
         sg("builtins", "set")
-        + sg("builtins", "range") + b"\x8a\x05" + (10**10).to_bytes(5, "little") + b"\x85R"
+        + sg("builtins", "range")
+        + b"\x8a\x05"
+        + (10**10).to_bytes(5, "little")
+        + b"\x85R"
         + b"\x85R"
     )
 

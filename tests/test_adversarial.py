@@ -32,7 +32,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_modelpack import cli, errors
-from pytest_modelpack.safety import Allowlist, load_bundle, scan_file, scan_stream, trust_from_pickle
+from pytest_modelpack.safety import (
+    Allowlist,
+    load_bundle,
+    scan_file,
+    scan_stream,
+    trust_from_pickle,
+)
 from pytest_modelpack.safety.interpreter import Refused, Session
 from pytest_modelpack.safety.refs import ScanError
 from pytest_modelpack.safety.sources import Window
@@ -209,7 +215,10 @@ def _tiny_models() -> dict[str, Any]:
         models["qtensor"] = torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.qint8)
     transformers = pytest.importorskip("transformers")
     config = transformers.BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
         intermediate_size=37,
     )
     models["bert"] = transformers.BertForSequenceClassification(config).eval()
@@ -343,11 +352,46 @@ _ALLOWED = [
 ]
 _REFUSED = [("os", "system"), ("builtins", "eval"), ("functools", "partial")]
 FRAGMENTS = [
-    b"(", b")", b"]", b"}", b"\x8f", b"N", b"\x88", b"K\x01", b"K\x07", b"J\xff\xff\xff\x7f",
-    b"\x85", b"\x86", b"\x87", b"t", b"l", b"d", b"a", b"e", b"s", b"u", b"\x90", b"\x91",
-    b"R", b"b", b"\x81", b"\x92", b"0", b"1", b"2", b"\x94", b"h\x00", b"h\x01", b"q\x05",
-    b"C\x03abc", b"\x96\x02\x00\x00\x00\x00\x00\x00\x00xy", sbu("latin1"), sbu("f8"),
-    b"Q", b"\x97", b"\x8a\x01\x05",
+    b"(",
+    b")",
+    b"]",
+    b"}",
+    b"\x8f",
+    b"N",
+    b"\x88",
+    b"K\x01",
+    b"K\x07",
+    b"J\xff\xff\xff\x7f",
+    b"\x85",
+    b"\x86",
+    b"\x87",
+    b"t",
+    b"l",
+    b"d",
+    b"a",
+    b"e",
+    b"s",
+    b"u",
+    b"\x90",
+    b"\x91",
+    b"R",
+    b"b",
+    b"\x81",
+    b"\x92",
+    b"0",
+    b"1",
+    b"2",
+    b"\x94",
+    b"h\x00",
+    b"h\x01",
+    b"q\x05",
+    b"C\x03abc",
+    b"\x96\x02\x00\x00\x00\x00\x00\x00\x00xy",
+    sbu("latin1"),
+    sbu("f8"),
+    b"Q",
+    b"\x97",
+    b"\x8a\x01\x05",
     *(sg(m, q) for m, q in _ALLOWED + _REFUSED),
 ]
 

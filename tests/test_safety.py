@@ -438,9 +438,8 @@ def test_hash_is_checked_before_the_scan(golden_project: SeedProject, canary: Pa
 def test_refused_globals_outrank_a_scan_error(canary: Path) -> None:
     """Verdict.raise_if_unsafe: a payload followed by garbage is UNSAFE (pickle.loads would run
     it before reaching the garbage), not merely CORRUPT."""
-    from pytest_modelpack.safety import Allowlist
     from pytest_modelpack.errors import UnsafeGolden
-    from pytest_modelpack.safety import scan_stream
+    from pytest_modelpack.safety import Allowlist, scan_stream
 
     from .test_scan import os_system_p2
 

@@ -26,13 +26,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pytest_modelpack.safety import Allowlist  # noqa: E402
 from pytest_modelpack.errors import CorruptGolden, LoadError, UnsafeGolden, UsageError  # noqa: E402
-from pytest_modelpack.safety import load_bundle, loads_bundle  # noqa: E402
-from pytest_modelpack.safety import (  # noqa: E402
+from pytest_modelpack.safety import (  # noqa: E402  # noqa: E402
+    Allowlist,  # noqa: E402
     GlobalRef,
     ScanError,
     iter_globals,
+    load_bundle,
+    loads_bundle,
     pickle_protocol,
     scan_file,
     scan_stream,

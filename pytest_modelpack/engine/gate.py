@@ -17,7 +17,7 @@ from ..apply import placed
 from ..compare import compare, describe_differences
 from ..diagnose.loading import load_error
 from ..drift import check_drift
-from ..fixes import accept, regen_command, restore_or_regen, revert_or_accept
+from ..fixes import accept, regen_command, revert_or_accept
 from ..golden import GoldenStore
 from ..safety import Allowlist, load_bundle, scan_file, verdict_error
 from .explore import run_property

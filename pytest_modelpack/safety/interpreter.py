@@ -75,7 +75,7 @@ class Session:
     size: int
     judge: Callable[[GlobalRef], Any] | None = None
     map_location: Any = "cpu"
-    nested: Callable[..., Any] | None = None
+    nested: Any = None  # a streams.Reader: payload() and storage_record()
     refs: list[GlobalRef] = field(default_factory=list)
     steps: int = 0
     step_limit: int = 0
@@ -182,7 +182,9 @@ class Machine:
         return ScanError(f"malformed pickle ({self.where}): {what} at byte {pos}")
 
     def truncated(self, pos: int) -> ScanError:
-        return ScanError(f"truncated pickle ({self.where}): data ends inside the opcode at byte {pos}")
+        return ScanError(
+            f"truncated pickle ({self.where}): data ends inside the opcode at byte {pos}"
+        )
 
     def use(self, ref: GlobalRef) -> Any:
         """Record (scan) or judge (load) one use; a refusal in load mode raises :class:`Refused`."""
@@ -282,7 +284,10 @@ class Machine:
         """GLOBAL / STACK_GLOBAL / INST: judge the name as a reference, then push it."""
         if type(module) is not str or type(qualname) is not str:
             self.problem(
-                pos, "<non-literal>", "<non-literal>", Role.REFERENCE,
+                pos,
+                "<non-literal>",
+                "<non-literal>",
+                Role.REFERENCE,
                 "STACK_GLOBAL operands are not literal strings",
             )
             return Sym("obj")
@@ -315,13 +320,17 @@ class Machine:
             if not code:
                 if pos == self.start:
                     raise ScanError(f"truncated stream ({self.where}): no pickle at byte {pos}")
-                raise ScanError(f"truncated pickle ({self.where}): data ends at byte {pos} before STOP")
+                raise ScanError(
+                    f"truncated pickle ({self.where}): data ends at byte {pos} before STOP"
+                )
             s.steps += 1
             if s.steps > s.step_limit:
                 raise ScanError(f"more than {s.step_limit} pickle instructions ({self.where})")
             handler = table.get(code[0])
             if handler is None:
-                raise ScanError(f"not a pickle ({self.where}): unknown opcode {code!r} at byte {pos}")
+                raise ScanError(
+                    f"not a pickle ({self.where}): unknown opcode {code!r} at byte {pos}"
+                )
             try:
                 result = handler(self, pos)
             except (ValueError, struct.error, UnicodeError, OverflowError) as exc:
@@ -478,11 +487,11 @@ def op_unicode(m: Machine, pos: int) -> None:
         m.s.take(len(data), "a text value")
         m.stack.append(data[:-1].decode("raw-unicode-escape"))
         return
-    data, start = m.line(pos)
-    if data is None:
+    line, start = m.line(pos)
+    if line is None:
         m.stack.append(TextRef(start, m.src.tell() - 1 - start, "raw-unicode-escape"))
     else:
-        m.stack.append(data.decode("raw-unicode-escape"))
+        m.stack.append(line.decode("raw-unicode-escape"))
 
 
 def _str2(m: Machine, n: int, pos: int) -> None:
@@ -544,7 +553,10 @@ def op_bytearray8(m: Machine, pos: int) -> None:
 
 def op_buffer(m: Machine, pos: int) -> None:
     m.problem(
-        pos, "<out-of-band buffer>", "NEXT_BUFFER", Role.REFERENCE,
+        pos,
+        "<out-of-band buffer>",
+        "NEXT_BUFFER",
+        Role.REFERENCE,
         "out-of-band buffers (protocol 5 NEXT_BUFFER/READONLY_BUFFER): pickle.dump never writes "
         "them into a file",
     )
@@ -678,7 +690,10 @@ def _memo_put(m: Machine, idx: int, value: Any, pos: int) -> None:
         # pickle.dump numbers the memo in order; pickle's own unpickler sizes its memo to the
         # index (2 GB from 9 bytes). Ours costs nothing for it, but no honest file does this.
         m.problem(
-            pos, "<memo>", f"index {idx}", Role.REFERENCE,
+            pos,
+            "<memo>",
+            f"index {idx}",
+            Role.REFERENCE,
             f"a memo index far beyond the {stored} values stored: a memory bomb for pickle's "
             "own unpickler",
         )
@@ -707,7 +722,10 @@ def _get(fmt: str | None) -> Callable[[Machine, int], None]:
 
 def op_ext(m: Machine, pos: int) -> None:
     m.problem(
-        pos, "<extension registry>", "EXT", Role.REFERENCE,
+        pos,
+        "<extension registry>",
+        "EXT",
+        Role.REFERENCE,
         "names a global through the copyreg extension registry, which cannot be checked",
     )
     m.stack.append(Sym("obj"))
@@ -748,7 +766,10 @@ def _persistent(m: Machine, pid: Any, pos: int) -> None:
         return
     if m.persid is Persid.REFUSE:
         m.problem(
-            pos, "<persistent id>", "PERSID", Role.REFERENCE,
+            pos,
+            "<persistent id>",
+            "PERSID",
+            Role.REFERENCE,
             "a persistent id: pickle.dump never writes one, and only a custom loader could "
             "resolve it",
         )
@@ -761,7 +782,9 @@ def _persistent(m: Machine, pid: Any, pos: int) -> None:
 def _call_args(m: Machine, pos: int, args: Any, op: str) -> tuple[Any, ...] | None:
     if isinstance(args, tuple):
         return args
-    m.problem(pos, "<arguments>", op, Role.REDUCE, f"{op} arguments are a {kind_of(args)}, not a tuple")
+    m.problem(
+        pos, "<arguments>", op, Role.REDUCE, f"{op} arguments are a {kind_of(args)}, not a tuple"
+    )
     return None
 
 
@@ -774,7 +797,10 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     name = m.global_name(func)
     if name is None:
         m.problem(
-            pos, "<value>", kind_of(func), Role.REDUCE,
+            pos,
+            "<value>",
+            kind_of(func),
+            Role.REDUCE,
             f"{op} calls a value the pickle built itself, not a named global",
         )
         return Sym("obj")
@@ -876,7 +902,9 @@ def op_newobj_ex(m: Machine, pos: int) -> None:
 def _newobj(m: Machine, pos: int, cls: Any, args: Any, kwargs: Any) -> Any:
     name = m.global_name(cls)
     if name is None:
-        m.problem(pos, "<value>", kind_of(cls), Role.NEWOBJ, "NEWOBJ of a value that is not a named class")
+        m.problem(
+            pos, "<value>", kind_of(cls), Role.NEWOBJ, "NEWOBJ of a value that is not a named class"
+        )
         return Sym("obj")
     call = _call_args(m, pos, args, "NEWOBJ")
     if call is None:
@@ -900,7 +928,9 @@ def _inst_like(m: Machine, pos: int, cls: Any, items: list[Any]) -> Any:
         return _call(m, pos, cls, tuple(items), "INST")
     name = m.global_name(cls)
     if name is None:
-        m.problem(pos, "<value>", kind_of(cls), Role.NEWOBJ, "OBJ of a value that is not a named class")
+        m.problem(
+            pos, "<value>", kind_of(cls), Role.NEWOBJ, "OBJ of a value that is not a named class"
+        )
         return Sym("obj")
     return _instantiate(m, pos, cls, name, ())
 
@@ -926,7 +956,10 @@ def op_build(m: Machine, pos: int) -> None:
     made = m.producer(inst)
     if made is None:
         m.problem(
-            pos, "<value>", kind_of(inst), Role.BUILD,
+            pos,
+            "<value>",
+            kind_of(inst),
+            Role.BUILD,
             "BUILD on a value this pickle did not construct (a class, a module, a container)",
         )
         return
@@ -967,12 +1000,18 @@ def _plain_dtype_state(code: object, state: object) -> bool:
     return state[7] == flags and (flexible or state[5:7] == (-1, -1))
 
 
-def _build(m: Machine, inst: Any, made: tuple[str, str], state: Any, decision: Any, ref: GlobalRef) -> None:
+def _build(
+    m: Machine, inst: Any, made: tuple[str, str], state: Any, decision: Any, ref: GlobalRef
+) -> None:
     if made == ("numpy", "dtype"):
         return  # the state equals the dtype's own: nothing to do
     setstate = getattr(type(inst), "__setstate__", None)
     if setstate is not None:
-        if decision is not None and decision.kind == "project" and not _default_setstate(type(inst)):
+        if (
+            decision is not None
+            and decision.kind == "project"
+            and not _default_setstate(type(inst))
+        ):
             raise Refused(
                 ref,
                 f"{type(inst).__qualname__} defines its own __setstate__, which the live "

@@ -386,8 +386,7 @@ class Allowlist:
         return Decision(
             False,
             "refused",
-            f"not allowed to be {role} by a golden (the live model's own pickle never does "
-            "this)",
+            f"not allowed to be {role} by a golden (the live model's own pickle never does this)",
         )
 
     def _in_extra_package(self, module: str) -> bool:

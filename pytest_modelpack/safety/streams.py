@@ -32,15 +32,48 @@ _LEGACY_PROTOCOL = 1001
 _LOAD_FROM_BYTES = ("torch.storage", "_load_from_bytes")
 #: Bytes per element of each legacy storage type (torch's _element_size), known without torch.
 _ELEMENT_SIZE = {
-    "Float": 4, "Double": 8, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2,
-    "Char": 1, "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "QInt8": 1,
-    "QUInt8": 1, "QInt32": 4, "QUInt4x2": 1, "QUInt2x4": 1, "Untyped": 1,
+    "Float": 4,
+    "Double": 8,
+    "Half": 2,
+    "BFloat16": 2,
+    "Long": 8,
+    "Int": 4,
+    "Short": 2,
+    "Char": 1,
+    "Byte": 1,
+    "Bool": 1,
+    "ComplexFloat": 8,
+    "ComplexDouble": 16,
+    "QInt8": 1,
+    "QUInt8": 1,
+    "QInt32": 4,
+    "QUInt4x2": 1,
+    "QUInt2x4": 1,
+    "Untyped": 1,
 }
 _STORAGE_TYPES = frozenset(
-    [("torch", f"{t}Storage") for t in (
-        "Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool",
-        "ComplexFloat", "ComplexDouble", "QInt8", "QUInt8", "QInt32", "QUInt4x2", "QUInt2x4",
-    )]
+    [
+        ("torch", f"{t}Storage")
+        for t in (
+            "Float",
+            "Double",
+            "Half",
+            "BFloat16",
+            "Long",
+            "Int",
+            "Short",
+            "Char",
+            "Byte",
+            "Bool",
+            "ComplexFloat",
+            "ComplexDouble",
+            "QInt8",
+            "QUInt8",
+            "QInt32",
+            "QUInt4x2",
+            "QUInt2x4",
+        )
+    ]
     + [("torch.storage", "UntypedStorage"), ("torch", "UntypedStorage")]
 )
 
@@ -86,7 +119,9 @@ class Reader:
                 try:
                     data = value.text.encode("latin-1")
                 except UnicodeEncodeError:
-                    raise ScanError(f"storage payload text is not latin-1 bytes ({where})") from None
+                    raise ScanError(
+                        f"storage payload text is not latin-1 bytes ({where})"
+                    ) from None
                 sub = Window(io.BytesIO(data), 0, len(data))
             else:
                 ref = value.text
@@ -129,7 +164,10 @@ class Reader:
         )
         if not ok:
             m.problem(
-                pos, "<persistent id>", "PERSID", Role.REFERENCE,
+                pos,
+                "<persistent id>",
+                "PERSID",
+                Role.REFERENCE,
                 "a persistent id that is not a plain torch storage record",
             )
             return Sym("storage")
@@ -145,7 +183,9 @@ class Reader:
         dtype = pid[1].dtype if hasattr(pid[1], "dtype") else None
         import torch
 
-        record = _Record(key, dtype if isinstance(dtype, torch.dtype) else torch.uint8, pid[4], pid[3])
+        record = _Record(
+            key, dtype if isinstance(dtype, torch.dtype) else torch.uint8, pid[4], pid[3]
+        )
         self.records[key] = record
         return record
 
@@ -209,7 +249,9 @@ class Reader:
                 raise ScanError(f"truncated storage data ({where})")
             (numel,) = struct.unpack("<q", header)
             if numel != record.numel:
-                raise ScanError(f"{where}: storage {key} holds {numel} elements, declared {record.numel}")
+                raise ScanError(
+                    f"{where}: storage {key} holds {numel} elements, declared {record.numel}"
+                )
             nbytes = numel * torch._utils._element_size(record.dtype)
             left = src.remaining()
             if left is not None and nbytes > left:
@@ -279,7 +321,8 @@ def _scan_zip(session: Session, src: Window, where: str) -> None:
         raise ScanError(f"unreadable zip file ({where}): no end-of-central-directory record")
     if len(ends) != 1:
         _zip_problem(
-            session, where,
+            session,
+            where,
             f"{len(ends)} end-of-central-directory records: zip readers disagree which counts",
         )
         return
@@ -319,7 +362,7 @@ def _scan_zip(session: Session, src: Window, where: str) -> None:
     entries = _central_directory(src, cd_offset, cd_size, n_total, where)
     spans = []
     names: dict[str, str] = {}
-    for name, method, csize, usize, local in entries:
+    for name, _method, csize, _usize, local in entries:
         src.seek(local)
         head = src.read(30)
         if len(head) != 30 or not head.startswith(ZIP_MAGIC):
@@ -333,7 +376,8 @@ def _scan_zip(session: Session, src: Window, where: str) -> None:
         folded = name.casefold()
         if folded in names:
             _zip_problem(
-                session, where,
+                session,
+                where,
                 f"zip entries {names[folded]} and {name} differ only in case: torch matches "
                 "names case-insensitively",
             )
@@ -390,7 +434,7 @@ def _central_directory(
         head = data[pos : pos + 46]
         if len(head) != 46 or not head.startswith(b"PK\x01\x02"):
             raise ScanError(f"malformed zip central directory ({where})")
-        method, = struct.unpack("<H", head[10:12])
+        (method,) = struct.unpack("<H", head[10:12])
         csize, usize = struct.unpack("<II", head[20:28])
         n_len, e_len, c_len = struct.unpack("<HHH", head[28:34])
         (local,) = struct.unpack("<I", head[42:46])
@@ -459,7 +503,7 @@ def interpret_file(session: Session, src: Window, where: str, whole_file: bool) 
 
     ``whole_file``: ``src`` is a file of its own (torch.load only tries the tar format there).
     """
-    session.nested = Reader(session)
+    reader = session.nested = Reader(session)
     head = src.read(4)
     src.seek(0)
     if not head:
@@ -492,5 +536,5 @@ def interpret_file(session: Session, src: Window, where: str, whole_file: bool) 
     if not session.loading and type(value) is int and value == TORCH_LEGACY_MAGIC:
         # A legacy torch.save file: torch.load reads four more pickles after the magic number.
         src.seek(0)
-        session.nested.legacy(src, where, 0)
+        reader.legacy(src, where, 0)
     return value

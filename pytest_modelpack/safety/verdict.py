@@ -143,7 +143,9 @@ def refusal_error(
     count = len(lines)
     uses = f"{count} global use{'s' if count != 1 else ''}"
     if making:
-        trustable = sorted({ref.name for ref in refs if ref.problem is None and "<" not in ref.name})
+        trustable = sorted(
+            {ref.name for ref in refs if ref.problem is None and "<" not in ref.name}
+        )
         fix = (
             trust_line(trustable)
             if trustable
