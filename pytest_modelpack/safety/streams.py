@@ -20,7 +20,7 @@ import struct
 import zlib
 from typing import Any
 
-from pytest_modelpack.safety.interpreter import Machine, Persid, Refused, Session
+from pytest_modelpack.safety.interpreter import Machine, Persid, Refused, Session, interpret
 from pytest_modelpack.safety.refs import TORCH_LEGACY_MAGIC, BytesRef, GlobalRef, Role, ScanError
 from pytest_modelpack.safety.sources import Latin1Reader, Source, Window
 from pytest_modelpack.safety.values import Latin1, Sym
@@ -193,20 +193,20 @@ class Reader:
 
     def legacy(self, src: Source, where: str, depth: int) -> Any:
         """Read a legacy torch.save stream; return the object (load) or a placeholder (scan)."""
-        magic = Machine(self.s, src, where, depth, Persid.REFUSE).run()
+        magic = interpret(self.s, src, where, depth, Persid.REFUSE)
         if not (type(magic) is int and magic == TORCH_LEGACY_MAGIC):
             raise ScanError(f"{where} is not a torch.save stream (no torch magic number)")
-        version = Machine(self.s, src, where, depth, Persid.REFUSE).run()
+        version = interpret(self.s, src, where, depth, Persid.REFUSE)
         if self.s.loading and version != _LEGACY_PROTOCOL:
             raise ScanError(f"{where}: torch.save protocol {version!r}, expected 1001")
-        info = Machine(self.s, src, where, depth, Persid.REFUSE).run()
+        info = interpret(self.s, src, where, depth, Persid.REFUSE)
         if self.s.loading and not (isinstance(info, dict) and info.get("little_endian") is True):
             raise ScanError(f"{where}: not a little-endian torch.save stream")
         outer, self.records = self.records, {}
         declared, self.declared = self.declared, []
         try:
-            obj = Machine(self.s, src, where, depth, Persid.STORAGE).run()
-            keys = Machine(self.s, src, where, depth, Persid.REFUSE).run()
+            obj = interpret(self.s, src, where, depth, Persid.STORAGE)
+            keys = interpret(self.s, src, where, depth, Persid.REFUSE)
             self._check_sizes(src, where)
             if not self.s.loading:
                 return obj
@@ -414,7 +414,7 @@ def _scan_zip(session: Session, src: Window, where: str) -> None:
         else:
             _zip_problem(session, where, f"zip entry {name} uses compression method {method}")
             return
-        Machine(session, sub, member_where, 0, Persid.STORAGE).run()
+        interpret(session, sub, member_where, 0, Persid.STORAGE)
     if not found:
         raise ScanError(f"zip file without a .pkl record ({where}): not a torch checkpoint")
 
@@ -532,7 +532,7 @@ def interpret_file(session: Session, src: Window, where: str, whole_file: bool) 
         if session.loading:
             raise Refused(ref, why)
         session.refs.append(ref)
-    value = Machine(session, src, where, 0, Persid.REFUSE).run()
+    value = interpret(session, src, where, 0, Persid.REFUSE)
     if not session.loading and type(value) is int and value == TORCH_LEGACY_MAGIC:
         # A legacy torch.save file: torch.load reads four more pickles after the magic number.
         src.seek(0)

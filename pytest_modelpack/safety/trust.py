@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 
-from pytest_modelpack.safety.interpreter import Machine, Persid, Session
+from pytest_modelpack.safety.interpreter import Persid, Session, interpret
 from pytest_modelpack.safety.policy import Trust
 from pytest_modelpack.safety.refs import Role, ScanError
 from pytest_modelpack.safety.sources import Window
@@ -30,7 +30,7 @@ def trust_from_pickle(data: bytes) -> Trust:
     session.nested = Reader(session)
     src = Window(io.BytesIO(data), 0, len(data))
     try:
-        Machine(session, src, "live model", 0, Persid.OPAQUE).run()
+        interpret(session, src, "live model", 0, Persid.OPAQUE)
     except ScanError:
         pass  # the round-trip reports a broken live pickle; trust what was read
     uses = set()
