@@ -793,3 +793,12 @@ def test_core_modules_import_cheaply():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_torch_value_names_match_the_installed_torch():
+    """The built-in names are listed (judging a name never imports torch): keep them in step."""
+    from pytest_modelpack.safety.policy import TORCH_VALUE_NAMES
+
+    kinds = (torch.dtype, torch.layout, torch.qscheme, torch.memory_format)
+    installed = {name for name, value in vars(torch).items() if isinstance(value, kinds)}
+    assert installed <= TORCH_VALUE_NAMES, sorted(installed - TORCH_VALUE_NAMES)
