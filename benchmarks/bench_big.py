@@ -146,19 +146,11 @@ from pytest_modelpack.golden import GoldenStore
 folder = Path(sys.argv[1])
 store = GoldenStore(folder, folder.name)
 store.verify(store.read_manifest())
-try:
-    from pytest_modelpack.safety import load_golden_bundle as load
-except ImportError:
-    from pytest_modelpack.allowlist import Allowlist
-    from pytest_modelpack.load import load_bundle
-    from pytest_modelpack.scan import scan_file
+from pytest_modelpack.safety import Allowlist, load_bundle, scan_file
 
-    allowlist = Allowlist(Path.cwd(), [])
-    assert not scan_file(store.bundle_path, allowlist).refused
-
-    def load(path):
-        return load_bundle(path, allowlist)
-load(store.bundle_path)
+allowlist = Allowlist(Path.cwd(), [])
+assert not scan_file(store.bundle_path, allowlist).refused
+load_bundle(store.bundle_path, allowlist)
 """
 
 IMPORT_TORCH = "import torch\n"

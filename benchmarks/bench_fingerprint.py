@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from package import build_model  # example_project/package.py
 
     from pytest_modelpack.drift import compare_code, drift_detail, fingerprint_model
-    from pytest_modelpack.scan import iter_globals
+    from pytest_modelpack.safety import iter_globals
 
     torch.manual_seed(0)
     model = build_model(EXAMPLE / "corpus.txt")

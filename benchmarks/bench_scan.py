@@ -93,8 +93,7 @@ def _reset_peak() -> None:
 
 def _scanner(tool: str):  # noqa: ANN202 - returns (scan, flags_os_system)
     if tool == "modelpack":
-        from pytest_modelpack.allowlist import Allowlist
-        from pytest_modelpack.scan import scan_file
+        from pytest_modelpack.safety import Allowlist, scan_file
 
         allowlist = Allowlist(None)
 

@@ -89,18 +89,50 @@ def uncollate(batch: Any, n: int) -> list[Any]:
     return [batch] * n
 
 
+#: Containers nested deeper than this are left as they are (never recursed into): an output
+#: nested that deep comes from a crafted golden, not a model.
+MAX_NESTING = 200
+
+
 def to_device(value: Any, device: Any) -> Any:
-    """Move every tensor inside a nested dict/list/tuple structure to ``device``."""
+    """Move every tensor inside a nested dict/list/tuple structure to ``device``.
+
+    Walked by identity: a container shared N times is converted once and stays shared (a DAG of
+    shared lists from a few hundred bytes of pickle must not become 2**40 copies), a list that
+    contains itself stays a cycle, and nesting deeper than :data:`MAX_NESTING` is left as is.
+    """
     torch = _torch()
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return type(value)((k, to_device(v, device)) for k, v in value.items())
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(to_device(v, device) for v in value))
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_device(v, device) for v in value)
-    return value
+    memo: dict[int, Any] = {}
+
+    def move(v: Any, depth: int) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v.to(device)
+        if not isinstance(v, (dict, list, tuple)) or depth > MAX_NESTING:
+            return v
+        done = memo.get(id(v))
+        if done is not None:
+            return done
+        if type(v) is list:  # filled after it is memoized: a cycle comes back to it
+            out: Any = []
+            memo[id(v)] = out
+            out.extend(move(x, depth + 1) for x in v)
+            return out
+        if type(v) is dict:
+            out = {}
+            memo[id(v)] = out
+            for k, x in v.items():
+                out[k] = move(x, depth + 1)
+            return out
+        if isinstance(v, dict):
+            out = type(v)((k, move(x, depth + 1)) for k, x in v.items())
+        elif isinstance(v, tuple) and hasattr(v, "_fields"):
+            out = type(v)(*(move(x, depth + 1) for x in v))
+        else:
+            out = type(v)(move(x, depth + 1) for x in v)
+        memo[id(v)] = out
+        return out
+
+    return move(value, 0)
 
 
 class _SlotHolder:

@@ -1,8 +1,8 @@
 """The ``modelpack`` command line: inspect, scan and diff goldens without unpickling them.
 
 Everything here reads goldens as untrusted input: pickles are only ever scanned statically
-(:mod:`pytest_modelpack.scan`), manifests and examples are JSON, and text taken from them is printed
-with control characters escaped so a crafted manifest cannot drive the terminal.
+(:mod:`pytest_modelpack.safety`), manifests and examples are JSON, and text taken from them is
+printed with control characters escaped so a crafted manifest cannot drive the terminal.
 
 Exit codes (the same for every command, documented in ``--help``):
 
@@ -128,7 +128,7 @@ def _allowlist(args: argparse.Namespace) -> Any:
     its module, and the file being scanned must not be able to pick which folder's code runs
     (a downloaded model folder can hold Python files next to the pickle).
     """
-    from .allowlist import Allowlist
+    from .safety import Allowlist
 
     root = None
     if args.root is not None:
@@ -170,7 +170,7 @@ def _root_hint(allowlist: Any, refused: list[tuple[Any, str]]) -> str | None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .report import format_size
-    from .scan import scan_file
+    from .safety import scan_file
 
     allowlist = _allowlist(args)
     try:
@@ -254,7 +254,7 @@ def _claimed_globals(manifest: Manifest) -> set[tuple[str, str]]:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from .scan import scan_file
+    from .safety import refusal_lines, scan_file
 
     allowlist = _allowlist(args)
     counts = {"safe": 0, "unsafe": 0, "unreadable": 0}
@@ -273,8 +273,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
             # so "unsafe" is the news even when the scan then stopped.
             if verdict.refused:
                 _out(f"{path}: UNSAFE — {len(verdict.refused)} global(s) not on the allowlist")
-                for ref, reason in verdict.refused:
-                    _out(f"  {ref.name}  ({ref.where}): {reason}")
+                for line in refusal_lines(verdict.refused):
+                    _out(f"  {line}")
                 if verdict.error is not None:
                     _out(f"  (the scan then stopped: {verdict.error})")
                 counts["unsafe"] += 1

@@ -230,6 +230,11 @@ def _rel(abs_err: float, expected_mag: float) -> float:
     return abs_err / expected_mag if expected_mag else math.inf
 
 
+#: Limits of one comparison (an output built from a crafted golden can be any graph).
+MAX_NESTING = 200
+MAX_CONTAINERS = 200_000
+
+
 class _Comparer:
     def __init__(self, *, exact: bool, rtol: float | None, atol: float | None) -> None:
         self.exact = exact
@@ -237,8 +242,13 @@ class _Comparer:
         self.atol = atol
         self.diffs: list[Difference] = []
         # (id(expected), id(actual)) of the containers on the current path, so that a structure
-        # containing itself is compared once instead of recursing forever.
+        # containing itself is compared once instead of recursing forever...
         self.active: set[tuple[int, int]] = set()
+        # ...and of every pair already compared: a DAG of shared lists (2**40 paths from a few
+        # hundred bytes of pickle) is walked once per distinct pair, by identity.
+        self.done: set[tuple[int, int]] = set()
+        self.depth = 0
+        self.steps = 0
 
     def tolerance(self, dtype: Any) -> Tolerance:
         base = Tolerance(0.0, 0.0) if self.exact else default_tolerance(dtype)
@@ -318,13 +328,26 @@ class _Comparer:
 
     def nested(self, e: Any, a: Any, path: str, how: Any) -> None:
         key = (id(e), id(a))
-        if key in self.active:
+        if key in self.active or key in self.done:
+            return
+        self.steps += 1
+        if self.depth >= MAX_NESTING or self.steps > MAX_CONTAINERS:
+            what = (
+                f"nested deeper than {MAX_NESTING} levels"
+                if self.depth >= MAX_NESTING
+                else f"more than {MAX_CONTAINERS} containers"
+            )
+            self.add(path, e, a, f"not compared further: the output is {what}")
+            self.done.add(key)
             return
         self.active.add(key)
+        self.depth += 1
         try:
             how(e, a, path)
         finally:
+            self.depth -= 1
             self.active.discard(key)
+            self.done.add(key)
 
     # -------------------------------------------------------------------------- containers
 

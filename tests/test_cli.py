@@ -98,11 +98,11 @@ def test_scan_project_classes_need_the_root(capsys: pytest.CaptureFixture[str]) 
     bundle = EXAMPLE / "goldens/sentiment/bundle.pkl"
     code, out, _ = run(capsys, "scan", bundle)
     assert code == cli.EXIT_UNSAFE
-    assert "  package.MyCompoundClass  (top level): not on the allowlist (third-party code)" in out
+    assert "  package.MyCompoundClass (referenced): not on the allowlist (third-party code)" in out
     assert "hint: classes and functions of your own project are allowed only with --root" in out
     code, out, _ = run(capsys, "scan", "--root", ROOT / "benchmarks", bundle)
     assert code == cli.EXIT_UNSAFE
-    assert "  package.MyCompoundClass  (top level): module package not found in the project" in out
+    assert "  package.MyCompoundClass (referenced): module package not found in the project" in out
     assert "hint: a global that is not found may be project code of another folder" in out
 
 
@@ -122,7 +122,7 @@ def test_scan_runs_no_code_of_the_folder_it_looks_at(
     monkeypatch.syspath_prepend(str(folder))
     code, out, _ = run(capsys, "scan", "model.pkl")
     assert code == cli.EXIT_UNSAFE
-    assert "  evilmod.Net  (top level): not on the allowlist (third-party code)" in out
+    assert "  evilmod.Net (referenced): not on the allowlist (third-party code)" in out
     assert not canary.exists()
     # --root is the user's statement of trust: then the module is imported to check the class.
     code, out, _ = run(capsys, "scan", "--root", folder, "model.pkl")
@@ -142,7 +142,7 @@ def test_scan_malicious(
     code, out, _ = run(capsys, "scan", "--root", tmp_path, path)
     assert code == cli.EXIT_UNSAFE, out
     assert out.startswith(f"{path}: UNSAFE — ")
-    assert f"\n  {refused}  (" in out
+    assert f"\n  {refused} (" in out
     assert not canary.exists()
 
 
@@ -166,7 +166,7 @@ def test_scan_payload_followed_by_garbage_is_unsafe(
     path.write_bytes(os_system_p2(canary)[:-1] + b"\xff garbage")
     code, out, _ = run(capsys, "scan", path)
     assert code == cli.EXIT_UNSAFE, out
-    assert "  os.system  (top level): not on the allowlist (standard library code)" in out
+    assert "  os.system (referenced): not on the allowlist (standard library code)" in out
     assert "  (the scan then stopped: " in out
 
 
@@ -211,7 +211,7 @@ def test_scan_allow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path.write_bytes(pickle.dumps({"ttl": datetime.timedelta(days=1)}, protocol=4))
     code, out, _ = run(capsys, "scan", path)
     assert code == cli.EXIT_UNSAFE
-    assert "  datetime.timedelta  (top level): not on the allowlist (standard library code)" in out
+    assert "  datetime.timedelta (referenced): not on the allowlist (standard library code)" in out
     code, out, _ = run(capsys, "scan", "--allow", "datetime.timedelta", path)
     assert code == cli.EXIT_OK, out
     assert f"{path}: safe — 1 global(s), all allowed" in out
@@ -227,7 +227,7 @@ def test_scan_allow_never_widens_to_a_module(
     path.write_bytes(os_system_p2(canary))
     code, out, _ = run(capsys, "scan", "--allow", "os.getcwd", "--allow", "posix.system", path)
     assert code == cli.EXIT_UNSAFE
-    assert "  os.system  (top level)" in out
+    assert "  os.system (referenced)" in out
 
 
 def test_scan_bad_allow_entry_is_a_usage_error(
@@ -504,8 +504,8 @@ def test_loader_does_trigger_the_audit_hook() -> None:
     script = textwrap.dedent(
         """
         import sys, pickle, collections
-        from pytest_modelpack.allowlist import Allowlist
-        from pytest_modelpack.load import loads_bundle
+        from pytest_modelpack.safety import Allowlist
+        from pytest_modelpack.safety import loads_bundle
         seen = []
         sys.addaudithook(lambda event, args: seen.append(args) if event == "pickle.find_class" else None)
         loads_bundle(pickle.dumps(collections.OrderedDict(a=1)), Allowlist(None))
@@ -527,4 +527,4 @@ def test_scan_survives_a_project_module_that_exits(
     path.write_bytes(b"\x80\x04\x8c\x05setup\x8c\x05setup\x93.")
     code, out, _ = run(capsys, "scan", "--root", tmp_path, path, path)
     assert code == cli.EXIT_UNSAFE
-    assert out.count("  setup.setup  (top level): importing setup failed: SystemExit: ") == 2
+    assert out.count("  setup.setup (referenced): importing setup failed: SystemExit: ") == 2

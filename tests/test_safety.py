@@ -25,24 +25,25 @@ from .test_scan import CORPUS
 
 # A representative slice of the unit-level corpus in tests/test_scan.py (all of it runs there,
 # and through `modelpack scan` in tests/test_cli.py), with where the scanner reports the global.
-NESTED = "nested storage (torch.storage._load_from_bytes) at byte *"
+NESTED = "referenced in nested storage (torch.storage._load_from_bytes) at byte *"
 GATE_CORPUS = {
-    "os.system GLOBAL p0": "top level",
-    "os.system STACK_GLOBAL p4": "top level",
-    "__builtin__.eval p2 (mapped to builtins.eval)": "top level",
-    "memoized module string then BINGET": "top level",
-    "dotted name torch + serialization.os.system": "top level",
-    "module object torch + serialization": "top level",
+    "os.system GLOBAL p0": "referenced",
+    "os.system STACK_GLOBAL p4": "referenced",
+    "__builtin__.eval p2 (mapped to builtins.eval)": "referenced",
+    "memoized module string then BINGET": "referenced",
+    "dotted name torch + serialization.os.system": "referenced",
+    "module object torch + serialization": "referenced",
     "bare payload in _load_from_bytes bytes": NESTED,
     "payload after a valid legacy header": NESTED,
-    "torch zip in _load_from_bytes with malicious data.pkl": f"{NESTED} > zip member archive/data.pkl",
+    # issue 10: torch never writes a zip into a pickled storage: refused as such
+    "torch zip in _load_from_bytes with malicious data.pkl": NESTED,
 }
 CASES = [case for case in CORPUS if case[0] in GATE_CORPUS]
 assert len(CASES) == len(GATE_CORPUS), "tests/test_scan.py renamed a corpus entry"
 
 UNSAFE_FIX = (
-    "  fix: if you trust these names, add them to modelpack_safe_globals in your pytest ini "
-    "options*"
+    "  fix: do not trust this file: restore the golden from version control "
+    "(git checkout -- goldens/sentiment), or regenerate it with pytest --modelpack-regen*"
 )
 RESTORE_FIX = (
     "  fix: restore the golden from version control (git checkout -- goldens/sentiment), "
@@ -112,7 +113,7 @@ def test_gate_refuses_malicious_golden(
     assert result.ret == 1, result.stdout.str()
     result.stdout.fnmatch_lines(
         [
-            "modelpack: sentiment: UNSAFE GOLDEN — * not on the allowlist; nothing was loaded",
+            "modelpack: sentiment: UNSAFE GOLDEN — * refused; nothing from the golden was run",
             "  file: */goldens/sentiment/bundle.pkl",
             f"  {refused} ({GATE_CORPUS[label]}): *",
             UNSAFE_FIX,
@@ -144,10 +145,10 @@ def test_gate_names_every_offending_global(golden_project: SeedProject, canary: 
     assert result.ret == 1
     result.stdout.fnmatch_lines(
         [
-            "modelpack: sentiment: UNSAFE GOLDEN — 2 global(s) in the golden are not on the "
-            "allowlist; nothing was loaded",
-            "  subprocess.getoutput (top level): not on the allowlist (standard library code)",
-            "  os.system (top level): not on the allowlist (standard library code)",
+            "modelpack: sentiment: UNSAFE GOLDEN — 2 global uses refused; nothing from the golden "
+            "was run",
+            "  subprocess.getoutput (referenced): not on the allowlist (standard library code)",
+            "  os.system (referenced): not on the allowlist (standard library code)",
             UNSAFE_FIX,
         ]
     )
@@ -209,41 +210,32 @@ def sentiment_model():
 """
 
 
-def test_safe_globals_ini_turns_the_refusal_into_a_pass(seed_project: SeedProject) -> None:
+def test_live_trust_needs_no_configuration(seed_project: SeedProject, canary: Path) -> None:
+    """Issue 10: a global the live model's own pickle uses (datetime.timedelta, called by
+    REDUCE) is trusted for its golden with zero configuration; the same golden calling a
+    function the live pickle never calls is refused."""
+    from .test_scan import os_system_p2
+
     seed_project.write("conftest.py", CONFTEST_WITH_TTL)
-    allow = 'modelpack_safe_globals = ["datetime.timedelta"]'
-    # regen refuses to write a golden the gate would refuse to load...
     seed_project.ini(examples=2)
     result = seed_project.run("--modelpack-regen", "--modelpack-device", "cpu")
-    assert result.ret == 1
-    result.stdout.fnmatch_lines(
-        [
-            "modelpack: sentiment: UNSAFE GOLDEN — the model references globals the gate would "
-            "refuse to load",
-            "  datetime.timedelta (top level): not on the allowlist (standard library code)",
-            UNSAFE_FIX,
-        ]
-    )
-    assert not list(seed_project.golden().glob("*")), "a refused regen wrote files"
-    # ...until the user lists the global.
-    seed_project.ini(examples=2, extra=allow)
-    assert seed_project.run("--modelpack-regen", "--modelpack-device", "cpu").ret == 0
+    assert result.ret == 0, result.stdout.str()
     assert "datetime.timedelta" in {g["global"] for g in seed_project.manifest()["globals"]}
     passed = gate(seed_project)
     assert passed.ret == 0, passed.stdout.str()
     passed.stdout.fnmatch_lines(["sentiment*cpu*golden*passed*"])
-    # Without the entry, the same golden is refused by the gate.
-    seed_project.ini(examples=2)
+    plant(seed_project, os_system_p2(canary))
     refused = gate(seed_project)
     assert refused.ret == 1
     refused.stdout.fnmatch_lines(
         [
-            "modelpack: sentiment: UNSAFE GOLDEN — 1 global(s) in the golden are not on the "
-            "allowlist; nothing was loaded",
-            "  datetime.timedelta (top level): not on the allowlist (standard library code)",
+            "modelpack: sentiment: UNSAFE GOLDEN — 1 global use refused; nothing from the golden "
+            "was run",
+            "  os.system (referenced): not on the allowlist (standard library code)",
             UNSAFE_FIX,
         ]
     )
+    assert not canary.exists()
 
 
 def test_safe_globals_ini_allows_only_the_listed_name(
@@ -258,7 +250,7 @@ def test_safe_globals_ini_allows_only_the_listed_name(
     plant(golden_project, os_system_p2(canary))
     result = gate(golden_project)
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["  os.system (top level): not on the allowlist*"])
+    result.stdout.fnmatch_lines(["  os.system (referenced): not on the allowlist*"])
     assert not canary.exists()
 
 
@@ -446,9 +438,8 @@ def test_hash_is_checked_before_the_scan(golden_project: SeedProject, canary: Pa
 def test_refused_globals_outrank_a_scan_error(canary: Path) -> None:
     """Verdict.raise_if_unsafe: a payload followed by garbage is UNSAFE (pickle.loads would run
     it before reaching the garbage), not merely CORRUPT."""
-    from pytest_modelpack.allowlist import Allowlist
     from pytest_modelpack.errors import UnsafeGolden
-    from pytest_modelpack.scan import scan_stream
+    from pytest_modelpack.safety import Allowlist, scan_stream
 
     from .test_scan import os_system_p2
 
@@ -457,5 +448,5 @@ def test_refused_globals_outrank_a_scan_error(canary: Path) -> None:
     assert verdict.error is not None and verdict.refused
     with pytest.raises(UnsafeGolden) as info:
         verdict.raise_if_unsafe("sentiment")
-    assert "  os.system (top level): not on the allowlist" in str(info.value)
+    assert "  os.system (referenced): not on the allowlist" in str(info.value)
     assert "(the scan then stopped: " in str(info.value)

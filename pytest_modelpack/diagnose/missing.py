@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import errors, walk
-from ..scan import iter_globals
+from ..safety import iter_globals
 from ..walk import MAX_DEPTH, MAX_NODES
 
 if TYPE_CHECKING:

@@ -14,15 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..allowlist import Allowlist
 from ..apply import placed
 from ..compare import compare, describe_differences
 from ..diagnose.loading import load_error
 from ..drift import check_drift
-from ..fixes import accept, restore_or_regen, revert_or_accept
+from ..fixes import accept, revert_or_accept
 from ..golden import GoldenStore, Manifest
-from ..load import load_bundle
-from ..scan import scan_file
+from ..safety import Allowlist, load_bundle, scan_file, verdict_error
 from .explore import run_property
 from .request import CheckRequest, CheckResult, display_path, short_repr
 from .runner import Runner, tolerance_line
@@ -31,7 +29,8 @@ __all__ = ["gate", "scan_or_refuse", "replay", "recorded_tolerance", "allowlist_
 
 
 def allowlist_for(request: CheckRequest) -> Allowlist:
-    return Allowlist(request.project_root, request.settings.safe_globals)
+    """The policy for this check's golden: built-in ∪ the live model's own pickle ∪ the ini."""
+    return Allowlist(request.project_root, request.settings.safe_globals, trust=request.trust)
 
 
 def scan_or_refuse(
@@ -43,43 +42,22 @@ def scan_or_refuse(
 ) -> Any:
     """Scan ``path``; CORRUPT, LOAD ERROR (renamed code) or UNSAFE GOLDEN when it must not load."""
     verdict = scan_file(path, allowlist)
-    if verdict.error and not verdict.refused:
-        raise errors.CorruptGolden(
-            "bundle.pkl is not a readable pickle",
-            detail=[f"file: {path}", verdict.error],
-            fix=restore_or_regen(request.nodeid),
-        )
-    missing = getattr(verdict, "missing", [])
-    if verdict.refused and not making and len(missing) == len(verdict.refused):
-        # Every refused name simply no longer resolves: renamed or moved code, not an attack.
-        raise load_error(
+    error = verdict_error(
+        verdict,
+        nodeid=request.nodeid,
+        making=making,
+        shown=display_path(path.parent, request.project_root),
+        missing_error=lambda missing: load_error(
             None,
             "bundle.pkl (golden), read by the safety scan",
             nodeid=request.nodeid,
             project_root=request.project_root,
             manifest=manifest,
             missing=[(ref.module, ref.qualname) for ref in missing],
-        )
-    if verdict.refused:
-        lines = [
-            f"{ref.module}.{ref.qualname} ({ref.where}): {reason}"
-            for ref, reason in verdict.refused
-        ]
-        summary = (
-            "the model references globals the gate would refuse to load"
-            if making
-            else f"{len(verdict.refused)} global(s) in the golden are not on the allowlist; "
-            "nothing was loaded"
-        )
-        if verdict.error:  # a payload followed by garbage: pickle.load would run the payload first
-            lines.append(f"(the scan then stopped: {verdict.error})")
-        raise errors.UnsafeGolden(
-            summary,
-            detail=[f"file: {path}", *lines],
-            fix="if you trust these names, add them to modelpack_safe_globals in your pytest "
-            "ini options (one module.qualname per line); otherwise the golden was tampered "
-            "with: restore it from version control",
-        )
+        ),
+    )
+    if error is not None:
+        raise error
     return verdict
 
 

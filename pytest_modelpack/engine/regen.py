@@ -15,6 +15,7 @@ from ..compare import compare
 from ..drift import describe_code_change, fingerprint_model
 from ..golden import CreatedBy, GlobalEntry, GoldenStore, Manifest
 from ..golden.examples import Example, encode_value, examples_bytes
+from ..safety import Allowlist
 from ..states import Verdict
 from ..structure import diff_trees, structure_tree
 from .explore import draw_inputs
@@ -73,6 +74,15 @@ def _on_disk(store: GoldenStore) -> tuple[Manifest, list[Any]] | str:
         return exc.summary
 
 
+def _kind_of(allowlist: Allowlist, module: str, qualname: str) -> str:
+    """What a referenced global is, for the manifest: project / third-party / builtin / extra.
+
+    A name trusted only because the live model's own pickle uses it is not "refused": say what it
+    is."""
+    decision = allowlist.check(module, qualname)
+    return str(decision.kind if decision.allowed else allowlist.classify(module))
+
+
 def regenerate(request: CheckRequest, runner: Runner, result: CheckResult) -> None:
     """Record fresh examples and write the golden all-or-nothing; say created/unchanged/changed
     (and what was repaired: a damaged golden, an interrupted regen's leftovers)."""
@@ -102,7 +112,7 @@ def regenerate(request: CheckRequest, runner: Runner, result: CheckResult) -> No
             GlobalEntry(
                 module=ref.module,
                 qualname=ref.qualname,
-                kind=allowlist.check(ref.module, ref.qualname).kind,
+                kind=_kind_of(allowlist, ref.module, ref.qualname),
             )
             for ref in verdict.globals
         ]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..options import Settings
 from ..states import Mode, Verdict
+
+if TYPE_CHECKING:
+    from ..safety.policy import Trust
 
 __all__ = ["CheckRequest", "CheckResult", "NONDETERMINISM_PROBES", "display_path", "short_repr"]
 
@@ -37,6 +40,8 @@ class CheckRequest:
     examples: int | None = None
     #: True for the one device run that writes the golden at regen (the first configured device).
     writes_golden: bool = True
+    #: What the live model's own pickle does (filled by the round-trip): trusted for its golden.
+    trust: Trust | None = None
 
 
 @dataclasses.dataclass

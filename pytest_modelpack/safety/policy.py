@@ -1,16 +1,25 @@
-"""Which globals a golden may reference: exact ``module.qualname`` pairs, decided per name.
+"""Which globals a golden may use, and in which role: the policy the interpreter is judged by.
 
-Three sources, nothing else (in particular nothing the golden itself says):
+A name is first decided as a whole (:meth:`Allowlist.check`: may it be imported at all?), then
+each use of it by its :class:`~pytest_modelpack.safety.refs.Role` (:meth:`Allowlist.judge`).
+Four sources, nothing else (in particular nothing the golden itself says):
 
-* a built-in set: torch tensor/parameter/storage rebuild functions, dtypes, ``torch.nn`` module
-  classes, containers, numpy arrays, sentencepiece processors;
-* classes and functions defined in the project's own modules, resolved without importing anything
-  outside the project;
-* the ``extra`` entries the user configured.
+* a built-in policy: the REDUCE table of :mod:`pytest_modelpack.safety.calls` (torch rebuild
+  functions, containers, codecs... each with argument checks), ``torch.nn`` module classes built
+  and restored, dtypes and torch functions referenced, numpy arrays, sentencepiece processors;
+* classes and functions defined in the project's own modules (referenced, instantiated, restored
+  with a default ``__setstate__``; never *called* unless the live model's pickle calls them);
+* :class:`Trust` derived from the live model's own pickle (:func:`trust_from_pickle`): every
+  global it uses, in the role it uses it (and for calls, the call shape);
+* the ``extra`` entries the user configured (``modelpack_safe_globals``): ``module.qualname`` or
+  ``module:qualname`` trusts one global in every role; ``package.*`` trusts every class under a
+  package and ``package.module:*`` those of one module, as classes: referenced, instantiated and
+  restored, never called.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import functools
 import importlib
 import importlib.machinery
@@ -18,13 +27,21 @@ import inspect
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_modelpack.errors import UsageError
 from pytest_modelpack.project import Location, ModuleKind, Project
+from pytest_modelpack.safety.calls import BUILD_TYPES, REDUCE_TABLE
+from pytest_modelpack.safety.refs import GlobalRef, Role
 
-__all__ = ["Allowlist", "Decision", "builtin_globals"]
+__all__ = ["Allowlist", "Decision", "Trust", "builtin_globals"]
+
+#: Module prefixes whose classes torch builds and restores as nn.Modules (NEWOBJ + BUILD).
+_TORCH_MODULE_PREFIX = "torch.nn.modules."
+#: Referenced (never called by the pickle) torch functions a model may hold as attributes:
+#: activation functions of nn.TransformerEncoderLayer, HF's ACT2FN... pure tensor functions.
+_REFERENCE_PREFIXES = ("torch.nn.functional", "torch._C._nn", "torch.nn.modules.")
 
 _TORCH_REBUILD = (
     ("torch._utils", "_rebuild_tensor_v2"),
@@ -62,6 +79,7 @@ _PLAIN = (
     ("collections", "OrderedDict"),
     ("collections", "defaultdict"),
     ("collections", "deque"),
+    ("collections", "Counter"),
     # Plain value types: constructing them runs no user-controlled code. int is what a pickled
     # SentencePieceProcessor references (its _return_type attribute).
     *(
@@ -86,8 +104,6 @@ _PLAIN = (
     ),
     ("copyreg", "_reconstructor"),  # protocols 0-1 objects
     ("_codecs", "encode"),  # protocols 0-2 bytes
-    ("functools", "partial"),
-    ("_io", "BytesIO"),
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"),
@@ -103,35 +119,125 @@ _PLAIN = (
 )
 
 
+#: torch attributes that pickle as globals: dtypes, layouts, qschemes (sparse and quantized
+#: rebuilds), memory formats. Listed, not computed, so that judging a name never imports torch;
+#: tests/test_scan.py checks the list against the installed torch.
+TORCH_VALUE_NAMES = frozenset(
+    (
+        "_mkldnn",
+        "bfloat16",
+        "bit",
+        "bits16",
+        "bits1x8",
+        "bits2x4",
+        "bits4x2",
+        "bits8",
+        "bool",
+        "cdouble",
+        "cfloat",
+        "chalf",
+        "channels_last",
+        "channels_last_3d",
+        "complex128",
+        "complex32",
+        "complex64",
+        "contiguous_format",
+        "double",
+        "float",
+        "float16",
+        "float32",
+        "float4_e2m1fn_x2",
+        "float64",
+        "float8_e4m3fn",
+        "float8_e4m3fnuz",
+        "float8_e5m2",
+        "float8_e5m2fnuz",
+        "float8_e8m0fnu",
+        "half",
+        "int",
+        "int1",
+        "int16",
+        "int2",
+        "int3",
+        "int32",
+        "int4",
+        "int5",
+        "int6",
+        "int64",
+        "int7",
+        "int8",
+        "jagged",
+        "legacy_contiguous_format",
+        "long",
+        "per_channel_affine",
+        "per_channel_affine_float_qparams",
+        "per_channel_symmetric",
+        "per_tensor_affine",
+        "per_tensor_symmetric",
+        "preserve_format",
+        "qint32",
+        "qint8",
+        "quint2x4",
+        "quint4x2",
+        "quint8",
+        "short",
+        "sparse_bsc",
+        "sparse_bsr",
+        "sparse_coo",
+        "sparse_csc",
+        "sparse_csr",
+        "strided",
+        "uint1",
+        "uint16",
+        "uint2",
+        "uint3",
+        "uint32",
+        "uint4",
+        "uint5",
+        "uint6",
+        "uint64",
+        "uint7",
+        "uint8",
+    )
+)
+
+
 @functools.lru_cache(maxsize=1)
 def builtin_globals() -> frozenset[tuple[str, str]]:
-    """The built-in allowlist as exact ``(module, qualname)`` pairs (imports torch once)."""
-    pairs = set(_TORCH_REBUILD) | set(_PLAIN)
+    """The built-in allowlist as exact ``(module, qualname)`` pairs; imports nothing.
+
+    Besides these, every class of ``torch.nn.modules.*`` and ``numpy.dtypes.*DType`` is allowed
+    by pattern (see :meth:`Allowlist.check`).
+    """
+    pairs = set(_TORCH_REBUILD) | set(_PLAIN) | set(REDUCE_TABLE) | set(BUILD_TYPES)
+    pairs.add(("torch", "Tensor"))
     pairs.update(("torch", name) for name in _LEGACY_STORAGES)
-    try:
-        import torch
-        import torch.nn.modules
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return frozenset(pairs)
-    # vars(), not dir()+getattr: torch's module __getattr__ would import lazy submodules.
-    for name, value in vars(torch).items():
-        # A dtype pickles as the global torch.<name>; layouts and qschemes (sparse and
-        # quantized tensor rebuilds) and memory formats the same way.
-        if isinstance(value, torch.dtype | torch.layout | torch.qscheme | torch.memory_format):
-            pairs.add(("torch", name))
-    for name in torch.nn.modules.__all__:
-        cls = getattr(torch.nn.modules, name, None)
-        if isinstance(cls, type):
-            pairs.add((cls.__module__, cls.__qualname__))
-    try:
-        import numpy.dtypes
-    except ImportError:
-        pass
-    else:
-        for name, value in vars(numpy.dtypes).items():
-            if name.endswith("DType") and isinstance(value, type):
-                pairs.add(("numpy.dtypes", name))
+    pairs.update(("torch", name) for name in TORCH_VALUE_NAMES)
     return frozenset(pairs)
+
+
+_NEWOBJ_PLAIN = frozenset(
+    ("builtins", name) for name in ("object", "dict", "list", "set", "tuple", "int", "float", "str")
+)
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the trusted live model's own pickle does: (module, qualname, role) uses, and for
+    calls the shape of each call (see :func:`pytest_modelpack.safety.trust.trust_from_pickle`)."""
+
+    uses: frozenset[tuple[str, str, Role]] = field(default_factory=frozenset)
+    shapes: frozenset[tuple[str, str, str]] = field(default_factory=frozenset)
+
+    def allows(self, module: str, qualname: str, role: Role, shape: str | None) -> bool:
+        if (module, qualname, role) not in self.uses:
+            return False
+        if role is Role.REDUCE:
+            return (module, qualname, shape or "") in self.shapes
+        return True
+
+    def knows(self, module: str, qualname: str) -> bool:
+        return any((module, qualname, role) in self.uses for role in Role)
 
 
 @dataclass(frozen=True)
@@ -183,13 +289,32 @@ class Allowlist:
     that names an existing module. Decisions are cached.
     """
 
-    def __init__(self, project_root: Path | str | None, extra: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        project_root: Path | str | None,
+        extra: Iterable[str] = (),
+        trust: Trust | None = None,
+    ) -> None:
         self.project = Project(project_root)
         self.project_root = self.project.root
+        self.trust = trust if trust is not None else Trust()
         self._extra_exact: set[tuple[str, str]] = set()
         self._extra_dotted: set[str] = set()
+        self._extra_packages: set[str] = set()  # "pkg.*": pkg and every module below it
+        self._extra_modules: set[str] = set()  # "pkg.mod:*": that module only
         for entry in extra:
-            if not entry.strip():
+            text = entry.strip()
+            if not text:
+                continue
+            if text.endswith((".*", ":*")):
+                module = text[:-2]
+                if not _valid_dotted(module):
+                    raise UsageError(
+                        f"invalid safe-global entry {entry!r}",
+                        fix="trust a package's classes as package.* (or one module's as "
+                        "package.module:*)",
+                    )
+                (self._extra_packages if text.endswith(".*") else self._extra_modules).add(module)
                 continue
             module, qualname = _split_extra(entry)
             if qualname is None:
@@ -207,6 +332,69 @@ class Allowlist:
             decision = self._cache[key] = self._decide(module, qualname)
         return decision
 
+    def judge(self, ref: GlobalRef) -> Decision:
+        """Decide one use of a global: ``ref.module.ref.qualname`` in ``ref.role``.
+
+        Nothing in ``ref`` but its names, role and call shape counts: the golden cannot widen
+        trust. A REDUCE of anything outside the built-in table needs the live model's pickle to
+        make the same call (or an exact ``modelpack_safe_globals`` entry).
+        """
+        if ref.problem is not None:
+            return Decision(False, "refused", ref.problem)
+        module, qualname, role = ref.module, ref.qualname, ref.role
+        key = (module, qualname)
+        name = self.check(module, qualname)
+        live = self.trust.allows(module, qualname, role, ref.shape)
+        if live:
+            return Decision(True, "live", "used this way by the live model's own pickle")
+        if key in self._extra_exact or (
+            f"{module}.{qualname}" in self._extra_dotted
+            and self._extra_split_matches(module, qualname)
+        ):
+            return Decision(True, "extra", "listed in the extra safe globals")
+        if role is not Role.REDUCE and self._in_extra_package(module):
+            return Decision(True, "extra", "a class of a package listed in the safe globals")
+        if role is Role.REFERENCE:
+            if name.allowed or module.startswith(_REFERENCE_PREFIXES):
+                return name if name.allowed else Decision(True, "third-party", "a torch function")
+            if self.trust.knows(module, qualname):
+                return Decision(True, "live", "used by the live model's own pickle")
+            return name
+        if role is Role.REDUCE:
+            if key in REDUCE_TABLE:
+                return Decision(True, name.kind, "on the built-in call table (arguments checked)")
+            if name.allowed and name.kind == "project":
+                return Decision(
+                    False,
+                    "refused",
+                    "a project function or class called by the golden, but the live model's "
+                    "own pickle never calls it this way",
+                )
+            return self._refuse_role(name, role)
+        # NEWOBJ / BUILD: torch modules, project classes, the built-in restorable types.
+        if module.startswith(_TORCH_MODULE_PREFIX):
+            return Decision(True, "third-party", "a torch.nn module class")
+        if key in BUILD_TYPES or (role is Role.NEWOBJ and key in _NEWOBJ_PLAIN):
+            return Decision(True, name.kind, "on the built-in allowlist")
+        if name.allowed and name.kind == "project":
+            return name
+        return self._refuse_role(name, role)
+
+    def _refuse_role(self, name: Decision, role: Role) -> Decision:
+        if not name.allowed:
+            return name
+        return Decision(
+            False,
+            "refused",
+            f"not allowed to be {role} by a golden (the live model's own pickle never does this)",
+        )
+
+    def _in_extra_package(self, module: str) -> bool:
+        if module in self._extra_modules:
+            return True
+        parts = module.split(".")
+        return any(".".join(parts[:i]) in self._extra_packages for i in range(1, len(parts) + 1))
+
     def classify(self, module: str) -> ModuleKind:
         """Standard library, project or third-party (see :mod:`pytest_modelpack.project`)."""
         return self.project.module_kind(module)
@@ -221,8 +409,18 @@ class Allowlist:
         if not (_valid_dotted(module) and _valid_dotted(qualname)):
             return Decision(False, "refused", "not a valid module and qualified name")
         top = module.partition(".")[0]
-        stdlib = top in sys.stdlib_module_names or top in sys.builtin_module_names
-        if (module, qualname) in builtin_globals():
+        # Python 2 names (__builtin__, copy_reg...) are standard library too, never "renamed
+        # project code": a protocol 3+ stream asking for them is refused, not aliased.
+        stdlib = (
+            top in sys.stdlib_module_names
+            or top in sys.builtin_module_names
+            or top in _compat_pickle.IMPORT_MAPPING
+        )
+        if (
+            (module, qualname) in builtin_globals()
+            or (module.startswith(_TORCH_MODULE_PREFIX) and "." not in qualname)
+            or (module == "numpy.dtypes" and qualname.endswith("DType"))
+        ):
             kind = "builtin" if stdlib else "third-party"
             return Decision(True, kind, "on the built-in allowlist")
         project_refusal: Decision | None = None

@@ -1,0 +1,327 @@
+"""Opcode handlers that construct objects, each use judged by its role before it runs.
+
+REDUCE and INST/OBJ with arguments call (only the table of :mod:`.calls`, plus what the live
+model's pickle calls); NEWOBJ, NEWOBJ_EX, copyreg and OBJ instantiate; BUILD restores state only
+of what this stream itself constructed (never a numpy dtype's flags); a persistent id is refused
+in a golden, a storage record in a torch stream, an opaque storage in the live model's own pickle.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from typing import Any
+
+from pytest_modelpack.safety.calls import (
+    REDUCE_TABLE,
+    SPECIAL,
+    check_call,
+    is_latin1_call,
+    load_from_bytes_arg,
+)
+from pytest_modelpack.safety.machine import (
+    LOAD_FROM_BYTES,
+    RECONSTRUCTOR_BASES,
+    Machine,
+    Persid,
+    Refused,
+    call_shape,
+)
+from pytest_modelpack.safety.refs import GlobalRef, Role
+from pytest_modelpack.safety.values import Latin1, Sym, TextRef, kind_of
+
+
+def op_persid(m: Machine, pos: int) -> None:
+    data = m.short_line(pos, "persistent id")
+    _persistent(m, data.decode("ascii"), pos)
+
+
+def op_binpersid(m: Machine, pos: int) -> None:
+    (pid,) = m.pop(1, pos)
+    _persistent(m, pid, pos)
+
+
+def _persistent(m: Machine, pid: Any, pos: int) -> None:
+    if m.persid is Persid.OPAQUE:
+        m.stack.append(Sym("storage"))
+        return
+    if m.persid is Persid.REFUSE:
+        m.problem(
+            pos,
+            "<persistent id>",
+            "PERSID",
+            Role.REFERENCE,
+            "a persistent id: pickle.dump never writes one, and only a custom loader could "
+            "resolve it",
+        )
+        m.stack.append(Sym("obj"))
+        return
+    assert m.s.nested is not None
+    m.stack.append(m.s.nested.storage_record(m, pid, pos))
+
+
+def _call_args(m: Machine, pos: int, args: Any, op: str) -> tuple[Any, ...] | None:
+    if isinstance(args, tuple):
+        return args
+    m.problem(
+        pos, "<arguments>", op, Role.REDUCE, f"{op} arguments are a {kind_of(args)}, not a tuple"
+    )
+    return None
+
+
+def op_reduce(m: Machine, pos: int) -> None:
+    func, args = m.pop(2, pos)
+    m.stack.append(_call(m, pos, func, args, "REDUCE"))
+
+
+def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
+    name = m.global_name(func)
+    if name is None:
+        m.problem(
+            pos,
+            "<value>",
+            kind_of(func),
+            Role.REDUCE,
+            f"{op} calls a value the pickle built itself, not a named global",
+        )
+        return Sym("obj")
+    call = _call_args(m, pos, args, op)
+    if call is None:
+        return Sym("obj")
+    ref = GlobalRef(name[0], name[1], m.where, pos, role=Role.REDUCE, shape=call_shape(call, m.s))
+    why = check_call(name, call, m)
+    if why is None and name in SPECIAL:
+        why = _special_problem(m, name, call)
+    m.use(ref if why is None else replace(ref, problem=f"call refused: {why}"))
+    if why is not None:  # scan mode goes on (load mode raised): the call never happens
+        return Sym("obj", name)
+    if name in SPECIAL:
+        return _special(m, pos, name, call)
+    if not m.loading:
+        return Sym("obj", name, call if name == ("numpy", "dtype") else ())
+    if name in REDUCE_TABLE:
+        try:
+            result = func(*call)
+        except Exception as exc:  # a table callable on arguments its check let through
+            raise m.fail(pos, f"{name[0]}.{name[1]} failed: {type(exc).__name__}: {exc}") from None
+    else:
+        result = func(*call)  # trusted code: its own errors are the LOAD ERROR diagnosis's
+    if name == ("torch._utils", "_rebuild_sparse_tensor"):
+        import torch
+
+        torch._utils._validate_loaded_sparse_tensors()  # indices in range, before any use
+    m.s.produced[id(result)] = (result, name)
+    return result
+
+
+def _special_problem(m: Machine, name: tuple[str, str], call: tuple[Any, ...]) -> str | None:
+    if name == LOAD_FROM_BYTES:
+        if load_from_bytes_arg(call) is None:
+            return "its argument is not literal bytes, so the pickle it loads cannot be read first"
+        if m.depth >= 1:
+            return "a torch storage nested inside a nested storage: torch never writes one"
+        return None
+    if name == ("_codecs", "encode"):
+        return None if is_latin1_call(call) else "only _codecs.encode(text, 'latin1') is allowed"
+    # copyreg._reconstructor(cls, base, state) / copyreg.__newobj__(cls, *args)
+    if not call or m.global_name(call[0]) is None:
+        return "the class it instantiates is not a named global"
+    if name == ("copyreg", "_reconstructor"):
+        if len(call) != 3 or m.global_name(call[1]) not in RECONSTRUCTOR_BASES:
+            return "the base class is not a plain builtin type"
+    return None
+
+
+def _special(m: Machine, pos: int, name: tuple[str, str], call: tuple[Any, ...]) -> Any:
+    if name == LOAD_FROM_BYTES:
+        assert m.s.nested is not None
+        return m.s.nested.payload(m, call[0], pos)
+    if name == ("_codecs", "encode"):
+        text = call[0]
+        if m.loading:
+            return text.encode("latin-1")
+        return Latin1(text, text.offset if isinstance(text, TextRef) else pos)
+    cls = call[0]
+    cls_name = m.global_name(cls)
+    assert cls_name is not None
+    return _instantiate(m, pos, cls, cls_name, call[1:] if name[1] == "__newobj__" else (), call)
+
+
+def _instantiate(
+    m: Machine, pos: int, cls: Any, cls_name: tuple[str, str], args: tuple[Any, ...], rc: Any = None
+) -> Any:
+    """``cls.__new__(cls, *args)`` (NEWOBJ, copyreg), judged as an instantiation of ``cls``."""
+    m.use(GlobalRef(cls_name[0], cls_name[1], m.where, pos, role=Role.NEWOBJ))
+    if not m.loading:
+        return Sym("obj", cls_name)
+    if not isinstance(cls, type):
+        raise Refused(GlobalRef(*cls_name, m.where, pos, role=Role.NEWOBJ), "not a class")
+    try:
+        if rc is not None and len(rc) == 3 and m.global_name(rc[1]) != ("builtins", "object"):
+            base = rc[1]
+            obj = base.__new__(cls, rc[2])
+            if rc[2] is not None:
+                base.__init__(obj, rc[2])
+        else:
+            obj = cls.__new__(cls, *args)
+    except (TypeError, ValueError) as exc:
+        raise m.fail(pos, f"instantiating {cls_name[0]}.{cls_name[1]}: {exc}") from None
+    m.s.produced[id(obj)] = (obj, cls_name)
+    return obj
+
+
+def op_newobj(m: Machine, pos: int) -> None:
+    cls, args = m.pop(2, pos)
+    m.stack.append(_newobj(m, pos, cls, args, None))
+
+
+def op_newobj_ex(m: Machine, pos: int) -> None:
+    cls, args, kwargs = m.pop(3, pos)
+    m.stack.append(_newobj(m, pos, cls, args, kwargs))
+
+
+def _newobj(m: Machine, pos: int, cls: Any, args: Any, kwargs: Any) -> Any:
+    name = m.global_name(cls)
+    if name is None:
+        m.problem(
+            pos, "<value>", kind_of(cls), Role.NEWOBJ, "NEWOBJ of a value that is not a named class"
+        )
+        return Sym("obj")
+    call = _call_args(m, pos, args, "NEWOBJ")
+    if call is None:
+        return Sym("obj")
+    if kwargs is not None and not isinstance(kwargs, dict | Sym):
+        raise m.fail(pos, "NEWOBJ_EX keyword arguments are not a dict")
+    if not kwargs or isinstance(kwargs, Sym):
+        obj = _instantiate(m, pos, cls, name, call)
+        if isinstance(kwargs, Sym) or not m.loading:
+            return obj
+        return obj
+    m.use(GlobalRef(name[0], name[1], m.where, pos, role=Role.NEWOBJ))
+    obj = cls.__new__(cls, *call, **kwargs)
+    m.s.produced[id(obj)] = (obj, name)
+    return obj
+
+
+def _inst_like(m: Machine, pos: int, cls: Any, items: list[Any]) -> Any:
+    """INST/OBJ (protocols 0-1): ``cls(*args)`` with arguments (a call), else ``cls.__new__``."""
+    if items:
+        return _call(m, pos, cls, tuple(items), "INST")
+    name = m.global_name(cls)
+    if name is None:
+        m.problem(
+            pos, "<value>", kind_of(cls), Role.NEWOBJ, "OBJ of a value that is not a named class"
+        )
+        return Sym("obj")
+    return _instantiate(m, pos, cls, name, ())
+
+
+def op_inst(m: Machine, pos: int) -> None:
+    module = m.short_line(pos, "global name").decode("utf-8")
+    qualname = m.short_line(pos, "global name").decode("utf-8")
+    cls = m.resolve(module, qualname, pos)
+    items = m.pop_mark(pos)
+    m.stack.append(_inst_like(m, pos, cls, items))
+
+
+def op_obj(m: Machine, pos: int) -> None:
+    items = m.pop_mark(pos)
+    if not items:
+        raise m.fail(pos, "OBJ without a class")
+    m.stack.append(_inst_like(m, pos, items[0], items[1:]))
+
+
+def op_build(m: Machine, pos: int) -> None:
+    (state,) = m.pop(1, pos)
+    inst = m.top(pos)
+    made = m.producer(inst)
+    if made is None:
+        m.problem(
+            pos,
+            "<value>",
+            kind_of(inst),
+            Role.BUILD,
+            "BUILD on a value this pickle did not construct (a class, a module, a container)",
+        )
+        return
+    ref = GlobalRef(made[0], made[1], m.where, pos, role=Role.BUILD)
+    why = _build_problem(inst, made, state)
+    if not m.loading:
+        m.use(ref if why is None else replace(ref, problem=why))
+        return
+    decision = m.use(ref if why is None else replace(ref, problem=why))
+    _build(m, inst, made, state, decision, ref)
+
+
+_FORGED_DTYPE = "sets a numpy dtype's state (flags, item size, fields) to other than its own"
+
+
+def _build_problem(inst: Any, made: tuple[str, str], state: Any) -> str | None:
+    if made != ("numpy", "dtype"):
+        return None
+    # Never a dtype's flags or item size from a golden: only the state numpy itself gives it.
+    code = inst.args[0] if isinstance(inst, Sym) and inst.args else None
+    if not isinstance(inst, Sym):
+        own = inst.__reduce__()
+        if len(own) < 3 or own[2] != state:
+            return _FORGED_DTYPE
+        code = own[1][0]
+    return None if _plain_dtype_state(code, state) else _FORGED_DTYPE
+
+
+def _plain_dtype_state(code: object, state: object) -> bool:
+    """The state numpy writes for a plain (non-structured) dtype of type string ``code``."""
+    if not (isinstance(code, str) and code and isinstance(state, tuple) and len(state) in (8, 9)):
+        return False
+    if state[2:5] != (None, None, None) or not all(type(v) is int for v in state[5:8]):
+        return False
+    kind = code.lstrip("<>|=")[:1]
+    flags = {"O": 63, "U": 8}.get(kind, 0)
+    flexible = kind in ("V", "S", "U")
+    return state[7] == flags and (flexible or state[5:7] == (-1, -1))
+
+
+def _build(
+    m: Machine, inst: Any, made: tuple[str, str], state: Any, decision: Any, ref: GlobalRef
+) -> None:
+    if made == ("numpy", "dtype"):
+        return  # the state equals the dtype's own: nothing to do
+    setstate = getattr(type(inst), "__setstate__", None)
+    if setstate is not None:
+        if (
+            decision is not None
+            and decision.kind == "project"
+            and not _default_setstate(type(inst))
+        ):
+            raise Refused(
+                ref,
+                f"{type(inst).__qualname__} defines its own __setstate__, which the live "
+                "model's own pickle never runs",
+            )
+        inst.__setstate__(state)
+        return
+    slots = None
+    if isinstance(state, tuple) and len(state) == 2:
+        state, slots = state
+    if state:
+        if not isinstance(state, dict):
+            raise Refused(ref, "BUILD state is not a dict")
+        inst_dict = inst.__dict__
+        for k, v in state.items():
+            inst_dict[sys.intern(k) if type(k) is str else k] = v
+    if slots:
+        if not isinstance(slots, dict) or any(
+            not isinstance(k, str) or k.startswith("__") for k in slots
+        ):
+            raise Refused(ref, "BUILD slot state sets something other than plain attributes")
+        for k, v in slots.items():
+            setattr(inst, k, v)
+
+
+def _default_setstate(cls: type) -> bool:
+    """A ``__setstate__`` that only restores attributes: torch's nn.Module one."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return getattr(cls, "__setstate__", None) is torch.nn.Module.__setstate__

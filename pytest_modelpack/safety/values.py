@@ -1,0 +1,100 @@
+"""The values of the pickle interpreter in scan mode, and predicates true of both modes.
+
+In scan mode nothing is built: bytes stay in the file (:class:`BytesRef`), long text too
+(:class:`TextRef`), and containers and objects are :class:`Sym` placeholders that remember what
+produced them. The argument checks of :mod:`pytest_modelpack.safety.calls` run on these and on
+real values alike, through the predicates below, so both modes judge the same calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pytest_modelpack.safety.refs import BytesRef
+
+__all__ = ["Sym", "TextRef", "Latin1", "kind_of", "is_bytes", "is_int", "is_ints", "is_text"]
+
+
+class Sym:
+    """A container or object in scan mode: ``kind`` (list, dict, set, bytearray, obj, storage)
+    and ``producer`` (the global whose call or instantiation made it, for BUILD judgement)."""
+
+    __slots__ = ("kind", "producer", "args")
+
+    def __init__(
+        self, kind: str, producer: tuple[str, str] | None = None, args: tuple[object, ...] = ()
+    ) -> None:
+        self.kind = kind
+        self.producer = producer
+        self.args = args  # the call's arguments, kept only where BUILD needs them (numpy.dtype)
+
+    def __repr__(self) -> str:
+        return f"<{self.kind}>"
+
+
+@dataclass(frozen=True)
+class TextRef:
+    """Text too long to hold, by position: ``length`` encoded bytes at ``offset``."""
+
+    offset: int
+    length: int
+    encoding: str
+
+
+@dataclass(frozen=True)
+class Latin1:
+    """``_codecs.encode(text, 'latin1')`` in scan mode: how protocols 0-2 write bytes."""
+
+    text: str | TextRef
+    offset: int
+
+
+def kind_of(value: object) -> str:
+    """A short, mode-independent kind: ``int``, ``str``, ``bytes``, ``tuple``, ``dict``..."""
+    if isinstance(value, Sym):
+        return value.kind
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str | TextRef):
+        return "str"
+    if isinstance(value, bytes | BytesRef | Latin1):
+        return "bytes"
+    if isinstance(value, bytearray):
+        return "bytearray"
+    if isinstance(value, tuple):
+        return "tuple"
+    if isinstance(value, dict):
+        return "dict"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, set | frozenset):
+        return "set"
+    return "obj"
+
+
+def is_int(value: object) -> bool:
+    return type(value) is int
+
+
+def is_ints(value: object, limit: int = 64) -> bool:
+    """A tuple (or torch.Size) of at most ``limit`` non-negative ints."""
+    return (
+        isinstance(value, tuple)
+        and len(value) <= limit
+        and all(type(v) is int and v >= 0 for v in value)
+    )
+
+
+def is_text(value: object) -> bool:
+    return isinstance(value, str | TextRef)
+
+
+def is_bytes(value: object) -> bool:
+    """Immutable bytes: a literal (either mode) or protocol 0-2's latin-1 encoding of text."""
+    return isinstance(value, bytes | BytesRef | Latin1)
