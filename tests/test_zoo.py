@@ -8,6 +8,7 @@ downloaded.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import transformers.generation.configuration_utils  # noqa: F401
 import transformers.pytorch_utils  # noqa: F401
 from transformers import BertForSequenceClassification, GPT2LMHeadModel  # noqa: F401
 
-from .conftest import EXAMPLE, SeedProject
+from .conftest import EXAMPLE, QUIET, SeedProject
 
 # Imported here for the reason tests/conftest.py gives: a module first imported inside an
 # in-process pytester run is dropped afterwards and imported again by the next run, so a class
@@ -160,3 +161,93 @@ def test_zoo_model_round_trips_regenerates_and_passes_the_gate(
     # 5 round-trip + 3 golden replays + 5 golden-vs-live + 3 live replays
     result.stdout.fnmatch_lines([f"{name} *cpu*golden*passed*16*"])
     assert project.snapshot() == before
+
+
+# -- when golden and live differ: the state diff and the reproducibility diagnosis --------------
+
+REGEN_FIX = "pytest --modelpack-regen test_models.py::test_zoo"
+
+
+@pytest.fixture
+def made(pytester: pytest.Pytester) -> SeedProject:
+    """The attention zoo project (the fastest to shrink on), with its golden made."""
+    project = make_zoo_project(pytester, "attention")
+    result = project.run("--modelpack-regen", "--modelpack-device", "cpu")
+    assert result.ret == 0, result.stdout.str()
+    return project
+
+
+def test_another_seed_is_told_apart_from_code_and_environment(
+    made: SeedProject, tmp_path: Path
+) -> None:
+    made.edit("conftest.py", "SEED = 0", "SEED = 1")
+    report = tmp_path / "report.json"
+    result = made.run("--modelpack-golden", f"--modelpack-report={report}")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*modelpack: attention: OUTPUT MISMATCH — the live model disagrees with the golden",
+            "  expected = golden, got = live model",
+            "  state diff (golden vs live model): 5 of * paths differ, * equal",
+            "    model.embedding.weight: max abs diff * (shape 50×16)",
+            "    model.attention.in_proj_weight: max abs diff * (shape 48×16)",
+            "  no code drift and no environment drift since the golden was made, but the model's "
+            "state differs (model.embedding.weight, *): the fixture does not build the same "
+            "model in every process (or was changed to build another one)",
+            "  weights differ: unseeded random initialisation, or another seed than the golden's",
+            "  fix: make the fixture build the same model in every process: seed it "
+            "(torch.manual_seed(0) before building*",
+            f"       then, or if the fixture was meant to build a new model: {REGEN_FIX}",
+        ]
+    )
+    (row,) = [r for r in json.loads(report.read_text())["checks"] if r["device"] == "cpu"]
+    assert row["kind"] == "OUTPUT MISMATCH"
+    assert row["state_diff"][0].startswith("model.embedding.weight: max abs diff ")
+    # Config values (embedding size, heads) are equal: only weights and biases differ.
+    assert all(line.split(":")[0].endswith(("weight", "bias")) for line in row["state_diff"])
+
+
+def test_unseeded_weights_are_diagnosed_as_an_unreproducible_fixture(
+    made: SeedProject,
+) -> None:
+    """A fixture that forgets the seed builds another model every time it runs."""
+    made.edit("conftest.py", "    torch.manual_seed(SEED)\n", "")
+    result = made.run("--modelpack-golden", "--modelpack-device", "cpu")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*modelpack: attention: OUTPUT MISMATCH — *",
+            "    model.*weight: max abs diff *",
+            "  no code drift and no environment drift since the golden was made, *the fixture "
+            "does not build the same model in every process*",
+            "  fix: make the fixture build the same model in every process: seed it*",
+        ]
+    )
+
+
+def test_a_wordpiece_tokenizer_trained_in_the_fixture_is_diagnosed(
+    pytester: pytest.Pytester,
+) -> None:
+    """WordPiece training numbers tied tokens in a per-process hash order: the golden's tokenizer
+    is not the one the next process trains. Each pytest run is its own process here."""
+    project = make_zoo_project(pytester, "bert")
+    project.edit("conftest.py", "build_model()", "build_model(stable_ids=False)")
+    project.write("pyproject.toml", project.path.joinpath("pyproject.toml").read_text())
+    regen = pytester.runpytest_subprocess(*QUIET, "--modelpack-regen", "--modelpack-device", "cpu")
+    assert regen.ret == 0, regen.stdout.str()
+    result = pytester.runpytest_subprocess(
+        *QUIET, "--modelpack-golden", "--modelpack-device", "cpu"
+    )
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*modelpack: bert: OUTPUT MISMATCH — *",
+            "  state diff (golden vs live model): 1 of * paths differ, * equal",
+            "    model.tokenizer: vocabulary differs: * of * tokens have other ids (e.g. *",
+            "  no code drift and no environment drift since the golden was made, but the model's "
+            "state differs (model.tokenizer): *",
+            "  a tokenizer differs: tokenizer training is not reproducible across processes*",
+            "  fix: make the fixture build the same model in every process: *build the tokenizer "
+            "from a committed file*",
+        ]
+    )

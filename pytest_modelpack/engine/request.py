@@ -50,6 +50,8 @@ class CheckResult:
     seconds: float = 0.0
     detail: str = ""
     warnings: list[str] = dataclasses.field(default_factory=list)
+    #: When golden and live outputs differ: the state paths that differ (statediff.StateDiff).
+    state_diff: list[str] = dataclasses.field(default_factory=list)
     error: errors.ModelpackError | None = dataclasses.field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
