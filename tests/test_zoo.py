@@ -251,3 +251,79 @@ def test_a_wordpiece_tokenizer_trained_in_the_fixture_is_diagnosed(
             "from a committed file*",
         ]
     )
+
+
+# -- CODE DRIFT says whether behaviour changed -------------------------------------------------
+
+#: Our own suite turns ModelpackWarning into errors, and in-process runs inherit the filter.
+WARN_FILTER = 'filterwarnings = ["default::pytest_modelpack.warnings.ModelpackWarning"]'
+REFACTOR = (
+    "attended, weights = self.attention(x, x, x)",
+    "mixed, weights = self.attention(x, x, x)",
+)
+REFACTOR_USE = ("self.out(attended.mean(dim=1))", "self.out(mixed.mean(dim=1))")
+REAL_CHANGE = ("self.out(attended.mean(dim=1))", "self.out(2 * attended.mean(dim=1))")
+
+
+def test_code_drift_of_a_pure_refactor_says_outputs_are_unchanged(made: SeedProject) -> None:
+    made.edit("package.py", *REFACTOR)
+    made.edit("package.py", *REFACTOR_USE)
+    result = made.run("--modelpack-golden", "--modelpack-device", "cpu")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*modelpack: attention: CODE DRIFT — 1 method changed since the golden was made",
+            "  package.AttentionPooler.forward*",
+            "*+*mixed, weights = self.attention(x, x, x)",
+            "  behaviour: outputs unchanged on 8 inputs (3 recorded, 5 from Hypothesis) — the "
+            "change looks behaviour-preserving",
+            f"  fix: revert the change, or accept it with: {REGEN_FIX}",
+        ]
+    )
+
+
+def test_code_drift_of_a_real_change_shows_the_first_differing_input(made: SeedProject) -> None:
+    made.edit("package.py", *REAL_CHANGE)
+    result = made.run("--modelpack-golden", "--modelpack-device", "cpu")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*modelpack: attention: CODE DRIFT — 1 method changed since the golden was made",
+            "*+*self.out(2 * attended.mean(dim=1))*",
+            "  behaviour: outputs changed on recorded example #0 — the change alters behaviour",
+            "    input: [[]*]",
+            "    expected = recorded with the golden's code, got = today's code on the golden's "
+            "state",
+            "    output[[]'logits'[]]: * differ*: expected *, got *",
+            f"  fix: revert the change, or accept it with: {REGEN_FIX}",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("edits", "verdict", "ret"),
+    [
+        ([REFACTOR, REFACTOR_USE], "outputs unchanged on 8 inputs *behaviour-preserving", 0),
+        ([REAL_CHANGE], "outputs changed on recorded example #0 — the change alters behaviour", 1),
+    ],
+    ids=["refactor", "real-change"],
+)
+def test_tolerated_code_drift_warns_with_the_behaviour_verdict(
+    made: SeedProject, edits: list[tuple[str, str]], verdict: str, ret: int
+) -> None:
+    for edit in edits:
+        made.edit("package.py", *edit)
+    made.ini(
+        examples=5,
+        recorded=3,
+        extra=f'modelpack_drift = "warn"\n{WARN_FILTER}\n' + trust_ini(TRUST_LINES["attention"]),
+    )
+    result = made.run("--modelpack-golden", "--modelpack-device", "cpu")
+    assert result.ret == ret, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "warning: attention [[]cpu[]]: CODE DRIFT tolerated (modelpack_drift = warn): 1 method "
+            "changed since the golden was made: package.AttentionPooler.forward; "
+            f"behaviour: {verdict}",
+        ]
+    )
