@@ -570,7 +570,7 @@ def test_seed_drift_fails_the_gate_with_the_diff_then_regen_accepts_it(
     result.stdout.fnmatch_lines(
         [
             "  behaviour: outputs changed on recorded example #* — the change alters behaviour",
-            "    output: expected *, got raised IndexError*",
+            "    output: expected *, but it raised IndexError: index -20 is out of bounds*",
         ]
     )
 
