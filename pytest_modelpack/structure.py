@@ -66,12 +66,21 @@ def _special_line(value: Any) -> str | None:
     return None
 
 
+def _compiled(module: Any) -> bool:
+    """A ``torch.compile``d module (``torch._dynamo.eval_frame.OptimizedModule``)."""
+    return type(module).__name__ == "OptimizedModule" and "_orig_mod" in module._modules
+
+
 def _module_children(module: Any) -> list[tuple[str, Any]]:
     """Submodules, parameters, buffers, then small public config values of an nn.Module."""
     items: list[tuple[str, Any]] = []
     items.extend((k, v) for k, v in module._modules.items())
     items.extend((k, v) for k, v in module._parameters.items())
     items.extend((k, v) for k, v in module._buffers.items())
+    if _compiled(module):
+        # torch.compile's wrapper: its dynamo context is rebuilt (recompiled) on load by torch's
+        # own __reduce__, so the state that counts is the original module's.
+        return items
     for key, value in vars(module).items():
         if key.startswith("_") or key == "training":
             continue

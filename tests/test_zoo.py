@@ -327,3 +327,136 @@ def test_tolerated_code_drift_warns_with_the_behaviour_verdict(
             f"behaviour: {verdict}",
         ]
     )
+
+
+# -- third-party parts that do not pickle ------------------------------------------------------
+
+PART_PACKAGE = """\
+import logging
+import sys
+
+import torch
+
+
+class Scorer:
+    def __init__(self, extra):
+        self.layer = torch.nn.Linear(3, 2)
+        self.{attr} = extra
+
+    def __call__(self, xs):
+        layer = self.{attr} if isinstance(self.{attr}, torch.nn.Module) else self.layer
+        return layer(torch.tensor(xs, dtype=torch.float32))
+
+
+def build_model():
+    torch.manual_seed(0)
+    return Scorer({build})
+"""
+
+PART_TEST = """\
+from hypothesis import strategies as st
+
+
+def test_zoo(modelpack, zoo_model):
+    modelpack.check(
+        zoo_model, name="part", inputs=st.lists(st.floats(-1, 1, width=32), min_size=3, max_size=3)
+    )
+"""
+
+#: attribute, how the fixture builds it, the headline's summary and what the fix line starts with.
+UNPICKLABLE_PARTS = {
+    "jit-script": (
+        "scripted",
+        "torch.jit.script(torch.nn.Linear(3, 2))",
+        "model.scripted cannot be pickled",
+        [
+            "  model.scripted: a TorchScript module (torch.jit._script.RecursiveScriptModule)",
+            "  why: a TorchScript module is a compiled C++ object; pickle cannot save it, only "
+            "torch.jit.save can*",
+            "  fix: keep the eager nn.Module on the object and script it where it runs*",
+        ],
+    ),
+    "log-handler": (
+        "handler",
+        "logging.StreamHandler(sys.stderr)",
+        "model.handler cannot be pickled",
+        [
+            "  model.handler: a logging handler (logging.StreamHandler) holding *stream*",
+            "  why: a logging handler holds a lock and usually an open stream*",
+            "  fix: hold a logging.Logger instead (pickle saves a logger by name*",
+        ],
+    ),
+    "open-file": (
+        "log_file",
+        "open(__file__)",
+        "model.log_file cannot be pickled",
+        [
+            "  model.log_file: an open file '*package.py' (TextIOWrapper)",
+            "  why: an open file is operating-system state of this process*",
+            "  fix: keep the file's path instead and open it when needed, or leave 'log_file' out "
+            "in __getstate__ and rebuild it in __setstate__",
+        ],
+    ),
+    "generator": (
+        "batches",
+        "(i for i in range(3))",
+        "model.batches cannot be pickled",
+        [
+            "  model.batches: a generator (*<genexpr>)",
+            "  why: a generator is a paused function call; its frame cannot be saved*",
+            "  fix: store the data (a list) or what recreates the generator instead*",
+        ],
+    ),
+}
+
+
+def make_part_project(pytester: pytest.Pytester, attr: str, build: str) -> SeedProject:
+    project = SeedProject(pytester)
+    project.write("package.py", PART_PACKAGE.format(attr=attr, build=build))
+    project.write("conftest.py", CONFTEST)
+    project.write("test_models.py", PART_TEST)
+    project.ini(examples=3, recorded=2, extra='modelpack_devices = "cpu"')
+    return project
+
+
+@pytest.mark.parametrize("part", list(UNPICKLABLE_PARTS))
+def test_a_third_party_part_that_does_not_pickle_is_named_with_a_fix(
+    pytester: pytest.Pytester, part: str
+) -> None:
+    attr, build, summary, lines = UNPICKLABLE_PARTS[part]
+    project = make_part_project(pytester, attr, build)
+    for mode in ((), ("--modelpack-regen",)):
+        result = project.run(*mode)
+        assert result.ret == 1
+        result.stdout.fnmatch_lines([f"*modelpack: part: UNPICKLABLE — {summary}", *lines])
+        assert "Traceback" not in result.stdout.str()
+        assert "pytest_modelpack/" not in result.stdout.str()
+    assert not (project.path / "goldens").exists()
+
+
+@pytest.mark.parametrize(
+    ("attr", "build"),
+    [
+        # pickle saves a logger by name (logging.getLogger), never its handlers and streams.
+        ("log", "logging.getLogger('zoo.part')"),
+        # torch's own __reduce__ saves the original module and compiles again on load; the
+        # structure that counts is the original module's, not dynamo's context.
+        ("compiled", "torch.compile(torch.nn.Linear(3, 2), backend='eager')"),
+    ],
+    ids=["logger", "torch-compile"],
+)
+def test_a_third_party_part_that_pickles_round_trips(
+    pytester: pytest.Pytester, attr: str, build: str
+) -> None:
+    project = make_part_project(pytester, attr, build)
+    project.write(
+        "conftest.py",
+        CONFTEST.replace(
+            "    return build_model()",
+            "    logging.getLogger('zoo.part').addHandler(logging.StreamHandler(sys.stderr))\n"
+            "    return build_model()",
+        ).replace("import pytest\n", "import logging\nimport sys\n\nimport pytest\n"),
+    )
+    result = project.run()
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["part *cpu*roundtrip*passed*3*"])
