@@ -139,14 +139,16 @@ def structure_nodes(obj: Any, root: str = "model") -> Iterator[Node]:
             yield Node(path, value, note, True)
             return
         if isinstance(value, dict):
-            yield Node(path, value, f"{qualified_name(value)} ({len(value)} items)", False)
-            if len(value) <= MAX_ITEMS:
+            walked = len(value) <= MAX_ITEMS
+            yield Node(path, value, f"{qualified_name(value)} ({len(value)} items)", not walked)
+            if walked:
                 for key, item in value.items():
                     yield from walk(item, f"{path}[{key!r}]", depth + 1)
             return
         if isinstance(value, (list, tuple, set, frozenset)):
-            yield Node(path, value, f"{qualified_name(value)} ({len(value)} items)", False)
-            if len(value) <= MAX_ITEMS and not isinstance(value, (set, frozenset)):
+            walked = len(value) <= MAX_ITEMS and not isinstance(value, (set, frozenset))
+            yield Node(path, value, f"{qualified_name(value)} ({len(value)} items)", not walked)
+            if walked:
                 for index, item in enumerate(value):
                     yield from walk(item, f"{path}[{index}]", depth + 1)
             return

@@ -122,3 +122,15 @@ def test_lines_show_a_bounded_number_of_paths(shown: int) -> None:
     live = {f"w{i}": torch.ones(2) for i in range(5)}
     lines = state_diff(golden, live).lines(shown=shown)
     assert len(lines) == 1 + min(shown, 5) + (1 if shown < 5 else 0)
+
+
+def test_containers_too_long_to_walk_are_compared_whole() -> None:
+    words = [f"w{i}" for i in range(100)]
+    assert state_diff({"words": words}, {"words": list(words)}).differing == []
+    changed = [*words[:50], "other", *words[51:]]
+    assert state_diff({"words": words}, {"words": changed}).differing == [
+        "model['words']: builtins.list (100 items), contents differ"
+    ]
+    assert state_diff({"words": words}, {"words": words[:99]}).differing == [
+        "model['words']: builtins.list (100 items) -> builtins.list (99 items)"
+    ]
