@@ -19,7 +19,7 @@ def train_wordpiece(corpus=CORPUS, vocab_size=80, stable_ids=True):
     """Train WordPiece on ``corpus``.
 
     WordPiece training picks the same tokens in every process but numbers tied ones in a
-    per-process hash order; ``stable_ids`` renumbers them sorted so every process builds the same
+    hash order that changes with every run and process; ``stable_ids`` renumbers them sorted so every process builds the same
     tokenizer (``stable_ids=False`` is the unreproducible build).
     """
     tokenizer = _empty(models.WordPiece(unk_token="[UNK]"))
