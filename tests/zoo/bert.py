@@ -18,9 +18,9 @@ SPECIAL = ["[UNK]", "[PAD]", "[CLS]", "[SEP]"]
 def train_wordpiece(corpus=CORPUS, vocab_size=80, stable_ids=True):
     """Train WordPiece on ``corpus``.
 
-    WordPiece training picks the same tokens in every process but numbers tied ones in a
-    hash order that changes with every run and process; ``stable_ids`` renumbers them sorted so every process builds the same
-    tokenizer (``stable_ids=False`` is the unreproducible build).
+    WordPiece training picks the same tokens every time but numbers tied ones in a hash order
+    that changes with every run and process; ``stable_ids`` renumbers them sorted, so every
+    process builds the same tokenizer (``stable_ids=False`` is the unreproducible build).
     """
     tokenizer = _empty(models.WordPiece(unk_token="[UNK]"))
     trainer = trainers.WordPieceTrainer(
