@@ -134,3 +134,19 @@ def test_containers_too_long_to_walk_are_compared_whole() -> None:
     assert state_diff({"words": words}, {"words": words[:99]}).differing == [
         "model['words']: builtins.list (100 items) -> builtins.list (99 items)"
     ]
+
+
+def test_reproducibility_is_diagnosed_only_without_drift_and_with_differing_state() -> None:
+    from pytest_modelpack.diagnose.reproducibility import explain_state_difference
+
+    diff = state_diff(make(0), make(1))
+    assert explain_state_difference(diff, drift_clean=False, nodeid="t.py::t") is None
+    assert explain_state_difference(state_diff(make(), make()), True, "t.py::t") is None
+    explained = explain_state_difference(diff, drift_clean=True, nodeid="t.py::t")
+    assert explained is not None
+    detail, fix = explained
+    assert "the fixture does not build the same model in every process" in detail[0]
+    assert "(model.layer.weight)" in detail[0]
+    assert detail[1].startswith("weights differ: unseeded random initialisation")
+    assert fix.startswith("make the fixture build the same model in every process: seed it")
+    assert fix.endswith("pytest --modelpack-regen t.py::t")
