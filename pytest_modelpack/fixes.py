@@ -19,6 +19,7 @@ __all__ = [
     "restore_or_regen",
     "trust_line",
     "remove_or_claim",
+    "rebuild_reproducibly",
 ]
 
 #: The bare regenerate command, when no test is known (the CLI, a store read outside a test).
@@ -74,3 +75,15 @@ def remove_or_claim(shown: str, name: str, renamed: list[tuple[str, str]]) -> st
             f'or claim it: modelpack.check(..., name="{name}") in the test that should check it'
         )
     return "\n".join(lines)
+
+
+def rebuild_reproducibly(nodeid: str | None = None) -> str:
+    """The model the fixture builds differs from the golden's while code and environment do not:
+    make the build reproducible first, since a regenerated golden would fail the next run again."""
+    return (
+        "make the fixture build the same model in every process: seed it (torch.manual_seed(0) "
+        "before building; random.seed / numpy.random.seed if used), build the tokenizer from a "
+        "committed file (Tokenizer.from_file, SentencePieceProcessor(model_file=...)) instead of "
+        "training it in the fixture, and pin the data it reads (a committed file, sorted)\n"
+        f"then, or if the fixture was meant to build a new model: {regen_command(nodeid)}"
+    )

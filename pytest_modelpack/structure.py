@@ -7,11 +7,13 @@ line per changed attribute, and so that two trees compare path by path (lossy ro
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 from .walk import instance_state
 
-__all__ = ["structure_tree", "qualified_name", "diff_trees"]
+__all__ = ["Node", "structure_nodes", "structure_tree", "qualified_name", "diff_trees"]
 
 #: Strings up to this length are shown verbatim; longer ones by length only.
 MAX_STR = 80
@@ -64,12 +66,21 @@ def _special_line(value: Any) -> str | None:
     return None
 
 
+def _compiled(module: Any) -> bool:
+    """A ``torch.compile``d module (``torch._dynamo.eval_frame.OptimizedModule``)."""
+    return type(module).__name__ == "OptimizedModule" and "_orig_mod" in module._modules
+
+
 def _module_children(module: Any) -> list[tuple[str, Any]]:
     """Submodules, parameters, buffers, then small public config values of an nn.Module."""
     items: list[tuple[str, Any]] = []
     items.extend((k, v) for k, v in module._modules.items())
     items.extend((k, v) for k, v in module._parameters.items())
     items.extend((k, v) for k, v in module._buffers.items())
+    if _compiled(module):
+        # torch.compile's wrapper: its dynamo context is rebuilt (recompiled) on load by torch's
+        # own __reduce__, so the state that counts is the original module's.
+        return items
     for key, value in vars(module).items():
         if key.startswith("_") or key == "training":
             continue
@@ -81,58 +92,81 @@ def _object_children(value: Any) -> list[tuple[str, Any]]:
     return [(k, v) for k, v in instance_state(value).items() if not k.startswith("__")]
 
 
-def structure_tree(obj: Any, root: str = "model") -> dict[str, str]:
-    """Describe ``obj`` as ``{attribute path: description}`` in walk order."""
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """One attribute path of the structure walk: the value there and its one-line description.
+
+    ``leaf`` nodes are not walked into (tensors, scalars, opaque objects such as a tokenizer,
+    repeated references, the depth limit); the others are containers, modules and objects whose
+    parts are the nodes that follow.
+    """
+
+    path: str
+    value: Any
+    line: str
+    leaf: bool
+    #: True when ``value`` is a repeated reference (``same object as ...``).
+    repeat: bool = False
+
+
+def structure_nodes(obj: Any, root: str = "model") -> Iterator[Node]:
+    """Walk ``obj`` the way the structure tree describes it, yielding each :class:`Node`."""
     import torch
 
-    tree: dict[str, str] = {}
     seen: dict[int, str] = {}
 
-    def walk(value: Any, path: str, depth: int) -> None:
+    def walk(value: Any, path: str, depth: int) -> Iterator[Node]:
         if id(value) in seen and not isinstance(value, (int, float, str, bool, type(None))):
-            tree[path] = f"same object as {seen[id(value)]}"
+            yield Node(path, value, f"same object as {seen[id(value)]}", True, repeat=True)
             return
         line = _scalar_line(value)
         if line is not None:
-            tree[path] = line
+            yield Node(path, value, line, True)
             return
         seen[id(value)] = path
         if isinstance(value, torch.Tensor):
-            tree[path] = _tensor_line(value)
+            yield Node(path, value, _tensor_line(value), True)
             return
         if isinstance(value, (torch.dtype, torch.device, torch.Size)):
-            tree[path] = f"{qualified_name(value)} = {value}"
+            yield Node(path, value, f"{qualified_name(value)} = {value}", True)
             return
         special = _special_line(value)
         if special is not None:
-            tree[path] = special
+            yield Node(path, value, special, True)
             return
         if depth >= MAX_DEPTH:
-            tree[path] = f"{qualified_name(value)} (not walked: deeper than {MAX_DEPTH})"
+            note = f"{qualified_name(value)} (not walked: deeper than {MAX_DEPTH})"
+            yield Node(path, value, note, True)
             return
         if isinstance(value, dict):
-            tree[path] = f"{qualified_name(value)} ({len(value)} items)"
-            if len(value) <= MAX_ITEMS:
+            walked = len(value) <= MAX_ITEMS
+            yield Node(path, value, f"{qualified_name(value)} ({len(value)} items)", not walked)
+            if walked:
                 for key, item in value.items():
-                    walk(item, f"{path}[{key!r}]", depth + 1)
+                    yield from walk(item, f"{path}[{key!r}]", depth + 1)
             return
         if isinstance(value, (list, tuple, set, frozenset)):
-            tree[path] = f"{qualified_name(value)} ({len(value)} items)"
-            if len(value) <= MAX_ITEMS and not isinstance(value, (set, frozenset)):
+            walked = len(value) <= MAX_ITEMS and not isinstance(value, (set, frozenset))
+            yield Node(path, value, f"{qualified_name(value)} ({len(value)} items)", not walked)
+            if walked:
                 for index, item in enumerate(value):
-                    walk(item, f"{path}[{index}]", depth + 1)
+                    yield from walk(item, f"{path}[{index}]", depth + 1)
             return
         if isinstance(value, torch.nn.Module):
-            tree[path] = f"{qualified_name(value)} (nn.Module)"
             children = _module_children(value)
+            yield Node(path, value, f"{qualified_name(value)} (nn.Module)", False)
         else:
-            tree[path] = qualified_name(value)
             children = _object_children(value)
+            yield Node(path, value, qualified_name(value), not children)
         for key, item in children:
-            walk(item, f"{path}.{key}", depth + 1)
+            yield from walk(item, f"{path}.{key}", depth + 1)
 
-    walk(obj, root, 0)
-    return tree
+    yield from walk(obj, root, 0)
+
+
+def structure_tree(obj: Any, root: str = "model") -> dict[str, str]:
+    """Describe ``obj`` as ``{attribute path: description}`` in walk order."""
+    return {node.path: node.line for node in structure_nodes(obj, root)}
 
 
 def diff_trees(before: dict[str, str], after: dict[str, str]) -> list[str]:

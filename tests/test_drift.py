@@ -565,9 +565,14 @@ def test_seed_drift_fails_the_gate_with_the_diff_then_regen_accepts_it(
             "sentiment*cpu*golden*failed*CODE DRIFT*",
         ]
     )
-    # Reported before anything runs the golden: no output comparison, no IndexError shown.
+    # CODE DRIFT, not an OUTPUT MISMATCH; the golden run with today's code says what changed.
     assert "OUTPUT MISMATCH" not in result.stdout.str()
-    assert "IndexError" not in result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "  behaviour: outputs changed on recorded example #* — the change alters behaviour",
+            "    output: expected *, but it raised IndexError: index -20 is out of bounds*",
+        ]
+    )
 
     healed = regenerated.run("--modelpack-regen")
     assert healed.ret == 0, healed.stdout.str()
@@ -608,7 +613,8 @@ def test_subtle_drift_is_caught_by_fingerprint_and_by_recorded_examples(
             "example #*",
             "  expected = recorded in examples.json, got = golden loaded today",
             "  CODE DRIFT tolerated (modelpack_drift = warn): 1 method changed since the golden "
-            "was made: package.MyCompoundClass.forward",
+            "was made: package.MyCompoundClass.forward; behaviour: outputs changed on recorded "
+            "example #* — the change alters behaviour",
             f"  fix: revert the change, or accept it with: {REGEN}",
             "*CodeDriftWarning: modelpack: sentiment: CODE DRIFT — 1 method changed since the "
             "golden was made",
@@ -616,7 +622,8 @@ def test_subtle_drift_is_caught_by_fingerprint_and_by_recorded_examples(
             lit(
                 "warning: sentiment [cpu]: CODE DRIFT tolerated (modelpack_drift = warn): 1 "
                 "method changed since the golden was made: package.MyCompoundClass.forward"
-            ),
+            )
+            + "; behaviour: outputs changed on recorded example #* — the change alters behaviour",
         ]
     )
 
@@ -634,7 +641,8 @@ def test_warn_policy_passes_when_outputs_agree_and_warnings_can_be_made_errors(
             "*package.MyCompoundClass.postprocess*",
             "sentiment*cpu*golden*passed*",
             lit("warning: sentiment [cpu]: CODE DRIFT tolerated (modelpack_drift = warn): ")
-            + "*package.MyCompoundClass.postprocess",
+            + "*package.MyCompoundClass.postprocess; behaviour: outputs unchanged on * inputs (* "
+            "recorded, * from Hypothesis) — the change looks behaviour-preserving",
         ]
     )
     strict = regenerated.run(

@@ -135,7 +135,10 @@ def test_changed_weights_fail_the_gate_then_regen_heals(regenerated: SeedProject
             "  input (minimal, found by Hypothesis): *",
             "  expected = golden, got = live model",
             "  output*: expected *, got *",
-            "  fix: if the change is intended, accept it with: "
+            "  state diff (golden vs live model): * paths differ, * equal",
+            "    model.layer.embedding.weight: max abs diff * (shape 100×32)",
+            "  fix: make the fixture build the same model in every process: *",
+            "       then, or if the fixture was meant to build a new model: "
             "pytest --modelpack-regen test_models.py::test_sentiment",
             "sentiment*cpu*golden*failed*OUTPUT MISMATCH*",
         ]

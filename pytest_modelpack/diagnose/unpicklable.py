@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,41 @@ def _lock_type(value: Any) -> bool:
     )
 
 
+def _script_module(value: Any) -> bool:
+    """A TorchScript module or function (``torch.jit.script`` / ``torch.jit.trace``)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    jit = torch.jit
+    return isinstance(value, (jit.ScriptModule, jit.ScriptFunction))
+
+
+def _log_handler(value: Any) -> bool:
+    logging = sys.modules.get("logging")
+    return logging is not None and isinstance(value, logging.Handler)
+
+
+def opaque_part(value: Any) -> bool:
+    """Third-party objects reported as one part: their insides (C++ handles, a handler's lock
+    and stream) are not what the user put on the model, so the walk does not descend."""
+    return _script_module(value) or _log_handler(value)
+
+
 def describe_object(value: Any, relative_to: Any = None) -> str:
     """What an object is, in words a user recognises."""
+    if _script_module(value):
+        return f"a TorchScript module ({type(value).__module__}.{type(value).__qualname__})"
+    if _log_handler(value):
+        stream = getattr(value, "stream", None)
+        name = getattr(stream, "name", None)
+        held = (
+            f" holding the stream {name!r}"
+            if isinstance(name, str)
+            else f" holding a stream ({type(stream).__name__})"
+            if stream is not None
+            else ""
+        )
+        return f"a logging handler ({type(value).__module__}.{type(value).__qualname__}){held}"
     if _is_lambda(value):
         return f"a lambda defined at {where(value, relative_to)}"
     if isinstance(value, types.FunctionType) and "<locals>" in value.__qualname__:
@@ -93,6 +127,16 @@ def describe_object(value: Any, relative_to: Any = None) -> str:
 
 def _why(value: Any, error: Exception) -> str:
     said = f"{type(error).__name__}: {_ADDRESS.sub('', str(error))}"
+    if _script_module(value):
+        return (
+            "a TorchScript module is a compiled C++ object; pickle cannot save it, only "
+            f"torch.jit.save can (torch says: {said})"
+        )
+    if _log_handler(value):
+        return (
+            "a logging handler holds a lock and usually an open stream: state of this process, "
+            f"not data (pickle says: {said})"
+        )
     if isinstance(value, types.FunctionType) or (
         isinstance(value, type) and "<locals>" in value.__qualname__
     ):
@@ -143,6 +187,18 @@ def _fix_for(value: Any, path: str, relative_to: Any = None) -> str:
         if top.isidentifier()
         else "or leave it out in __getstate__ and rebuild it in __setstate__"
     )
+    if _script_module(value):
+        return (
+            "keep the eager nn.Module on the object and script it where it runs (torch.jit.script "
+            "in __setstate__ or at serving time), or ship it separately with torch.jit.save / "
+            f"torch.jit.load; {leave_out}"
+        )
+    if _log_handler(value):
+        return (
+            "hold a logging.Logger instead (pickle saves a logger by name, "
+            "logging.getLogger(name)) and attach handlers where logging is configured; "
+            f"{leave_out}"
+        )
     if "_hooks" in path or "_hooks_" in path:
         return (
             "register a module-level function as the hook (pickle saves a reference to it), or "
@@ -198,7 +254,7 @@ def find_unpicklable(
         if error is None:
             return
         before = len(findings)
-        if depth < MAX_DEPTH:
+        if depth < MAX_DEPTH and not opaque_part(value):
             for child_path, child in children(value, path):
                 visit(child, child_path, depth + 1)
         local_class = "<locals>" in type(value).__qualname__ and not isinstance(value, type)

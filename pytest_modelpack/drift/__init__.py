@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from .check import EnvDrift, check_drift
+from .check import Drift, EnvDrift, assess_drift, check_drift, report_drift
 from .diff import compare_code, describe_code_change, env_changes
 from .fingerprint import (
     ENV_KEYS,
@@ -21,7 +21,9 @@ from .fingerprint import (
 
 __all__ = [
     "ENV_KEYS",
+    "Drift",
     "EnvDrift",
+    "assess_drift",
     "check_drift",
     "code_units",
     "compare_code",
@@ -30,4 +32,5 @@ __all__ = [
     "fingerprint_model",
     "is_project_file",
     "normalized_source",
+    "report_drift",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,31 +31,43 @@ def _warn(warning: ModelpackWarning, error: errors.ModelpackError) -> None:
         raise error from None
 
 
-def check_drift(
+@dataclasses.dataclass
+class Drift:
+    """What changed since a golden was made: its project code, and its environment."""
+
+    #: CODE DRIFT, not yet raised or warned (None: the code the golden depends on is unchanged).
+    code: errors.CodeDrift | None = None
+    #: The changed environment entries (``torch 2.12.0 -> 2.13.0``).
+    env: list[str] = dataclasses.field(default_factory=list)
+    #: The changed unit names, for the summary line.
+    changed_names: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """Neither code nor environment changed: a differing output comes from the model's state."""
+        return self.code is None and not self.env
+
+    @property
+    def env_note(self) -> str:
+        return "environment changed since the golden was made: " + ", ".join(self.env)
+
+
+def assess_drift(
     manifest: Manifest,
     roots: list[tuple[str, str]] | None = None,
     *,
     name: str,
     nodeid: str | None,
     project_root: Path,
-    policy: str = "fail",
-) -> list[str]:
-    """Compare the golden's recorded code and environment with today's.
-
-    Raises :class:`~pytest_modelpack.errors.CodeDrift` (with ``modelpack_drift = warn``: warns
-    :class:`~pytest_modelpack.warnings.CodeDriftWarning`); warns
-    :class:`~pytest_modelpack.warnings.EnvDriftWarning` for changed versions. Returns lines for the
-    summary, which the gate also adds to an OUTPUT MISMATCH they may explain.
+) -> Drift:
+    """Compare the golden's recorded code and environment with today's; raises nothing.
 
     ``roots`` are the project (module, qualname) pairs the bundle references, as the safety scan
     found them; without them, the manifest's list is used.
     """
     from ..golden import environment
 
-    fix = revert_or_accept(nodeid)
-    env = env_changes(manifest.environment, environment())
-    env_note = "environment changed since the golden was made: " + ", ".join(env)
-
+    drift = Drift(env=env_changes(manifest.environment, environment()))
     code: tuple[list[str], list[str], list[str]] = ([], [], [])
     recorded = manifest.code
     pairs = roots if roots is not None else manifest.project_globals
@@ -81,26 +94,51 @@ def check_drift(
                 fix=restore_or_regen(nodeid),
             )
         code = compare_code(recorded, current)
-
-    drift: errors.CodeDrift | None = None
     if any(code):
         summary = drift_summary(recorded, current, *code)
         detail = drift_detail(recorded, current, *code)
-        if env:
-            detail.append("also: " + env_note)
-        drift = errors.CodeDrift(
-            f"{summary} since the golden was made", name=name, detail=detail, fix=fix
+        if drift.env:
+            detail.append("also: " + drift.env_note)
+        drift.code = errors.CodeDrift(
+            f"{summary} since the golden was made",
+            name=name,
+            detail=detail,
+            fix=revert_or_accept(nodeid),
         )
-        if policy != "warn":
-            raise drift
+        drift.changed_names = describe_code_change(recorded, current)
+    return drift
+
+
+def report_drift(
+    drift: Drift,
+    *,
+    name: str,
+    nodeid: str | None,
+    policy: str = "fail",
+    behaviour: list[str] | None = None,
+) -> list[str]:
+    """Raise CODE DRIFT (with ``modelpack_drift = warn``: warn
+    :class:`~pytest_modelpack.warnings.CodeDriftWarning`); warn
+    :class:`~pytest_modelpack.warnings.EnvDriftWarning` for changed versions. Returns lines for the
+    summary, which the gate also adds to an OUTPUT MISMATCH they may explain.
+
+    ``behaviour``: what comparing the golden's outputs says about a code change (its first line is
+    the verdict, repeated in the summary line); added to the CODE DRIFT detail.
+    """
+    code = drift.code
+    if code is not None and behaviour:
+        code.detail.extend(behaviour)
+        code.args = (code.render(),)
+    if code is not None and policy != "warn":
+        raise code
 
     notes: list[str] = []
-    if env:
-        notes.append(env_note)
+    if drift.env:
+        notes.append(drift.env_note)
         _warn(
-            EnvDriftWarning(f"{name}: {env_note}"),
+            EnvDriftWarning(f"{name}: {drift.env_note}"),
             EnvDrift(
-                f"{', '.join(env)} since the golden was made",
+                f"{', '.join(drift.env)} since the golden was made",
                 name=name,
                 detail=[
                     "the golden records the versions it was made with; today's differ",
@@ -111,8 +149,25 @@ def check_drift(
                 f"{regen_command(nodeid)}",
             ),
         )
-    if drift is not None:
-        names = ", ".join(describe_code_change(recorded, current))
-        notes.append(f"CODE DRIFT tolerated (modelpack_drift = warn): {drift.summary}: {names}")
-        _warn(CodeDriftWarning(drift.render()), drift)
+    if code is not None:
+        names = ", ".join(drift.changed_names)
+        verdict = f"; {behaviour[0]}" if behaviour else ""
+        notes.append(
+            f"CODE DRIFT tolerated (modelpack_drift = warn): {code.summary}: {names}{verdict}"
+        )
+        _warn(CodeDriftWarning(code.render()), code)
     return notes
+
+
+def check_drift(
+    manifest: Manifest,
+    roots: list[tuple[str, str]] | None = None,
+    *,
+    name: str,
+    nodeid: str | None,
+    project_root: Path,
+    policy: str = "fail",
+) -> list[str]:
+    """:func:`assess_drift`, then :func:`report_drift` (without a behaviour verdict)."""
+    drift = assess_drift(manifest, roots, name=name, nodeid=nodeid, project_root=project_root)
+    return report_drift(drift, name=name, nodeid=nodeid, policy=policy)

@@ -17,10 +17,11 @@ from .. import errors
 from ..apply import placed
 from ..compare import compare, describe_differences
 from ..diagnose.loading import load_error
-from ..drift import check_drift
+from ..drift import assess_drift, report_drift
 from ..fixes import accept, revert_or_accept
 from ..golden import GoldenStore, Manifest
 from ..safety import Allowlist, load_bundle, scan_file, verdict_error
+from .behaviour import code_change_behaviour, explain_mismatch
 from .explore import run_property
 from .request import CheckRequest, CheckResult, display_path, short_repr
 from .runner import Runner, tolerance_line
@@ -137,33 +138,39 @@ def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
             and allowlist.classify(ref.module) == "project"
         )
     ]
-    drift_warnings = check_drift(
-        manifest,
-        roots,
-        name=request.name,
-        nodeid=request.nodeid,
-        project_root=request.project_root,
-        policy=request.settings.drift,
+    drift = assess_drift(
+        manifest, roots, name=request.name, nodeid=request.nodeid, project_root=request.project_root
     )
-    result.warnings.extend(drift_warnings)
     records = store.read_examples()
-    try:
-        golden = load_bundle(store.bundle_path, allowlist, map_location=request.device)
-    except errors.ModelpackError:
-        raise
-    except Exception as exc:
-        raise load_error(
-            exc,
-            "bundle.pkl (golden)",
-            nodeid=request.nodeid,
-            project_root=request.project_root,
-            manifest=manifest,
-        ) from None
-
     recorded_device = manifest.created_by.device
     rtol, atol = recorded_tolerance(request, recorded_device)
-    env_note = list(drift_warnings)  # changed versions or tolerated code drift explain a mismatch
     reference = "cpu" if request.device != "cpu" else request.device
+    live_tol = recorded_tolerance(request, reference)
+    golden: Any = None
+    behaviour: list[str] | None = None
+    if drift.code is not None:
+        # Whether the change altered behaviour is what a reviewer decides on: load the golden
+        # anyway (today's code) and compare, before CODE DRIFT is raised or warned.
+        try:
+            golden = load_golden(request, store, allowlist, manifest)
+        except errors.ModelpackError as exc:
+            behaviour = [f"behaviour: not compared, the golden does not load: {exc.headline}"]
+        else:
+            behaviour = code_change_behaviour(
+                request, runner, golden, records, (rtol, atol), live_tol
+            )
+    drift_warnings = report_drift(
+        drift,
+        name=request.name,
+        nodeid=request.nodeid,
+        policy=request.settings.drift,
+        behaviour=behaviour,
+    )
+    result.warnings.extend(drift_warnings)
+    if golden is None:
+        golden = load_golden(request, store, allowlist, manifest)
+
+    env_note = list(drift_warnings)  # changed versions or tolerated code drift explain a mismatch
     checked = 0
     with placed(golden, request.device):
         checked += replay(
@@ -183,7 +190,6 @@ def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
                 "golden vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
             ),
         )
-        live_tol = recorded_tolerance(request, reference)
 
         def prop(x: Any) -> None:
             expected = runner(golden, x, request.device)
@@ -206,18 +212,41 @@ def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
                 )
 
         with placed(request.model, reference):
-            checked += run_property(request, prop, derandomize=True)
-            checked += replay(
-                runner,
-                request.model,
-                reference,
-                records,
-                (rtol, atol),
-                "the live model disagrees with recorded example #{index}",
-                ["expected = recorded in examples.json, got = live model", *env_note],
-                accept(request.nodeid),
-                lambda e, g: result.record_comparison(
-                    "live vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
-                ),
-            )
+            try:
+                checked += run_property(request, prop, derandomize=True)
+                checked += replay(
+                    runner,
+                    request.model,
+                    reference,
+                    records,
+                    (rtol, atol),
+                    "the live model disagrees with recorded example #{index}",
+                    ["expected = recorded in examples.json, got = live model", *env_note],
+                    accept(request.nodeid),
+                    lambda e, g: result.record_comparison(
+                        "live vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
+                    ),
+                )
+            except errors.OutputMismatch as exc:
+                # Golden and live differ: say where their state differs, and whether the
+                # fixture itself is what changed.
+                raise explain_mismatch(exc, request, golden, drift.clean, result) from None
     return checked
+
+
+def load_golden(
+    request: CheckRequest, store: GoldenStore, allowlist: Allowlist, manifest: Manifest
+) -> Any:
+    """Load the scanned bundle with the restricted loader; LOAD ERROR when it does not load."""
+    try:
+        return load_bundle(store.bundle_path, allowlist, map_location=request.device)
+    except errors.ModelpackError:
+        raise
+    except Exception as exc:
+        raise load_error(
+            exc,
+            "bundle.pkl (golden)",
+            nodeid=request.nodeid,
+            project_root=request.project_root,
+            manifest=manifest,
+        ) from None

@@ -60,6 +60,8 @@ class CheckResult:
     #: Per comparison stage: its tolerance and per-input ``[max_abs, max_rel, used]`` points
     #: (``used`` = share of the tolerance, <= 1 passes), for the HTML report's plots.
     comparisons: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
+    #: When golden and live outputs differ: the state paths that differ (statediff.StateDiff).
+    state_diff: list[str] = dataclasses.field(default_factory=list)
     error: errors.ModelpackError | None = dataclasses.field(default=None, repr=False)
 
     def record_comparison(

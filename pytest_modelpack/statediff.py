@@ -1,0 +1,186 @@
+"""The state diff: which attribute paths of the golden object hold other state than the live model.
+
+Both objects are walked path by path with the structure tree's walk
+(:func:`~pytest_modelpack.structure.structure_nodes`), so a path here is the path a reviewer reads
+in the golden's manifest. Tensors are compared by shape, dtype and max abs difference; scalars by
+equality; opaque objects (a tokenizer, a sentencepiece processor) by their vocabulary when they
+have one, else by a digest of their pickled state. Pure: no pytest, and torch only when the
+objects hold tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pickle
+from typing import Any
+
+from .structure import Node, structure_nodes
+from .walk import is_tensor
+
+__all__ = ["StateDiff", "state_diff"]
+
+#: How many differing paths the detail of a failure lists (the JSON report gets them all).
+SHOWN = 8
+#: How many differing vocabulary entries are named as examples.
+VOCAB_EXAMPLES = 3
+
+
+@dataclasses.dataclass
+class StateDiff:
+    """The paths whose state differs (one line each) and how many leaf paths are equal."""
+
+    differing: list[str] = dataclasses.field(default_factory=list)
+    equal: int = 0
+
+    @property
+    def paths(self) -> list[str]:
+        return [line.split(": ", 1)[0] for line in self.differing]
+
+    def summary(self) -> str:
+        total = len(self.differing) + self.equal
+        if not self.differing:
+            return f"state diff: all {total} paths of the golden's state equal the live model's"
+        return (
+            f"state diff (golden vs live model): {len(self.differing)} of {total} paths differ, "
+            f"{self.equal} equal"
+        )
+
+    def lines(self, shown: int = SHOWN) -> list[str]:
+        """Detail lines for a failure: the summary, then the first ``shown`` differing paths."""
+        out = [self.summary()]
+        out.extend(f"  {line}" for line in self.differing[:shown])
+        if len(self.differing) > shown:
+            out.append(f"  ... and {len(self.differing) - shown} more (all in the JSON report)")
+        return out
+
+
+def _shape(value: Any) -> str:
+    return "×".join(str(s) for s in value.shape) or "scalar"
+
+
+def _tensor_diff(golden: Any, live: Any) -> str | None:
+    import torch
+
+    if golden.dtype != live.dtype:
+        return f"dtype {golden.dtype} -> {live.dtype}".replace("torch.", "")
+    if golden.shape != live.shape:
+        return f"shape {_shape(golden)} -> {_shape(live)}"
+    a, b = golden.detach().cpu(), live.detach().cpu()
+    if a.is_sparse or a.is_quantized:
+        return None if torch.equal(a.to_dense(), b.to_dense()) else "values differ"
+    if torch.equal(a, b):
+        return None
+    if a.is_floating_point() or a.is_complex():
+        both_nan = torch.isnan(a) & torch.isnan(b)
+        err = (a.double() - b.double()).abs().masked_fill(both_nan, 0.0)
+        if not bool(err.any()):
+            return None
+        worst = float(err.max())
+        return f"max abs diff {worst:.3g} (shape {_shape(a)})"
+    differ = int((a != b).sum())
+    return f"{differ} of {a.numel()} elements differ (shape {_shape(a)})"
+
+
+def _vocabulary(value: Any) -> dict[str, int] | None:
+    """A tokenizer's vocabulary ({token: id}), for the objects that expose one."""
+    get = getattr(value, "get_vocab", None)
+    if callable(get):
+        try:
+            vocab = get()
+        except Exception:
+            return None
+        return vocab if isinstance(vocab, dict) else None
+    size = getattr(value, "get_piece_size", None)
+    if callable(size) and callable(getattr(value, "id_to_piece", None)):  # sentencepiece
+        try:
+            return {value.id_to_piece(i): i for i in range(size())}
+        except Exception:
+            return None
+    return None
+
+
+def _vocab_diff(golden: dict[str, int], live: dict[str, int]) -> str | None:
+    if golden == live:
+        return None
+    gone = sorted(set(golden) - set(live))
+    new = sorted(set(live) - set(golden))
+    moved = sorted(t for t in set(golden) & set(live) if golden[t] != live[t])
+    parts = []
+    if moved:
+        shown = ", ".join(f"{t!r} {golden[t]} -> {live[t]}" for t in moved[:VOCAB_EXAMPLES])
+        parts.append(f"{len(moved)} of {len(golden)} tokens have other ids (e.g. {shown})")
+    if gone:
+        parts.append(f"{len(gone)} tokens only in the golden (e.g. {gone[0]!r})")
+    if new:
+        parts.append(f"{len(new)} tokens only in the live model (e.g. {new[0]!r})")
+    return "vocabulary differs: " + "; ".join(parts)
+
+
+def _digest(value: Any) -> str | None:
+    try:
+        data = pickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
+    except Exception:
+        return None
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def _leaf_diff(golden: Node, live: Node) -> str | None:
+    """How the state at one path differs (None: equal)."""
+    a, b = golden.value, live.value
+    if is_tensor(a) and is_tensor(b):
+        return _tensor_diff(a, b)
+    if type(a) is not type(b):
+        return f"{golden.line} -> {live.line}"
+    if isinstance(a, (str, bytes, bytearray, int, float, complex, bool, type(None))):
+        if a == b or (isinstance(a, float) and a != a and b != b):
+            return None
+        if golden.line != live.line:
+            return f"{golden.line} -> {live.line}"
+        return f"{type(a).__name__} of the same length, other content"
+    vocab_a, vocab_b = _vocabulary(a), _vocabulary(b)
+    if vocab_a is not None and vocab_b is not None:
+        changed = _vocab_diff(vocab_a, vocab_b)
+        if changed is not None:
+            return changed
+    try:
+        if bool(a == b):
+            return None
+    except Exception:
+        pass
+    else:
+        if isinstance(a, (dict, list, tuple, set, frozenset)):  # too long to walk item by item
+            if golden.line != live.line:
+                return f"{golden.line} -> {live.line}"
+            return f"{golden.line}, contents differ"
+    digest_a, digest_b = _digest(a), _digest(b)
+    if digest_a is None or digest_b is None:
+        return None  # neither comparable nor picklable: the round-trip reports that part
+    if digest_a == digest_b:
+        return None
+    return f"pickled state differs (sha256 {digest_a}… -> {digest_b}…)"
+
+
+def state_diff(golden: Any, live: Any, root: str = "model") -> StateDiff:
+    """Compare ``golden``'s state with ``live``'s path by path; see :class:`StateDiff`."""
+    golden_nodes = {n.path: n for n in structure_nodes(golden, root) if not n.repeat}
+    live_nodes = {n.path: n for n in structure_nodes(live, root) if not n.repeat}
+    result = StateDiff()
+    for path, node in golden_nodes.items():
+        other = live_nodes.get(path)
+        if other is None:
+            result.differing.append(f"{path}: only in the golden ({node.line})")
+            continue
+        if not node.leaf or not other.leaf:
+            if node.leaf != other.leaf or node.line != other.line:
+                result.differing.append(f"{path}: {node.line} -> {other.line}")
+            continue
+        change = _leaf_diff(node, other)
+        if change is None:
+            result.equal += 1
+        else:
+            result.differing.append(f"{path}: {change}")
+    for path, node in live_nodes.items():
+        if path not in golden_nodes:
+            result.differing.append(f"{path}: only in the live model ({node.line})")
+    return result
