@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 
 from pytest_modelpack import errors
 from pytest_modelpack.engine import CheckRequest, run_check
-from pytest_modelpack.engine.gate import gate
+from pytest_modelpack.engine.gate import (
+    compare_with_live,
+    gate,
+    judge_drift,
+    load_golden,
+    open_golden,
+    replay_on_golden,
+    tolerances_for,
+)
 from pytest_modelpack.engine.request import CheckResult
 from pytest_modelpack.engine.roundtrip import (
     check_state_kept,
@@ -136,3 +144,50 @@ def test_regen_on_a_second_device_only_checks(tmp_path):
     result = run_check(request)
     assert result.verdict is Verdict.CHECKED
     assert not (tmp_path / "goldens").exists()
+
+
+# -- the gate's stages -------------------------------------------------------------------------
+
+
+def _tamper(folder: Path, payload: bytes) -> None:
+    """Replace bundle.pkl as an attacker would: manifest size and sha256 updated to match."""
+    import hashlib
+    import json
+
+    (folder / "bundle.pkl").write_bytes(payload)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["bundle"]["size"] = len(payload)
+    manifest["bundle"]["sha256"] = hashlib.sha256(payload).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_open_golden_refuses_a_tampered_bundle_before_anything_loads(tmp_path):
+    import pickle
+
+    run_check(make_request(models.Scaler(), tmp_path, mode=Mode.REGEN))
+    payload = pickle.dumps(models.Holder(call=print))  # a builtin the live pickle never uses
+    _tamper(tmp_path / "goldens" / "g", payload)
+    request = make_request(models.Scaler(), tmp_path, mode=Mode.GOLDEN)
+    round_trip(request, Runner(request))  # the live model's pickle: what is trusted
+    result = CheckResult(name="g", device="cpu", mode=Mode.GOLDEN, nodeid="x", golden="")
+    with pytest.raises(errors.UnsafeGolden) as info:
+        open_golden(request, result)
+    assert "builtins.print" in str(info.value)
+    assert result.bundle_size == len(payload)
+
+
+def test_open_golden_yields_records_and_project_roots(tmp_path):
+    run_check(make_request(models.Scaler(), tmp_path, mode=Mode.REGEN))
+    request = make_request(models.Scaler(), tmp_path, mode=Mode.GOLDEN)
+    round_trip(request, Runner(request))
+    result = CheckResult(name="g", device="cpu", mode=Mode.GOLDEN, nodeid="x", golden="")
+    opened = open_golden(request, result)
+    assert len(opened.records) == 3
+    assert opened.roots == [("tests.engine_models", "Scaler")]
+    tolerances = tolerances_for(request, opened.manifest)
+    assert tolerances.reference == "cpu"
+    golden, drift, notes = judge_drift(request, Runner(request), opened, tolerances, result)
+    assert golden is None and drift.clean and notes == []
+    golden = load_golden(request, opened)
+    assert replay_on_golden(request, Runner(request), golden, opened, tolerances, [], result) == 3
+    assert compare_with_live(request, Runner(request), golden, opened, tolerances, [], result) == 8

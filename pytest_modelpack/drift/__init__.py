@@ -3,13 +3,14 @@
 * :mod:`.fingerprint` — the units (classes, methods, functions, module globals) a pickle's project
   globals depend on, with normalised-source fingerprints;
 * :mod:`.diff` — recorded vs today's units and environment, worded as a summary and unified diffs;
-* :mod:`.check` — the gate's check: CODE DRIFT (or a warning with ``modelpack_drift = warn``) and
-  ENV DRIFT warnings.
+* :mod:`.check` — the gate's check: :func:`assess_drift` (what changed), then
+  :func:`report_drift` (CODE DRIFT, or a warning with ``modelpack_drift = warn``; ENV DRIFT
+  warnings).
 """
 
 from __future__ import annotations
 
-from .check import Drift, EnvDrift, assess_drift, check_drift, report_drift
+from .check import Drift, EnvDrift, assess_drift, report_drift
 from .diff import compare_code, describe_code_change, env_changes
 from .fingerprint import (
     ENV_KEYS,
@@ -24,7 +25,6 @@ __all__ = [
     "Drift",
     "EnvDrift",
     "assess_drift",
-    "check_drift",
     "code_units",
     "compare_code",
     "describe_code_change",

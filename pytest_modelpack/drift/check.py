@@ -157,17 +157,3 @@ def report_drift(
         )
         _warn(CodeDriftWarning(code.render()), code)
     return notes
-
-
-def check_drift(
-    manifest: Manifest,
-    roots: list[tuple[str, str]] | None = None,
-    *,
-    name: str,
-    nodeid: str | None,
-    project_root: Path,
-    policy: str = "fail",
-) -> list[str]:
-    """:func:`assess_drift`, then :func:`report_drift` (without a behaviour verdict)."""
-    drift = assess_drift(manifest, roots, name=name, nodeid=nodeid, project_root=project_root)
-    return report_drift(drift, name=name, nodeid=nodeid, policy=policy)

@@ -9,6 +9,7 @@ compared on derandomized Hypothesis inputs and on the recorded inputs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,16 +18,31 @@ from .. import errors
 from ..apply import placed
 from ..compare import compare, describe_differences
 from ..diagnose.loading import load_error
-from ..drift import assess_drift, report_drift
+from ..drift import Drift, assess_drift, report_drift
 from ..fixes import accept, revert_or_accept
 from ..golden import GoldenStore, Manifest
+from ..golden.examples import Example
 from ..safety import Allowlist, load_bundle, scan_file, verdict_error
 from .behaviour import code_change_behaviour, explain_mismatch
 from .explore import run_property
 from .request import CheckRequest, CheckResult, display_path, short_repr
 from .runner import Runner, tolerance_line
 
-__all__ = ["gate", "scan_or_refuse", "replay", "recorded_tolerance", "allowlist_for"]
+__all__ = [
+    "OpenedGolden",
+    "Tolerances",
+    "allowlist_for",
+    "compare_with_live",
+    "gate",
+    "judge_drift",
+    "load_golden",
+    "open_golden",
+    "project_roots",
+    "recorded_tolerance",
+    "replay",
+    "replay_on_golden",
+    "scan_or_refuse",
+]
 
 
 def allowlist_for(request: CheckRequest) -> Allowlist:
@@ -105,8 +121,31 @@ def replay(
     return len(records)
 
 
-def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
-    """Verify, scan, load and compare the committed golden. Writes nothing."""
+@dataclasses.dataclass
+class OpenedGolden:
+    """A committed golden whose manifest, files and pickle passed every check before loading."""
+
+    store: GoldenStore
+    manifest: Manifest
+    records: list[Example]
+    allowlist: Allowlist
+    #: The project (module, qualname) pairs the scanned bundle references: drift's roots.
+    roots: list[tuple[str, str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerances:
+    """``(rtol, atol)`` against the recorded examples, and against the live model."""
+
+    recorded: tuple[float | None, float | None]
+    live: tuple[float | None, float | None]
+    #: Where the live model runs: the CPU, the reference every other device is compared with.
+    reference: str
+
+
+def open_golden(request: CheckRequest, result: CheckResult) -> OpenedGolden:
+    """Stages 1–2: the golden exists inside the project, its manifest is valid, its files match
+    their sha256 and the bundle passes the safety scan. Nothing is loaded or imported yet."""
     store = GoldenStore(
         request.golden_folder,
         request.name,
@@ -124,122 +163,193 @@ def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
     result.bundle_size = manifest.bundle.size
     allowlist = allowlist_for(request)
     verdict = scan_or_refuse(request, store.bundle_path, allowlist, making=False, manifest=manifest)
-
-    # Fingerprint roots come from the scanned (and allowlisted) bundle, not from the manifest,
-    # which no hash covers: nothing the manifest says makes the gate import a module.
-    # Names allowed through modelpack_safe_globals count too when they live in a project module
-    # (an alias module kept after a move): their code is still the project's.
-    roots = [
-        (ref.module, ref.qualname)
-        for ref in verdict.globals
-        if allowlist.check(ref.module, ref.qualname).kind == "project"
-        or (
-            allowlist.check(ref.module, ref.qualname).kind == "extra"
-            and allowlist.classify(ref.module) == "project"
-        )
-    ]
-    drift = assess_drift(
-        manifest, roots, name=request.name, nodeid=request.nodeid, project_root=request.project_root
+    return OpenedGolden(
+        store=store,
+        manifest=manifest,
+        records=store.read_examples(),
+        allowlist=allowlist,
+        roots=project_roots(verdict.globals, allowlist),
     )
-    records = store.read_examples()
-    recorded_device = manifest.created_by.device
-    rtol, atol = recorded_tolerance(request, recorded_device)
+
+
+def project_roots(refs: Any, allowlist: Allowlist) -> list[tuple[str, str]]:
+    """Fingerprint roots: the project globals of the scanned (and allowed) bundle.
+
+    They come from the bundle, not from the manifest, which no hash covers: nothing the manifest
+    says makes the gate import a module. Names allowed through ``modelpack_safe_globals`` count
+    too when they live in a project module (an alias module kept after a move): their code is
+    still the project's.
+    """
+    roots = []
+    for ref in refs:
+        kind = allowlist.check(ref.module, ref.qualname).kind
+        if kind == "project" or (kind == "extra" and allowlist.classify(ref.module) == "project"):
+            roots.append((ref.module, ref.qualname))
+    return roots
+
+
+def tolerances_for(request: CheckRequest, manifest: Manifest) -> Tolerances:
     reference = "cpu" if request.device != "cpu" else request.device
-    live_tol = recorded_tolerance(request, reference)
+    return Tolerances(
+        recorded=recorded_tolerance(request, manifest.created_by.device),
+        live=recorded_tolerance(request, reference),
+        reference=reference,
+    )
+
+
+def judge_drift(
+    request: CheckRequest,
+    runner: Runner,
+    opened: OpenedGolden,
+    tolerances: Tolerances,
+    result: CheckResult,
+) -> tuple[Any, Drift, list[str]]:
+    """Stage 3: code and environment drift. Returns the golden when it was loaded to judge a code
+    change (else None), the drift, and the notes that explain a later mismatch.
+
+    Raises CODE DRIFT (with the behaviour verdict) unless ``modelpack_drift = warn``.
+    """
+    drift = assess_drift(
+        opened.manifest,
+        opened.roots,
+        name=request.name,
+        nodeid=request.nodeid,
+        project_root=request.project_root,
+    )
     golden: Any = None
     behaviour: list[str] | None = None
     if drift.code is not None:
         # Whether the change altered behaviour is what a reviewer decides on: load the golden
         # anyway (today's code) and compare, before CODE DRIFT is raised or warned.
         try:
-            golden = load_golden(request, store, allowlist, manifest)
+            golden = load_golden(request, opened)
         except errors.ModelpackError as exc:
             behaviour = [f"behaviour: not compared, the golden does not load: {exc.headline}"]
         else:
             behaviour = code_change_behaviour(
-                request, runner, golden, records, (rtol, atol), live_tol
+                request, runner, golden, opened.records, tolerances.recorded, tolerances.live
             )
-    drift_warnings = report_drift(
+    notes = report_drift(
         drift,
         name=request.name,
         nodeid=request.nodeid,
         policy=request.settings.drift,
         behaviour=behaviour,
     )
-    result.warnings.extend(drift_warnings)
-    if golden is None:
-        golden = load_golden(request, store, allowlist, manifest)
+    result.warnings.extend(notes)
+    return golden, drift, notes
 
-    env_note = list(drift_warnings)  # changed versions or tolerated code drift explain a mismatch
+
+def replay_on_golden(
+    request: CheckRequest,
+    runner: Runner,
+    golden: Any,
+    opened: OpenedGolden,
+    tolerances: Tolerances,
+    notes: list[str],
+    result: CheckResult,
+) -> int:
+    """Stage 5: the golden loaded today must reproduce the outputs recorded in examples.json."""
+    rtol, atol = tolerances.recorded
+    return replay(
+        runner,
+        golden,
+        request.device,
+        opened.records,
+        tolerances.recorded,
+        "the golden no longer reproduces recorded example #{index}",
+        [
+            "expected = recorded in examples.json, got = golden loaded today",
+            *notes,
+            "the golden's data is unchanged, so the code it runs (or the environment) changed",
+        ],
+        revert_or_accept(request.nodeid),
+        lambda e, g: result.record_comparison(
+            "golden vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
+        ),
+    )
+
+
+def compare_with_live(
+    request: CheckRequest,
+    runner: Runner,
+    golden: Any,
+    opened: OpenedGolden,
+    tolerances: Tolerances,
+    notes: list[str],
+    result: CheckResult,
+) -> int:
+    """Stage 6: golden vs live on derandomized Hypothesis inputs, then the live model on the
+    recorded inputs. The caller has placed the golden on the test's device."""
+    live_rtol, live_atol = tolerances.live
+    rtol, atol = tolerances.recorded
+    reference = tolerances.reference
+
+    def prop(x: Any) -> None:
+        expected = runner(golden, x, request.device)
+        got = runner(request.model, x, reference)
+        result.record_comparison(
+            "golden vs live", expected, got, exact=False, rtol=live_rtol, atol=live_atol
+        )
+        diffs = compare(expected, got, exact=False, rtol=live_rtol, atol=live_atol)
+        if diffs:
+            raise errors.OutputMismatch(
+                "the live model disagrees with the golden",
+                detail=[
+                    f"input (minimal, found by Hypothesis): {short_repr(x)}",
+                    "expected = golden, got = live model",
+                    *describe_differences(diffs),
+                    tolerance_line(live_rtol, live_atol, exact=False),
+                    *notes,
+                ],
+                fix=accept(request.nodeid),
+            )
+
     checked = 0
-    with placed(golden, request.device):
+    with placed(request.model, reference):
+        checked += run_property(request, prop, derandomize=True)
         checked += replay(
             runner,
-            golden,
-            request.device,
-            records,
-            (rtol, atol),
-            "the golden no longer reproduces recorded example #{index}",
-            [
-                "expected = recorded in examples.json, got = golden loaded today",
-                *env_note,
-                "the golden's data is unchanged, so the code it runs (or the environment) changed",
-            ],
-            revert_or_accept(request.nodeid),
+            request.model,
+            reference,
+            opened.records,
+            tolerances.recorded,
+            "the live model disagrees with recorded example #{index}",
+            ["expected = recorded in examples.json, got = live model", *notes],
+            accept(request.nodeid),
             lambda e, g: result.record_comparison(
-                "golden vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
+                "live vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
             ),
         )
-
-        def prop(x: Any) -> None:
-            expected = runner(golden, x, request.device)
-            got = runner(request.model, x, reference)
-            result.record_comparison(
-                "golden vs live", expected, got, exact=False, rtol=live_tol[0], atol=live_tol[1]
-            )
-            diffs = compare(expected, got, exact=False, rtol=live_tol[0], atol=live_tol[1])
-            if diffs:
-                raise errors.OutputMismatch(
-                    "the live model disagrees with the golden",
-                    detail=[
-                        f"input (minimal, found by Hypothesis): {short_repr(x)}",
-                        "expected = golden, got = live model",
-                        *describe_differences(diffs),
-                        tolerance_line(live_tol[0], live_tol[1], exact=False),
-                        *env_note,
-                    ],
-                    fix=accept(request.nodeid),
-                )
-
-        with placed(request.model, reference):
-            try:
-                checked += run_property(request, prop, derandomize=True)
-                checked += replay(
-                    runner,
-                    request.model,
-                    reference,
-                    records,
-                    (rtol, atol),
-                    "the live model disagrees with recorded example #{index}",
-                    ["expected = recorded in examples.json, got = live model", *env_note],
-                    accept(request.nodeid),
-                    lambda e, g: result.record_comparison(
-                        "live vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
-                    ),
-                )
-            except errors.OutputMismatch as exc:
-                # Golden and live differ: say where their state differs, and whether the
-                # fixture itself is what changed.
-                raise explain_mismatch(exc, request, golden, drift.clean, result) from None
     return checked
 
 
-def load_golden(
-    request: CheckRequest, store: GoldenStore, allowlist: Allowlist, manifest: Manifest
-) -> Any:
-    """Load the scanned bundle with the restricted loader; LOAD ERROR when it does not load."""
+def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
+    """Verify, scan, load and compare the committed golden. Writes nothing.
+
+    Returns how many inputs were checked (recorded replays and Hypothesis inputs).
+    """
+    opened = open_golden(request, result)
+    tolerances = tolerances_for(request, opened.manifest)
+    golden, drift, notes = judge_drift(request, runner, opened, tolerances, result)
+    if golden is None:
+        golden = load_golden(request, opened)  # stage 4
+    with placed(golden, request.device):
+        checked = replay_on_golden(request, runner, golden, opened, tolerances, notes, result)
+        try:
+            checked += compare_with_live(request, runner, golden, opened, tolerances, notes, result)
+        except errors.OutputMismatch as exc:
+            # Golden and live differ: say where their state differs, and whether the fixture
+            # itself is what changed.
+            raise explain_mismatch(exc, request, golden, drift.clean, result) from None
+    return checked
+
+
+def load_golden(request: CheckRequest, opened: OpenedGolden) -> Any:
+    """Stage 4: load the scanned bundle with the restricted loader; LOAD ERROR when it does not
+    load (renamed or moved code, a ``__setstate__`` that no longer accepts the old state)."""
     try:
-        return load_bundle(store.bundle_path, allowlist, map_location=request.device)
+        return load_bundle(opened.store.bundle_path, opened.allowlist, map_location=request.device)
     except errors.ModelpackError:
         raise
     except Exception as exc:
@@ -248,5 +358,5 @@ def load_golden(
             "bundle.pkl (golden)",
             nodeid=request.nodeid,
             project_root=request.project_root,
-            manifest=manifest,
+            manifest=opened.manifest,
         ) from None
