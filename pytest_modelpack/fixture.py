@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -14,26 +13,12 @@ from . import errors
 from .options import Settings
 
 if TYPE_CHECKING:
+    from hypothesis.strategies import SearchStrategy
+
     from .engine import CheckResult
-    from .report import Report
+    from .session import SessionState
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-
-
-@dataclasses.dataclass
-class SessionState:
-    """What the plugin keeps for one pytest session (stored under a StashKey)."""
-
-    settings: Settings
-    root: Path
-    report: Report
-    claims: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    def claim(self, golden: Path, claimant: str) -> str | None:
-        """Record that ``claimant`` owns ``golden``; return the other owner when there is one."""
-        key = str(golden)
-        owner = self.claims.setdefault(key, claimant)
-        return None if owner == claimant else owner
 
 
 def device_unavailable(device: str) -> str | None:
@@ -55,7 +40,7 @@ def device_unavailable(device: str) -> str | None:
     return None
 
 
-def claimant_of(node: Any, device: str) -> str:
+def claimant_of(node: pytest.Item, device: str) -> str:
     """The test's node id without the device parameter: what owns a golden."""
     base = node.nodeid.split("[", 1)[0]
     callspec = getattr(node, "callspec", None)
@@ -87,7 +72,7 @@ class Modelpack:
         self,
         model: Any,
         *,
-        inputs: Any,
+        inputs: SearchStrategy[Any],
         name: str | None = None,
         apply: Callable[[Any, Any], Any] | None = None,
         rtol: float | None = None,

@@ -6,7 +6,7 @@ Cheap to import: torch and hypothesis are imported inside the fixture, never at 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -24,7 +24,12 @@ from .options import (
     settings_from_ini,
 )
 
-STATE = pytest.StashKey["Any"]()
+if TYPE_CHECKING:
+    from .fixture import Modelpack
+    from .options import Settings
+    from .session import SessionState
+
+STATE = pytest.StashKey["SessionState"]()
 WORKER_KEY = "modelpack_rows"
 
 
@@ -91,8 +96,8 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = settings_from_ini(ini, mode, config.getoption(FLAG_DEVICE))
     except ValueError as exc:
         raise pytest.UsageError(f"pytest-modelpack: {exc}") from None
-    from .fixture import SessionState
     from .report import Report
+    from .session import SessionState
 
     report = Report()
     config.stash[STATE] = SessionState(settings=settings, root=Path(config.rootpath), report=report)
@@ -107,7 +112,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return f"modelpack: mode={s.mode}, devices={','.join(s.devices)}, goldens in {s.golden_dir}/"
 
 
-def _marker_settings(node: Any, state: Any) -> Any:
+def _marker_settings(node: pytest.Item, state: SessionState) -> Settings:
     marker = node.get_closest_marker("modelpack")
     if marker is None:
         return state.settings
@@ -133,7 +138,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def modelpack(request: pytest.FixtureRequest) -> Any:
+def modelpack(request: pytest.FixtureRequest) -> Modelpack:
     """Check a live model: ``modelpack.check(model, inputs=<Hypothesis strategy>)``.
 
     Parametrized over devices (``[cpu]``, ``[cuda]``); an unavailable device is skipped with the
@@ -214,7 +219,7 @@ def _narrowing_options(config: pytest.Config) -> list[str]:
     return found
 
 
-def _judge_unused(session: pytest.Session, state: Any) -> None:
+def _judge_unused(session: pytest.Session, state: SessionState) -> None:
     config = session.config
     if state.settings.mode != MODE_GOLDEN:
         return
