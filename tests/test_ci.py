@@ -3,6 +3,7 @@ recipe and the pre-commit hook — end to end, as a user's CI sees them."""
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import shutil
@@ -351,9 +352,20 @@ def test_html_report_escapes_what_it_quotes(tmp_path: Path) -> None:
     evil = "<script>alert(1)</script>"
     golden = tmp_path / "goldens" / "m"
     golden.mkdir(parents=True)
-    (golden / "manifest.json").write_text(
-        '{"environment": {"torch": "' + evil + '"}, "structure": {"model": "' + evil + '"}}'
-    )
+    entry = {"file": "x", "size": 1, "sha256": "0" * 64}
+    manifest = {
+        "format": "pytest-modelpack golden",
+        "format_version": 1,
+        "name": "m",
+        "bundle": {**entry, "protocol": 4},
+        "examples": {**entry, "count": 1},
+        "created_by": {"test": evil, "device": "cpu"},
+        "environment": {"torch": evil},
+        "globals": [],
+        "code": {},
+        "structure": {"model": evil},
+    }
+    (golden / "manifest.json").write_text(json.dumps(manifest))
     report = Report()
     report.add(
         {

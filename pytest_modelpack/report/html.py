@@ -11,7 +11,6 @@ input, and so are the model's outputs quoted in failure messages.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..golden.fileio import write_atomic
+from ..golden.manifest import parse_manifest
 from .plot import comparison_svg, fmt
 from .summary import Report, format_size
 
@@ -189,34 +189,31 @@ def _comparison(comparison: dict[str, Any]) -> str:
 
 
 def _manifest(folder: Path) -> str:
-    """The golden's recorded environment and structure tree (JSON only; nothing unpickled)."""
+    """The golden's recorded environment and structure tree (JSON only; nothing unpickled).
+
+    Read through the one manifest reader (:func:`~pytest_modelpack.golden.parse_manifest`); a
+    manifest that does not validate shows nothing here (its row already carries the error)."""
     path = folder / "manifest.json"
     try:
         if not path.is_file() or path.stat().st_size > MANIFEST_LIMIT:
             return ""
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = parse_manifest(path.read_bytes())
     except (OSError, ValueError):
         return ""
-    if not isinstance(manifest, dict):
-        return ""
     out = []
-    env = manifest.get("environment")
-    if isinstance(env, dict):
-        rows = "".join(
-            f"<tr><td>{escape(str(k))}</td><td>{escape(str(v))}</td></tr>" for k, v in env.items()
-        )
-        created = manifest.get("created_by")
-        if isinstance(created, dict):
-            rows += "".join(
-                f"<tr><td>created by {escape(str(k))}</td><td>{escape(str(v))}</td></tr>"
-                for k, v in created.items()
-            )
-        out.append(
-            f'<details><summary>golden environment</summary><table class="kv">{rows}'
-            "</table></details>"
-        )
-    tree = manifest.get("structure")
-    if isinstance(tree, dict):
+    rows = "".join(
+        f"<tr><td>{escape(str(k))}</td><td>{escape(str(v))}</td></tr>"
+        for k, v in manifest.environment.items()
+    )
+    rows += "".join(
+        f"<tr><td>created by {escape(k)}</td><td>{escape(str(v))}</td></tr>"
+        for k, v in (("test", manifest.created_by.test), ("device", manifest.created_by.device))
+    )
+    out.append(
+        f'<details><summary>golden environment</summary><table class="kv">{rows}</table></details>'
+    )
+    tree = manifest.structure
+    if tree:
         lines = [f"{k}: {v}" for k, v in list(tree.items())[:TREE_LIMIT]]
         if len(tree) > TREE_LIMIT:
             lines.append(f"... and {len(tree) - TREE_LIMIT} more")
