@@ -19,8 +19,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .compare import default_tolerance
 from .golden.examples import RaisedError
+from .tolerance import default_tolerance
 
 __all__ = ["ErrorMetrics", "error_metrics"]
 

@@ -2,6 +2,7 @@
 
 * :mod:`.fingerprint` — the units (classes, methods, functions, module globals) a pickle's project
   globals depend on, with normalised-source fingerprints;
+* :mod:`.source` — normalised (AST) source and the definitions and names a unit reads;
 * :mod:`.diff` — recorded vs today's units and environment, worded as a summary and unified diffs;
 * :mod:`.check` — the gate's check: :func:`assess_drift` (what changed), then
   :func:`report_drift` (CODE DRIFT, or a warning with ``modelpack_drift = warn``; ENV DRIFT
@@ -17,8 +18,8 @@ from .fingerprint import (
     code_units,
     fingerprint_model,
     is_project_file,
-    normalized_source,
 )
+from .source import normalized_source
 
 __all__ = [
     "ENV_KEYS",

@@ -25,7 +25,7 @@ bytecode loads — nested code objects (lambdas, comprehensions, inner functions
 virtualenvs and site-packages. Nothing outside the project is ever imported here.
 
 Normalisation is AST-based: comments, docstrings, blank lines, line breaks, quotes and parentheses
-do not count. The AST is serialised by :func:`_canonical` rather than ``ast.dump`` so that a
+do not count. The AST is serialised by :func:`canonical` rather than ``ast.dump`` so that a
 fingerprint does not depend on how a Python version prints ASTs (3.13 omits empty fields, 3.12 added
 ``type_params``); and a unit whose recorded source text is byte-identical to today's never counts
 as changed, whatever the fingerprints say.
@@ -38,21 +38,30 @@ from __future__ import annotations
 import ast
 import dis
 import functools
-import hashlib
 import importlib
 import importlib.util
 import inspect
 import linecache
 import os
 import sys
-import textwrap
 import types
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..project import Project
+from .source import (
+    DEFS,
+    MEMBER_DEFS,
+    Source,
+    binds,
+    block_statements,
+    code_objects,
+    find_def,
+    fingerprint_nodes,
+    name_chains,
+    start,
+)
 
 #: Environment keys whose change is reported as ENV DRIFT (platform/pytest-modelpack are noise).
 ENV_KEYS = ("python", "torch", "sentencepiece", "numpy")
@@ -60,19 +69,6 @@ ENV_KEYS = ("python", "torch", "sentencepiece", "numpy")
 #: Diff lines shown per unit before the rest is elided (the manifest keeps the full source).
 DIFF_LINE_LIMIT = 40
 
-_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
-_MEMBER_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-_DOC_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-_BLOCKS: tuple[type[ast.stmt], ...] = (
-    ast.If,
-    ast.Try,
-    ast.With,
-    ast.AsyncWith,
-    ast.For,
-    ast.AsyncFor,
-    ast.While,
-    *((ast.TryStar,) if hasattr(ast, "TryStar") else ()),
-)
 _LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
 _ATTRS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
 _KIND_NOUNS = {
@@ -91,162 +87,6 @@ def is_project_file(path: str | os.PathLike[str] | None, root: Path | str) -> bo
     return Project(root).contains_file(path)
 
 
-# -- normalised source -------------------------------------------------------------------------
-
-
-def _is_docstring(stmt: ast.stmt) -> bool:
-    return (
-        isinstance(stmt, ast.Expr)
-        and isinstance(stmt.value, ast.Constant)
-        and isinstance(stmt.value.value, str)
-    )
-
-
-def _canonical(node: Any, out: list[str], members: bool = True) -> None:
-    """Serialise an AST deterministically, leaving out what is cosmetic.
-
-    Positions, docstrings, ``type_comment``, the ``u`` prefix of strings and empty/None fields are
-    dropped; with ``members=False`` the top node's body also loses its ``def``/``class`` members.
-    """
-    if isinstance(node, ast.AST):
-        out.append(type(node).__name__)
-        out.append("(")
-        for name in node._fields:
-            if name == "type_comment" or (name == "kind" and isinstance(node, ast.Constant)):
-                continue
-            value = getattr(node, name, None)
-            if name == "body" and isinstance(node, _DOC_OWNERS):
-                value = list(value or [])
-                value = value[1:] if value and _is_docstring(value[0]) else value
-                if not members:
-                    value = [stmt for stmt in value if not isinstance(stmt, _MEMBER_DEFS)]
-            if value is None or (isinstance(value, list) and not value):
-                continue
-            out.append(name)
-            out.append("=")
-            _canonical(value, out)
-            out.append(",")
-        out.append(")")
-    elif isinstance(node, list):
-        out.append("[")
-        for item in node:
-            _canonical(item, out)
-            out.append(",")
-        out.append("]")
-    else:
-        out.append(repr(node))
-
-
-def _fingerprint(nodes: Sequence[ast.AST], members: bool = True) -> str:
-    out: list[str] = []
-    for node in nodes:
-        _canonical(node, out, members)
-    return hashlib.sha256("".join(out).encode()).hexdigest()
-
-
-def normalized_source(source: str) -> str:
-    """The canonical form of ``source``: equal for edits to comments, docstrings and layout."""
-    out: list[str] = []
-    _canonical(ast.parse(textwrap.dedent(source)), out)
-    return "".join(out)
-
-
-# -- reading a module's source -----------------------------------------------------------------
-
-
-@dataclass
-class _Source:
-    rel: str
-    lines: list[str]
-    tree: ast.Module
-
-    def text(self, start: int, end: int) -> str:
-        return "".join(self.lines[start - 1 : end])
-
-
-def _start(node: ast.AST) -> int:
-    decorators = getattr(node, "decorator_list", None) or []
-    return min([d.lineno for d in decorators] + [node.lineno])  # type: ignore[attr-defined]
-
-
-def _block_statements(body: Iterable[ast.AST]) -> Iterator[ast.AST]:
-    """Statements of ``body``, descending into if/try/with/for/while blocks but not into defs."""
-    for stmt in body:
-        yield stmt
-        if isinstance(stmt, _BLOCKS):
-            for field in ("body", "orelse", "finalbody"):
-                yield from _block_statements(getattr(stmt, field, None) or [])
-            for handler in getattr(stmt, "handlers", None) or []:
-                yield from _block_statements(handler.body)
-
-
-def _find_def(tree: ast.Module, qualname: str, firstlineno: int | None) -> ast.AST | None:
-    """The ``def``/``class`` statement for ``qualname`` (no ``<locals>``) in ``tree``."""
-    nodes: list[Any] = [tree]
-    for part in qualname.split("."):
-        nodes = [
-            stmt
-            for node in nodes
-            for stmt in _block_statements(node.body)
-            if isinstance(stmt, _MEMBER_DEFS) and stmt.name == part
-        ]
-        if not nodes:
-            return None
-    if firstlineno is not None:
-        for node in nodes:
-            if firstlineno in (node.lineno, _start(node)):
-                return node
-    return nodes[-1]  # redefinitions: the last one is what a module import leaves bound
-
-
-def _binds(stmt: ast.AST, name: str) -> bool:
-    if isinstance(stmt, ast.Assign):
-        targets: list[ast.AST] = list(stmt.targets)
-    elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
-        targets = [stmt.target]
-    else:
-        return False
-    return any(
-        isinstance(node, ast.Name) and node.id == name
-        for target in targets
-        for node in ast.walk(target)
-    )
-
-
-def _name_chains(nodes: Iterable[ast.AST]) -> list[list[str]]:
-    """``name`` and ``name.attr.attr`` chains loaded in ``nodes`` (maximal chains only)."""
-    chains: list[list[str]] = []
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.Attribute):
-            parts = []
-            current: ast.AST = node
-            while isinstance(current, ast.Attribute):
-                parts.append(current.attr)
-                current = current.value
-            if isinstance(current, ast.Name):
-                chains.append([current.id, *reversed(parts)])
-                return
-            visit(current)
-            return
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            chains.append([node.id])
-            return
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    for node in nodes:
-        visit(node)
-    return chains
-
-
-def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
-    yield code
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            yield from _code_objects(const)
-
-
 _MISSING = object()
 
 
@@ -261,7 +101,7 @@ class _Fingerprinter:
         self.root = self._project.root or Path(root)
         self.units: dict[str, dict[str, Any]] = {}
         self._modules: dict[str, types.ModuleType | None] = {}
-        self._sources: dict[str, _Source | None] = {}
+        self._sources: dict[str, Source | None] = {}
         self._seen: set[int] = set()
         self._alive: list[Any] = []  # keeps visited objects alive, so their ids stay unique
         self._pending: list[Any] = []
@@ -297,13 +137,13 @@ class _Fingerprinter:
         """Is ``name`` a project module (located without importing or executing anything)?"""
         return self._project.is_project_module(name)
 
-    def source(self, module: types.ModuleType) -> _Source | None:
+    def source(self, module: types.ModuleType) -> Source | None:
         name = module.__name__
         if name not in self._sources:
             self._sources[name] = self._read(module)
         return self._sources[name]
 
-    def _read(self, module: types.ModuleType) -> _Source | None:
+    def _read(self, module: types.ModuleType) -> Source | None:
         file = getattr(module, "__file__", None)
         if not file or not file.endswith(".py"):
             return None
@@ -317,7 +157,7 @@ class _Fingerprinter:
         except (SyntaxError, ValueError):
             return None
         rel = os.path.relpath(os.path.realpath(file), self.root).replace(os.sep, "/")
-        return _Source(rel=rel, lines=lines, tree=tree)
+        return Source(rel=rel, lines=lines, tree=tree)
 
     # -- walking ---------------------------------------------------------------------------
 
@@ -411,7 +251,7 @@ class _Fingerprinter:
         kind: str,
         module: types.ModuleType,
         qualname: str,
-        src: _Source,
+        src: Source,
         sha: str,
         text: str,
         line: int,
@@ -442,7 +282,7 @@ class _Fingerprinter:
         src = self.source(module)
         node = None
         if src is not None:
-            node = _find_def(src.tree, qualname, getattr(cls, "__firstlineno__", None))
+            node = find_def(src.tree, qualname, getattr(cls, "__firstlineno__", None))
         if not isinstance(node, ast.ClassDef) or src is None:
             return  # defined without source (type(), exec): nothing to fingerprint
         header = self._header_text(src, node)
@@ -451,9 +291,9 @@ class _Fingerprinter:
             module,
             qualname,
             src,
-            _fingerprint([node], members=False),
+            fingerprint_nodes([node], members=False),
             header,
-            _start(node),
+            start(node),
         )
         names: dict[str, int] = {}
         references: list[ast.AST] = [*node.decorator_list, *node.bases, *node.keywords]
@@ -462,7 +302,7 @@ class _Fingerprinter:
                 references.extend(stmt.decorator_list)
                 self.visit(vars(cls).get(stmt.name))
                 continue
-            if not isinstance(stmt, _DEFS):
+            if not isinstance(stmt, DEFS):
                 references.append(stmt)
                 continue
             references.extend(stmt.decorator_list)
@@ -472,11 +312,11 @@ class _Fingerprinter:
                 module,
                 member,
                 src,
-                _fingerprint([stmt]),
-                src.text(_start(stmt), stmt.end_lineno or stmt.lineno),
-                _start(stmt),
+                fingerprint_nodes([stmt]),
+                src.text(start(stmt), stmt.end_lineno or stmt.lineno),
+                start(stmt),
             )
-        for chain in _name_chains(references):
+        for chain in name_chains(references):
             self.visit_chain(module, chain)
 
     @staticmethod
@@ -496,14 +336,14 @@ class _Fingerprinter:
         return f"{stmt.name}[{count + 1}]"
 
     @staticmethod
-    def _header_text(src: _Source, node: ast.ClassDef) -> str:
+    def _header_text(src: Source, node: ast.ClassDef) -> str:
         """The class's source lines without its methods and nested classes."""
         cut: set[int] = set()
         for stmt in node.body:
-            if isinstance(stmt, _MEMBER_DEFS):
-                cut.update(range(_start(stmt), (stmt.end_lineno or stmt.lineno) + 1))
+            if isinstance(stmt, MEMBER_DEFS):
+                cut.update(range(start(stmt), (stmt.end_lineno or stmt.lineno) + 1))
         kept: list[str] = []
-        for number in range(_start(node), (node.end_lineno or node.lineno) + 1):
+        for number in range(start(node), (node.end_lineno or node.lineno) + 1):
             if number in cut:
                 continue
             line = src.lines[number - 1]
@@ -529,7 +369,7 @@ class _Fingerprinter:
         # __module__ says (functools.wraps copies __module__ from the wrapped function).
         home = self.module(func.__globals__.get("__name__"))
         if home is not None and home.__dict__ is func.__globals__:
-            for code in _code_objects(func.__code__):
+            for code in code_objects(func.__code__):
                 self._scan_bytecode(home, code)
         module = self.module(func.__module__)
         if module is None:
@@ -548,19 +388,19 @@ class _Fingerprinter:
         src = self.source(module)
         if key in self.units or src is None:
             return
-        node = _find_def(src.tree, qualname, func.__code__.co_firstlineno)
-        if not isinstance(node, _DEFS):
+        node = find_def(src.tree, qualname, func.__code__.co_firstlineno)
+        if not isinstance(node, DEFS):
             return
         self._unit(
             "function",
             module,
             qualname,
             src,
-            _fingerprint([node]),
-            src.text(_start(node), node.end_lineno or node.lineno),
-            _start(node),
+            fingerprint_nodes([node]),
+            src.text(start(node), node.end_lineno or node.lineno),
+            start(node),
         )
-        for chain in _name_chains(node.decorator_list):
+        for chain in name_chains(node.decorator_list):
             self.visit_chain(module, chain)
 
     def _enclosing(self, module: types.ModuleType, qualname: str) -> None:
@@ -575,12 +415,12 @@ class _Fingerprinter:
         src = self.source(module)
         if key in self.units or src is None:
             return
-        stmts: list[Any] = [s for s in _block_statements(src.tree.body) if _binds(s, name)]
+        stmts: list[Any] = [s for s in block_statements(src.tree.body) if binds(s, name)]
         if not stmts:
             return  # bound by an import or a loop: nothing of ours to fingerprint
-        text = "".join(src.text(_start(s), s.end_lineno or s.lineno) for s in stmts)
-        self._unit("global", module, name, src, _fingerprint(stmts), text, _start(stmts[0]))
-        for chain in _name_chains(stmts):
+        text = "".join(src.text(start(s), s.end_lineno or s.lineno) for s in stmts)
+        self._unit("global", module, name, src, fingerprint_nodes(stmts), text, start(stmts[0]))
+        for chain in name_chains(stmts):
             if chain[0] != name:
                 self.visit_chain(module, chain)
 
