@@ -239,7 +239,7 @@ def load_golden(
 ) -> Any:
     """Load the scanned bundle with the restricted loader; LOAD ERROR when it does not load."""
     try:
-        return load_bundle(store.bundle_path, allowlist, map_location=request.device)
+        return load_bundle(store.open_verified_bundle(), allowlist, map_location=request.device)
     except errors.ModelpackError:
         raise
     except Exception as exc:
