@@ -21,9 +21,11 @@ import errno
 import hashlib
 import mmap
 import os
+import queue
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,22 +68,47 @@ _UMASK = _current_umask()
 
 
 class HashingWriter:
-    """A write-only file wrapper that hashes and counts what passes through it."""
+    """A write-only file wrapper that hashes and counts what passes through it.
+
+    The hash runs on a background thread (hashlib releases the GIL on large updates): sha256
+    costs about 1 s/GiB, which would otherwise stall the pickler. The queue is bounded in items;
+    the bytes it holds are the pickler's own objects, which its memo keeps alive until the dump
+    ends anyway, so hashing behind the writes costs no memory of its own.
+    """
 
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self._hash = hashlib.sha256()
         self.size = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._hash_all, name="modelpack-sha256", daemon=True
+        )
+        self._thread.start()
+
+    def _hash_all(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._hash.update(data)
 
     def write(self, data: Any) -> int:
         view = memoryview(data)
-        self._hash.update(view)
-        self.size += view.nbytes
+        n = view.nbytes
         self._raw.write(view)
-        return view.nbytes
+        # bytes are immutable: hashed later they are what was written. Anything else is copied.
+        self._queue.put(data if type(data) is bytes else view.tobytes())
+        self.size += n
+        return n
+
+    def close(self) -> None:
+        """Wait for the hash of everything written (idempotent)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
     @property
     def sha256(self) -> str:
+        self.close()
         return self._hash.hexdigest()
 
 

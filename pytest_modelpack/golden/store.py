@@ -378,7 +378,10 @@ class GoldenStore:
             with self.io("write", self.bundle_path):
                 with fileio.temporary_file(new.path, BUNDLE) as (f, tmp):
                     writer = fileio.HashingWriter(f)
-                    pickle.dump(model, writer, protocol=pickle.DEFAULT_PROTOCOL)
+                    try:
+                        pickle.dump(model, writer, protocol=pickle.DEFAULT_PROTOCOL)
+                    finally:
+                        writer.close()
                     f.flush()
                     os.fsync(f.fileno())
                     f.close()
