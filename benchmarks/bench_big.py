@@ -155,11 +155,16 @@ start = time.perf_counter()
 folder = Path(sys.argv[1])
 store = GoldenStore(folder, folder.name)
 store.verify(store.read_manifest())
+verified = time.perf_counter()
 allowlist = Allowlist(Path.cwd(), [])
 assert not scan_file(store.bundle_path, allowlist).refused
+scanned = time.perf_counter()
 opened = getattr(store, "open_verified_bundle", None)
 load_bundle(opened() if opened else store.bundle_path, allowlist)
-print("INNER", time.perf_counter() - start)
+end = time.perf_counter()
+print("INNER", end - start)
+parts = {"verify": verified - start, "scan": scanned - verified, "load": end - scanned}
+print("PARTS", ", ".join(f"{k} {v:.3f} s" for k, v in parts.items()))
 """
 
 IMPORT_TORCH = "import torch\n"
@@ -170,6 +175,7 @@ class Run:
     seconds: float
     peak_mb: float
     inner: float | None = None  # the step's own time, printed by the script (INNER s)
+    parts: str = ""  # how it splits (PARTS ...)
 
 
 def parse_size(text: str) -> int:
@@ -202,7 +208,9 @@ def measure(argv: list[str], cwd: Path, env: dict[str, str]) -> Run:
         raise SystemExit(f"failed (exit {proc.returncode}): {' '.join(argv)}")
     inner = re.search(rb"^INNER ([0-9.e-]+)$", output, re.MULTILINE)
     peak = usage.ru_maxrss * 1024 / 1e6  # Linux: KiB
-    return Run(seconds, peak, float(inner.group(1)) if inner else None)
+    parts = re.search(rb"^PARTS (.*)$", output, re.MULTILINE)
+    split = parts.group(1).decode() if parts else ""
+    return Run(seconds, peak, float(inner.group(1)) if inner else None, split)
 
 
 def write_project(folder: Path, examples: int, recorded: int) -> None:
@@ -309,7 +317,11 @@ def print_table(results: dict[int, dict[str, Run]], args: argparse.Namespace) ->
     for nbytes, runs in results.items():
         a, b = runs["plain_load"].inner, runs["golden_load"].inner
         if a and b is not None:
-            print(f"- {show_size(nbytes)}: pickle.load {a:.3f} s, golden {b:.3f} s ({b / a:.2f}x)")
+            split = f": {runs['golden_load'].parts}" if runs["golden_load"].parts else ""
+            print(
+                f"- {show_size(nbytes)}: pickle.load {a:.3f} s, golden {b:.3f} s ({b / a:.2f}x)"
+                f"{split}"
+            )
     if len(results) < 2:
         return
     print("\nslope per GiB of model (least squares over the sizes above)\n")
