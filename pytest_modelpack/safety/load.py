@@ -30,8 +30,11 @@ class MappedBundle(Protocol):
     """A golden already verified and mapped copy-on-write (``GoldenStore.open_verified_bundle``):
     the loader reads the same pages the hash read, so the file is read from disk once."""
 
-    path: Path
-    mapping: mmap.mmap
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def mapping(self) -> mmap.mmap: ...
 
 
 def load_bundle(
