@@ -130,27 +130,41 @@ for x in bigmodel.inputs(int(sys.argv[2])):
     torch.testing.assert_close(run(loaded, x), run(live, x))
 """
 
+# The two load scripts also print the load step's own time (after ``import torch``): INNER s.
 PLAIN_LOAD = """
-import pickle, sys
+import pickle, sys, time
+import torch
+
+start = time.perf_counter()
 with open(sys.argv[1], "rb") as f:
     pickle.load(f)
+print("INNER", time.perf_counter() - start)
 """
 
-# Verify (size, sha256), scan and load, through whichever loader this checkout has.
+# Verify (size, sha256), scan and load, through whichever loader this checkout has (a mapped,
+# verified bundle where the store offers one).
 GOLDEN_LOAD = """
-import sys
+import sys, time
 from pathlib import Path
 
+import torch
 from pytest_modelpack.golden import GoldenStore
+from pytest_modelpack.safety import Allowlist, load_bundle, scan_file
 
+start = time.perf_counter()
 folder = Path(sys.argv[1])
 store = GoldenStore(folder, folder.name)
 store.verify(store.read_manifest())
-from pytest_modelpack.safety import Allowlist, load_bundle, scan_file
-
+verified = time.perf_counter()
 allowlist = Allowlist(Path.cwd(), [])
 assert not scan_file(store.bundle_path, allowlist).refused
-load_bundle(store.bundle_path, allowlist)
+scanned = time.perf_counter()
+opened = getattr(store, "open_verified_bundle", None)
+load_bundle(opened() if opened else store.bundle_path, allowlist)
+end = time.perf_counter()
+print("INNER", end - start)
+parts = {"verify": verified - start, "scan": scanned - verified, "load": end - scanned}
+print("PARTS", ", ".join(f"{k} {v:.3f} s" for k, v in parts.items()))
 """
 
 IMPORT_TORCH = "import torch\n"
@@ -160,6 +174,8 @@ IMPORT_TORCH = "import torch\n"
 class Run:
     seconds: float
     peak_mb: float
+    inner: float | None = None  # the step's own time, printed by the script (INNER s)
+    parts: str = ""  # how it splits (PARTS ...)
 
 
 def parse_size(text: str) -> int:
@@ -190,7 +206,11 @@ def measure(argv: list[str], cwd: Path, env: dict[str, str]) -> Run:
     if proc.returncode != 0:
         sys.stderr.write(output.decode(errors="replace"))
         raise SystemExit(f"failed (exit {proc.returncode}): {' '.join(argv)}")
-    return Run(seconds, usage.ru_maxrss * 1024 / 1e6)  # Linux: KiB
+    inner = re.search(rb"^INNER ([0-9.e-]+)$", output, re.MULTILINE)
+    peak = usage.ru_maxrss * 1024 / 1e6  # Linux: KiB
+    parts = re.search(rb"^PARTS (.*)$", output, re.MULTILINE)
+    split = parts.group(1).decode() if parts else ""
+    return Run(seconds, peak, float(inner.group(1)) if inner else None, split)
 
 
 def write_project(folder: Path, examples: int, recorded: int) -> None:
@@ -252,7 +272,11 @@ def bench_size(nbytes: int, project: Path, args: argparse.Namespace) -> dict[str
         runs["plain_load"] = measure([py, "plain_load.py", str(bundle)], project, env)
         runs["golden_load"] = measure([py, "golden_load.py", str(golden)], project, env)
         runs["import_torch"] = measure([py, "import_torch.py"], project, env)
-        scan = [py, "-m", "pytest_modelpack", "scan", "--root", str(project), str(bundle)]
+        # `modelpack scan FILE`, the model's class named with --allow (no import). --root instead
+        # imports the project modules the golden names (the user's statement of trust): torch,
+        # here, since bigmodel.py imports it.
+        allow = ["--allow", "bigmodel.BigModel"]
+        scan = [py, "-m", "pytest_modelpack", "scan", *allow, str(bundle)]
         runs["scan"] = measure(scan, project, env)
     finally:
         plain_file.unlink(missing_ok=True)
@@ -286,6 +310,17 @@ def print_table(results: dict[int, dict[str, Run]], args: argparse.Namespace) ->
                 f"| {a.seconds:.2f} s, {a.peak_mb:.0f} MB "
                 f"| {b.seconds:.2f} s, {b.peak_mb:.0f} MB "
                 f"| {b.seconds / a.seconds:.2f}x time, {b.peak_mb / a.peak_mb:.2f}x peak |"
+            )
+    print(
+        "\nthe load step alone, in process after `import torch` (verify+scan+load vs pickle.load)\n"
+    )
+    for nbytes, runs in results.items():
+        a, b = runs["plain_load"].inner, runs["golden_load"].inner
+        if a and b is not None:
+            split = f": {runs['golden_load'].parts}" if runs["golden_load"].parts else ""
+            print(
+                f"- {show_size(nbytes)}: pickle.load {a:.3f} s, golden {b:.3f} s ({b / a:.2f}x)"
+                f"{split}"
             )
     if len(results) < 2:
         return

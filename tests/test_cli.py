@@ -468,6 +468,33 @@ def test_python_m_scan(tmp_path: Path, canary: Path) -> None:
     assert not canary.exists()
 
 
+def test_scan_cli_never_imports_torch(tmp_path: Path) -> None:
+    """``modelpack scan`` of torch pickles (plain, legacy torch.save, torch zip) judges them without
+    importing torch: the whole process stays small and fast whatever the file's size."""
+    files = [tmp_path / "plain.pkl", tmp_path / "legacy.pt", tmp_path / "zip.pt"]
+    model = torch.nn.Linear(8, 4)
+    files[0].write_bytes(pickle.dumps(model))
+    torch.save(model.state_dict(), files[1], _use_new_zipfile_serialization=False)
+    torch.save(model.state_dict(), files[2])
+    script = textwrap.dedent(
+        f"""
+        import runpy, sys
+        sys.argv = ["modelpack", "scan", *{[str(f) for f in files]!r}]
+        try:
+            runpy.run_module("pytest_modelpack", run_name="__main__")
+        except SystemExit as exc:
+            print("EXIT", exc.code)
+        print("HEAVY", sorted(m for m in ("torch", "numpy", "hypothesis") if m in sys.modules))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(": safe — ") == 3, proc.stdout
+    assert proc.stdout.splitlines()[-2:] == ["EXIT 0", "HEAVY []"], proc.stdout
+
+
 def test_cli_never_looks_up_a_pickle_global(
     goldens: dict[str, Path], tmp_path: Path, canary: Path
 ) -> None:

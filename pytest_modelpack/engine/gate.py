@@ -349,7 +349,10 @@ def load_golden(request: CheckRequest, opened: OpenedGolden) -> Any:
     """Stage 4: load the scanned bundle with the restricted loader; LOAD ERROR when it does not
     load (renamed or moved code, a ``__setstate__`` that no longer accepts the old state)."""
     try:
-        return load_bundle(opened.store.bundle_path, opened.allowlist, map_location=request.device)
+        # The bundle verified in open_golden, mapped once: its storages are views of the file.
+        return load_bundle(
+            opened.store.open_verified_bundle(), opened.allowlist, map_location=request.device
+        )
     except errors.ModelpackError:
         raise
     except Exception as exc:

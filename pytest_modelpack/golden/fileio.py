@@ -19,17 +19,22 @@ import ctypes
 import ctypes.util
 import errno
 import hashlib
+import mmap
 import os
+import queue
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
     "LFS_MAGIC",
     "HashingWriter",
+    "MappedFile",
     "fsync_dir",
     "folder_lock",
     "interrupted_swap",
@@ -37,6 +42,7 @@ __all__ = [
     "new_folder",
     "remove_leftovers",
     "sha256_file",
+    "sha256_mapped",
     "swap_folder",
     "temporary_file",
     "write_atomic",
@@ -62,22 +68,47 @@ _UMASK = _current_umask()
 
 
 class HashingWriter:
-    """A write-only file wrapper that hashes and counts what passes through it."""
+    """A write-only file wrapper that hashes and counts what passes through it.
+
+    The hash runs on a background thread (hashlib releases the GIL on large updates): sha256
+    costs about 1 s/GiB, which would otherwise stall the pickler. The queue is bounded in items;
+    the bytes it holds are the pickler's own objects, which its memo keeps alive until the dump
+    ends anyway, so hashing behind the writes costs no memory of its own.
+    """
 
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self._hash = hashlib.sha256()
         self.size = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._hash_all, name="modelpack-sha256", daemon=True
+        )
+        self._thread.start()
+
+    def _hash_all(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._hash.update(data)
 
     def write(self, data: Any) -> int:
         view = memoryview(data)
-        self._hash.update(view)
-        self.size += view.nbytes
+        n = view.nbytes
         self._raw.write(view)
-        return view.nbytes
+        # bytes are immutable: hashed later they are what was written. Anything else is copied.
+        self._queue.put(data if type(data) is bytes else view.tobytes())
+        self.size += n
+        return n
+
+    def close(self) -> None:
+        """Wait for the hash of everything written (idempotent)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
     @property
     def sha256(self) -> str:
+        self.close()
         return self._hash.hexdigest()
 
 
@@ -90,6 +121,46 @@ def sha256_file(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+@dataclass(frozen=True)
+class MappedFile:
+    """A file mapped copy-on-write (``mmap.ACCESS_COPY``): readers share its pages with the page
+    cache, and writes through the mapping stay in this process (the file never changes)."""
+
+    path: Path
+    mapping: mmap.mmap
+
+
+_MAP_CHUNK = 64 << 20
+
+
+def sha256_mapped(path: Path) -> tuple[str, int, MappedFile | None]:
+    """sha256 and size of a file, hashed through a copy-on-write mapping that is returned for
+    reading the same bytes again without reading the file again (None for an empty file).
+
+    Pages hashed are dropped from this process (``MADV_DONTNEED``: they stay in the page cache),
+    so hashing a file larger than free memory costs no resident memory of its own.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return digest.hexdigest(), 0, None
+        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    sequential = getattr(mmap, "MADV_SEQUENTIAL", None)
+    drop = getattr(mmap, "MADV_DONTNEED", None)
+    if sequential is not None:
+        mapping.madvise(sequential)
+    with memoryview(mapping) as view:
+        for start in range(0, size, _MAP_CHUNK):
+            length = min(_MAP_CHUNK, size - start)
+            digest.update(view[start : start + length])
+            if drop is not None:
+                mapping.madvise(drop, start, length)
+    if sequential is not None:
+        mapping.madvise(mmap.MADV_NORMAL)
+    return digest.hexdigest(), size, MappedFile(Path(path), mapping)
 
 
 def fsync_dir(folder: Path) -> None:

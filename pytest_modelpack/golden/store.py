@@ -118,6 +118,7 @@ class GoldenStore:
         self.name = name
         self.nodeid = nodeid
         self.project_root = project_root
+        self._bundle: fileio.MappedFile | None = None  # mapped by verify()
 
     @property
     def bundle_path(self) -> Path:
@@ -287,16 +288,22 @@ class GoldenStore:
         if not path.is_file():
             raise self._corrupt(f"{path.name} is not a file", path, "it is a directory or special")
 
-    def _verify(self, path: Path, entry: FileEntry) -> None:
+    def _verify(
+        self, path: Path, entry: FileEntry, mapped: bool = False
+    ) -> fileio.MappedFile | None:
         if not os.path.lexists(path):
             raise self._corrupt(f"{path.name} is missing", path, "the manifest lists it")
         self._check_file(path)
+        view = None
         with self.io("read", path):
             with open(path, "rb") as f:
                 head = f.read(len(fileio.LFS_MAGIC))
             if head.startswith(fileio.LFS_MAGIC):
                 raise self._lfs_error(path)
-            digest, size = fileio.sha256_file(path)
+            if mapped:
+                digest, size, view = fileio.sha256_mapped(path)
+            else:
+                digest, size = fileio.sha256_file(path)
         if size == 0:
             raise self._corrupt(f"{path.name} is empty", path, "0 bytes on disk")
         if size != entry.size:
@@ -312,11 +319,24 @@ class GoldenStore:
                 path,
                 f"manifest sha256 {entry.sha256}, file sha256 {digest}",
             )
+        return view
 
     def verify(self, manifest: Manifest) -> None:
-        """Check size and sha256 of bundle and examples against the manifest (streaming)."""
-        self._verify(self.bundle_path, manifest.bundle)
+        """Check size and sha256 of bundle and examples against the manifest (streaming).
+
+        The bundle is hashed through a copy-on-write mapping kept for
+        :meth:`open_verified_bundle`, so loading it does not read the file a second time.
+        """
+        self._bundle = self._verify(self.bundle_path, manifest.bundle, mapped=True)
         self._verify(self.examples_path, manifest.examples)
+
+    def open_verified_bundle(self) -> fileio.MappedFile:
+        """The bundle as :meth:`verify` hashed it: mapped copy-on-write, its size and sha256
+        checked before any byte of it is interpreted (``safety.load_bundle`` takes it)."""
+        if self._bundle is None:
+            self.verify(self.read_manifest())
+        assert self._bundle is not None  # verify() refuses an empty bundle
+        return self._bundle
 
     def read_examples(self) -> list[Any]:
         from .examples import load_examples
@@ -358,7 +378,10 @@ class GoldenStore:
             with self.io("write", self.bundle_path):
                 with fileio.temporary_file(new.path, BUNDLE) as (f, tmp):
                     writer = fileio.HashingWriter(f)
-                    pickle.dump(model, writer, protocol=pickle.DEFAULT_PROTOCOL)
+                    try:
+                        pickle.dump(model, writer, protocol=pickle.DEFAULT_PROTOCOL)
+                    finally:
+                        writer.close()
                     f.flush()
                     os.fsync(f.fileno())
                     f.close()

@@ -9,8 +9,10 @@ a golden pickled on CUDA loads on a CPU-only machine), and nothing is handed to 
 from __future__ import annotations
 
 import io
+import mmap
 import os
-from typing import IO, TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from pytest_modelpack.safety.interpreter import Refused, Session
 from pytest_modelpack.safety.refs import ScanError
@@ -21,20 +23,49 @@ from pytest_modelpack.safety.verdict import corrupt_error, refusal_error, refusa
 if TYPE_CHECKING:
     from pytest_modelpack.safety.policy import Allowlist
 
-__all__ = ["load_bundle", "loads_bundle"]
+__all__ = ["MappedBundle", "load_bundle", "loads_bundle", "map_file"]
+
+
+class MappedBundle(Protocol):
+    """A golden already verified and mapped copy-on-write (``GoldenStore.open_verified_bundle``):
+    the loader reads the same pages the hash read, so the file is read from disk once."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def mapping(self) -> mmap.mmap: ...
 
 
 def load_bundle(
-    path: str | os.PathLike[str], allowlist: Allowlist, map_location: Any = "cpu"
+    source: str | os.PathLike[str] | MappedBundle, allowlist: Allowlist, map_location: Any = "cpu"
 ) -> Any:
-    """Load the bundle at ``path``, allowing only the uses ``allowlist`` allows.
+    """Load the bundle at ``source`` (a path, or a verified mapped bundle), allowing only the uses
+    ``allowlist`` allows.
+
+    Tensor storages are views of the file mapped copy-on-write (``mmap.ACCESS_COPY``): nothing is
+    copied on CPU, tensors stay writable and the file is never modified; a storage whose bytes
+    are misaligned for its dtype is copied once, and one for another device is copied there.
 
     Raises UNSAFE GOLDEN for a refused use, CORRUPT GOLDEN for a truncated or malformed pickle,
     and ``ModuleNotFoundError``/``AttributeError`` (as ``pickle.load`` would) for a project class
     that no longer exists.
     """
-    with open(path, "rb", buffering=256 * 1024) as f:
-        return _load(f, allowlist, map_location, os.fspath(path), whole_file=True)
+    if isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return _load(f, allowlist, map_location, path, whole_file=True)
+            mapping = map_file(f)
+    else:
+        path, mapping = os.fspath(source.path), source.mapping
+    mapping.seek(0)
+    return _load(mapping, allowlist, map_location, path, whole_file=True, mapping=mapping)
+
+
+def map_file(f: IO[bytes]) -> mmap.mmap:
+    """The whole (non-empty) file ``f`` mapped copy-on-write: writes to it stay in this process."""
+    return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
 
 
 def loads_bundle(data: bytes, allowlist: Allowlist, map_location: Any = "cpu") -> Any:
@@ -58,14 +89,22 @@ def _judge(allowlist: Allowlist) -> Any:
 
 
 def _load(
-    f: IO[bytes], allowlist: Allowlist, map_location: Any, label: str, whole_file: bool = False
+    f: IO[bytes] | mmap.mmap,
+    allowlist: Allowlist,
+    map_location: Any,
+    label: str,
+    whole_file: bool = False,
+    mapping: mmap.mmap | None = None,
 ) -> Any:
     import warnings
 
     start = f.tell()
-    end = f.seek(0, os.SEEK_END)
+    f.seek(0, os.SEEK_END)
+    end = f.tell()  # mmap.seek returns None before Python 3.13
     f.seek(start)
-    session = Session(size=end - start, judge=_judge(allowlist), map_location=map_location)
+    session = Session(
+        size=end - start, judge=_judge(allowlist), map_location=map_location, mapping=mapping
+    )
     try:
         with warnings.catch_warnings():
             # torch rebuilds legacy typed storages and warns; the user cannot act on that.

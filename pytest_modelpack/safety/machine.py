@@ -62,6 +62,8 @@ class Session:
     judge: Callable[[GlobalRef], Any] | None = None
     map_location: Any = "cpu"
     nested: Any = None  # a streams.Reader: payload() and storage_record()
+    # Load mode: the golden mapped copy-on-write; storages whose bytes lie in it are views of it.
+    mapping: Any = None
     refs: list[GlobalRef] = field(default_factory=list)
     steps: int = 0
     step_limit: int = 0

@@ -6,11 +6,12 @@ mode containers are placeholders (:class:`~.values.Sym`) and payloads are skippe
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from typing import Any
 
-from pytest_modelpack.safety.machine import LONG_LIMIT, TEXT_LIMIT, Machine
+from pytest_modelpack.safety.machine import LOAD_FROM_BYTES, LONG_LIMIT, TEXT_LIMIT, Machine
 from pytest_modelpack.safety.refs import BytesRef, Role
 from pytest_modelpack.safety.values import Sym, TextRef, kind_of
 
@@ -181,11 +182,54 @@ def op_string(m: Machine, pos: int) -> None:
     m.stack.append(codecs.escape_decode(data[1:-1])[0].decode("ascii"))
 
 
+# What pickle.dump writes after a storage's payload: [FRAME] [memo] TUPLE1 [FRAME] [memo] REDUCE.
+_PAYLOAD_TAIL = re.compile(
+    rb"(?:\x95.{8})?(?:\x94|q.|r.{4})?(?:\x95.{8})?\x85(?:\x95.{8})?(?:\x94|q.|r.{4})?"
+    rb"(?:\x95.{8})?R",
+    re.DOTALL,
+)
+
+
 def _bytes(m: Machine, n: int, pos: int) -> None:
-    if m.loading:
+    if m.loading and not _mapped_payload(m, n):
         m.stack.append(m.read(n, pos))
     else:
         m.stack.append(BytesRef(m.skip(n, pos), n))
+
+
+def _mapped_payload(m: Machine, n: int) -> bool:
+    """Load mode over a mapped golden: are these ``n`` bytes the argument of
+    ``torch.storage._load_from_bytes(...)``, the very next call? Then they stay in the file (a
+    :class:`BytesRef`) and the storage is built over the mapping, never read into ``bytes``. Only
+    that exact opcode shape qualifies, so a :class:`BytesRef` can reach nothing but the memo
+    (where :func:`_get` reads it into real bytes) and that one call."""
+    if m.s.mapping is None or m.depth or not m.stack:
+        return False
+    if m.global_name(m.stack[-1]) != LOAD_FROM_BYTES:
+        return False
+    src = m.src
+    start = src.tell()
+    try:
+        if not src.skip(n):
+            return False
+        return _PAYLOAD_TAIL.match(src.read(40)) is not None
+    finally:
+        src.seek(start)
+
+
+def _materialised(m: Machine, value: Any, pos: int) -> Any:
+    """A memoized value, with a mapped payload (:func:`_mapped_payload`) read into bytes: used
+    anywhere but its own ``_load_from_bytes`` call, it is plain bytes as pickle would make."""
+    if isinstance(value, BytesRef):
+        saved = m.src.tell()
+        try:
+            m.src.seek(value.offset)
+            return m.read(value.length, pos)
+        finally:
+            m.src.seek(saved)
+    if type(value) is tuple and any(isinstance(v, BytesRef) for v in value):
+        return tuple(_materialised(m, v, pos) for v in value)
+    return value
 
 
 def op_short_binbytes(m: Machine, pos: int) -> None:
@@ -369,11 +413,12 @@ def _get(fmt: str | None) -> Callable[[Machine, int], None]:
     def handler(m: Machine, pos: int) -> None:
         idx = _memo_index(m, pos, fmt)
         if 0 <= idx < len(m.memo_list):
-            m.stack.append(m.memo_list[idx])
+            value = m.memo_list[idx]
         elif idx in m.memo:
-            m.stack.append(m.memo[idx])
+            value = m.memo[idx]
         else:
             raise m.fail(pos, f"memo key {idx} was never stored")
+        m.stack.append(_materialised(m, value, pos) if m.loading else value)
 
     return handler
 

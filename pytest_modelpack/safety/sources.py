@@ -8,6 +8,7 @@ decoded lazily so memory stays bounded for any payload size.
 from __future__ import annotations
 
 import codecs
+import mmap
 from typing import IO
 
 from pytest_modelpack.safety.refs import ScanError
@@ -24,7 +25,9 @@ class Window:
     nested stream can never read past its own end. It is also file-like enough for ``zipfile``.
     """
 
-    def __init__(self, f: IO[bytes] | Window | Latin1Reader, start: int, end: int) -> None:
+    def __init__(
+        self, f: IO[bytes] | mmap.mmap | Window | Latin1Reader, start: int, end: int
+    ) -> None:
         self._f = f
         self._start = start
         self._size = max(0, end - start)
@@ -54,6 +57,16 @@ class Window:
     def remaining(self) -> int:
         return max(0, self._size - self._pos)
 
+    def origin(self) -> tuple[object, int]:
+        """The file under every window and the absolute offset of the current position in it
+        (a :class:`Latin1Reader` below a window makes the root that reader: no offsets there)."""
+        f: object = self._f
+        offset = self._start + min(self._pos, self._size)
+        while isinstance(f, Window):
+            offset += f._start
+            f = f._f
+        return f, offset
+
     def skip(self, n: int) -> bool:
         """Move ``n`` bytes forward without reading them; False when that passes the end."""
         if self._pos + n > self._size:
@@ -77,7 +90,13 @@ class Window:
             return b""
         if limit is None or limit < 0 or limit > left:
             limit = left
-        data = self._f.readline(limit)
+        f = self._f
+        if isinstance(f, mmap.mmap):  # its readline takes no limit
+            at = f.tell()
+            nl = f.find(b"\n", at, at + limit)
+            data = f.read(nl + 1 - at if nl >= 0 else limit)
+        else:
+            data = f.readline(limit)
         self._pos += len(data)
         return data
 

@@ -104,6 +104,13 @@ class Reader:
         label = f"nested storage (torch.storage._load_from_bytes) at byte {offset}"
         where = label if m.where == "top level" else f"{m.where} > {label}"
         if self.s.loading:
+            if isinstance(value, BytesRef):  # still in the mapped golden: read it from there
+                saved = m.src.tell()
+                try:
+                    window = Window(m.src, value.offset, value.offset + value.length)
+                    return self.torch_payload(window, where, m)
+                finally:
+                    m.src.seek(saved)
             data = bytes(value)
             return self.torch_payload(Window(io.BytesIO(data), 0, len(data)), where, m)
         key = (offset, value.length if isinstance(value, BytesRef) else -1)
@@ -259,6 +266,12 @@ class Reader:
                     f"{where}: storage {key} declares {nbytes} bytes, {left} are present"
                 )
             self.s.take(nbytes, "a storage")
+            root, at = src.origin() if isinstance(src, Window) else (None, 0)
+            if self.s.mapping is not None and root is self.s.mapping:
+                if not src.skip(nbytes):
+                    raise ScanError(f"truncated storage data ({where})")
+                record.storage = _mapped_storage(self.s.mapping, at, nbytes, record, self.s)
+                continue
             data = src.read(nbytes)
             if len(data) != nbytes:
                 raise ScanError(f"truncated storage data ({where})")
@@ -279,6 +292,26 @@ def _typed_storage(data: bytes, record: _Record, map_location: Any) -> Any:
     device = _device(record.location, map_location)
     if device.type != "cpu":
         untyped = untyped.to(device=device)
+    return torch.storage.TypedStorage(wrap_storage=untyped, dtype=record.dtype, _internal=True)
+
+
+def _mapped_storage(mapping: Any, at: int, nbytes: int, record: _Record, session: Session) -> Any:
+    """The storage over bytes ``[at, at + nbytes)`` of the golden, mapped copy-on-write: a view
+    on CPU (writes stay private, the file never changes), one copy on another device."""
+    import torch
+
+    device = _device(record.location, session.map_location)
+    if nbytes == 0:
+        untyped = torch.UntypedStorage(0, device=device)
+    else:
+        view = torch.frombuffer(mapping, dtype=torch.uint8, count=nbytes, offset=at)
+        if device.type != "cpu":
+            view = view.to(device=device)
+        elif at % record.dtype.itemsize:
+            # pickle places a storage's bytes anywhere; torch's kernels assume a pointer aligned
+            # for the dtype (a misaligned one faults: SIGBUS/SEGV), so that storage is copied.
+            view = view.clone()
+        untyped = view.untyped_storage()
     return torch.storage.TypedStorage(wrap_storage=untyped, dtype=record.dtype, _internal=True)
 
 
