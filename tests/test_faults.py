@@ -246,6 +246,54 @@ def _directory(folder: Path) -> None:
     (folder / "bundle.pkl").mkdir()
 
 
+def _rehash(folder: Path, payload: bytes) -> None:
+    """Write ``payload`` as bundle.pkl with the manifest's size and sha256 updated to match, as
+    an attacker (or a careless hand edit) would: the hashes alone then see nothing wrong."""
+    (folder / "bundle.pkl").write_bytes(payload)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["bundle"]["size"] = len(payload)
+    manifest["bundle"]["sha256"] = hashlib.sha256(payload).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def _edited_weights(folder: Path) -> None:
+    import torch
+
+    sys.path.insert(0, str(folder.parent.parent))  # the project's package.py (trusted here)
+    try:
+        model = pickle.loads((folder / "bundle.pkl").read_bytes())
+    finally:
+        sys.path.pop(0)
+    with torch.no_grad():
+        for value in vars(model).values():
+            if isinstance(value, torch.nn.Module):
+                for param in value.parameters():
+                    param.add_(0.5)
+    _rehash(folder, pickle.dumps(model))
+
+
+class _System:
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (self.command,))
+
+
+def _unsafe_call(folder: Path) -> None:
+    _rehash(folder, pickle.dumps(_System(f"touch {folder.parent.parent / 'canary'}")))
+
+
+#: Damage the hashes cannot see (the manifest updated to match): regen must still not call the
+#: golden "unchanged", since the gate would refuse it and tell the user to regenerate.
+TAMPERS = {
+    "edited weights, hashes updated": (
+        _edited_weights,
+        "OUTPUT MISMATCH: bundle.pkl does not reproduce recorded example #0 of examples.json",
+    ),
+    "unsafe call, hashes updated": (_unsafe_call, "UNSAFE GOLDEN: 1 global use refused*"),
+}
+
 DAMAGES = {
     "truncated": (_truncate, "bundle.pkl is truncated"),
     "deleted": (_delete, "bundle.pkl is missing"),
@@ -266,14 +314,15 @@ def test_reading_a_damaged_golden_says_what_is_wrong(tmp_path: Path, damage: str
     assert info.value.summary == summary
 
 
-@pytest.mark.parametrize("damage", ["truncated", "a directory"])
+@pytest.mark.parametrize("damage", ["truncated", "a directory", *TAMPERS])
 def test_regen_repairs_a_damaged_golden(regenerated: SeedProject, damage: str) -> None:
-    tamper, summary = DAMAGES[damage]
+    tamper, summary = {**DAMAGES, **TAMPERS}[damage]
     tamper(regenerated.golden())
     result = regenerated.run("--modelpack-regen")
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines([f"sentiment*cpu*regen*changed*repaired: {summary}*"])
     assert regenerated.run("--modelpack-golden").ret == 0
+    assert not (regenerated.path / "canary").exists()  # nothing in the golden ever ran
 
 
 # --------------------------------------------------------- interrupted regens and their leftovers

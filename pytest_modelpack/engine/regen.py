@@ -15,11 +15,11 @@ from ..compare import compare
 from ..drift import describe_code_change, fingerprint_model
 from ..golden import CreatedBy, GlobalEntry, GoldenStore, Manifest
 from ..golden.examples import Example, encode_value, examples_bytes
-from ..safety import Allowlist
+from ..safety import Allowlist, load_bundle
 from ..states import Verdict
 from ..structure import diff_trees, structure_tree
 from .explore import draw_inputs
-from .gate import allowlist_for, scan_or_refuse
+from .gate import allowlist_for, recorded_tolerance, replay, scan_or_refuse
 from .request import CheckRequest, CheckResult
 from .runner import Runner
 
@@ -65,13 +65,51 @@ def describe_change(
 
 def _on_disk(store: GoldenStore) -> tuple[Manifest, list[Any]] | str:
     """The golden on disk, verified (manifest, sizes, hashes, examples), or what is wrong with
-    it: "unchanged" must mean the files on disk are intact, so regen repairs a damaged one."""
+    it: "unchanged" must mean the files on disk are intact, so regen repairs a damaged one.
+
+    A path that leads outside the project (UNSAFE GOLDEN from the store's path check) is not
+    repaired: regen never writes through it."""
     try:
         return store.read_verified()
     except errors.UnsafeGolden:
         raise
     except errors.ModelpackError as exc:
         return exc.summary
+
+
+def _bundle_problem(
+    request: CheckRequest,
+    runner: Runner,
+    store: GoldenStore,
+    allowlist: Allowlist,
+    old: Manifest,
+    old_records: list[Any],
+) -> str | None:
+    """Why the bundle on disk is not one the gate would accept, or None.
+
+    Its hashes match its manifest, but a manifest can be edited to match any bundle: before
+    saying "unchanged", the bundle must scan safe under the live model's trust, load, and
+    reproduce its own examples.json — the gate's stages, run on the golden about to be kept.
+    """
+    try:
+        scan_or_refuse(request, store.bundle_path, allowlist, making=False, manifest=old)
+        golden = load_bundle(store.bundle_path, allowlist, map_location=request.device)
+        with placed(golden, request.device):
+            replay(
+                runner,
+                golden,
+                request.device,
+                old_records,
+                recorded_tolerance(request, old.created_by.device),
+                "bundle.pkl does not reproduce recorded example #{index} of examples.json",
+                [],
+                "",
+            )
+    except errors.ModelpackError as exc:
+        return f"{exc.kind}: {exc.summary}"
+    except Exception as exc:  # a bundle that no longer loads: write a fresh one
+        return f"bundle.pkl does not load: {type(exc).__name__}: {exc}"
+    return None
 
 
 def _kind_of(allowlist: Allowlist, module: str, qualname: str) -> str:
@@ -136,6 +174,11 @@ def regenerate(request: CheckRequest, runner: Runner, result: CheckResult) -> No
                 changes = [f"repaired: {old}"]
             else:
                 changes = describe_change(*old, manifest, records)
+                problem = (
+                    None if changes else _bundle_problem(request, runner, store, allowlist, *old)
+                )
+                if problem is not None:
+                    changes = [f"repaired: {problem}"]
         result.bundle_size = manifest.bundle.size
         result.examples = len(records)
         if not changes and not leftovers:
