@@ -131,3 +131,9 @@ class AllInputsRaised(ModelpackError):
     """Every input raised: the check compared exceptions only and proved nothing about outputs."""
 
     kind = "EVERY INPUT RAISED"
+
+
+class ReportIOError(ModelpackError):
+    """A report (``--modelpack-report``, ``--modelpack-html``) could not be written."""
+
+    kind = "REPORT I/O ERROR"

@@ -5,6 +5,7 @@ Cheap to import: torch and hypothesis are imported inside the fixture, never at 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,16 +261,33 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     state.report.problems.extend(state.report.duplicate_names())
     _judge_unused(session, state)
-    if (state.report.problems or state.report.unused_fails()) and session.exitstatus == 0:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     path = config.getoption(FLAG_REPORT)
     if path:
-        state.report.write(Path(path))
+        _write_report(state, FLAG_REPORT, Path(path), state.report.write)
     html = config.getoption(FLAG_HTML)
     if html:
         from .report.html import write_html
 
-        write_html(state.report, Path(html))
+        _write_report(state, FLAG_HTML, Path(html), lambda p: write_html(state.report, p))
+    if (state.report.problems or state.report.unused_fails()) and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _write_report(
+    state: SessionState, flag: str, path: Path, write: Callable[[Path], None]
+) -> None:
+    """Write one report; an OS error is a modelpack failure naming the path, not a traceback."""
+    try:
+        write(path)
+    except OSError as exc:
+        from .errors import ReportIOError
+
+        error = ReportIOError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            detail=[f"{flag} {path}", "the checks themselves ran; only this report is missing"],
+            fix=f"pass {flag} a file path in a folder you can write to (not a folder itself)",
+        )
+        state.report.problems.append(error.render())
 
 
 @pytest.hookimpl(optionalhook=True)

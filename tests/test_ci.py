@@ -400,3 +400,18 @@ def test_html_report_escapes_what_it_quotes(tmp_path: Path) -> None:
     assert page.count("&lt;script&gt;") >= 7
     assert "state diff" in page and '<span class="add">+ added</span>' in page
     assert "worst input used 900% of the tolerance" in page
+
+
+@pytest.mark.parametrize("flag", ["--modelpack-report", "--modelpack-html"])
+def test_an_unwritable_report_path_is_a_modelpack_error(seed_project, flag: str) -> None:
+    (seed_project.path / "reports").mkdir()
+    result = seed_project.run(flag, "reports")  # a folder where the report file should go
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "error: modelpack: REPORT I/O ERROR — cannot write reports: Is a directory",
+            f"  {flag} reports",
+            f"  fix: pass {flag} a file path in a folder you can write to (not a folder itself)",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()

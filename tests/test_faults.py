@@ -847,3 +847,21 @@ def test_os_errors_creating_the_new_folder_are_explained(
     assert (info.value.fix or "").startswith(fix)
     assert (info.value.fix or "").endswith("pytest --modelpack-regen t.py::t") or err == errno.EROFS
     assert store.read_verified()[0].bundle.sha256 == bundle_sha("old")
+
+
+def test_gate_says_the_golden_files_disagree_when_nothing_else_changed(
+    regenerated: SeedProject,
+) -> None:
+    _edited_weights(regenerated.golden())
+    result = regenerated.run("--modelpack-golden")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "modelpack: sentiment: OUTPUT MISMATCH — the golden no longer reproduces recorded "
+            "example #0",
+            "  neither the code nor the environment changed since the golden was made, so its "
+            "files disagree: bundle.pkl or examples.json was edited or mixed up after regen",
+            "  fix: restore the golden from version control (git checkout -- goldens/sentiment), "
+            "or regenerate it with pytest --modelpack-regen test_models.py::test_sentiment",
+        ]
+    )

@@ -19,7 +19,7 @@ from ..apply import placed
 from ..compare import compare, describe_differences
 from ..diagnose.loading import load_error
 from ..drift import Drift, assess_drift, report_drift
-from ..fixes import accept, revert_or_accept
+from ..fixes import accept, restore_or_regen, revert_or_accept
 from ..golden import GoldenStore, Manifest
 from ..golden.examples import Example
 from ..safety import Allowlist, load_bundle, scan_file, verdict_error
@@ -251,6 +251,17 @@ def replay_on_golden(
 ) -> int:
     """Stage 5: the golden loaded today must reproduce the outputs recorded in examples.json."""
     rtol, atol = tolerances.recorded
+    if notes:  # code or environment changed: that is what the golden's outputs show
+        why = "the golden's data is unchanged, so the code it runs (or the environment) changed"
+        fix = revert_or_accept(request.nodeid)
+    else:  # neither changed: the golden's own files disagree with each other
+        why = (
+            "neither the code nor the environment changed since the golden was made, so its "
+            "files disagree: bundle.pkl or examples.json was edited or mixed up after regen"
+        )
+        fix = restore_or_regen(
+            request.nodeid, display_path(opened.store.folder, request.project_root)
+        )
     return replay(
         runner,
         golden,
@@ -258,12 +269,8 @@ def replay_on_golden(
         opened.records,
         tolerances.recorded,
         "the golden no longer reproduces recorded example #{index}",
-        [
-            "expected = recorded in examples.json, got = golden loaded today",
-            *notes,
-            "the golden's data is unchanged, so the code it runs (or the environment) changed",
-        ],
-        revert_or_accept(request.nodeid),
+        ["expected = recorded in examples.json, got = golden loaded today", *notes, why],
+        fix,
         lambda e, g: result.record_comparison(
             "golden vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
         ),
