@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 REGEN = "pytest --modelpack-regen test_models.py::test_sentiment"
 RESTORE_FIX = (
     "  fix: restore the golden from version control (git checkout -- goldens/sentiment), "
-    "or regenerate it with pytest --modelpack-regen"
+    "or regenerate it with pytest --modelpack-regen test_models.py::test_sentiment"
 )
 
 

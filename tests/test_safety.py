@@ -47,7 +47,7 @@ UNSAFE_FIX = (
 )
 RESTORE_FIX = (
     "  fix: restore the golden from version control (git checkout -- goldens/sentiment), "
-    "or regenerate it with pytest --modelpack-regen"
+    "or regenerate it with pytest --modelpack-regen test_models.py::test_sentiment"
 )
 
 _GOLDEN_CACHE: dict[str, Path] = {}
@@ -353,7 +353,7 @@ CORRUPTIONS = [
         "manifest.json",
         "  this pytest-modelpack reads golden format version 1",
         "  fix: upgrade pytest-modelpack to the version that wrote this golden, or regenerate it "
-        "with pytest --modelpack-regen",
+        "with pytest --modelpack-regen test_models.py::test_sentiment",
     ),
     (
         "invalid manifest json",

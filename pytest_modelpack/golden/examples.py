@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from .. import fixes
 from ..errors import CorruptGolden, Unrecordable
 from .fileio import write_atomic
 
@@ -490,7 +491,7 @@ def _corrupt(path: str, why: str) -> CorruptGolden:
         f"examples.json is malformed at {path}: {why}",
         fix=(
             "restore examples.json from version control, or regenerate the golden with "
-            "pytest --modelpack-regen"
+            f"{fixes.regen_command()}"
         ),
     )
 
@@ -547,7 +548,7 @@ def parse_examples(data: bytes | str) -> list[Example]:
             f"format_version {FORMAT_VERSION}",
             fix=(
                 "upgrade pytest-modelpack to the version that wrote the golden, or regenerate the "
-                "golden with pytest --modelpack-regen"
+                f"golden with {fixes.regen_command()}"
             ),
         )
     if set(doc) != {"format_version", "examples"} or type(doc["examples"]) is not list:

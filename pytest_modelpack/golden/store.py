@@ -26,6 +26,7 @@ from typing import Any
 from .. import fixes
 from ..errors import CorruptGolden, GoldenIOError, MissingGolden, ModelpackError, UnsafeGolden
 from . import fileio
+from .examples import load_examples
 from .manifest import (
     FORMAT_VERSION,
     CreatedBy,
@@ -160,7 +161,7 @@ class GoldenStore:
             summary,
             name=self.name,
             detail=[f"file: {path}", *([why] if why else [])],
-            fix=fix or fixes.restore_or_regen(None, self.shown()),
+            fix=fix or fixes.restore_or_regen(self.nodeid, self.shown()),
         )
 
     def io(self, action: str, path: Path) -> _IOErrors:
@@ -267,7 +268,7 @@ class GoldenStore:
                 path,
                 f"this pytest-modelpack reads golden format version {FORMAT_VERSION}",
                 fix="upgrade pytest-modelpack to the version that wrote this golden, "
-                f"or regenerate it with {fixes.regen_command(None)}",
+                f"or regenerate it with {fixes.regen_command(self.nodeid)}",
             ) from None
         except InvalidManifest as exc:
             raise self._corrupt(
@@ -339,15 +340,14 @@ class GoldenStore:
         return self._bundle
 
     def read_examples(self) -> list[Any]:
-        from .examples import load_examples
-
         self._check_file(self.examples_path)
         try:
             with self.io("read", self.examples_path):
                 return load_examples(self.examples_path)
         except CorruptGolden as exc:
+            # The store knows the test: its fix names it (the codec's own fix cannot).
             raise self._corrupt(
-                "examples.json cannot be decoded", self.examples_path, exc.summary, fix=exc.fix
+                "examples.json cannot be decoded", self.examples_path, exc.summary
             ) from None
 
     def read_verified(self) -> tuple[Manifest, list[Any]]:
