@@ -464,3 +464,12 @@ def test_recorded_source_joins_method_units() -> None:
         '''
     )
     assert audit.recorded_source(code, "m.Missing") is None
+
+
+def test_the_fix_drops_the_attribute_on_the_object_that_holds_it():
+    """A lambda two levels down: drop ``norm`` on the tokenizer, not the whole tokenizer."""
+    model = Box(tok=Box(vocab={"a": 1}, norm=lambda s: s.lower()))
+    (finding,) = find_unpicklable(model)
+    assert finding.path == "model.tok.norm"
+    assert "leave 'norm' out in __getstate__" in finding.fix
+    assert "'tok'" not in finding.fix

@@ -195,8 +195,7 @@ def setstate_pitfall(exc: BaseException) -> tuple[str, str] | None:
             "exists hits torch's Module.__setattr__ check",
             "either call torch.nn.Module.__init__(self) (or super().__setstate__(...) with the "
             "module's full state) first in __setstate__, or make the wrapper a plain class (not "
-            "an nn.Module) with eval()/train() methods that delegate to its layers, as the seed "
-            "post finally did",
+            "an nn.Module) with eval()/train() methods that delegate to its layers",
         )
     if "_flat_weight" in text:
         return (

@@ -174,9 +174,15 @@ def leaf_name(path: str) -> str:
 
 
 def _owner_attr(path: str) -> str:
-    """The attribute of the first object on ``path`` below the root: what __getstate__ drops."""
+    """The attribute that holds the part, on the object that owns it: what that object's
+    ``__getstate__`` should drop (``model.tok.norm`` -> ``norm``, on ``model.tok``;
+    ``model.hooks[2]`` -> ``hooks``: a list element cannot be dropped on its own)."""
     parts = path.split(".")
-    return re.split(r"[\[(]", parts[1])[0] if len(parts) > 1 else path
+    for part in reversed(parts[1:]):
+        name = re.split(r"[\[(]", part)[0]
+        if name.isidentifier() and not (name.startswith("__") and name.endswith("__")):
+            return name
+    return path
 
 
 def _fix_for(value: Any, path: str, relative_to: Any = None) -> str:
