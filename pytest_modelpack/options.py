@@ -34,9 +34,6 @@ INI_SAFE_GLOBALS = "modelpack_safe_globals"
 INI_DRIFT = "modelpack_drift"
 INI_UNUSED = "modelpack_unused"
 
-MODE_ROUNDTRIP = Mode.ROUNDTRIP
-MODE_GOLDEN = Mode.GOLDEN
-MODE_REGEN = Mode.REGEN
 
 DRIFT_POLICIES = ("fail", "warn")
 #: What a full gate run does with golden folders no check claimed.

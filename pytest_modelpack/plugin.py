@@ -19,11 +19,9 @@ from .options import (
     FLAG_REPORT,
     INI_HELP,
     INI_SAFE_GLOBALS,
-    MODE_GOLDEN,
-    MODE_REGEN,
-    MODE_ROUNDTRIP,
     settings_from_ini,
 )
+from .states import Mode
 
 if TYPE_CHECKING:
     from .fixture import Modelpack
@@ -91,7 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
             f"{FLAG_GOLDEN} and {FLAG_REGEN} cannot be used together: use {FLAG_REGEN} to "
             f"(re)write goldens, then {FLAG_GOLDEN} to check them"
         )
-    mode = MODE_GOLDEN if golden else MODE_REGEN if regen else MODE_ROUNDTRIP
+    mode = Mode.GOLDEN if golden else Mode.REGEN if regen else Mode.ROUNDTRIP
     ini = {name: config.getini(name) for name in INI_HELP}
     try:
         settings = settings_from_ini(ini, mode, config.getoption(FLAG_DEVICE))
@@ -222,7 +220,7 @@ def _narrowing_options(config: pytest.Config) -> list[str]:
 
 def _judge_unused(session: pytest.Session, state: SessionState) -> None:
     config = session.config
-    if state.settings.mode != MODE_GOLDEN:
+    if state.settings.mode is not Mode.GOLDEN:
         return
     testpaths = config.getini("testpaths")
     from_testpaths = config.args_source == pytest.Config.ArgsSource.TESTPATHS

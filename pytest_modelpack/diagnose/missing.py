@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import errors, walk
+from ..project import is_library_module
 from ..safety import iter_globals
 from ..walk import MAX_DEPTH, MAX_NODES
 
@@ -180,7 +181,7 @@ def rename_hints(
         file = getattr(mod, "__file__", None)
         if name == module or not file or (root and not os.path.realpath(file).startswith(root)):
             continue
-        if "site-packages" in file or _test_module(name):
+        if is_library_module(name) or _test_module(name):
             continue
         target: Any = mod
         for part in qualname.split("."):

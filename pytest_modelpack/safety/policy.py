@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_modelpack.errors import UsageError
-from pytest_modelpack.project import Location, ModuleKind, Project
+from pytest_modelpack.project import Location, ModuleKind, Project, is_stdlib_module
 from pytest_modelpack.safety.calls import BUILD_TYPES, REDUCE_TABLE
 from pytest_modelpack.safety.refs import GlobalRef, Role
 
@@ -411,11 +411,7 @@ class Allowlist:
         top = module.partition(".")[0]
         # Python 2 names (__builtin__, copy_reg...) are standard library too, never "renamed
         # project code": a protocol 3+ stream asking for them is refused, not aliased.
-        stdlib = (
-            top in sys.stdlib_module_names
-            or top in sys.builtin_module_names
-            or top in _compat_pickle.IMPORT_MAPPING
-        )
+        stdlib = is_stdlib_module(module) or top in _compat_pickle.IMPORT_MAPPING
         if (
             (module, qualname) in builtin_globals()
             or (module.startswith(_TORCH_MODULE_PREFIX) and "." not in qualname)
