@@ -253,17 +253,30 @@ def _claimed_globals(manifest: Manifest) -> set[tuple[str, str]]:
 # -- scan --------------------------------------------------------------------------------------
 
 
+def _scan_targets(path: Path) -> list[Path]:
+    """What to scan for one argument: a file; a golden folder's bundle.pkl; or, for a folder of
+    goldens (``goldens/``), the bundle.pkl of every golden in it."""
+    if not path.is_dir():
+        return [path]
+    if (path / "bundle.pkl").exists() or (path / "manifest.json").exists():
+        return [path / "bundle.pkl"]
+    found = sorted(
+        sub / "bundle.pkl"
+        for sub in path.iterdir()
+        if sub.is_dir() and not sub.name.startswith(".") and (sub / "bundle.pkl").exists()
+    )
+    return found or [path / "bundle.pkl"]
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     from .safety import refusal_lines, scan_file
 
     allowlist = _allowlist(args)
     counts = {"safe": 0, "unsafe": 0, "unreadable": 0}
     hints: list[str] = []
+    paths = [p for name in args.files for p in _scan_targets(Path(name))]
     with _project_importable(allowlist.project_root):
-        for name in args.files:
-            path = Path(name)
-            if path.is_dir():
-                path = path / "bundle.pkl"  # a golden folder
+        for path in paths:
             if not path.is_file():
                 _out(f"{path}: unreadable — no such file")
                 counts["unreadable"] += 1
@@ -289,8 +302,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 counts["safe"] += 1
     for hint in hints:
         _out(hint)
-    if len(args.files) > 1:
-        _out(f"{len(args.files)} file(s): " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    if len(paths) > 1:
+        _out(f"{len(paths)} file(s): " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     if counts["unsafe"]:
         return EXIT_UNSAFE
     return EXIT_UNREADABLE if counts["unreadable"] else EXIT_OK

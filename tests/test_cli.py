@@ -98,7 +98,10 @@ def test_scan_project_classes_need_the_root(capsys: pytest.CaptureFixture[str]) 
     bundle = EXAMPLE / "goldens/sentiment/bundle.pkl"
     code, out, _ = run(capsys, "scan", bundle)
     assert code == cli.EXIT_UNSAFE
-    assert "  package.MyCompoundClass (referenced): not on the allowlist (third-party code)" in out
+    assert (
+        "  package.MyCompoundClass (referenced): not on the allowlist: neither installed nor project code"
+        in out
+    )
     assert "hint: classes and functions of your own project are allowed only with --root" in out
     code, out, _ = run(capsys, "scan", "--root", ROOT / "benchmarks", bundle)
     assert code == cli.EXIT_UNSAFE
@@ -122,7 +125,10 @@ def test_scan_runs_no_code_of_the_folder_it_looks_at(
     monkeypatch.syspath_prepend(str(folder))
     code, out, _ = run(capsys, "scan", "model.pkl")
     assert code == cli.EXIT_UNSAFE
-    assert "  evilmod.Net (referenced): not on the allowlist (third-party code)" in out
+    assert (
+        "  evilmod.Net (referenced): not on the allowlist: neither installed nor project code"
+        in out
+    )
     assert not canary.exists()
     # --root is the user's statement of trust: then the module is imported to check the class.
     code, out, _ = run(capsys, "scan", "--root", folder, "model.pkl")
@@ -166,7 +172,7 @@ def test_scan_payload_followed_by_garbage_is_unsafe(
     path.write_bytes(os_system_p2(canary)[:-1] + b"\xff garbage")
     code, out, _ = run(capsys, "scan", path)
     assert code == cli.EXIT_UNSAFE, out
-    assert "  os.system (referenced): not on the allowlist (standard library code)" in out
+    assert "  os.system (referenced): not on the allowlist: standard library code" in out
     assert "  (the scan then stopped: " in out
 
 
@@ -211,7 +217,7 @@ def test_scan_allow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path.write_bytes(pickle.dumps({"ttl": datetime.timedelta(days=1)}, protocol=4))
     code, out, _ = run(capsys, "scan", path)
     assert code == cli.EXIT_UNSAFE
-    assert "  datetime.timedelta (referenced): not on the allowlist (standard library code)" in out
+    assert "  datetime.timedelta (referenced): not on the allowlist: standard library code" in out
     code, out, _ = run(capsys, "scan", "--allow", "datetime.timedelta", path)
     assert code == cli.EXIT_OK, out
     assert f"{path}: safe — 1 global(s), all allowed" in out
@@ -355,7 +361,7 @@ def test_inspect_never_unpickles_a_malicious_golden(
     assert "(sha256 verified)" in out  # the manifest was updated: only the scan stands in the way
     assert "verdict: UNSAFE — 1 global(s) not on the allowlist" in out
     assert (
-        "  os.system  [builtin]  REFUSED (not on the allowlist (standard library code))"
+        "  os.system  [builtin]  REFUSED (not on the allowlist: standard library code)"
         "  (not listed in the manifest)" in out
     )
     # The manifest's own list is not trusted: what it claims and the bundle lacks is shown.
@@ -555,3 +561,14 @@ def test_scan_survives_a_project_module_that_exits(
     code, out, _ = run(capsys, "scan", "--root", tmp_path, path, path)
     assert code == cli.EXIT_UNSAFE
     assert out.count("  setup.setup (referenced): importing setup failed: SystemExit: ") == 2
+
+
+def test_scan_a_folder_of_goldens_scans_every_bundle(tmp_path: Path, capsys) -> None:
+    shutil.copytree(EXAMPLE / "goldens", tmp_path / "goldens")
+    (tmp_path / "goldens" / ".sentiment.new-k1ll3d").mkdir()  # a killed regen's leftover: skipped
+    code = cli.main(["scan", "--root", str(EXAMPLE), str(tmp_path / "goldens")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "goldens/sentiment/bundle.pkl: safe" in out
+    assert "goldens/sentiment_any_text/bundle.pkl: safe" in out
+    assert "2 file(s): 2 safe, 0 unsafe, 0 unreadable" in out

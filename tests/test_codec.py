@@ -629,3 +629,18 @@ def test_importing_and_encoding_plain_values_loads_no_heavy_library() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        '{"format_version": 1, "examples": [{"input": ' + "1" * 5000 + ', "output": 1}]}',
+        '{"format_version": 1, "examples": [{"input": {"$tensor": {"dtype": "float32", '
+        f'"shape": [0, {2**70}], "data": ""}}}}, "output": 1}}]}}',
+    ],
+    ids=["integer past the digit limit", "dimension past int64"],
+)
+def test_hostile_examples_json_is_corrupt_not_a_traceback(hostile: str) -> None:
+    """examples.json is attacker-controlled too: what Python or torch would raise on is CORRUPT."""
+    with pytest.raises(CorruptGolden):
+        parse_examples(hostile.encode())

@@ -147,8 +147,8 @@ def test_gate_names_every_offending_global(golden_project: SeedProject, canary: 
         [
             "modelpack: sentiment: UNSAFE GOLDEN — 2 global uses refused; nothing from the golden "
             "was run",
-            "  subprocess.getoutput (referenced): not on the allowlist (standard library code)",
-            "  os.system (referenced): not on the allowlist (standard library code)",
+            "  subprocess.getoutput (referenced): not on the allowlist: standard library code",
+            "  os.system (referenced): not on the allowlist: standard library code",
             UNSAFE_FIX,
         ]
     )
@@ -231,7 +231,7 @@ def test_live_trust_needs_no_configuration(seed_project: SeedProject, canary: Pa
         [
             "modelpack: sentiment: UNSAFE GOLDEN — 1 global use refused; nothing from the golden "
             "was run",
-            "  os.system (referenced): not on the allowlist (standard library code)",
+            "  os.system (referenced): not on the allowlist: standard library code",
             UNSAFE_FIX,
         ]
     )

@@ -465,9 +465,13 @@ def _decode_ndarray(body: dict[str, Any], path: str) -> Any:
     return arr
 
 
+#: No dimension of a recorded tensor is larger: torch refuses sizes past int64 anyway.
+MAX_DIM = 2**62
+
+
 def _shape(shape: Any, path: str) -> list[int]:
-    if type(shape) is not list or not all(type(n) is int and n >= 0 for n in shape):
-        raise _corrupt(path, f"bad shape {shape!r}")
+    if type(shape) is not list or not all(type(n) is int and 0 <= n < MAX_DIM for n in shape):
+        raise _corrupt(path, f"bad shape {str(shape)[:80]}")
     return shape
 
 
@@ -537,6 +541,8 @@ def parse_examples(data: bytes | str) -> list[Example]:
         doc = json.loads(data, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
     except (json.JSONDecodeError, _BadJSON) as exc:
         raise _corrupt("the top level", f"not valid JSON ({exc})") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise _corrupt("the top level", f"not decodable ({exc})") from None
     except RecursionError:
         raise _corrupt("the top level", "nested too deeply") from None
     if type(doc) is not dict or "format_version" not in doc:

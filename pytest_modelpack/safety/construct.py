@@ -8,6 +8,7 @@ in a golden, a storage record in a torch stream, an opaque storage in the live m
 
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import replace
 from typing import Any
@@ -286,6 +287,9 @@ def _build(
 ) -> None:
     if made == ("numpy", "dtype"):
         return  # the state equals the dtype's own: nothing to do
+    problem = state_keys_problem(type(inst), state)
+    if problem is not None:
+        raise Refused(ref, problem)
     setstate = getattr(type(inst), "__setstate__", None)
     if setstate is not None:
         if (
@@ -298,7 +302,8 @@ def _build(
                 f"{type(inst).__qualname__} defines its own __setstate__, which the live "
                 "model's own pickle never runs",
             )
-        inst.__setstate__(state)
+        # The type's own method, never an instance attribute of the same name.
+        setstate(inst, state)
         return
     slots = None
     if isinstance(state, tuple) and len(state) == 2:
@@ -316,6 +321,34 @@ def _build(
             raise Refused(ref, "BUILD slot state sets something other than plain attributes")
         for k, v in slots.items():
             setattr(inst, k, v)
+
+
+def state_keys_problem(cls: type, state: Any) -> str | None:
+    """Why a BUILD ``state`` must not be restored onto an instance of ``cls``, or None.
+
+    Restored state may set data attributes only: never a dunder (``__setstate__``, ``__class__``,
+    ``__reduce__`` ...), and never a name the class defines as a method, property or other
+    descriptor — an instance attribute would shadow it, and whoever calls ``model.preprocess`` or
+    ``tokenizer.encode`` would run what the golden planted there.
+    """
+    parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+    for part in parts:
+        if part is None:
+            continue
+        if not isinstance(part, dict):
+            continue  # a custom __setstate__'s own state: judged by the type (proven safe)
+        for key in part:
+            if not isinstance(key, str):
+                return "BUILD state has a key that is not an attribute name"
+            if key.startswith("__") and key.endswith("__"):
+                return f"BUILD state sets {key!r}: a special attribute, never plain state"
+            found = inspect.getattr_static(cls, key, None)
+            if found is not None and (callable(found) or hasattr(found, "__get__")):
+                return (
+                    f"BUILD state sets {key!r}, which {cls.__qualname__} defines as a method or "
+                    "descriptor: restored state may not replace code"
+                )
+    return None
 
 
 def _default_setstate(cls: type) -> bool:

@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_modelpack.errors import UsageError
-from pytest_modelpack.project import Location, ModuleKind, Project, is_stdlib_module
+from pytest_modelpack.project import (
+    Location,
+    ModuleKind,
+    Project,
+    is_library_module,
+    is_stdlib_module,
+)
 from pytest_modelpack.safety.calls import BUILD_TYPES, REDUCE_TABLE
 from pytest_modelpack.safety.refs import GlobalRef, Role
 
@@ -355,8 +361,21 @@ class Allowlist:
         if role is not Role.REDUCE and self._in_extra_package(module):
             return Decision(True, "extra", "a class of a package listed in the safe globals")
         if role is Role.REFERENCE:
-            if name.allowed or module.startswith(_REFERENCE_PREFIXES):
-                return name if name.allowed else Decision(True, "third-party", "a torch function")
+            if name.allowed and name.kind == "project" and self._project_function(module, qualname):
+                # A function stored as a value is called by whoever reads it (a planted
+                # ``preprocess``, a hook): only where the live model's own pickle stores it too.
+                if self.trust.knows(module, qualname):
+                    return Decision(True, "live", "used by the live model's own pickle")
+                return Decision(
+                    False,
+                    "refused",
+                    "a project function the live model's own pickle never references: a golden "
+                    "may neither call it nor store it (whoever reads it would call it)",
+                )
+            if name.allowed:
+                return name
+            if module.startswith(_REFERENCE_PREFIXES) and _plain_name(qualname):
+                return Decision(True, "third-party", "a torch function")
             if self.trust.knows(module, qualname):
                 return Decision(True, "live", "used by the live model's own pickle")
             return name
@@ -372,13 +391,20 @@ class Allowlist:
                 )
             return self._refuse_role(name, role)
         # NEWOBJ / BUILD: torch modules, project classes, the built-in restorable types.
-        if module.startswith(_TORCH_MODULE_PREFIX):
+        if module.startswith(_TORCH_MODULE_PREFIX) and _plain_name(qualname):
             return Decision(True, "third-party", "a torch.nn module class")
         if key in BUILD_TYPES or (role is Role.NEWOBJ and key in _NEWOBJ_PLAIN):
             return Decision(True, name.kind, "on the built-in allowlist")
         if name.allowed and name.kind == "project":
             return name
         return self._refuse_role(name, role)
+
+    def _project_function(self, module: str, qualname: str) -> bool:
+        """Is the (already allowed, so imported) project global a function, not a class?"""
+        obj: object = sys.modules.get(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        return obj is not None and not isinstance(obj, type)
 
     def _refuse_role(self, name: Decision, role: Role) -> Decision:
         if not name.allowed:
@@ -414,7 +440,7 @@ class Allowlist:
         stdlib = is_stdlib_module(module) or top in _compat_pickle.IMPORT_MAPPING
         if (
             (module, qualname) in builtin_globals()
-            or (module.startswith(_TORCH_MODULE_PREFIX) and "." not in qualname)
+            or (module.startswith(_TORCH_MODULE_PREFIX) and _plain_name(qualname))
             or (module == "numpy.dtypes" and qualname.endswith("DType"))
         ):
             kind = "builtin" if stdlib else "third-party"
@@ -434,8 +460,13 @@ class Allowlist:
             return Decision(True, "extra", "listed in the extra safe globals")
         if project_refusal is not None:
             return project_refusal
-        where = "standard library" if stdlib else "third-party"
-        return Decision(False, "refused", f"not on the allowlist ({where} code)")
+        if stdlib:
+            where = "standard library code"
+        elif is_library_module(module):
+            where = "third-party code"
+        else:  # not installed, and not under the project root (the CLI without --root)
+            where = "neither installed nor project code"
+        return Decision(False, "refused", f"not on the allowlist: {where}")
 
     def _decide_project(self, module: str, qualname: str) -> Decision | None:
         """The verdict for a project module; None when ``module`` is not project code."""
@@ -553,3 +584,9 @@ def _module_locations(name: str) -> list[str] | None | bool:
         return False
     locations = spec.submodule_search_locations
     return list(locations) if locations is not None else None
+
+
+def _plain_name(qualname: str) -> bool:
+    """One identifier, no dots: a prefix-trusted torch module's own name, never an attribute walk
+    (``torch.nn.functional`` + ``torch.os.system`` resolves to ``os.system``)."""
+    return qualname.isidentifier() and not qualname.startswith("__")
