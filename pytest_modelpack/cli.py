@@ -79,9 +79,13 @@ def _out(*parts: object) -> None:
     print("".join(_printable(p) for p in parts))
 
 
+#: The files of a golden folder: naming one of them names its golden.
+_GOLDEN_FILES = ("bundle.pkl", "manifest.json", "examples.json")
+
+
 def _folder(arg: str) -> Path:
     path = Path(arg)
-    return path.parent if path.is_file() else path
+    return path.parent if path.name in _GOLDEN_FILES and not path.is_dir() else path
 
 
 def _load_golden(arg: str) -> tuple[Any, Manifest]:
@@ -90,10 +94,15 @@ def _load_golden(arg: str) -> tuple[Any, Manifest]:
     from .golden import GoldenStore
 
     folder = _folder(arg)
-    if not os.path.lexists(folder):
+    if not os.path.lexists(folder) or not folder.is_dir():
+        # A typo, or a file that is not part of a golden (never "remove it", never "git checkout
+        # -- ." of the folder around it): there is no golden here.
         raise errors.MissingGolden(
             f"no golden at {arg}",
-            detail=[f"{folder} does not exist"],
+            detail=[
+                f"{folder} "
+                + ("does not exist" if not os.path.lexists(folder) else "is not a folder")
+            ],
             fix="check the path: a golden is a folder holding bundle.pkl, manifest.json and "
             f"examples.json, written by {regen_command()}",
         )

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from .engine import CheckResult
     from .session import SessionState
 
+#: Golden names become folder names (and ``.NAME.new-*`` temporary folders): keep them short.
+MAX_NAME = 100
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
@@ -142,6 +144,12 @@ class Modelpack:
     ) -> errors.ModelpackError | None:
         from hypothesis.strategies import SearchStrategy
 
+        if isinstance(name, str) and len(name) > MAX_NAME:
+            return errors.UsageError(
+                f"golden name too long ({len(name)} characters, at most {MAX_NAME})",
+                fix="pass a shorter name=... (it becomes a folder name, and file systems limit "
+                "those)",
+            )
         if not isinstance(name, str) or not _NAME_RE.match(name):
             return errors.UsageError(
                 f"invalid golden name {name!r}",

@@ -191,3 +191,19 @@ def test_open_golden_yields_records_and_project_roots(tmp_path):
     golden = load_golden(request, opened)
     assert replay_on_golden(request, Runner(request), golden, opened, tolerances, [], result) == 3
     assert compare_with_live(request, Runner(request), golden, opened, tolerances, [], result) == 8
+
+
+def test_a_golden_that_holds_a_function_the_live_model_does_not_is_refused_before_it_runs(
+    tmp_path,
+):
+    import torch.nn.functional as F
+
+    live = models.Holder(act=F.gelu)
+    run_check(make_request(live, tmp_path, mode=Mode.REGEN, apply=None))
+    import pickle
+
+    _tamper(tmp_path / "goldens" / "g", pickle.dumps(models.Holder(act=F.relu)))
+    result = run_check(make_request(live, tmp_path, mode=Mode.GOLDEN, apply=None))
+    assert isinstance(result.error, errors.UnsafeGolden), result.error
+    assert "model.act: function torch.nn.functional.relu" in str(result.error)
+    assert "the live model has function torch._C._nn.gelu there" in str(result.error)

@@ -865,3 +865,70 @@ def test_gate_says_the_golden_files_disagree_when_nothing_else_changed(
             "or regenerate it with pytest --modelpack-regen test_models.py::test_sentiment",
         ]
     )
+
+
+@pytest.mark.parametrize("fault", ["integer past the digit limit", "2 GiB manifest"])
+def test_an_undecodable_manifest_is_corrupt_and_regen_repairs_it(
+    regenerated: SeedProject, fault: str
+) -> None:
+    path = regenerated.golden() / "manifest.json"
+    if fault == "2 GiB manifest":
+        with open(path, "r+b") as f:
+            f.truncate(2 << 30)  # sparse: no disk used, and the gate must not read it
+        headline, why = "manifest.json is too large", "  * bytes; regen never writes a manifest*"
+    else:
+        text = path.read_text().replace('"format_version": 1', '"format_version": ' + "1" * 5000)
+        path.write_text(text)
+        headline, why = "manifest.json is not decodable", "  Exceeds the limit*"
+    result = regenerated.run("--modelpack-golden")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([f"modelpack: sentiment: CORRUPT GOLDEN — {headline}", "*", why])
+    assert "Traceback" not in result.stdout.str()
+    result = regenerated.run("--modelpack-regen")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([f"sentiment*cpu*regen*changed*repaired: {headline}*"])
+    assert regenerated.run("--modelpack-golden").ret == 0
+
+
+def test_leftovers_of_a_killed_first_regen_are_named_with_the_missing_golden(
+    seed_project: SeedProject,
+) -> None:
+    leftover = seed_project.path / "goldens" / ".sentiment.new-k1ll3d"
+    leftover.mkdir(parents=True)
+    (leftover / "bundle.pkl").write_bytes(b"half")
+    result = seed_project.run("--modelpack-golden")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "modelpack: sentiment: MISSING GOLDEN — no golden at goldens/sentiment",
+            "*",
+            "  1 leftover(s) of an interrupted regen: goldens/.sentiment.new-k1ll3d — not part of "
+            f"the golden, do not commit them; {REGEN} removes them",
+        ]
+    )
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "corpus.txt"])
+def test_cli_inspect_of_a_file_that_is_not_a_golden_says_so(
+    capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    path = target if target.startswith("/") else str(EXAMPLE / target)
+    assert cli.main(["inspect", path]) == 2
+    err = capsys.readouterr().err
+    assert f"modelpack: MISSING GOLDEN — no golden at {path}" in err
+    assert "is not a folder" in err
+    assert "remove" not in err and "git checkout" not in err  # never a destructive fix
+
+
+def test_a_golden_name_too_long_for_a_folder_is_a_usage_error(seed_project: SeedProject) -> None:
+    seed_project.write(
+        "test_models.py",
+        "from strategies import sentences\n\n\n"
+        "def test_sentiment(modelpack, sentiment_model):\n"
+        f"    modelpack.check(sentiment_model, name={'n' * 250!r}, inputs=sentences())\n",
+    )
+    result = seed_project.run()
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        ["*USAGE ERROR — golden name too long (250 characters, at most 100)"]
+    )

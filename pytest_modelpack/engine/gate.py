@@ -19,10 +19,11 @@ from ..apply import placed
 from ..compare import compare, describe_differences
 from ..diagnose.loading import load_error
 from ..drift import Drift, assess_drift, report_drift
-from ..fixes import accept, restore_or_regen, revert_or_accept
+from ..fixes import accept, regen_command, restore_or_regen, revert_or_accept
 from ..golden import GoldenStore, Manifest
 from ..golden.examples import Example
 from ..safety import Allowlist, load_bundle, scan_file, verdict_error
+from ..structure import structure_tree
 from .behaviour import code_change_behaviour, explain_mismatch
 from .explore import run_property
 from .request import CheckRequest, CheckResult, display_path, short_repr
@@ -39,6 +40,7 @@ __all__ = [
     "open_golden",
     "project_roots",
     "recorded_tolerance",
+    "refuse_planted_callables",
     "replay",
     "replay_on_golden",
     "scan_or_refuse",
@@ -357,7 +359,7 @@ def load_golden(request: CheckRequest, opened: OpenedGolden) -> Any:
     load (renamed or moved code, a ``__setstate__`` that no longer accepts the old state)."""
     try:
         # The bundle verified in open_golden, mapped once: its storages are views of the file.
-        return load_bundle(
+        golden = load_bundle(
             opened.store.open_verified_bundle(), opened.allowlist, map_location=request.device
         )
     except errors.ModelpackError:
@@ -370,3 +372,31 @@ def load_golden(request: CheckRequest, opened: OpenedGolden) -> Any:
             project_root=request.project_root,
             manifest=opened.manifest,
         ) from None
+    refuse_planted_callables(request, opened, golden)
+    return golden
+
+
+def refuse_planted_callables(request: CheckRequest, opened: OpenedGolden, golden: Any) -> None:
+    """UNSAFE GOLDEN when the loaded golden holds a function or class where the live model does
+    not: the model's own code would call it (``self.tokenizer(x)`` with ``x`` from examples.json,
+    which the attacker writes too). Checked before the golden runs at all."""
+    live = structure_tree(request.model)
+    planted = [
+        (path, line, live.get(path))
+        for path, line in structure_tree(golden).items()
+        if line.startswith(("function ", "class ")) and live.get(path) != line
+    ]
+    if not planted:
+        return
+    shown = display_path(opened.store.folder, request.project_root)
+    raise errors.UnsafeGolden(
+        f"the golden holds {len(planted)} function(s) or class(es) the live model does not "
+        "hold there; nothing from the golden was run",
+        detail=[
+            f"{path}: {line} (the live model has {was or 'nothing'} there)"
+            for path, line, was in planted[:10]
+        ],
+        fix=f"if you changed these attributes on purpose, regenerate the golden: "
+        f"{regen_command(request.nodeid)}; otherwise do not trust this file: restore it from "
+        f"version control (git checkout -- {shown})",
+    )

@@ -100,6 +100,10 @@ class PendingGolden:
         return removed
 
 
+#: No manifest regen writes is larger (the structure tree and code sources are capped well below).
+MANIFEST_LIMIT = 64 << 20
+
+
 class GoldenStore:
     """Paths and safe reading/writing for one golden folder.
 
@@ -228,10 +232,14 @@ class GoldenStore:
                 fix=f"repair it with: {fixes.regen_command(self.nodeid)}  (or rename the folder "
                 "back)",
             )
+        leftover = self.leftover_warning()
         return MissingGolden(
             f"no golden at {shown}",
             name=self.name,
-            detail=["the gate compares the live model with a committed golden, and there is none"],
+            detail=[
+                "the gate compares the live model with a committed golden, and there is none",
+                *([leftover] if leftover else []),
+            ],
             fix=f"create it with: {fixes.regen_command(self.nodeid)}  (then commit the folder)",
         )
 
@@ -255,6 +263,13 @@ class GoldenStore:
             )
         self._check_file(path)
         with self.io("read", path):
+            size = path.stat().st_size
+            if size > MANIFEST_LIMIT:  # read nothing: a committed file must not exhaust memory
+                raise self._corrupt(
+                    "manifest.json is too large",
+                    path,
+                    f"{size} bytes; regen never writes a manifest over {MANIFEST_LIMIT} bytes",
+                )
             raw = path.read_bytes()
         if raw.startswith(fileio.LFS_MAGIC):
             raise self._lfs_error(path)
@@ -276,6 +291,8 @@ class GoldenStore:
                 path,
                 f"{exc.field}: {exc.why}",
             ) from None
+        except ValueError as exc:  # e.g. an integer past Python's digit limit
+            raise self._corrupt("manifest.json is not decodable", path, str(exc)) from None
 
     def _lfs_error(self, path: Path) -> CorruptGolden:
         return self._corrupt(
