@@ -287,7 +287,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     with _project_importable(allowlist.project_root):
         for path in paths:
             if not path.is_file():
-                _out(f"{path}: unreadable — no such file")
+                why = "not a regular file" if path.exists() else "no such file"
+                _out(f"{path}: unreadable — {why}")
                 counts["unreadable"] += 1
                 continue
             verdict = scan_file(path, allowlist)

@@ -932,3 +932,34 @@ def test_a_golden_name_too_long_for_a_folder_is_a_usage_error(seed_project: Seed
     result.stdout.fnmatch_lines(
         ["*USAGE ERROR — golden name too long (250 characters, at most 100)"]
     )
+
+
+def test_a_reader_beside_a_concurrent_regen_never_sees_two_goldens_mixed(tmp_path: Path) -> None:
+    """Readers take the folder lock shared: a swap waits until a golden's files are all read, so
+    no read reports CORRUPT for a golden that is fine."""
+    import threading
+
+    store = GoldenStore(tmp_path / "goldens" / "g", "g", project_root=tmp_path)
+    write_golden(store, b"a" * 50_000)
+    stop = threading.Event()
+    writes = [0]
+
+    def writer() -> None:
+        while not stop.is_set():
+            write_golden(store, bytes([97 + writes[0] % 2]) * (50_000 + writes[0] % 7))
+            writes[0] += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    problems = []
+    try:
+        for _ in range(300):
+            try:
+                store.read_verified()
+            except errors.ModelpackError as exc:
+                problems.append(exc.summary)
+    finally:
+        stop.set()
+        thread.join()
+    assert writes[0] > 5, "the writer must have swapped while the reader read"
+    assert problems == []

@@ -157,18 +157,22 @@ def open_golden(request: CheckRequest, result: CheckResult) -> OpenedGolden:
     store.check_paths()
     if not store.exists():
         raise store.missing_error(display_path(request.golden_folder, request.project_root))
-    manifest = store.read_manifest()
-    store.verify(manifest)
-    leftover = store.leftover_warning()
-    if leftover:
-        result.warnings.append(leftover)
-    result.bundle_size = manifest.bundle.size
-    allowlist = allowlist_for(request)
-    verdict = scan_or_refuse(request, store.bundle_path, allowlist, making=False, manifest=manifest)
+    with store.reading():  # one golden's files, even beside a concurrent regen
+        manifest = store.read_manifest()
+        store.verify(manifest)
+        leftover = store.leftover_warning()
+        if leftover:
+            result.warnings.append(leftover)
+        result.bundle_size = manifest.bundle.size
+        allowlist = allowlist_for(request)
+        verdict = scan_or_refuse(
+            request, store.bundle_path, allowlist, making=False, manifest=manifest
+        )
+        records = store.read_examples()
     return OpenedGolden(
         store=store,
         manifest=manifest,
-        records=store.read_examples(),
+        records=records,
         allowlist=allowlist,
         roots=project_roots(verdict.globals, allowlist),
     )

@@ -203,8 +203,11 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """Serialise writers of the goldens in ``folder`` across processes (pytest-xdist workers).
+def folder_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
+    """Serialise writers of the goldens in ``folder`` across processes (pytest-xdist workers);
+    with ``shared``, a reader's lock: no swap happens while a golden's files are read one by one,
+    so a gate beside a running regen never sees the manifest of one golden and the bundle of
+    another.
 
     The lock is on the *parent* of the golden folders: the golden folder itself is swapped, so a
     lock on its inode would not be seen by the next writer.
@@ -214,9 +217,15 @@ def folder_lock(folder: Path) -> Iterator[None]:
     except ImportError:  # Windows: the swap is still two renames, detected if interrupted
         yield
         return
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        if not shared:
+            raise
+        yield  # a folder a reader may not open: read unlocked, as before
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)

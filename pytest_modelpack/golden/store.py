@@ -15,6 +15,7 @@ remedy; symlinks leading out of the project are refused.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -371,9 +372,17 @@ class GoldenStore:
         """Everything a reader relies on: paths inside the project, manifest valid, sizes and
         hashes match, examples decodable. Raises the first problem found."""
         self.check_paths()
-        manifest = self.read_manifest()
-        self.verify(manifest)
-        return manifest, self.read_examples()
+        with self.reading():
+            manifest = self.read_manifest()
+            self.verify(manifest)
+            return manifest, self.read_examples()
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """Hold off a concurrent regen's swap while this golden's files are read one by one."""
+        parent = self.folder.parent
+        if not parent.is_dir():
+            return contextlib.nullcontext()
+        return fileio.folder_lock(parent, shared=True)
 
     # -- writing -------------------------------------------------------------------------------
 
