@@ -535,3 +535,26 @@ def test_the_loader_refuses_a_build_that_replaces_a_method() -> None:
     with pytest.raises(errors.UnsafeGolden) as info:
         loads_bundle(payload, Allowlist(None))
     assert "restored state may not replace code" in str(info.value)
+
+
+def test_the_scanner_also_refuses_a_state_that_sets_a_dunder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Scan mode builds nothing, but it knows a state dict's keys: ``__setstate__`` planted by a
+    BUILD is refused by ``modelpack scan`` too, not only by the loader."""
+    from .adversarial_payloads import p4, sbu, sg
+
+    path = tmp_path / "planted.pkl"
+    path.write_bytes(
+        p4(
+            sg("torch.nn.modules.linear", "Linear")
+            + b")\x81"
+            + b"}"
+            + sbu("__setstate__")
+            + sg("torch.nn.functional", "relu")
+            + b"sb"
+        )
+    )
+    assert cli.main(["scan", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "BUILD state sets '__setstate__': a special attribute, never plain state" in out

@@ -246,12 +246,23 @@ def op_build(m: Machine, pos: int) -> None:
         )
         return
     ref = GlobalRef(made[0], made[1], m.where, pos, role=Role.BUILD)
-    why = _build_problem(inst, made, state)
+    why = _build_problem(inst, made, state) or _special_keys_problem(state)
     if not m.loading:
         m.use(ref if why is None else replace(ref, problem=why))
         return
     decision = m.use(ref if why is None else replace(ref, problem=why))
     _build(m, inst, made, state, decision, ref)
+
+
+def _special_keys_problem(state: Any) -> str | None:
+    """Scan mode's half of :func:`state_keys_problem`: no object is built, but the dunder keys of
+    a state dict are known (the loader also refuses names the class defines as methods)."""
+    parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+    for part in parts:
+        if isinstance(part, Sym) and part.special_keys:
+            key = part.special_keys[0]
+            return f"BUILD state sets {key!r}: a special attribute, never plain state"
+    return None
 
 
 _FORGED_DTYPE = "sets a numpy dtype's state (flags, item size, fields) to other than its own"

@@ -295,7 +295,9 @@ def op_dict(m: Machine, pos: int) -> None:
         except TypeError as exc:  # an unhashable key
             raise m.fail(pos, f"DICT: {exc}") from None
     else:
-        m.stack.append(Sym("dict"))
+        made = Sym("dict")
+        made.note_keys(items[0::2])
+        m.stack.append(made)
 
 
 def op_frozenset(m: Machine, pos: int) -> None:
@@ -337,6 +339,8 @@ def op_appends(m: Machine, pos: int) -> None:
 def op_setitem(m: Machine, pos: int) -> None:
     key, value = m.pop(2, pos)
     target = _target(m, pos, (dict,), "dict", "SETITEM")
+    if isinstance(target, Sym):
+        target.note_keys((key,))
     if m.loading and target is not None:
         try:
             target[key] = value
@@ -349,6 +353,8 @@ def op_setitems(m: Machine, pos: int) -> None:
     if len(items) % 2:
         raise m.fail(pos, "SETITEMS with an odd number of items")
     target = _target(m, pos, (dict,), "dict", "SETITEMS")
+    if isinstance(target, Sym):
+        target.note_keys(items[0::2])
     if m.loading and target is not None:
         try:
             for i in range(0, len(items), 2):

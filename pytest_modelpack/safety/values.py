@@ -19,7 +19,7 @@ class Sym:
     """A container or object in scan mode: ``kind`` (list, dict, set, bytearray, obj, storage)
     and ``producer`` (the global whose call or instantiation made it, for BUILD judgement)."""
 
-    __slots__ = ("kind", "producer", "args")
+    __slots__ = ("kind", "producer", "args", "special_keys")
 
     def __init__(
         self, kind: str, producer: tuple[str, str] | None = None, args: tuple[object, ...] = ()
@@ -27,6 +27,14 @@ class Sym:
         self.kind = kind
         self.producer = producer
         self.args = args  # the call's arguments, kept only where BUILD needs them (numpy.dtype)
+        #: Dunder string keys set in this dict (``__setstate__``): BUILD state may not set them.
+        self.special_keys: list[str] = []
+
+    def note_keys(self, keys: object) -> None:
+        """Remember the dunder string keys among ``keys`` (scan mode builds no dict)."""
+        for key in keys:  # type: ignore[attr-defined]
+            if isinstance(key, str) and key.startswith("__") and key.endswith("__"):
+                self.special_keys.append(key)
 
     def __repr__(self) -> str:
         return f"<{self.kind}>"
