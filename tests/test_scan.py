@@ -39,6 +39,16 @@ from pytest_modelpack.safety import (  # noqa: E402  # noqa: E402
     scan_stream,
 )
 
+from .adversarial_payloads import (  # noqa: E402
+    binbytes,
+    binunicode,
+    os_system,
+    p4,
+    sbu,
+    sg,
+    touch,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 LFB = "torch.storage._load_from_bytes"
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C
@@ -101,36 +111,9 @@ def scan_bytes(data: bytes, allowlist: Allowlist):
     return scan_stream(io.BytesIO(data), allowlist, "<test>")
 
 
-# Opcode builders for hand-crafted pickles.
-def sbu(text: str) -> bytes:  # SHORT_BINUNICODE (protocol 4)
-    raw = text.encode()
-    return b"\x8c" + bytes([len(raw)]) + raw
-
-
-def binunicode(text: str) -> bytes:  # BINUNICODE (protocol 1+)
-    raw = text.encode()
-    return b"X" + struct.pack("<I", len(raw)) + raw
-
-
-def binbytes(data: bytes) -> bytes:  # BINBYTES (protocol 3+)
-    return b"B" + struct.pack("<I", len(data)) + data
-
-
-def stack_global(module: str, name: str) -> bytes:
-    return sbu(module) + sbu(name) + b"\x93"
-
-
-def p4(body: bytes) -> bytes:
-    return b"\x80\x04" + body + b"."
-
-
-def touch(canary: Path) -> str:
-    return f"touch '{canary}'"
-
-
-def os_system_p2(canary: Path) -> bytes:
-    """A bare malicious pickle: os.system('touch canary'), protocol 2."""
-    return b"\x80\x02cos\nsystem\n" + binunicode(touch(canary)) + b"\x85R."
+# Opcode builders for hand-crafted pickles: one set, shared with the adversarial corpus.
+stack_global = sg
+os_system_p2 = os_system
 
 
 def legacy_stream(object_pickle: bytes) -> bytes:
