@@ -153,6 +153,9 @@ def _fail(*args: object, **kwargs: object) -> None:
 
 INJECTIONS = {
     "while dumping the bundle": ("HashingWriter.write", "pickle"),
+    # the disk fills while the bundle is flushed behind the pickler: the final fsync may not
+    # see that error again (the kernel reports it once), so the writer must raise it itself
+    "flushing the bundle in the background": ("_datasync", "pickle"),
     "writing examples.json": ("write_atomic", "examples"),
     "writing manifest.json": ("write_atomic", "manifest"),
     "swapping the folder in": ("_exchange", "swap"),
@@ -172,6 +175,9 @@ def test_error_at_any_commit_step_keeps_the_old_golden(
     calls = {"n": 0}
     if what == "HashingWriter.write":
         monkeypatch.setattr(fileio.HashingWriter, "write", _fail)
+    elif what == "_datasync":
+        monkeypatch.setattr(fileio, "_SYNC_EVERY", 0)  # a small bundle is flushed too
+        monkeypatch.setattr(fileio, "_datasync", _fail)
     elif what == "write_atomic":
         real = fileio.write_atomic
         target = "examples.json" if "examples" in step else "manifest.json"

@@ -144,3 +144,27 @@ def test_a_sound_handwritten_storage_loads_when_mapped(tmp_path: Path) -> None:
     path.write_bytes(lfb(binbytes(_storage_stream(4, data))))
     storage = load_bundle(path, Allowlist(None))
     assert list(storage) == [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_the_hashing_writer_writes_and_hashes_every_piece_of_a_large_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: type
+) -> None:
+    """A large write goes down in pieces, hashed before each is written and flushed behind."""
+    monkeypatch.setattr(fileio, "_WRITE_CHUNK", 1000)
+    monkeypatch.setattr(fileio, "_SYNC_EVERY", 2500)
+    synced: list[int] = []
+    monkeypatch.setattr(fileio, "_datasync", synced.append)
+    big = bytes(range(256)) * 40  # 10240 bytes: 11 pieces
+    path = tmp_path / "out.bin"
+    with open(path, "wb") as f:
+        fd = f.fileno()
+        writer = fileio.HashingWriter(f, fd)
+        writer.write(b"head")
+        writer.write(kind(big))
+        writer.write(b"tail")
+        digest = writer.sha256
+    assert path.read_bytes() == b"head" + big + b"tail"
+    assert digest == _sha(path)
+    assert writer.size == len(big) + 8
+    assert synced == [fd] * 3  # 10248 bytes in pieces of <= 1000: synced at 3004, 6004, 9004

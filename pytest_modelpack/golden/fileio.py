@@ -52,6 +52,11 @@ __all__ = [
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/v1"
 
 _CHUNK = 1 << 20
+#: Large writes go down in pieces of this size (see :class:`HashingWriter`).
+_WRITE_CHUNK = 16 << 20
+#: How many bytes :class:`HashingWriter` lets pile up before it asks for them on disk.
+_SYNC_EVERY = 64 << 20
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 #: Marks of our own temporary files and folders: ``.<final name>.<random><suffix>``.
 _TMP_SUFFIX = ".tmp"
 _NEW_MARK = ".new-"
@@ -68,43 +73,72 @@ _UMASK = _current_umask()
 
 
 class HashingWriter:
-    """A write-only file wrapper that hashes and counts what passes through it.
+    """A write-only file wrapper that hashes, counts and flushes what passes through it.
 
     The hash runs on a background thread (hashlib releases the GIL on large updates): sha256
-    costs about 1 s/GiB, which would otherwise stall the pickler. The queue is bounded in items;
-    the bytes it holds are the pickler's own objects, which its memo keeps alive until the dump
-    ends anyway, so hashing behind the writes costs no memory of its own.
+    costs about 0.6 s/GiB, which would otherwise stall the pickler. Each piece is handed to that
+    thread *before* it is written, so hashing and writing overlap. Large writes (the bytes of a
+    pickled tensor storage arrive as one object) go down in :data:`_WRITE_CHUNK` pieces, and
+    given ``fd`` the same thread calls ``fdatasync`` on the file every :data:`_SYNC_EVERY` bytes: the
+    disk writes behind the pickler instead of all at the final fsync, and the page cache never
+    holds a gigabyte of dirty pages (which the kernel throttles). An error of those syncs is
+    raised by :meth:`close`, so the final fsync cannot hide it.
+
+    The queue is bounded in items; the bytes it holds are the pickler's own objects (or slices of
+    them), which its memo keeps alive until the dump ends anyway, so hashing behind the writes
+    costs no memory of its own.
     """
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], fd: int | None = None) -> None:
         self._raw = raw
+        self._fd = fd
         self._hash = hashlib.sha256()
         self.size = 0
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._error: OSError | None = None
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=64)
         self._thread: threading.Thread | None = threading.Thread(
             target=self._hash_all, name="modelpack-sha256", daemon=True
         )
         self._thread.start()
 
     def _hash_all(self) -> None:
+        unsynced = 0
         while (data := self._queue.get()) is not None:
             self._hash.update(data)
+            unsynced += len(data) if isinstance(data, bytes) else data.nbytes
+            if self._fd is not None and unsynced >= _SYNC_EVERY and self._error is None:
+                unsynced = 0
+                try:
+                    _datasync(self._fd)  # what is written so far: the disk works meanwhile
+                except OSError as exc:
+                    self._error = exc
 
     def write(self, data: Any) -> int:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         n = view.nbytes
-        self._raw.write(view)
         # bytes are immutable: hashed later they are what was written. Anything else is copied.
-        self._queue.put(data if type(data) is bytes else view.tobytes())
+        whole = data if type(data) is bytes else view.tobytes()
+        if n <= _WRITE_CHUNK:
+            self._queue.put(whole)
+            self._raw.write(view)
+        else:
+            pieces = memoryview(whole)
+            for start in range(0, n, _WRITE_CHUNK):
+                piece = pieces[start : start + _WRITE_CHUNK]
+                self._queue.put(piece)
+                self._raw.write(piece)
         self.size += n
         return n
 
     def close(self) -> None:
-        """Wait for the hash of everything written (idempotent)."""
+        """Wait for the hash of everything written (idempotent); raise a background sync's
+        error."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+        if self._error is not None:
+            raise self._error
 
     @property
     def sha256(self) -> str:

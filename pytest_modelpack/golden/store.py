@@ -403,7 +403,7 @@ class GoldenStore:
         try:
             with self.io("write", self.bundle_path):
                 with fileio.temporary_file(new.path, BUNDLE) as (f, tmp):
-                    writer = fileio.HashingWriter(f)
+                    writer = fileio.HashingWriter(f, f.fileno())
                     try:
                         pickle.dump(model, writer, protocol=pickle.DEFAULT_PROTOCOL)
                     finally:
