@@ -79,8 +79,8 @@ class HashingWriter:
     costs about 0.6 s/GiB, which would otherwise stall the pickler. Each piece is handed to that
     thread *before* it is written, so hashing and writing overlap. Large writes (the bytes of a
     pickled tensor storage arrive as one object) go down in :data:`_WRITE_CHUNK` pieces, and
-    given ``fd`` the same thread calls ``fdatasync`` on the file every :data:`_SYNC_EVERY` bytes: the
-    disk writes behind the pickler instead of all at the final fsync, and the page cache never
+    given ``fd`` the same thread calls ``fdatasync`` on the file every :data:`_SYNC_EVERY` bytes:
+    the disk writes behind the pickler instead of all at the final fsync, and the page cache never
     holds a gigabyte of dirty pages (which the kernel throttles). An error of those syncs is
     raised by :meth:`close`, so the final fsync cannot hide it.
 
