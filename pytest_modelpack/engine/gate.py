@@ -22,6 +22,7 @@ from ..drift import Drift, assess_drift, report_drift
 from ..fixes import accept, regen_command, restore_or_regen, revert_or_accept
 from ..golden import GoldenStore, Manifest
 from ..golden.examples import Example
+from ..golden.store import deferred_spans
 from ..safety import Allowlist, load_bundle, scan_file, verdict_error
 from ..structure import structure_tree
 from .behaviour import code_change_behaviour, explain_mismatch
@@ -44,6 +45,7 @@ __all__ = [
     "replay",
     "replay_on_golden",
     "scan_or_refuse",
+    "store_for",
 ]
 
 
@@ -145,21 +147,31 @@ class Tolerances:
     reference: str
 
 
-def open_golden(request: CheckRequest, result: CheckResult) -> OpenedGolden:
-    """Stages 1–2: the golden exists inside the project, its manifest is valid, its files match
-    their sha256 and the bundle passes the safety scan. Nothing is loaded or imported yet."""
-    store = GoldenStore(
+def store_for(request: CheckRequest) -> GoldenStore:
+    return GoldenStore(
         request.golden_folder,
         request.name,
         nodeid=request.nodeid,
         project_root=request.project_root,
     )
+
+
+def open_golden(
+    request: CheckRequest, result: CheckResult, store: GoldenStore | None = None
+) -> OpenedGolden:
+    """Stages 1–2: the golden exists inside the project, its manifest is valid, its files match
+    their sha256 and the bundle passes the safety scan. Nothing is loaded or imported yet.
+
+    The bytes the scan and the loader read are verified here; a big bundle's tensor data is
+    hashed in the background (``store.verify(defer=True)``): run the check inside
+    ``store.settled()``, as :func:`gate` does."""
+    store = store or store_for(request)
     store.check_paths()
     if not store.exists():
         raise store.missing_error(display_path(request.golden_folder, request.project_root))
     with store.reading():  # one golden's files, even beside a concurrent regen
         manifest = store.read_manifest()
-        store.verify(manifest)
+        store.verify(manifest, defer=True)
         leftover = store.leftover_warning()
         if leftover:
             result.warnings.append(leftover)
@@ -168,6 +180,11 @@ def open_golden(request: CheckRequest, result: CheckResult) -> OpenedGolden:
         verdict = scan_or_refuse(
             request, store.bundle_path, allowlist, making=False, manifest=manifest
         )
+        spans = manifest.bundle.storages
+        if spans is not None and deferred_spans(verdict.storages) != spans:
+            # The manifest's spans are not where the scan found the storages: the bytes read as
+            # the pickle may not all have been verified yet. Nothing loads before they are.
+            store.settle()
         records = store.read_examples()
     return OpenedGolden(
         store=store,
@@ -268,6 +285,13 @@ def replay_on_golden(
         fix = restore_or_regen(
             request.nodeid, display_path(opened.store.folder, request.project_root)
         )
+
+    def on_compare(expected: Any, got: Any) -> None:
+        opened.store.check_settled()  # stop at once on data known to be damaged
+        result.record_comparison(
+            "golden vs recorded examples", expected, got, exact=False, rtol=rtol, atol=atol
+        )
+
     return replay(
         runner,
         golden,
@@ -277,9 +301,7 @@ def replay_on_golden(
         "the golden no longer reproduces recorded example #{index}",
         ["expected = recorded in examples.json, got = golden loaded today", *notes, why],
         fix,
-        lambda e, g: result.record_comparison(
-            "golden vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
-        ),
+        on_compare,
     )
 
 
@@ -299,6 +321,7 @@ def compare_with_live(
     reference = tolerances.reference
 
     def prop(x: Any) -> None:
+        opened.store.check_settled()  # stop at once on data known to be damaged
         expected = runner(golden, x, request.device)
         got = runner(request.model, x, reference)
         result.record_comparison(
@@ -342,19 +365,24 @@ def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
 
     Returns how many inputs were checked (recorded replays and Hypothesis inputs).
     """
-    opened = open_golden(request, result)
-    tolerances = tolerances_for(request, opened.manifest)
-    golden, drift, notes = judge_drift(request, runner, opened, tolerances, result)
-    if golden is None:
-        golden = load_golden(request, opened)  # stage 4
-    with placed(golden, request.device):
-        checked = replay_on_golden(request, runner, golden, opened, tolerances, notes, result)
-        try:
-            checked += compare_with_live(request, runner, golden, opened, tolerances, notes, result)
-        except errors.OutputMismatch as exc:
-            # Golden and live differ: say where their state differs, and whether the fixture
-            # itself is what changed.
-            raise explain_mismatch(exc, request, golden, drift.clean, result) from None
+    store = store_for(request)
+    # A big bundle's tensor data is hashed while the check runs: no verdict before it matches.
+    with store.settled():
+        opened = open_golden(request, result, store)
+        tolerances = tolerances_for(request, opened.manifest)
+        golden, drift, notes = judge_drift(request, runner, opened, tolerances, result)
+        if golden is None:
+            golden = load_golden(request, opened)  # stage 4
+        with placed(golden, request.device):
+            checked = replay_on_golden(request, runner, golden, opened, tolerances, notes, result)
+            try:
+                checked += compare_with_live(
+                    request, runner, golden, opened, tolerances, notes, result
+                )
+            except errors.OutputMismatch as exc:
+                # Golden and live differ: say where their state differs, and whether the fixture
+                # itself is what changed.
+                raise explain_mismatch(exc, request, golden, drift.clean, result) from None
     return checked
 
 

@@ -145,6 +145,7 @@ def regenerate(request: CheckRequest, runner: Runner, result: CheckResult) -> No
     pending = store.prepare(model)
     try:
         verdict = scan_or_refuse(request, pending.bundle_tmp, allowlist, making=True)
+        store.add_storages(pending, verdict.storages)
         store.add_examples(pending, data, len(records))
         globals_ = [
             GlobalEntry(

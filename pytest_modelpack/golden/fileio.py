@@ -26,13 +26,14 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
     "LFS_MAGIC",
+    "BackgroundHash",
     "HashingWriter",
     "MappedFile",
     "fsync_dir",
@@ -41,8 +42,10 @@ __all__ = [
     "leftovers",
     "new_folder",
     "remove_leftovers",
+    "map_copy",
     "sha256_file",
-    "sha256_mapped",
+    "sha256_mapping",
+    "sha256_outside",
     "swap_folder",
     "temporary_file",
     "write_atomic",
@@ -169,19 +172,20 @@ class MappedFile:
 _MAP_CHUNK = 64 << 20
 
 
-def sha256_mapped(path: Path) -> tuple[str, int, MappedFile | None]:
-    """sha256 and size of a file, hashed through a copy-on-write mapping that is returned for
-    reading the same bytes again without reading the file again (None for an empty file).
+def map_copy(f: IO[bytes], path: Path) -> MappedFile:
+    """The whole (non-empty) open file ``f`` mapped copy-on-write."""
+    return MappedFile(Path(path), mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
+
+
+def sha256_mapping(mapping: mmap.mmap) -> str:
+    """sha256 of a whole mapping, read sequentially.
 
     Pages hashed are dropped from this process (``MADV_DONTNEED``: they stay in the page cache),
-    so hashing a file larger than free memory costs no resident memory of its own.
+    so hashing a file larger than free memory costs no resident memory of its own. Only for a
+    mapping nothing else uses yet: dropping a copy-on-write page someone wrote to loses the write.
     """
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return digest.hexdigest(), 0, None
-        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    size = len(mapping)
     sequential = getattr(mmap, "MADV_SEQUENTIAL", None)
     drop = getattr(mmap, "MADV_DONTNEED", None)
     if sequential is not None:
@@ -194,7 +198,45 @@ def sha256_mapped(path: Path) -> tuple[str, int, MappedFile | None]:
                 mapping.madvise(drop, start, length)
     if sequential is not None:
         mapping.madvise(mmap.MADV_NORMAL)
-    return digest.hexdigest(), size, MappedFile(Path(path), mapping)
+    return digest.hexdigest()
+
+
+def sha256_outside(mapping: mmap.mmap, spans: Iterable[tuple[int, int]]) -> str:
+    """sha256 of the bytes of ``mapping`` outside ``spans`` (sorted, disjoint ``(offset, length)``
+    pairs inside it), in file order: a bundle's pickle without its tensor data."""
+    digest = hashlib.sha256()
+    at = 0
+    with memoryview(mapping) as view:
+        for offset, length in spans:
+            digest.update(view[at:offset])
+            at = offset + length
+        digest.update(view[at:])
+    return digest.hexdigest()
+
+
+class BackgroundHash:
+    """sha256 of a whole file, computed on a background thread over a read-only mapping of its
+    own (so dropping the pages it has hashed never touches another mapping's pages)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._digest: str | None = None
+        self._thread = threading.Thread(target=self._run, name="modelpack-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._digest = sha256_mapping(self._mapping)
+        finally:
+            self._mapping.close()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> str | None:
+        """The file's sha256 once hashed (None if reading it failed: it changed under us)."""
+        self._thread.join()
+        return self._digest
 
 
 def fsync_dir(folder: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
 from typing import Any
 
 __all__ = [
@@ -60,6 +61,13 @@ class FileEntry:
     protocol: int | None = None
     #: How many examples were recorded (examples only).
     count: int | None = None
+    #: Bundle only, for big tensors: where their bytes lie in the file, ``(offset, length)``
+    #: sorted and disjoint. The interpreter never reads these bytes (it maps them into storages),
+    #: so they can be hashed while the gate runs; :attr:`pickle_sha256` covers every other byte
+    #: and is checked before any is interpreted.
+    storages: tuple[tuple[int, int], ...] | None = None
+    #: sha256 of the bundle's bytes outside :attr:`storages`, in file order.
+    pickle_sha256: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +112,10 @@ class Manifest:
                 out["protocol"] = e.protocol
             if e.count is not None:
                 out["count"] = e.count
+            if e.storages is not None:
+                # one line, not one per number: a manifest is read in code review
+                out["storages"] = _Inline([list(span) for span in e.storages])
+                out["pickle_sha256"] = e.pickle_sha256
             return out
 
         return {
@@ -170,8 +182,28 @@ def parse_manifest(raw: bytes) -> Manifest:
     return Manifest.from_json(json.loads(raw))
 
 
+class _Inline(list):  # type: ignore[type-arg]
+    """A list :func:`manifest_bytes` writes on one line."""
+
+
 def manifest_bytes(manifest: Manifest) -> bytes:
-    return json.dumps(manifest.to_json(), indent=1, allow_nan=False).encode() + b"\n"
+    data = manifest.to_json()
+    inline: dict[str, str] = {}
+    token = secrets.token_hex(8)  # no string of a manifest holds it
+
+    def placeholder(value: Any) -> Any:
+        if isinstance(value, _Inline):
+            key = f"<inline {token} {len(inline)}>"
+            inline[json.dumps(key)] = json.dumps(list(value), separators=(", ", ": "))
+            return key
+        if isinstance(value, dict):
+            return {k: placeholder(v) for k, v in value.items()}
+        return value
+
+    text = json.dumps(placeholder(data), indent=1, allow_nan=False)
+    for key, compact in inline.items():
+        text = text.replace(key, compact)
+    return text.encode() + b"\n"
 
 
 # -- field checks --------------------------------------------------------------------------------
@@ -216,16 +248,53 @@ def _file_entry(obj: dict[str, Any], key: str, extra: str) -> FileEntry:
     size = _typed(entry["size"], int, f"{key}.size")
     if size < 0:
         raise InvalidManifest(f"{key}.size", f"expected a size in bytes, got {size}")
-    sha = _typed(entry["sha256"], str, f"{key}.sha256")
-    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise InvalidManifest(f"{key}.sha256", f"expected 64 hex digits, got {_describe(sha)}")
+    sha = _sha256(entry["sha256"], f"{key}.sha256")
     value = _optional(entry.get(extra), int, f"{key}.{extra}")
+    storages, pickle_sha = (None, None)
+    if key == "bundle":
+        storages, pickle_sha = _storages(entry, size)
     return FileEntry(
         file=_typed(entry["file"], str, f"{key}.file"),
         size=size,
         sha256=sha,
+        storages=storages,
+        pickle_sha256=pickle_sha,
         **{extra: value},
     )
+
+
+def _sha256(value: Any, field: str) -> str:
+    sha = _typed(value, str, field)
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise InvalidManifest(field, f"expected 64 hex digits, got {_describe(sha)}")
+    return sha  # type: ignore[no-any-return]
+
+
+def _storages(
+    entry: dict[str, Any], size: int
+) -> tuple[tuple[tuple[int, int], ...] | None, str | None]:
+    """``bundle.storages`` and ``bundle.pickle_sha256``: both or neither; spans sorted, disjoint,
+    non-empty and inside the file."""
+    if "storages" not in entry and "pickle_sha256" not in entry:
+        return None, None
+    for part in ("storages", "pickle_sha256"):
+        if part not in entry:
+            raise InvalidManifest(f"bundle.{part}", "missing (storages and pickle_sha256 pair)")
+    spans = []
+    end = 0
+    for i, span in enumerate(_typed(entry["storages"], list, "bundle.storages")):
+        field = f"bundle.storages[{i}]"
+        if not (isinstance(span, list) and len(span) == 2):
+            raise InvalidManifest(field, f"expected [offset, length], got {_describe(span)}")
+        offset, length = (_typed(v, int, field) for v in span)
+        if offset < end or length <= 0 or offset + length > size:
+            raise InvalidManifest(
+                field,
+                f"[{offset}, {length}] is not a span of the {size}-byte bundle after the last one",
+            )
+        end = offset + length
+        spans.append((offset, length))
+    return tuple(spans), _sha256(entry["pickle_sha256"], "bundle.pickle_sha256")
 
 
 def _global(item: Any, index: int) -> GlobalEntry:

@@ -16,11 +16,14 @@ remedy; symlinks leading out of the project are refused.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
+import mmap
 import os
 import pickle
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,16 @@ from .manifest import (
     parse_manifest,
 )
 
-__all__ = ["BUNDLE", "EXAMPLES", "MANIFEST", "GoldenStore", "PendingGolden", "environment"]
+__all__ = [
+    "BUNDLE",
+    "DEFER_MIN",
+    "EXAMPLES",
+    "MANIFEST",
+    "GoldenStore",
+    "PendingGolden",
+    "deferred_spans",
+    "environment",
+]
 
 BUNDLE = "bundle.pkl"
 MANIFEST = "manifest.json"
@@ -101,6 +113,16 @@ class PendingGolden:
         return removed
 
 
+#: Storages at least this large are listed in the manifest (``bundle.storages``) and hashed while
+#: the gate runs; the bytes of smaller ones are hashed with the pickle, before it is read.
+DEFER_MIN = 1 << 20
+
+
+def deferred_spans(spans: list[tuple[int, int]] | None) -> tuple[tuple[int, int], ...]:
+    """The spans of ``spans`` (a scan's storage spans) the manifest records."""
+    return tuple(span for span in spans or () if span[1] >= DEFER_MIN)
+
+
 #: No manifest regen writes is larger (the structure tree and code sources are capped well below).
 MANIFEST_LIMIT = 64 << 20
 
@@ -125,6 +147,8 @@ class GoldenStore:
         self.nodeid = nodeid
         self.project_root = project_root
         self._bundle: fileio.MappedFile | None = None  # mapped by verify()
+        # verify(defer=True): the bundle's whole-file sha256, hashing in the background
+        self._pending: tuple[fileio.BackgroundHash, FileEntry] | None = None
 
     @property
     def bundle_path(self) -> Path:
@@ -307,22 +331,7 @@ class GoldenStore:
         if not path.is_file():
             raise self._corrupt(f"{path.name} is not a file", path, "it is a directory or special")
 
-    def _verify(
-        self, path: Path, entry: FileEntry, mapped: bool = False
-    ) -> fileio.MappedFile | None:
-        if not os.path.lexists(path):
-            raise self._corrupt(f"{path.name} is missing", path, "the manifest lists it")
-        self._check_file(path)
-        view = None
-        with self.io("read", path):
-            with open(path, "rb") as f:
-                head = f.read(len(fileio.LFS_MAGIC))
-            if head.startswith(fileio.LFS_MAGIC):
-                raise self._lfs_error(path)
-            if mapped:
-                digest, size, view = fileio.sha256_mapped(path)
-            else:
-                digest, size = fileio.sha256_file(path)
+    def _check_size(self, path: Path, entry: FileEntry, size: int) -> None:
         if size == 0:
             raise self._corrupt(f"{path.name} is empty", path, "0 bytes on disk")
         if size != entry.size:
@@ -332,22 +341,108 @@ class GoldenStore:
                 path,
                 f"manifest says {entry.size} bytes, the file has {size}",
             )
-        if digest != entry.sha256:
-            raise self._corrupt(
-                f"{path.name} does not match its sha256",
-                path,
-                f"manifest sha256 {entry.sha256}, file sha256 {digest}",
-            )
-        return view
 
-    def verify(self, manifest: Manifest) -> None:
-        """Check size and sha256 of bundle and examples against the manifest (streaming).
+    def _hash_mismatch(self, path: Path, entry: FileEntry, digest: str | None) -> CorruptGolden:
+        return self._corrupt(
+            f"{path.name} does not match its sha256",
+            path,
+            f"manifest sha256 {entry.sha256}, file sha256 {digest or 'unreadable'}",
+        )
+
+    def _open_checked(self, path: Path) -> None:
+        if not os.path.lexists(path):
+            raise self._corrupt(f"{path.name} is missing", path, "the manifest lists it")
+        self._check_file(path)
+
+    def _verify(self, path: Path, entry: FileEntry) -> None:
+        """Size and sha256 of a small file (examples.json), streamed."""
+        self._open_checked(path)
+        with self.io("read", path):
+            with open(path, "rb") as f:
+                head = f.read(len(fileio.LFS_MAGIC))
+            if head.startswith(fileio.LFS_MAGIC):
+                raise self._lfs_error(path)
+            digest, size = fileio.sha256_file(path)
+        self._check_size(path, entry, size)
+        if digest != entry.sha256:
+            raise self._hash_mismatch(path, entry, digest)
+
+    def _verify_bundle(self, entry: FileEntry, defer: bool) -> fileio.MappedFile:
+        """The bundle mapped copy-on-write, its size and hashes checked.
+
+        Every byte the interpreter reads is verified before :meth:`verify` returns: the whole
+        file's sha256, or, for a bundle whose manifest records its big storages' spans, the
+        ``pickle_sha256`` of every byte outside them. With ``defer`` the whole file's sha256 is
+        then computed on a background thread (the storages' bytes are never interpreted: they
+        are mapped into tensors), and :meth:`settle` waits for it.
+        """
+        path = self.bundle_path
+        self._open_checked(path)
+        with self.io("read", path):
+            with open(path, "rb") as f:
+                if f.read(len(fileio.LFS_MAGIC)).startswith(fileio.LFS_MAGIC):
+                    raise self._lfs_error(path)
+                self._check_size(path, entry, os.fstat(f.fileno()).st_size)
+                mapped = fileio.map_copy(f, path)
+                if entry.storages is not None:
+                    outside = fileio.sha256_outside(mapped.mapping, entry.storages)
+                    if outside != entry.pickle_sha256:
+                        raise self._corrupt(
+                            f"{path.name} does not match its sha256",
+                            path,
+                            f"its bytes outside the tensor data differ: manifest pickle_sha256 "
+                            f"{entry.pickle_sha256}, file {outside}",
+                        )
+                    if defer:
+                        self._pending = (fileio.BackgroundHash(f), entry)
+                        return mapped
+            digest = fileio.sha256_mapping(mapped.mapping)
+        if digest != entry.sha256:
+            raise self._hash_mismatch(path, entry, digest)
+        return mapped
+
+    def verify(self, manifest: Manifest, *, defer: bool = False) -> None:
+        """Check size and sha256 of bundle and examples against the manifest.
 
         The bundle is hashed through a copy-on-write mapping kept for
-        :meth:`open_verified_bundle`, so loading it does not read the file a second time.
+        :meth:`open_verified_bundle`, so loading it does not read the file a second time. With
+        ``defer`` (the gate), a big bundle's tensor data is hashed in the background: call
+        :meth:`settle` (or run inside :meth:`settled`) before trusting anything computed from it.
         """
-        self._bundle = self._verify(self.bundle_path, manifest.bundle, mapped=True)
+        self._bundle = self._verify_bundle(manifest.bundle, defer)
         self._verify(self.examples_path, manifest.examples)
+
+    def settle(self) -> None:
+        """Wait for the bundle's deferred sha256: CORRUPT GOLDEN when the file differs from it."""
+        if self._pending is None:
+            return
+        background, entry = self._pending
+        digest = background.result()
+        if digest != entry.sha256:
+            error = self._hash_mismatch(self.bundle_path, entry, digest)
+            error.detail.append(
+                "its tensor data differ from what regen wrote (found while the golden was "
+                "checked, so nothing computed from it counts)"
+            )
+            raise error
+
+    def check_settled(self) -> None:
+        """Without waiting: CORRUPT GOLDEN if the deferred sha256 is known and differs."""
+        if self._pending is not None and self._pending[0].done():
+            self.settle()
+
+    @contextlib.contextmanager
+    def settled(self) -> Iterator[None]:
+        """Run a check of this golden: on the way out, normal or not, wait for a deferred
+        sha256; a mismatch is CORRUPT GOLDEN, whatever else the damaged data made happen."""
+        try:
+            yield
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException:
+            self.settle()
+            raise
+        self.settle()
 
     def open_verified_bundle(self) -> fileio.MappedFile:
         """The bundle as :meth:`verify` hashed it: mapped copy-on-write, its size and sha256
@@ -419,6 +514,24 @@ class GoldenStore:
             file=BUNDLE, size=writer.size, sha256=writer.sha256, protocol=pickle.DEFAULT_PROTOCOL
         )
         return PendingGolden(self, new, bundle)
+
+    def add_storages(self, pending: PendingGolden, spans: list[tuple[int, int]] | None) -> None:
+        """Record where the new bundle's big storages lie (``spans``: its scan's), with the
+        sha256 of every other byte: the gate then hashes their data while it runs."""
+        big = deferred_spans(spans)
+        if not big:
+            return
+        try:
+            with self.io("write", self.bundle_path), open(pending.bundle_tmp, "rb") as f:
+                mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                try:
+                    outside = fileio.sha256_outside(mapping, big)
+                finally:
+                    mapping.close()
+        except BaseException:
+            pending.discard()
+            raise
+        pending.bundle = dataclasses.replace(pending.bundle, storages=big, pickle_sha256=outside)
 
     def add_examples(self, pending: PendingGolden, data: bytes, count: int) -> None:
         import hashlib

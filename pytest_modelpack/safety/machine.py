@@ -73,6 +73,10 @@ class Session:
     globals_by_id: dict[int, tuple[Any, tuple[str, str]]] = field(default_factory=dict)
     produced: dict[int, tuple[Any, tuple[str, str]]] = field(default_factory=dict)
     placeholders: dict[int, Any] = field(default_factory=dict)
+    # Scan mode: where storages' bytes lie in the file (offset, length), found as the loader finds
+    # them; None once a storage's place is unknown (text payloads, malformed streams).
+    spans: list[tuple[int, int]] | None = field(default_factory=list)
+    root: Any = None  # the file under every window: spans are offsets in it
 
     def __post_init__(self) -> None:
         # Each opcode is at least one byte; nested payloads are read at most once more.

@@ -31,6 +31,11 @@ def scan_refs(f: IO[bytes], where: str = "top level", whole_file: bool = False) 
     Raises :class:`ScanError` for an empty, truncated or malformed stream, with the uses found
     before that point on ``exc.refs``.
     """
+    return _scan(f, where, whole_file).refs
+
+
+def _scan(f: IO[bytes], where: str, whole_file: bool) -> Session:
+    """The scan session of the stream in ``f``: its uses (``refs``) and storage spans."""
     seekable = False
     try:
         seekable = f.seekable()
@@ -44,7 +49,7 @@ def scan_refs(f: IO[bytes], where: str = "top level", whole_file: bool = False) 
         with tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024) as spool:
             shutil.copyfileobj(f, spool, _CHUNK)
             spool.seek(0)
-            return scan_refs(spool, where, whole_file)  # type: ignore[arg-type]
+            return _scan(spool, where, whole_file)  # type: ignore[arg-type]
     start = f.tell()
     end = f.seek(0, os.SEEK_END)
     f.seek(start)
@@ -56,7 +61,9 @@ def scan_refs(f: IO[bytes], where: str = "top level", whole_file: bool = False) 
         raise
     except RecursionError:  # pragma: no cover - the interpreter does not recurse
         raise ScanError("too deeply nested") from None
-    return session.refs
+    if start and session.spans:  # offsets in the stream, not the file
+        session.spans = [(at - start, n) for at, n in session.spans]
+    return session
 
 
 def iter_globals(f: IO[bytes], where: str = "top level") -> Iterator[GlobalRef]:
@@ -81,7 +88,9 @@ def scan_stream(
     data: an unreadable, empty, truncated or non-pickle stream gives ``error``."""
     verdict = Verdict(path=label)
     try:
-        refs = scan_refs(f, whole_file=whole_file)
+        session = _scan(f, "top level", whole_file)
+        refs = session.refs
+        verdict.storages = sorted(session.spans) if session.spans is not None else None
     except ScanError as exc:
         refs = getattr(exc, "refs", [])
         verdict.error = str(exc)

@@ -95,6 +95,7 @@ class Reader:
         self.s = session
         self.records: dict[str, _Record] = {}
         self.declared: list[tuple[str, int, Machine, int]] = []
+        self.numels: dict[str, int] = {}  # scan mode: each storage key's first declared numel
 
     # -- called by the interpreter -------------------------------------------------------------
 
@@ -183,6 +184,7 @@ class Reader:
         size = _ELEMENT_SIZE.get(name[1][: -len("Storage")], 1) * pid[4]
         self.declared.append((pid[2], size, m, pos))
         if not self.s.loading:
+            self.numels.setdefault(pid[2], pid[4])
             return Sym("storage")
         key = pid[2]
         if key in self.records:
@@ -211,15 +213,39 @@ class Reader:
             raise ScanError(f"{where}: not a little-endian torch.save stream")
         outer, self.records = self.records, {}
         declared, self.declared = self.declared, []
+        numels, self.numels = self.numels, {}
         try:
             obj = interpret(self.s, src, where, depth, Persid.STORAGE)
             keys = interpret(self.s, src, where, depth, Persid.REFUSE)
             self._check_sizes(src, where)
             if not self.s.loading:
+                self._note_spans(src)
                 return obj
             return self._fill(src, where, obj, keys)
         finally:
-            self.records, self.declared = outer, declared
+            self.records, self.declared, self.numels = outer, declared, numels
+
+    def _note_spans(self, src: Source) -> None:
+        """Scan mode: where the storage's bytes lie in the file, found the way :meth:`_fill` finds
+        them (its numel header, then its bytes); ``spans`` None when unknown. Only for the one
+        storage a pickled storage holds (scan mode does not build the keys list, so the order of
+        several is unknown)."""
+        spans = self.s.spans
+        if spans is None:
+            return
+        sizes = {key: size for key, size, _m, _pos in reversed(self.declared)}  # first wins
+        if not (isinstance(src, Window) and src.origin()[0] is self.s.root and len(sizes) == 1):
+            self.s.spans = None
+            return
+        ((key, size),) = sizes.items()
+        header = src.read(8)
+        at = src.origin()[1]
+        if len(header) != 8 or struct.unpack("<q", header)[0] != self.numels[key]:
+            self.s.spans = None
+        elif not src.skip(size):
+            self.s.spans = None
+        elif size:
+            spans.append((at, size))
 
     def _check_sizes(self, src: Source, where: str) -> None:
         """Storages may not declare more bytes than follow them (torch.load allocates what a
@@ -537,6 +563,7 @@ def interpret_file(session: Session, src: Window, where: str, whole_file: bool) 
     ``whole_file``: ``src`` is a file of its own (torch.load only tries the tar format there).
     """
     reader = session.nested = Reader(session)
+    session.root = src.origin()[0]
     head = src.read(4)
     src.seek(0)
     if not head:

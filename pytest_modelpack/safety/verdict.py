@@ -43,6 +43,9 @@ class Verdict:
     error: str | None = None
     missing: list[GlobalRef] = field(default_factory=list)
     uses: list[GlobalRef] = field(default_factory=list)
+    #: Where tensor storages' bytes lie in the file, ``(offset, length)`` sorted; None when
+    #: unknown (a storage pickled as text, a malformed stream).
+    storages: list[tuple[int, int]] | None = None
 
     @property
     def safe(self) -> bool:
