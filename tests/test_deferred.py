@@ -1,0 +1,418 @@
+"""Big tensors' data hashed while the gate runs (issue 12): the bytes the interpreter reads are
+verified before it reads them (``pickle_sha256``), the storages' bytes, which it never reads, are
+hashed in the background, and no verdict is given before the whole file's sha256 matches.
+
+The spans the manifest lists come from the scan; they must be exactly where the loader finds the
+storages, and exactly the tensors' bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytest_modelpack import errors
+from pytest_modelpack.golden import GoldenStore, fileio
+from pytest_modelpack.golden.manifest import InvalidManifest, parse_manifest
+from pytest_modelpack.golden.store import DEFER_MIN, deferred_spans
+from pytest_modelpack.safety import Allowlist, load_bundle, scan_stream
+
+from .conftest import QUIET, SeedProject
+
+# -- the spans: where the scan finds storages is where the loader maps them ----------------------
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.Linear(512, 3))
+
+
+def _scan_spans(data: bytes) -> list[tuple[int, int]] | None:
+    return scan_stream(io.BytesIO(data), Allowlist(None), whole_file=True).storages
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_scan_spans_are_exactly_the_tensors_bytes(protocol: int) -> None:
+    live = _model()
+    data = pickle.dumps(live, protocol=protocol)
+    spans = _scan_spans(data)
+    assert spans is not None and len(spans) == 4
+    tensors = sorted(p.detach().numpy().tobytes() for p in live.parameters())
+    assert sorted(data[at : at + n] for at, n in spans) == tensors
+    assert deferred_spans(spans) == tuple(s for s in spans if s[1] >= DEFER_MIN)
+    assert [n for _, n in deferred_spans(spans)] == [512 * 512 * 4]
+
+
+def test_storages_pickled_as_text_have_no_spans() -> None:
+    """Protocols 0-2 write a storage's bytes as latin-1 text: no byte span to hash apart."""
+    assert _scan_spans(pickle.dumps(_model(), protocol=2)) is None
+
+
+def test_the_loader_maps_each_storage_at_its_scanned_span(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_modelpack.safety import streams
+
+    live = _model()
+    path = tmp_path / "bundle.pkl"
+    path.write_bytes(pickle.dumps(live, protocol=4))
+    spans = _scan_spans(path.read_bytes())
+    mapped_at: list[tuple[int, int]] = []
+    real = streams._mapped_storage
+
+    def recording(mapping: object, at: int, nbytes: int, *rest: object) -> object:
+        mapped_at.append((at, nbytes))
+        return real(mapping, at, nbytes, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(streams, "_mapped_storage", recording)
+    loaded = load_bundle(path, Allowlist(None))
+    assert sorted(mapped_at) == spans
+    x = torch.ones(2, 512)
+    assert torch.equal(loaded(x), live(x))
+
+
+def test_sha256_outside_hashes_every_byte_but_the_spans() -> None:
+    data = bytes(range(256)) * 4
+    with fileio_mapping(data) as mapping:
+        got = fileio.sha256_outside(mapping, [(10, 90), (500, 24)])
+    assert got == hashlib.sha256(data[:10] + data[100:500] + data[524:]).hexdigest()
+
+
+@pytest.fixture
+def fileio_mapping_path(tmp_path: Path) -> Path:
+    return tmp_path / "data.bin"
+
+
+class fileio_mapping:  # noqa: N801 - a context manager used like a function
+    """An anonymous read-only-by-convention mapping holding ``data``."""
+
+    def __init__(self, data: bytes) -> None:
+        import mmap
+
+        self.mapping = mmap.mmap(-1, len(data))
+        self.mapping.write(data)
+
+    def __enter__(self) -> object:
+        return self.mapping
+
+    def __exit__(self, *exc: object) -> None:
+        self.mapping.close()
+
+
+# -- the manifest fields -----------------------------------------------------------------------
+
+MANIFEST = {
+    "format": "pytest-modelpack golden",
+    "format_version": 1,
+    "name": "g",
+    "bundle": {"file": "bundle.pkl", "size": 100, "sha256": "a" * 64, "protocol": 4},
+    "examples": {"file": "examples.json", "size": 3, "sha256": "c" * 64, "count": 1},
+    "created_by": {"test": "t.py::t", "device": "cpu"},
+    "environment": {},
+    "globals": [],
+    "code": {},
+    "structure": {},
+}
+
+
+def _with(**fields: object) -> bytes:
+    data = json.loads(json.dumps(MANIFEST))
+    data["bundle"].update(fields)
+    return json.dumps(data).encode()
+
+
+def test_manifest_storages_round_trip_and_old_manifests_have_none() -> None:
+    entry = parse_manifest(_with(storages=[[10, 20], [40, 50]], pickle_sha256="b" * 64)).bundle
+    assert entry.storages == ((10, 20), (40, 50)) and entry.pickle_sha256 == "b" * 64
+    old = parse_manifest(_with()).bundle
+    assert old.storages is None and old.pickle_sha256 is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"storages": [[10, 20]]}, "bundle.pickle_sha256"),
+        ({"pickle_sha256": "b" * 64}, "bundle.storages"),
+        ({"storages": [[40, 10], [10, 10]], "pickle_sha256": "b" * 64}, "bundle.storages[1]"),
+        ({"storages": [[10, 20], [25, 10]], "pickle_sha256": "b" * 64}, "bundle.storages[1]"),
+        ({"storages": [[90, 20]], "pickle_sha256": "b" * 64}, "bundle.storages[0]"),
+        ({"storages": [[10, 0]], "pickle_sha256": "b" * 64}, "bundle.storages[0]"),
+        ({"storages": [[-1, 5]], "pickle_sha256": "b" * 64}, "bundle.storages[0]"),
+        ({"storages": [[1, True]], "pickle_sha256": "b" * 64}, "bundle.storages[0]"),
+        ({"storages": [[1, 2, 3]], "pickle_sha256": "b" * 64}, "bundle.storages[0]"),
+        ({"storages": "0:10", "pickle_sha256": "b" * 64}, "bundle.storages"),
+        ({"storages": [[1, 2]], "pickle_sha256": "B" * 64}, "bundle.pickle_sha256"),
+    ],
+    ids=[
+        "no-pickle-sha",
+        "no-storages",
+        "unsorted",
+        "overlapping",
+        "past-the-end",
+        "empty",
+        "negative",
+        "bool",
+        "triple",
+        "not-a-list",
+        "bad-hex",
+    ],
+)
+def test_invalid_storages_are_an_invalid_manifest(fields: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidManifest) as info:
+        parse_manifest(_with(**fields))
+    assert info.value.field == field
+
+
+# -- the store: verify, settle ------------------------------------------------------------------
+
+
+@pytest.fixture
+def big_golden(tmp_path: Path) -> Iterator[GoldenStore]:
+    """A golden written as regen writes it, with its big storage listed."""
+    from pytest_modelpack.golden import CreatedBy
+    from pytest_modelpack.golden.examples import examples_bytes
+
+    store = GoldenStore(tmp_path / "goldens" / "g", "g", project_root=tmp_path)
+    pending = store.prepare(_model())
+    store.add_storages(pending, _scan_spans(pending.bundle_tmp.read_bytes()))
+    store.add_examples(pending, examples_bytes([("x", 1)]), 1)
+    manifest = store.build_manifest(
+        pending, created_by=CreatedBy("t.py::t", "cpu"), globals_=[], code={}, structure={}
+    )
+    pending.commit(manifest)
+    assert store.read_manifest().bundle.storages is not None
+    yield store
+
+
+def _flip(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_a_flip_in_tensor_data_is_caught_by_settle_and_replaces_any_other_error(
+    big_golden: GoldenStore,
+) -> None:
+    store = big_golden
+    ((at, n),) = store.read_manifest().bundle.storages or ()
+    _flip(store.bundle_path, at + n // 2)
+    store.verify(store.read_manifest(), defer=True)  # the pickle's bytes are intact
+    with pytest.raises(errors.CorruptGolden) as info:
+        with store.settled():
+            raise errors.OutputMismatch("what the damaged weights computed")
+    assert info.value.summary == "bundle.pkl does not match its sha256"
+    assert any("tensor data differ" in line for line in info.value.detail)
+    # without deferring, verify itself refuses it, as before
+    with pytest.raises(errors.CorruptGolden):
+        GoldenStore(store.folder, "g").verify(store.read_manifest())
+    # and regen's own check of the golden on disk does too: regen repairs it
+    with pytest.raises(errors.CorruptGolden):
+        GoldenStore(store.folder, "g").read_verified()
+
+
+def test_a_flip_outside_tensor_data_is_refused_before_anything_is_read(
+    big_golden: GoldenStore,
+) -> None:
+    store = big_golden
+    ((at, _n),) = store.read_manifest().bundle.storages or ()
+    _flip(store.bundle_path, at - 20)  # in the pickle, just before the storage's bytes
+    with pytest.raises(errors.CorruptGolden) as info:
+        store.verify(store.read_manifest(), defer=True)
+    assert "outside the tensor data" in " ".join(info.value.detail)
+
+
+def test_a_golden_intact_settles_and_check_settled_never_waits(big_golden: GoldenStore) -> None:
+    store = big_golden
+    store.verify(store.read_manifest(), defer=True)
+    store.check_settled()
+    with store.settled():
+        pass
+
+
+# -- the gate, as a user runs it ----------------------------------------------------------------
+
+PACKAGE = """\
+import torch
+
+
+class Wide:
+    \"\"\"A plain-class model with one 1 MiB weight (listed in the manifest) and a small head.\"\"\"
+
+    def __init__(self):
+        self.layer = torch.nn.Linear(512, 512)
+        self.head = torch.nn.Linear(512, 2)
+
+    def __setstate__(self, state):
+        import os
+
+        if os.environ.get("WIDE_CANARY"):
+            with open(os.environ["WIDE_CANARY"], "a") as f:
+                f.write("loaded\\n")
+        self.__dict__.update(state)
+
+    def preprocess(self, xs):
+        x = torch.zeros(512)
+        x[: len(xs)] = torch.tensor(xs, dtype=torch.float32)
+        return x
+
+    def forward(self, batch):
+        return self.head(torch.tanh(self.layer(batch)))
+
+    def postprocess(self, out):
+        return out
+
+
+def build_model():
+    torch.manual_seed(0)
+    return Wide()
+"""
+
+CONFTEST = """\
+import pytest
+from package import build_model
+
+
+@pytest.fixture(scope="session")
+def wide():
+    return build_model()
+"""
+
+TEST = """\
+from hypothesis import strategies as st
+
+
+def test_wide(modelpack, wide):
+    xs = st.lists(st.floats(-1, 1, allow_nan=False, width=32), min_size=1, max_size=8)
+    modelpack.check(wide, name="wide", inputs=xs)
+"""
+
+
+@pytest.fixture
+def wide(pytester: pytest.Pytester) -> Iterator[SeedProject]:
+    from hypothesis import configuration
+
+    project = SeedProject(pytester)
+    project.write("package.py", PACKAGE)
+    project.write("conftest.py", CONFTEST)
+    project.write("test_wide.py", TEST)
+    project.ini(examples=5, recorded=3, extra='modelpack_devices = "cpu"')
+    previous = configuration.storage_directory(intent_to_write=False).home_directory
+    configuration.set_hypothesis_home_dir(project.path / ".hypothesis")
+    try:
+        result = project.run("--modelpack-regen")
+        assert result.ret == 0, result.stdout.str()
+        yield project
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
+
+
+def _storage(project: SeedProject) -> tuple[int, int]:
+    spans = project.manifest("wide")["bundle"]["storages"]
+    assert len(spans) == 1 and spans[0][1] == 512 * 512 * 4, spans
+    return spans[0][0], spans[0][1]
+
+
+def test_regen_lists_the_big_storage_and_the_gate_passes(wide: SeedProject) -> None:
+    at, n = _storage(wide)
+    bundle = (wide.golden("wide") / "bundle.pkl").read_bytes()
+    torch.manual_seed(0)  # as build_model() does: the layer's weight is the first drawn
+    weight = torch.nn.Linear(512, 512).weight.detach().numpy().tobytes()
+    assert bundle[at : at + n] == weight
+    before = wide.snapshot()
+    result = wide.run("--modelpack-golden")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["wide *cpu*golden*passed*"])
+    assert wide.snapshot() == before
+
+
+def test_damaged_tensor_data_is_corrupt_golden_not_output_mismatch(
+    wide: SeedProject,
+) -> None:
+    """The flipped weight changes every output; the verdict is still CORRUPT GOLDEN, because no
+    verdict is given before the whole file's sha256 is confirmed."""
+    at, _n = _storage(wide)
+    path = wide.golden("wide") / "bundle.pkl"
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<f", data, at + 4 * 7, 1e30)  # one weight of the first output row
+    path.write_bytes(bytes(data))
+    result = wide.run("--modelpack-golden")
+    assert result.ret == 1
+    out = result.stdout.str()
+    assert "CORRUPT GOLDEN — bundle.pkl does not match its sha256" in out
+    assert "OUTPUT MISMATCH" not in out
+    assert "tensor data differ" in out
+    result.stdout.fnmatch_lines(["*fix: restore the golden from version control*"])
+
+
+def test_damaged_pickle_bytes_are_refused_before_the_golden_loads(
+    wide: SeedProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    canary = tmp_path / "canary"
+    monkeypatch.setenv("WIDE_CANARY", str(canary))
+    result = wide.run("--modelpack-golden")
+    assert result.ret == 0
+    loads = canary.read_text().count("loaded")  # the round-trip's reload and the golden's load
+    assert loads == 2, "the canary sees every load"
+    canary.unlink()
+    at, _n = _storage(wide)
+    _flip(wide.golden("wide") / "bundle.pkl", at - 40)
+    result = wide.run("--modelpack-golden")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*CORRUPT GOLDEN — bundle.pkl does not match its sha256*"])
+    assert "outside the tensor data" in result.stdout.str()
+    seen = canary.read_text().count("loaded") if canary.exists() else 0
+    assert seen == loads - 1, "nothing of the golden may load before its bytes are verified"
+
+
+def test_manifest_spans_that_lie_cost_time_not_a_false_verdict(wide: SeedProject) -> None:
+    """Spans edited (and pickle_sha256 recomputed to match): the scan finds the storage
+    elsewhere, so the gate waits for the whole file's sha256 before loading; it matches."""
+    folder = wide.golden("wide")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    at, n = manifest["bundle"]["storages"][0]
+    shifted = [[at - 64, n]]
+    bundle = (folder / "bundle.pkl").read_bytes()
+    manifest["bundle"]["storages"] = shifted
+    outside = bundle[: at - 64] + bundle[at - 64 + n :]
+    manifest["bundle"]["pickle_sha256"] = hashlib.sha256(outside).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = wide.run("--modelpack-golden")
+    assert result.ret == 0, result.stdout.str()
+
+
+def test_a_golden_without_spans_is_verified_whole_first(wide: SeedProject) -> None:
+    """Goldens written before spans existed (0.2.0) pass as they did."""
+    folder = wide.golden("wide")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["bundle"]["storages"], manifest["bundle"]["pickle_sha256"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = wide.run("--modelpack-golden")
+    assert result.ret == 0, result.stdout.str()
+    result = wide.run("--modelpack-regen")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["wide *cpu*regen*unchanged*"])
+
+
+def test_regen_repairs_a_golden_whose_pickle_sha256_was_edited(wide: SeedProject) -> None:
+    folder = wide.golden("wide")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["bundle"]["pickle_sha256"] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = wide.run("--modelpack-golden")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*CORRUPT GOLDEN — bundle.pkl does not match its sha256*"])
+    result = wide.run("--modelpack-regen")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["wide *cpu*regen*changed*repaired*"])
+    assert wide.run("--modelpack-golden").ret == 0
+
+
+assert QUIET  # the flags SeedProject.run passes to every inner run
