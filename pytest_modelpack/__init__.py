@@ -22,7 +22,7 @@ from .errors import (
     UnsafeGolden,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "apply_model",

@@ -133,6 +133,12 @@ class AllInputsRaised(ModelpackError):
     kind = "EVERY INPUT RAISED"
 
 
+class AllOutputsNone(ModelpackError):
+    """Every output was None: the check compared None with None and proved nothing."""
+
+    kind = "EVERY OUTPUT NONE"
+
+
 class ReportIOError(ModelpackError):
     """A report (``--modelpack-report``, ``--modelpack-html``) could not be written."""
 

@@ -727,6 +727,45 @@ def test_an_apply_that_raises_on_every_input_fails(seed_project: SeedProject, mo
     assert not (seed_project.path / "goldens").exists()
 
 
+NONE_APPLY = "from pytest_modelpack import apply_model\n" + RAISING.replace(
+    'def refuse(model, x):\n    raise ValueError("no thanks")',
+    "def refuse(model, x):\n    apply_model(model, x)  # forgot to return it",
+)
+
+
+@pytest.mark.parametrize("mode", ["", "--modelpack-regen"])
+def test_an_apply_that_returns_none_on_every_input_fails(
+    seed_project: SeedProject, mode: str
+) -> None:
+    """None == None on every input would pass and prove nothing (and record a golden of Nones)."""
+    seed_project.write("test_models.py", NONE_APPLY)
+    result = seed_project.run(*([mode] if mode else []))
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "modelpack: sentiment: EVERY OUTPUT NONE — every output of the live model was None "
+            "(* of * calls)",
+            "  live and reloaded were compared on None only: nothing about the outputs was "
+            "checked, and a golden would record nothing",
+            "  fix: make apply= return the model's output (a tensor, a number, a structure of "
+            "them); an input on which the model returns None is still compared",
+        ]
+    )
+    assert not (seed_project.path / "goldens").exists()
+
+
+def test_an_apply_that_returns_none_on_some_inputs_passes(seed_project: SeedProject) -> None:
+    seed_project.write(
+        "test_models.py",
+        NONE_APPLY.replace(
+            "    apply_model(model, x)  # forgot to return it",
+            '    return None if " " in x else apply_model(model, x)',
+        ),
+    )
+    result = seed_project.run()
+    assert result.ret == 0, result.stdout.str()
+
+
 def test_an_apply_that_raises_on_some_inputs_passes(seed_project: SeedProject) -> None:
     seed_project.write(
         "test_models.py",

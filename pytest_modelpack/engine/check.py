@@ -20,7 +20,7 @@ from .request import CheckRequest, CheckResult
 from .roundtrip import round_trip
 from .runner import Runner
 
-__all__ = ["run_check", "all_inputs_raised"]
+__all__ = ["run_check", "all_inputs_raised", "all_outputs_none"]
 
 
 def all_inputs_raised(runner: Runner) -> errors.AllInputsRaised:
@@ -45,6 +45,24 @@ def all_inputs_raised(runner: Runner) -> errors.AllInputsRaised:
     )
 
 
+def all_outputs_none(runner: Runner) -> errors.AllOutputsNone:
+    """EVERY OUTPUT NONE: live and reloaded agreed on None (or an exception) for every input,
+    which proves nothing about what the model computes; usually an ``apply=`` that forgot to
+    return."""
+    how = "apply=" if runner.request.apply is not None else "the model's postprocess"
+    raised = len(runner.live_raised)
+    return errors.AllOutputsNone(
+        f"every output of the live model was None ({runner.live_none} of {runner.live_calls} "
+        "calls" + (f"; the other {raised} raised" if raised else "") + ")",
+        detail=[
+            "live and reloaded were compared on None only: nothing about the outputs was "
+            "checked, and a golden would record nothing"
+        ],
+        fix=f"make {how} return the model's output (a tensor, a number, a structure of them); "
+        "an input on which the model returns None is still compared",
+    )
+
+
 def run_check(request: CheckRequest) -> CheckResult:
     """Run one ``modelpack.check`` in the session's mode; the result carries any error."""
     mode = request.settings.mode
@@ -64,6 +82,8 @@ def run_check(request: CheckRequest) -> CheckResult:
             result.examples = round_trip(request, runner, result)
             if runner.all_raised():
                 raise all_inputs_raised(runner)
+            if runner.all_none():
+                raise all_outputs_none(runner)
             if mode is Mode.GOLDEN:
                 result.examples += gate(request, runner, result)
             elif mode is Mode.REGEN:

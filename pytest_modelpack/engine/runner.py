@@ -19,6 +19,8 @@ class Runner:
         #: Calls on the live model, and how many of them raised (see :meth:`all_raised`).
         self.live_calls = 0
         self.live_raised: list[Any] = []
+        #: Calls on the live model that returned None (see :meth:`all_none`).
+        self.live_none = 0
 
     def __call__(self, model: Any, x: Any, device: str) -> Any:
         live = model is self.request.model
@@ -34,11 +36,17 @@ class Runner:
             if live:
                 self.live_raised.append(raised)
             return raised
+        if live and output is None:
+            self.live_none += 1
         return to_device(output, "cpu")
 
     def all_raised(self) -> bool:
         """Whether every input the live model ran on raised: a check of exceptions only."""
         return self.live_calls > 0 and len(self.live_raised) == self.live_calls
+
+    def all_none(self) -> bool:
+        """Whether no input gave the live model an output but None: nothing was compared."""
+        return self.live_none > 0 and self.live_none + len(self.live_raised) == self.live_calls
 
 
 def tolerance_line(rtol: float | None, atol: float | None, exact: bool) -> str:
