@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pickle
 import struct
 from collections.abc import Iterator
@@ -21,8 +22,8 @@ import torch
 
 from pytest_modelpack import errors
 from pytest_modelpack.golden import GoldenStore, fileio
+from pytest_modelpack.golden.integrity import DEFER_MIN, deferred_spans
 from pytest_modelpack.golden.manifest import InvalidManifest, parse_manifest
-from pytest_modelpack.golden.store import DEFER_MIN, deferred_spans
 from pytest_modelpack.safety import Allowlist, load_bundle, scan_stream
 
 from .conftest import QUIET, SeedProject
@@ -79,11 +80,14 @@ def test_the_loader_maps_each_storage_at_its_scanned_span(
     assert torch.equal(loaded(x), live(x))
 
 
-def test_sha256_outside_hashes_every_byte_but_the_spans() -> None:
+def test_sha256_outside_hashes_every_byte_but_the_spans_and_where_they_are() -> None:
     data = bytes(range(256)) * 4
     with fileio_mapping(data) as mapping:
         got = fileio.sha256_outside(mapping, [(10, 90), (500, 24)])
-    assert got == hashlib.sha256(data[:10] + data[100:500] + data[524:]).hexdigest()
+        moved = fileio.sha256_outside(mapping, [(266, 90), (500, 24)])  # data[10] == data[266]
+    bounds = struct.pack("<QQQQ", 10, 90, 500, 24)
+    assert got == hashlib.sha256(data[:10] + data[100:500] + data[524:] + bounds).hexdigest()
+    assert data[10:100] == data[266:356] and moved != got, "a moved span must hash differently"
 
 
 @pytest.fixture
@@ -193,9 +197,13 @@ def big_golden(tmp_path: Path) -> Iterator[GoldenStore]:
 
 
 def _flip(path: Path, at: int) -> None:
+    """Damage one byte, replacing the file as git or an editor does (a new file renamed over it:
+    a mapping of the old one stays valid)."""
     data = bytearray(path.read_bytes())
     data[at] ^= 0x40
-    path.write_bytes(bytes(data))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(bytes(data))
+    tmp.replace(path)
 
 
 def test_a_flip_in_tensor_data_is_caught_by_settle_and_replaces_any_other_error(
@@ -218,6 +226,23 @@ def test_a_flip_in_tensor_data_is_caught_by_settle_and_replaces_any_other_error(
         GoldenStore(store.folder, "g").read_verified()
 
 
+@pytest.mark.parametrize(
+    "interrupt", [KeyboardInterrupt, lambda: pytest.exit.Exception("bye")], ids=["ctrl-c", "exit"]
+)
+def test_an_interrupt_passes_through_settled_without_waiting(
+    big_golden: GoldenStore, interrupt: object
+) -> None:
+    store = big_golden
+    ((at, n),) = store.read_manifest().bundle.storages or ()
+    _flip(store.bundle_path, at + n // 2)
+    store.verify(store.read_manifest(), defer=True)
+    raised = interrupt()  # type: ignore[operator]
+    with pytest.raises(type(raised)):
+        with store.settled():
+            raise raised
+    store.release()
+
+
 def test_a_flip_outside_tensor_data_is_refused_before_anything_is_read(
     big_golden: GoldenStore,
 ) -> None:
@@ -229,12 +254,49 @@ def test_a_flip_outside_tensor_data_is_refused_before_anything_is_read(
     assert "outside the tensor data" in " ".join(info.value.detail)
 
 
-def test_a_golden_intact_settles_and_check_settled_never_waits(big_golden: GoldenStore) -> None:
+def test_an_intact_golden_settles(big_golden: GoldenStore) -> None:
     store = big_golden
     store.verify(store.read_manifest(), defer=True)
-    store.check_settled()
     with store.settled():
         pass
+
+
+def test_a_prefetched_hash_is_taken_over_only_for_the_same_file(big_golden: GoldenStore) -> None:
+    store = big_golden
+    manifest = store.read_manifest()
+    store.prefetch()
+    early = store._hashes._early
+    assert early is not None
+    store.verify(manifest, defer=True)
+    assert store._hashes._pending is not None and store._hashes._pending[0] is early[0]
+    store.settle()
+    # the file replaced after the prefetch (as a regen's swap does): hashed afresh, and caught
+    store.prefetch()
+    early = store._hashes._early
+    assert early is not None
+    ((at, n),) = manifest.bundle.storages or ()
+    _flip(store.bundle_path, at + n // 2)
+    store.verify(manifest, defer=True)
+    assert store._hashes._pending is not None and store._hashes._pending[0] is not early[0]
+    with pytest.raises(errors.CorruptGolden):
+        store.settle()
+
+
+def test_prefetch_never_reads_through_a_link_out_of_the_project(
+    big_golden: GoldenStore, tmp_path: Path
+) -> None:
+    store = big_golden
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.pkl"
+    outside.write_bytes(store.bundle_path.read_bytes())
+    store.bundle_path.unlink()
+    store.bundle_path.symlink_to(outside)
+    try:
+        store.prefetch()
+        assert store._hashes._early is None
+        with pytest.raises(errors.UnsafeGolden):
+            store.check_paths()
+    finally:
+        outside.unlink()
 
 
 # -- the gate, as a user runs it ----------------------------------------------------------------
@@ -249,6 +311,8 @@ class Wide:
     def __init__(self):
         self.layer = torch.nn.Linear(512, 512)
         self.head = torch.nn.Linear(512, 2)
+        # 2 MiB of int64 the model reads as a number (say, a step count): listed too
+        self.steps = torch.zeros(262144, dtype=torch.int64)
 
     def __setstate__(self, state):
         import os
@@ -264,6 +328,11 @@ class Wide:
         return x
 
     def forward(self, batch):
+        import os
+
+        if os.environ.get("WIDE_STEPS"):  # what a loop over range(steps) would run on
+            with open(os.environ["WIDE_STEPS"], "a") as f:
+                f.write(f"{int(self.steps[0])}\\n")
         return self.head(torch.tanh(self.layer(batch)))
 
     def postprocess(self, out):
@@ -314,10 +383,12 @@ def wide(pytester: pytest.Pytester) -> Iterator[SeedProject]:
         configuration.set_hypothesis_home_dir(previous)
 
 
-def _storage(project: SeedProject) -> tuple[int, int]:
+def _storage(project: SeedProject, nbytes: int = 512 * 512 * 4) -> tuple[int, int]:
+    """The span of the storage of ``nbytes``: the 1 MiB weight, or the 2 MiB steps buffer."""
     spans = project.manifest("wide")["bundle"]["storages"]
-    assert len(spans) == 1 and spans[0][1] == 512 * 512 * 4, spans
-    return spans[0][0], spans[0][1]
+    assert sorted(n for _, n in spans) == [512 * 512 * 4, 262144 * 8], spans
+    ((at, n),) = [span for span in spans if span[1] == nbytes]
+    return at, n
 
 
 def test_regen_lists_the_big_storage_and_the_gate_passes(wide: SeedProject) -> None:
@@ -352,6 +423,25 @@ def test_damaged_tensor_data_is_corrupt_golden_not_output_mismatch(
     result.stdout.fnmatch_lines(["*fix: restore the golden from version control*"])
 
 
+def test_the_golden_never_runs_on_tensor_data_before_their_hash_matches(
+    wide: SeedProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A damaged number the model's code reads (a loop count, a size) could hang the gate or
+    exhaust memory: the golden runs only once the whole file's sha256 matched."""
+    steps = tmp_path / "steps"
+    monkeypatch.setenv("WIDE_STEPS", str(steps))
+    at, _n = _storage(wide, 262144 * 8)
+    path = wide.golden("wide") / "bundle.pkl"
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<q", data, at, 10**12)
+    path.write_bytes(bytes(data))
+    result = wide.run("--modelpack-golden")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*CORRUPT GOLDEN — bundle.pkl does not match its sha256*"])
+    seen = steps.read_text().split() if steps.exists() else []
+    assert seen and set(seen) == {"0"}, "only the live and round-trip models ran"
+
+
 def test_damaged_pickle_bytes_are_refused_before_the_golden_loads(
     wide: SeedProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -378,11 +468,11 @@ def test_manifest_spans_that_lie_cost_time_not_a_false_verdict(wide: SeedProject
     folder = wide.golden("wide")
     manifest = json.loads((folder / "manifest.json").read_text())
     at, n = manifest["bundle"]["storages"][0]
-    shifted = [[at - 64, n]]
     bundle = (folder / "bundle.pkl").read_bytes()
+    shifted = [[at - 64, n], *manifest["bundle"]["storages"][1:]]
     manifest["bundle"]["storages"] = shifted
-    outside = bundle[: at - 64] + bundle[at - 64 + n :]
-    manifest["bundle"]["pickle_sha256"] = hashlib.sha256(outside).hexdigest()
+    with fileio_mapping(bundle) as mapping:
+        manifest["bundle"]["pickle_sha256"] = fileio.sha256_outside(mapping, shifted)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     result = wide.run("--modelpack-golden")
     assert result.ret == 0, result.stdout.str()
@@ -416,3 +506,19 @@ def test_regen_repairs_a_golden_whose_pickle_sha256_was_edited(wide: SeedProject
 
 
 assert QUIET  # the flags SeedProject.run passes to every inner run
+
+
+def test_a_file_truncated_while_hashed_in_the_background_reads_short(tmp_path: Path) -> None:
+    """The background hash reads with a descriptor, not a mapping: truncating the file under it
+    (a file rewritten in place) gives a wrong digest, never a fault that kills the process."""
+    path = tmp_path / "big.bin"
+    data = bytes(range(256)) * (128 << 10)  # 32 MiB
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        background = fileio.BackgroundHash(f)
+    os.truncate(path, 1 << 20)
+    # whatever it had read when the file shrank: whole 8 MiB reads, then the first MiB's rest
+    prefixes = {
+        hashlib.sha256(data[:n]).hexdigest() for n in [1 << 20, *range(8 << 20, 33 << 20, 8 << 20)]
+    }
+    assert background.result() in prefixes

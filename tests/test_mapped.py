@@ -169,3 +169,47 @@ def test_the_hashing_writer_writes_and_hashes_every_piece_of_a_large_write(
     assert digest == _sha(path)
     assert writer.size == len(big) + 8
     assert synced == [fd] * 3  # 10248 bytes in pieces of <= 1000: synced at 3004, 6004, 9004
+
+
+def test_the_hashing_writer_never_blocks_when_its_thread_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any error of the background thread (not only an OSError of a sync) is raised by close();
+    the thread keeps draining the queue, so writes never block on it."""
+
+    def broken(fd: int) -> None:
+        raise ValueError("not an OSError")
+
+    monkeypatch.setattr(fileio, "_SYNC_EVERY", 0)
+    monkeypatch.setattr(fileio, "_datasync", broken)
+    with open(tmp_path / "out.bin", "wb") as f:
+        writer = fileio.HashingWriter(f, f.fileno())
+        for _ in range(200):  # more than the queue holds
+            writer.write(b"x" * 100)
+        with pytest.raises(ValueError, match="not an OSError"):
+            writer.close()
+
+
+class HalfPicklable:
+    """Its blob is written (and flushed: the flush fails), then its lock fails to pickle."""
+
+    def __init__(self) -> None:
+        self.blob = b"x" * (256 << 10)  # past a pickle frame: written at once
+        self.lock = __import__("threading").Lock()
+
+
+def test_a_writer_error_is_not_hidden_by_a_background_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the dump itself fails, that error is the one raised: close(raise_error=False)."""
+    from pytest_modelpack.golden import GoldenStore
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fileio, "_SYNC_EVERY", 0)
+    monkeypatch.setattr(fileio, "_datasync", full)
+    store = GoldenStore(tmp_path / "goldens" / "g", "g", project_root=tmp_path)
+    with pytest.raises(TypeError, match="cannot pickle"):
+        store.prepare(HalfPicklable())
+    assert not (tmp_path / "goldens" / "g").exists()

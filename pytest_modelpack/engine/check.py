@@ -14,7 +14,7 @@ import warnings
 
 from .. import errors
 from ..states import Mode, Verdict
-from .gate import gate
+from .gate import gate, store_for
 from .regen import regenerate
 from .request import CheckRequest, CheckResult
 from .roundtrip import round_trip
@@ -75,7 +75,10 @@ def run_check(request: CheckRequest) -> CheckResult:
     )
     runner = Runner(request)
     start = time.perf_counter()
+    store = store_for(request) if mode is Mode.GOLDEN else None
     try:
+        if store is not None:
+            store.prefetch()  # a big golden's sha256 runs on another core during the round-trip
         with warnings.catch_warnings():
             # torch warns about TypedStorage when pickling tensors; that is pickle's business.
             warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
@@ -84,8 +87,8 @@ def run_check(request: CheckRequest) -> CheckResult:
                 raise all_inputs_raised(runner)
             if runner.all_none():
                 raise all_outputs_none(runner)
-            if mode is Mode.GOLDEN:
-                result.examples += gate(request, runner, result)
+            if store is not None:
+                result.examples += gate(request, runner, result, store)
             elif mode is Mode.REGEN:
                 regenerate(request, runner, result)
     except errors.ModelpackError as exc:
@@ -93,5 +96,7 @@ def run_check(request: CheckRequest) -> CheckResult:
         result.verdict = Verdict.FAILED
         result.detail = exc.kind
     finally:
+        if store is not None:
+            store.release()
         result.seconds = time.perf_counter() - start
     return result

@@ -22,7 +22,7 @@ from ..drift import Drift, assess_drift, report_drift
 from ..fixes import accept, regen_command, restore_or_regen, revert_or_accept
 from ..golden import GoldenStore, Manifest
 from ..golden.examples import Example
-from ..golden.store import deferred_spans
+from ..golden.integrity import deferred_spans
 from ..safety import Allowlist, load_bundle, scan_file, verdict_error
 from ..structure import structure_tree
 from .behaviour import code_change_behaviour, explain_mismatch
@@ -162,9 +162,11 @@ def open_golden(
     """Stages 1–2: the golden exists inside the project, its manifest is valid, its files match
     their sha256 and the bundle passes the safety scan. Nothing is loaded or imported yet.
 
-    The bytes the scan and the loader read are verified here; a big bundle's tensor data is
-    hashed in the background (``store.verify(defer=True)``): run the check inside
-    ``store.settled()``, as :func:`gate` does."""
+    A big bundle's tensor data is hashed in the background (``store.verify(defer=True)``);
+    every other byte is verified here, so the scan reads verified bytes whenever the storages lie
+    where the manifest says (else the whole file is verified before anything loads). Run the
+    check inside ``store.settled()``, as :func:`gate` does; :func:`load_golden` waits for the
+    hash before the golden runs."""
     store = store or store_for(request)
     store.check_paths()
     if not store.exists():
@@ -286,12 +288,6 @@ def replay_on_golden(
             request.nodeid, display_path(opened.store.folder, request.project_root)
         )
 
-    def on_compare(expected: Any, got: Any) -> None:
-        opened.store.check_settled()  # stop at once on data known to be damaged
-        result.record_comparison(
-            "golden vs recorded examples", expected, got, exact=False, rtol=rtol, atol=atol
-        )
-
     return replay(
         runner,
         golden,
@@ -301,7 +297,9 @@ def replay_on_golden(
         "the golden no longer reproduces recorded example #{index}",
         ["expected = recorded in examples.json, got = golden loaded today", *notes, why],
         fix,
-        on_compare,
+        lambda e, g: result.record_comparison(
+            "golden vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
+        ),
     )
 
 
@@ -321,7 +319,6 @@ def compare_with_live(
     reference = tolerances.reference
 
     def prop(x: Any) -> None:
-        opened.store.check_settled()  # stop at once on data known to be damaged
         expected = runner(golden, x, request.device)
         got = runner(request.model, x, reference)
         result.record_comparison(
@@ -360,12 +357,15 @@ def compare_with_live(
     return checked
 
 
-def gate(request: CheckRequest, runner: Runner, result: CheckResult) -> int:
+def gate(
+    request: CheckRequest, runner: Runner, result: CheckResult, store: GoldenStore | None = None
+) -> int:
     """Verify, scan, load and compare the committed golden. Writes nothing.
 
-    Returns how many inputs were checked (recorded replays and Hypothesis inputs).
+    ``store``: the golden's store, if :func:`run_check` made it (and prefetched the bundle's
+    hash). Returns how many inputs were checked (recorded replays and Hypothesis inputs).
     """
-    store = store_for(request)
+    store = store or store_for(request)
     # A big bundle's tensor data is hashed while the check runs: no verdict before it matches.
     with store.settled():
         opened = open_golden(request, result, store)
@@ -405,6 +405,10 @@ def load_golden(request: CheckRequest, opened: OpenedGolden) -> Any:
             manifest=opened.manifest,
         ) from None
     refuse_planted_callables(request, opened, golden)
+    # The golden's code runs on its tensor data from here on: a damaged number could make it loop,
+    # allocate or (on CUDA) assert without end. Their hash, started before the round-trip, must
+    # match first.
+    opened.store.settle()
     return golden
 
 

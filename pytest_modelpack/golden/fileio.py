@@ -23,6 +23,7 @@ import mmap
 import os
 import queue
 import shutil
+import struct
 import sys
 import tempfile
 import threading
@@ -97,7 +98,7 @@ class HashingWriter:
         self._fd = fd
         self._hash = hashlib.sha256()
         self.size = 0
-        self._error: OSError | None = None
+        self._error: BaseException | None = None
         self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=64)
         self._thread: threading.Thread | None = threading.Thread(
             target=self._hash_all, name="modelpack-sha256", daemon=True
@@ -107,14 +108,16 @@ class HashingWriter:
     def _hash_all(self) -> None:
         unsynced = 0
         while (data := self._queue.get()) is not None:
-            self._hash.update(data)
-            unsynced += len(data) if isinstance(data, bytes) else data.nbytes
-            if self._fd is not None and unsynced >= _SYNC_EVERY and self._error is None:
-                unsynced = 0
-                try:
+            if self._error is not None:
+                continue  # keep draining: the writer must never block on a full queue
+            try:
+                self._hash.update(data)
+                unsynced += len(data) if isinstance(data, bytes) else data.nbytes
+                if self._fd is not None and unsynced >= _SYNC_EVERY:
+                    unsynced = 0
                     _datasync(self._fd)  # what is written so far: the disk works meanwhile
-                except OSError as exc:
-                    self._error = exc
+            except BaseException as exc:  # noqa: BLE001 - raised again by close()
+                self._error = exc
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
@@ -133,14 +136,15 @@ class HashingWriter:
         self.size += n
         return n
 
-    def close(self) -> None:
-        """Wait for the hash of everything written (idempotent); raise a background sync's
-        error."""
+    def close(self, *, raise_error: bool = True) -> None:
+        """Wait for the hash of everything written (idempotent); raise what failed in the
+        background (a sync's error), unless ``raise_error`` is False (an error of the writer
+        itself is on its way already and says more)."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-        if self._error is not None:
+        if self._error is not None and raise_error:
             raise self._error
 
     @property
@@ -170,6 +174,7 @@ class MappedFile:
 
 
 _MAP_CHUNK = 64 << 20
+_HASH_CHUNK = 8 << 20
 
 
 def map_copy(f: IO[bytes], path: Path) -> MappedFile:
@@ -202,41 +207,57 @@ def sha256_mapping(mapping: mmap.mmap) -> str:
 
 
 def sha256_outside(mapping: mmap.mmap, spans: Iterable[tuple[int, int]]) -> str:
-    """sha256 of the bytes of ``mapping`` outside ``spans`` (sorted, disjoint ``(offset, length)``
-    pairs inside it), in file order: a bundle's pickle without its tensor data."""
+    """A bundle's ``pickle_sha256``: sha256 of the bytes of ``mapping`` outside ``spans`` (sorted,
+    disjoint ``(offset, length)`` pairs inside it) in file order, then of each span's offset and
+    length (two little-endian 64-bit integers), so that spans moved by a byte hash differently."""
     digest = hashlib.sha256()
     at = 0
+    bounds = []
     with memoryview(mapping) as view:
         for offset, length in spans:
             digest.update(view[at:offset])
             at = offset + length
+            bounds.append(struct.pack("<QQ", offset, length))
         digest.update(view[at:])
+    digest.update(b"".join(bounds))
     return digest.hexdigest()
 
 
 class BackgroundHash:
-    """sha256 of a whole file, computed on a background thread over a read-only mapping of its
-    own (so dropping the pages it has hashed never touches another mapping's pages)."""
+    """sha256 of a whole file, computed on a background thread that reads it through a
+    descriptor of its own (``read``, not a mapping: a file truncated meanwhile reads short, where
+    a mapping would fault the whole process)."""
 
     def __init__(self, f: IO[bytes]) -> None:
-        self._mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._file = os.fdopen(os.dup(f.fileno()), "rb", buffering=0)
         self._digest: str | None = None
+        self._cancelled = threading.Event()
         self._thread = threading.Thread(target=self._run, name="modelpack-sha256", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        digest = hashlib.sha256()
+        buffer = bytearray(_HASH_CHUNK)
         try:
-            self._digest = sha256_mapping(self._mapping)
-        finally:
-            self._mapping.close()
-
-    def done(self) -> bool:
-        return not self._thread.is_alive()
+            with self._file as f, memoryview(buffer) as view:
+                f.seek(0)
+                while not self._cancelled.is_set():
+                    n = f.readinto(view)
+                    if not n:
+                        self._digest = digest.hexdigest()
+                        return
+                    digest.update(view[:n])
+        except OSError:
+            return  # unreadable now: the digest stays None, a mismatch
 
     def result(self) -> str | None:
-        """The file's sha256 once hashed (None if reading it failed: it changed under us)."""
+        """The file's sha256 once hashed (None if cancelled or unreadable)."""
         self._thread.join()
         return self._digest
+
+    def cancel(self) -> None:
+        """Stop hashing soon (within one chunk); nobody will ask for the result."""
+        self._cancelled.set()
 
 
 def fsync_dir(folder: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import mmap
 import os
@@ -31,6 +30,7 @@ from .. import fixes
 from ..errors import CorruptGolden, GoldenIOError, MissingGolden, ModelpackError, UnsafeGolden
 from . import fileio
 from .examples import load_examples
+from .integrity import DeferredHash, deferred_spans, is_interrupt
 from .manifest import (
     FORMAT_VERSION,
     CreatedBy,
@@ -42,15 +42,14 @@ from .manifest import (
     manifest_bytes,
     parse_manifest,
 )
+from .oserrors import IOErrors
 
 __all__ = [
     "BUNDLE",
-    "DEFER_MIN",
     "EXAMPLES",
     "MANIFEST",
     "GoldenStore",
     "PendingGolden",
-    "deferred_spans",
     "environment",
 ]
 
@@ -113,16 +112,6 @@ class PendingGolden:
         return removed
 
 
-#: Storages at least this large are listed in the manifest (``bundle.storages``) and hashed while
-#: the gate runs; the bytes of smaller ones are hashed with the pickle, before it is read.
-DEFER_MIN = 1 << 20
-
-
-def deferred_spans(spans: list[tuple[int, int]] | None) -> tuple[tuple[int, int], ...]:
-    """The spans of ``spans`` (a scan's storage spans) the manifest records."""
-    return tuple(span for span in spans or () if span[1] >= DEFER_MIN)
-
-
 #: No manifest regen writes is larger (the structure tree and code sources are capped well below).
 MANIFEST_LIMIT = 64 << 20
 
@@ -147,8 +136,8 @@ class GoldenStore:
         self.nodeid = nodeid
         self.project_root = project_root
         self._bundle: fileio.MappedFile | None = None  # mapped by verify()
-        # verify(defer=True): the bundle's whole-file sha256, hashing in the background
-        self._pending: tuple[fileio.BackgroundHash, FileEntry] | None = None
+        # the bundle's whole-file sha256 hashed in the background (prefetch, verify(defer=True))
+        self._hashes = DeferredHash()
 
     @property
     def bundle_path(self) -> Path:
@@ -193,9 +182,9 @@ class GoldenStore:
             fix=fix or fixes.restore_or_regen(self.nodeid, self.shown()),
         )
 
-    def io(self, action: str, path: Path) -> _IOErrors:
+    def io(self, action: str, path: Path) -> IOErrors:
         """A context that turns an OSError into a GoldenIOError naming the path and the fix."""
-        return _IOErrors(self, action, path)
+        return IOErrors(self, action, path)
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -382,11 +371,15 @@ class GoldenStore:
             with open(path, "rb") as f:
                 if f.read(len(fileio.LFS_MAGIC)).startswith(fileio.LFS_MAGIC):
                     raise self._lfs_error(path)
-                self._check_size(path, entry, os.fstat(f.fileno()).st_size)
+                stat_ = os.fstat(f.fileno())
+                self._check_size(path, entry, stat_.st_size)
+                early = self._hashes.take_early(stat_)
                 mapped = fileio.map_copy(f, path)
                 if entry.storages is not None:
                     outside = fileio.sha256_outside(mapped.mapping, entry.storages)
                     if outside != entry.pickle_sha256:
+                        if early is not None:
+                            early.cancel()
                         raise self._corrupt(
                             f"{path.name} does not match its sha256",
                             path,
@@ -394,9 +387,9 @@ class GoldenStore:
                             f"{entry.pickle_sha256}, file {outside}",
                         )
                     if defer:
-                        self._pending = (fileio.BackgroundHash(f), entry)
+                        self._hashes.defer(early or fileio.BackgroundHash(f), entry)
                         return mapped
-            digest = fileio.sha256_mapping(mapped.mapping)
+            digest = early.result() if early else fileio.sha256_mapping(mapped.mapping)
         if digest != entry.sha256:
             raise self._hash_mismatch(path, entry, digest)
         return mapped
@@ -414,11 +407,9 @@ class GoldenStore:
 
     def settle(self) -> None:
         """Wait for the bundle's deferred sha256: CORRUPT GOLDEN when the file differs from it."""
-        if self._pending is None:
-            return
-        background, entry = self._pending
-        digest = background.result()
-        if digest != entry.sha256:
+        mismatch = self._hashes.wait()
+        if mismatch is not None:
+            entry, digest = mismatch
             error = self._hash_mismatch(self.bundle_path, entry, digest)
             error.detail.append(
                 "its tensor data differ from what regen wrote (found while the golden was "
@@ -426,23 +417,33 @@ class GoldenStore:
             )
             raise error
 
-    def check_settled(self) -> None:
-        """Without waiting: CORRUPT GOLDEN if the deferred sha256 is known and differs."""
-        if self._pending is not None and self._pending[0].done():
-            self.settle()
-
     @contextlib.contextmanager
     def settled(self) -> Iterator[None]:
         """Run a check of this golden: on the way out, normal or not, wait for a deferred
-        sha256; a mismatch is CORRUPT GOLDEN, whatever else the damaged data made happen."""
+        sha256; a mismatch is CORRUPT GOLDEN, whatever else the damaged data made happen. An
+        interrupt (Ctrl-C, ``pytest.exit``) passes through without waiting."""
         try:
             yield
-        except (KeyboardInterrupt, SystemExit, GeneratorExit):
-            raise
-        except BaseException:
-            self.settle()
+        except BaseException as exc:
+            if not is_interrupt(exc):
+                self.settle()
             raise
         self.settle()
+
+    def prefetch(self) -> None:
+        """Start hashing a big bundle on a background thread now, before the round-trip, so the
+        hash runs on another core meanwhile; :meth:`verify` takes it over if the file is still
+        the same one. Silent: whatever is wrong with the golden is for the gate to say, in its
+        order. Nothing is read through a path that leads out of the project."""
+        try:
+            self.check_paths()
+        except ModelpackError:
+            return
+        self._hashes.prefetch(self.bundle_path)
+
+    def release(self) -> None:
+        """Stop background hashing nobody will wait for (the check ended before the gate)."""
+        self._hashes.release()
 
     def open_verified_bundle(self) -> fileio.MappedFile:
         """The bundle as :meth:`verify` hashed it: mapped copy-on-write, its size and sha256
@@ -501,8 +502,10 @@ class GoldenStore:
                     writer = fileio.HashingWriter(f, f.fileno())
                     try:
                         pickle.dump(model, writer, protocol=pickle.DEFAULT_PROTOCOL)
-                    finally:
-                        writer.close()
+                    except BaseException:
+                        writer.close(raise_error=False)
+                        raise
+                    writer.close()
                     f.flush()
                     os.fsync(f.fileno())
                     f.close()
@@ -566,69 +569,3 @@ class GoldenStore:
             code=code,
             structure=structure,
         )
-
-
-# -- OS errors -----------------------------------------------------------------------------------
-
-
-def _remedy(err: int | None, action: str, where: str, regen: str) -> tuple[str, str]:
-    """(why, fix) for an OS error number."""
-    then = f"then regenerate: {regen}" if action != "read" else "then run the tests again"
-    if err in (errno.ENOSPC, errno.EDQUOT):
-        return "the disk (or your quota) is full", (
-            f"free space on the file system holding {where}, {then}"
-        )
-    if err == errno.EROFS:
-        return "the file system is read-only", (
-            f"regenerate goldens on a writable checkout ({regen}) and commit them; "
-            "the gate (--modelpack-golden) only reads"
-        )
-    if err == errno.EFBIG:
-        return "the file is larger than the process's file-size limit (ulimit -f)", (
-            f"raise the limit (ulimit -f unlimited), {then}"
-        )
-    if err in (errno.EACCES, errno.EPERM):
-        need = "read" if action == "read" else "write"
-        return "permission denied", (
-            f"give your user {need} permission on {where} (chmod/chown), {then}"
-        )
-    if err == errno.EISDIR:
-        return "a directory stands where a file belongs", (
-            f"remove the directory {where}, then run: {regen}"
-        )
-    if err == errno.ENOTDIR:
-        return "a file stands where a folder belongs", (
-            f"remove or move the file in the way of {where}, then run: {regen}"
-        )
-    return "the operating system refused", f"check {where}, {then}"
-
-
-class _IOErrors:
-    def __init__(self, store: GoldenStore, action: str, path: Path) -> None:
-        self.store, self.action, self.path = store, action, path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        if not isinstance(exc, OSError) or isinstance(exc, ModelpackError):
-            return
-        # The summary names the file the user knows (goldens/x/bundle.pkl); the detail and the
-        # fix name the path the OS refused (a temporary file, or the folder lacking permission).
-        path = Path(exc.filename) if exc.filename else self.path
-        name = errno.errorcode.get(exc.errno or 0, "")
-        why, fix = _remedy(
-            exc.errno, self.action, self.store.shown(path), fixes.regen_command(self.store.nodeid)
-        )
-        raise GoldenIOError(
-            f"cannot {self.action} {self.store.shown(self.path)}: {why}",
-            name=self.store.name,
-            detail=[
-                f"path: {path}",
-                f"{name or 'OSError'}: {exc.strerror or exc}",
-                "nothing was half-written: the golden on disk is unchanged"
-                if self.action != "read"
-                else "the gate writes nothing",
-            ],
-            fix=fix,
-        ) from None

@@ -1,0 +1,95 @@
+"""A bundle's whole-file sha256, hashed in the background while the gate runs.
+
+For a golden whose manifest lists its big storages (``bundle.storages``, at least
+:data:`DEFER_MIN` bytes each), the store verifies every other byte before anything reads the
+bundle (``pickle_sha256``) and hashes the whole file on a background thread: started by
+:meth:`DeferredHash.prefetch` before the round-trip (so it runs on another core meanwhile), taken
+over by ``verify(defer=True)`` if the file is still the same one, waited for before the golden
+runs and before any verdict (``GoldenStore.settle``/``settled``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from . import fileio
+from .manifest import FileEntry
+
+__all__ = ["DEFER_MIN", "DeferredHash", "deferred_spans", "is_interrupt"]
+
+#: Storages at least this large are listed in the manifest (``bundle.storages``) and hashed while
+#: the gate runs; the bytes of smaller ones are hashed with the pickle, before it is read.
+DEFER_MIN = 1 << 20
+
+
+def deferred_spans(spans: list[tuple[int, int]] | None) -> tuple[tuple[int, int], ...]:
+    """The spans of ``spans`` (a scan's storage spans) the manifest records."""
+    return tuple(span for span in spans or () if span[1] >= DEFER_MIN)
+
+
+def _identity(stat_: os.stat_result) -> tuple[int, ...]:
+    """Which file, and which content of it (a rewrite changes the size, mtime or ctime)."""
+    return (stat_.st_dev, stat_.st_ino, stat_.st_size, stat_.st_mtime_ns, stat_.st_ctime_ns)
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, ``sys.exit`` or ``pytest.exit`` (an ``Exception`` in pytest, named here so the
+    store does not import pytest)."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+        return True
+    kind = type(exc)
+    return kind.__name__ == "Exit" and kind.__module__.startswith("_pytest")
+
+
+class DeferredHash:
+    """One golden's background hash: started early (:meth:`prefetch`), taken over by the
+    verification (:meth:`take_early`, :meth:`defer`), waited for (:meth:`wait`)."""
+
+    def __init__(self) -> None:
+        self._early: tuple[fileio.BackgroundHash, tuple[int, ...]] | None = None
+        self._pending: tuple[fileio.BackgroundHash, FileEntry] | None = None
+
+    def prefetch(self, path: Path) -> None:
+        """Start hashing ``path`` if it is a regular file of at least :data:`DEFER_MIN` bytes;
+        silent on any error (the verification says what is wrong, in its order)."""
+        try:
+            if not path.is_file() or path.stat().st_size < DEFER_MIN:
+                return
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            with os.fdopen(fd, "rb") as f:
+                stat_ = os.fstat(f.fileno())
+                if stat.S_ISREG(stat_.st_mode) and stat_.st_size >= DEFER_MIN:
+                    self._early = (fileio.BackgroundHash(f), _identity(stat_))
+        except (OSError, ValueError):
+            return
+
+    def take_early(self, stat_: os.stat_result) -> fileio.BackgroundHash | None:
+        """The prefetched hash, if it reads the very file ``stat_`` describes."""
+        early, self._early = self._early, None
+        if early is None:
+            return None
+        if early[1] != _identity(stat_):
+            early[0].cancel()  # another file now (a regen swapped it in): hash this one
+            return None
+        return early[0]
+
+    def defer(self, background: fileio.BackgroundHash, entry: FileEntry) -> None:
+        """``background`` hashes the bundle ``entry`` describes: :meth:`wait` checks it."""
+        self._pending = (background, entry)
+
+    def wait(self) -> tuple[FileEntry, str | None] | None:
+        """Wait for the deferred hash: (the entry, the file's digest) when they differ."""
+        if self._pending is None:
+            return None
+        background, entry = self._pending
+        digest = background.result()
+        return None if digest == entry.sha256 else (entry, digest)
+
+    def release(self) -> None:
+        """Stop hashing nobody will wait for."""
+        for started in (self._early, self._pending):
+            if started is not None:
+                started[0].cancel()
+        self._early = None
