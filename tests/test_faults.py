@@ -754,27 +754,27 @@ def test_an_apply_that_returns_none_on_every_input_fails(
     assert not (seed_project.path / "goldens").exists()
 
 
-def test_an_apply_that_returns_none_on_some_inputs_passes(seed_project: SeedProject) -> None:
-    seed_project.write(
-        "test_models.py",
-        NONE_APPLY.replace(
-            "    apply_model(model, x)  # forgot to return it",
-            '    return None if " " in x else apply_model(model, x)',
-        ),
-    )
-    result = seed_project.run()
-    assert result.ret == 0, result.stdout.str()
+SOME_INPUTS = {
+    # Hypothesis tries the simplest input (one word) first: at least one runs normally.
+    "raises": (
+        RAISING,
+        '    raise ValueError("no thanks")',
+        '    if " " in x:\n        raise ValueError("two words")\n    return len(x)',
+    ),
+    "returns-none": (
+        NONE_APPLY,
+        "    apply_model(model, x)  # forgot to return it",
+        '    return None if " " in x else apply_model(model, x)',
+    ),
+}
 
 
-def test_an_apply_that_raises_on_some_inputs_passes(seed_project: SeedProject) -> None:
-    seed_project.write(
-        "test_models.py",
-        RAISING.replace(
-            '    raise ValueError("no thanks")',
-            # Hypothesis tries the simplest input (one word) first: at least one runs normally.
-            '    if " " in x:\n        raise ValueError("two words")\n    return len(x)',
-        ),
-    )
+@pytest.mark.parametrize("case", list(SOME_INPUTS))
+def test_an_apply_that_raises_or_returns_none_on_some_inputs_passes(
+    seed_project: SeedProject, case: str
+) -> None:
+    template, old, new = SOME_INPUTS[case]
+    seed_project.write("test_models.py", template.replace(old, new))
     result = seed_project.run()
     assert result.ret == 0, result.stdout.str()
 
