@@ -514,6 +514,12 @@ def test_restored_state_may_set_data_but_never_code_or_specials() -> None:
     assert "method or descriptor" in str(state_keys_problem(_Pipeline, {"preprocess": print}))
     assert "special attribute" in str(state_keys_problem(_Pipeline, {"__setstate__": print}))
     assert "special attribute" in str(state_keys_problem(_Pipeline, ({}, {"__class__": int})))
+    # every hook pickle, copy or the data model looks up on an instance stays refused
+    for hook in ("__reduce_ex__", "__reduce__", "__getstate__", "__deepcopy__", "__copy__"):
+        assert "special attribute" in str(state_keys_problem(_Pipeline, {hook: print})), hook
+    # the metadata functools.wraps copies onto a wrapper (torch.compile's) is plain state
+    wraps = {"__module__": "m", "__qualname__": "f", "__doc__": None, "__wrapped__": print}
+    assert state_keys_problem(_Pipeline, wraps) is None
     assert "method or descriptor" in str(state_keys_problem(torch.nn.Linear, {"forward": print}))
     linear = torch.nn.Linear(2, 2)
     assert state_keys_problem(torch.nn.Linear, linear.__getstate__()) is None

@@ -18,7 +18,7 @@ import transformers.generation.configuration_utils  # noqa: F401
 import transformers.pytorch_utils  # noqa: F401
 from transformers import BertForSequenceClassification, GPT2LMHeadModel  # noqa: F401
 
-from .conftest import EXAMPLE, SeedProject
+from .conftest import EXAMPLE, QUIET, SeedProject
 
 # Imported here for the reason tests/conftest.py gives: a module first imported inside an
 # in-process pytester run is dropped afterwards and imported again by the next run, so a class
@@ -397,7 +397,7 @@ def test_a_third_party_part_that_does_not_pickle_is_named_with_a_fix(
     ],
     ids=["logger", "torch-compile"],
 )
-def test_a_third_party_part_that_pickles_round_trips(
+def test_a_third_party_part_that_pickles_round_trips_regenerates_and_passes_the_gate(
     pytester: pytest.Pytester, attr: str, build: str
 ) -> None:
     project = make_part_project(pytester, attr, build)
@@ -412,3 +412,14 @@ def test_a_third_party_part_that_pickles_round_trips(
     result = project.run()
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["part *cpu*roundtrip*passed*3*"])
+    # and through regen and the gate: torch.compile's wrappers restore the metadata
+    # functools.wraps copied onto them (__module__, __wrapped__ ...), which the loader allows.
+    # In a fresh process each: torch.compile's registries do not survive being imported twice,
+    # which a second in-process run would do.
+    for mode, verdict in (
+        ("--modelpack-regen", "regen*created*2"),
+        ("--modelpack-golden", "golden*passed"),
+    ):
+        result = project.pytester.runpytest_subprocess(*QUIET, mode)
+        assert result.ret == 0, result.stdout.str()
+        result.stdout.fnmatch_lines([f"part *cpu*{verdict}*"])

@@ -29,7 +29,7 @@ from pytest_modelpack.safety.machine import (
     call_shape,
 )
 from pytest_modelpack.safety.refs import GlobalRef, Role
-from pytest_modelpack.safety.values import Latin1, Sym, TextRef, kind_of
+from pytest_modelpack.safety.values import INERT_DUNDERS, Latin1, Sym, TextRef, kind_of
 
 
 def op_persid(m: Machine, pos: int) -> None:
@@ -338,7 +338,8 @@ def state_keys_problem(cls: type, state: Any) -> str | None:
     """Why a BUILD ``state`` must not be restored onto an instance of ``cls``, or None.
 
     Restored state may set data attributes only: never a dunder (``__setstate__``, ``__class__``,
-    ``__reduce__`` ...), and never a name the class defines as a method, property or other
+    ``__reduce__`` ...) but a wrapper's metadata (:data:`~.values.INERT_DUNDERS`: ``__module__``,
+    ``__wrapped__`` ...), and never a name the class defines as a method, property or other
     descriptor — an instance attribute would shadow it, and whoever calls ``model.preprocess`` or
     ``tokenizer.encode`` would run what the golden planted there.
     """
@@ -351,6 +352,8 @@ def state_keys_problem(cls: type, state: Any) -> str | None:
         for key in part:
             if not isinstance(key, str):
                 return "BUILD state has a key that is not an attribute name"
+            if key in INERT_DUNDERS:
+                continue  # a wrapper's metadata: shadows nothing anything calls
             if key.startswith("__") and key.endswith("__"):
                 return f"BUILD state sets {key!r}: a special attribute, never plain state"
             found = inspect.getattr_static(cls, key, None)

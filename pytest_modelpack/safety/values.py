@@ -12,7 +12,34 @@ from dataclasses import dataclass
 
 from pytest_modelpack.safety.refs import BytesRef
 
-__all__ = ["Sym", "TextRef", "Latin1", "kind_of", "is_bytes", "is_int", "is_ints", "is_text"]
+__all__ = [
+    "INERT_DUNDERS",
+    "Sym",
+    "TextRef",
+    "Latin1",
+    "kind_of",
+    "is_bytes",
+    "is_int",
+    "is_ints",
+    "is_text",
+]
+
+#: Dunder names restored state may set on an instance: the metadata ``functools.wraps`` copies
+#: onto a wrapper object (torch.compile's wrappers, decorators kept as attributes). Nothing looks
+#: them up as a hook: pickle, copy and the data model look up ``__setstate__``, ``__reduce_ex__``,
+#: ``__deepcopy__``, ``__class__`` ... (never allowed), and ``__wrapped__`` is only followed by
+#: introspection (``inspect.unwrap``), never called.
+INERT_DUNDERS = frozenset(
+    {
+        "__module__",
+        "__name__",
+        "__qualname__",
+        "__doc__",
+        "__annotations__",
+        "__type_params__",
+        "__wrapped__",
+    }
+)
 
 
 class Sym:
@@ -33,7 +60,12 @@ class Sym:
     def note_keys(self, keys: object) -> None:
         """Remember the dunder string keys among ``keys`` (scan mode builds no dict)."""
         for key in keys:  # type: ignore[attr-defined]
-            if isinstance(key, str) and key.startswith("__") and key.endswith("__"):
+            if (
+                isinstance(key, str)
+                and key.startswith("__")
+                and key.endswith("__")
+                and key not in INERT_DUNDERS
+            ):
                 self.special_keys.append(key)
 
     def __repr__(self) -> str:
