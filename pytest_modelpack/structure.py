@@ -8,6 +8,7 @@ line per changed attribute, and so that two trees compare path by path (lossy ro
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,6 +48,19 @@ def _scalar_line(value: Any) -> str | None:
     return None
 
 
+_FUNCTION_TYPES = frozenset(
+    {
+        types.FunctionType,
+        types.BuiltinFunctionType,
+        types.MethodType,
+        types.MethodWrapperType,
+        types.WrapperDescriptorType,
+        types.MethodDescriptorType,
+        types.ClassMethodDescriptorType,
+    }
+)
+
+
 def _special_line(value: Any) -> str | None:
     """One-line summaries for well-known leaf objects whose insides are not attributes."""
     name = qualified_name(value)
@@ -59,7 +73,10 @@ def _special_line(value: Any) -> str | None:
             return f"{name} (not loaded)"
     if type(value).__module__ == "numpy" and hasattr(value, "shape") and hasattr(value, "dtype"):
         return f"numpy.ndarray {value.dtype}[{', '.join(str(s) for s in value.shape)}]"
-    if callable(value) and hasattr(value, "__qualname__") and not isinstance(value, type):
+    if type(value) in _FUNCTION_TYPES:
+        # A real function (pickled by reference: its names are the running process's own), never
+        # any callable carrying a __qualname__: an object's own attributes could name a function
+        # it is not, and hide what it holds from the walk.
         return f"function {getattr(value, '__module__', '?')}.{value.__qualname__}"
     if isinstance(value, type):
         return f"class {qualified_name(value)}"

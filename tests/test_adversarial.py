@@ -564,3 +564,32 @@ def test_the_scanner_also_refuses_a_state_that_sets_a_dunder(
     assert cli.main(["scan", str(path)]) == 1
     out = capsys.readouterr().out
     assert "BUILD state sets '__setstate__': a special attribute, never plain state" in out
+
+
+def test_an_object_cannot_pass_for_a_function_in_the_structure_tree() -> None:
+    """Restored state may set a wrapper's ``__module__``/``__qualname__`` (torch.compile's
+    wrappers carry them); the structure tree must not take those for a function's names, or a
+    golden could put a container holding a planted function where the live model holds
+    ``torch.tanh`` and show the same line (the planted-callables check compares these lines)."""
+    import torch
+
+    from pytest_modelpack.safety.construct import state_keys_problem
+    from pytest_modelpack.structure import structure_tree
+
+    class Holder:
+        pass
+
+    live, golden = Holder(), Holder()
+    live.act = torch.tanh
+    disguised = torch.nn.Sequential()
+    disguised._modules["0"] = torch.nn.functional.relu  # type: ignore[assignment]
+    spoof = {"__module__": "torch", "__qualname__": "_VariableFunctionsClass.tanh"}
+    assert state_keys_problem(torch.nn.Sequential, spoof) is None  # allowed as plain state...
+    disguised.__dict__.update(spoof)
+    golden.act = disguised
+    live_tree, golden_tree = structure_tree(live), structure_tree(golden)
+    assert golden_tree["model.act"] != live_tree["model.act"]  # ...but it names no function
+    assert golden_tree["model.act.0"].startswith("function torch.nn.functional.relu")
+    # and a wrapper's names must be text
+    assert "other than text" in str(state_keys_problem(Holder, {"__qualname__": print}))
+    assert "special attribute" in str(state_keys_problem(Holder, {"__annotations__": {}}))

@@ -748,7 +748,9 @@ def test_an_apply_that_returns_none_on_every_input_fails(
             "  live and reloaded were compared on None only: nothing about the outputs was "
             "checked, and a golden would record nothing",
             "  fix: make apply= return the model's output (a tensor, a number, a structure of "
-            "them); an input on which the model returns None is still compared",
+            "them); if None is a real answer (nothing found), give inputs= a strategy on which "
+            "the model answers at least once, e.g. st.sampled_from(real samples); an input "
+            "answered with None is still compared",
         ]
     )
     assert not (seed_project.path / "goldens").exists()

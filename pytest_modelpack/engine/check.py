@@ -59,7 +59,9 @@ def all_outputs_none(runner: Runner) -> errors.AllOutputsNone:
             "checked, and a golden would record nothing"
         ],
         fix=f"make {how} return the model's output (a tensor, a number, a structure of them); "
-        "an input on which the model returns None is still compared",
+        "if None is a real answer (nothing found), give inputs= a strategy on which the model "
+        "answers at least once, e.g. st.sampled_from(real samples); an input answered with None "
+        "is still compared",
     )
 
 

@@ -389,6 +389,11 @@ def gate(
 def load_golden(request: CheckRequest, opened: OpenedGolden) -> Any:
     """Stage 4: load the scanned bundle with the restricted loader; LOAD ERROR when it does not
     load (renamed or moved code, a ``__setstate__`` that no longer accepts the old state)."""
+    # Loading runs code on the golden's tensor data (a trusted __setstate__, a project class's
+    # REDUCE) and the golden runs it from then on: a damaged number could make it loop, allocate
+    # or (on CUDA) assert without end. Their hash, started before the round-trip, must match
+    # first; the build itself takes about 0.01 s at any size.
+    opened.store.settle()
     try:
         # The bundle verified in open_golden, mapped once: its storages are views of the file.
         golden = load_bundle(
@@ -405,10 +410,6 @@ def load_golden(request: CheckRequest, opened: OpenedGolden) -> Any:
             manifest=opened.manifest,
         ) from None
     refuse_planted_callables(request, opened, golden)
-    # The golden's code runs on its tensor data from here on: a damaged number could make it loop,
-    # allocate or (on CUDA) assert without end. Their hash, started before the round-trip, must
-    # match first.
-    opened.store.settle()
     return golden
 
 

@@ -233,13 +233,16 @@ class BackgroundHash:
         self._digest: str | None = None
         self._cancelled = threading.Event()
         self._thread = threading.Thread(target=self._run, name="modelpack-sha256", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            self._file.close()
+            raise
 
     def _run(self) -> None:
         digest = hashlib.sha256()
-        buffer = bytearray(_HASH_CHUNK)
         try:
-            with self._file as f, memoryview(buffer) as view:
+            with self._file as f, memoryview(bytearray(_HASH_CHUNK)) as view:
                 f.seek(0)
                 while not self._cancelled.is_set():
                     n = f.readinto(view)
@@ -247,8 +250,8 @@ class BackgroundHash:
                         self._digest = digest.hexdigest()
                         return
                     digest.update(view[:n])
-        except OSError:
-            return  # unreadable now: the digest stays None, a mismatch
+        except BaseException:  # noqa: BLE001 - unreadable now (or no memory): the digest stays
+            return  # None, which is a mismatch: CORRUPT GOLDEN says "file sha256 unreadable"
 
     def result(self) -> str | None:
         """The file's sha256 once hashed (None if cancelled or unreadable)."""

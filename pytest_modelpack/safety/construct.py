@@ -353,6 +353,11 @@ def state_keys_problem(cls: type, state: Any) -> str | None:
             if not isinstance(key, str):
                 return "BUILD state has a key that is not an attribute name"
             if key in INERT_DUNDERS:
+                value = part[key]
+                if key != "__wrapped__" and not (
+                    isinstance(value, str) or (value is None and key == "__doc__")
+                ):
+                    return f"BUILD state sets {key!r} to other than text"
                 continue  # a wrapper's metadata: shadows nothing anything calls
             if key.startswith("__") and key.endswith("__"):
                 return f"BUILD state sets {key!r}: a special attribute, never plain state"

@@ -27,19 +27,11 @@ __all__ = [
 #: Dunder names restored state may set on an instance: the metadata ``functools.wraps`` copies
 #: onto a wrapper object (torch.compile's wrappers, decorators kept as attributes). Nothing looks
 #: them up as a hook: pickle, copy and the data model look up ``__setstate__``, ``__reduce_ex__``,
-#: ``__deepcopy__``, ``__class__`` ... (never allowed), and ``__wrapped__`` is only followed by
-#: introspection (``inspect.unwrap``), never called.
-INERT_DUNDERS = frozenset(
-    {
-        "__module__",
-        "__name__",
-        "__qualname__",
-        "__doc__",
-        "__annotations__",
-        "__type_params__",
-        "__wrapped__",
-    }
-)
+#: ``__deepcopy__``, ``__class__`` ... (never allowed). The names must be text (or None for
+#: ``__doc__``); ``__wrapped__`` may be any object: only introspection follows it
+#: (``inspect.unwrap``), nothing calls it. ``__annotations__`` is not among them:
+#: ``typing.get_type_hints`` evaluates string annotations.
+INERT_DUNDERS = frozenset({"__module__", "__name__", "__qualname__", "__doc__", "__wrapped__"})
 
 
 class Sym:
