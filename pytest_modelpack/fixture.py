@@ -127,6 +127,7 @@ class Modelpack:
             atol=atol,
             examples=examples,
             writes_golden=self.device == self.settings.devices[0],
+            prefetched=self._state.take_prefetched(node.nodeid, path),
         )
         result = run_check(request)
         result.nodeid = node.nodeid

@@ -186,6 +186,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             collection.tests[item.nodeid] = str(module_dir / settings.golden_dir / name)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Gate: start hashing the goldens the test wrote (their manifests say) before its fixtures
+    build the model, on another core; the check takes the hash over
+    (:meth:`SessionState.prefetch`)."""
+    state = item.config.stash.get(STATE, None)
+    if state is None or state.settings.mode is not Mode.GOLDEN:
+        return
+    if "modelpack" in getattr(item, "fixturenames", ()):
+        state.prefetch(item.nodeid, state.report.collection.golden_dirs)
+
+
 class FinishedTests:
     """Counts the tests that ran to the end (or were skipped): a run stopped early never judges
     unused goldens. A plugin object, because ``pytest_runtest_logreport`` gets no config."""
@@ -249,6 +261,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = config.stash.get(STATE, None)
     if state is None:
         return
+    state.release_prefetched()
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: hand the rows to the controller
         workeroutput[WORKER_KEY] = {

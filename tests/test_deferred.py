@@ -345,12 +345,18 @@ def build_model():
 """
 
 CONFTEST = """\
+import os
+import time
+
 import pytest
 from package import build_model
 
 
 @pytest.fixture(scope="session")
 def wide():
+    if os.environ.get("WIDE_EVENTS"):
+        with open(os.environ["WIDE_EVENTS"], "a") as f:
+            f.write(f"build {time.perf_counter()}\\n")
     return build_model()
 """
 
@@ -402,6 +408,30 @@ def test_regen_lists_the_big_storage_and_the_gate_passes(wide: SeedProject) -> N
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["wide *cpu*golden*passed*"])
     assert wide.snapshot() == before
+
+
+def test_the_gate_starts_hashing_before_the_fixtures_build_the_model(
+    wide: SeedProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test's setup starts the bundle's hash (its golden has the test's name), so it runs on
+    another core while the session fixture builds the model; the check takes it over: one hash
+    per check, started first."""
+    import time
+
+    events = tmp_path / "events"
+    monkeypatch.setenv("WIDE_EVENTS", str(events))
+    real = fileio.BackgroundHash.__init__
+
+    def spy(self: fileio.BackgroundHash, f: object) -> None:
+        with open(events, "a") as out:
+            out.write(f"hash {time.perf_counter()}\n")
+        real(self, f)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fileio.BackgroundHash, "__init__", spy)
+    result = wide.run("--modelpack-golden")
+    assert result.ret == 0, result.stdout.str()
+    seen = [line.split()[0] for line in events.read_text().splitlines()]
+    assert seen == ["hash", "build"], seen
 
 
 def test_damaged_tensor_data_is_corrupt_golden_not_output_mismatch(
@@ -522,3 +552,15 @@ def test_a_file_truncated_while_hashed_in_the_background_reads_short(tmp_path: P
         hashlib.sha256(data[:n]).hexdigest() for n in [1 << 20, *range(8 << 20, 33 << 20, 8 << 20)]
     }
     assert background.result() in prefixes
+
+
+def test_which_test_wrote_a_golden_is_read_from_its_manifest_head() -> None:
+    """Only a hint (which bundle to start hashing at a test's setup): read from the manifest as
+    regen writes it, escapes and all; anything else is no answer."""
+    from pytest_modelpack.golden.manifest import created_by_test, manifest_bytes
+
+    manifest = parse_manifest(_with())
+    manifest.created_by = type(manifest.created_by)('t "1".py::test_a[x]', "cpu")
+    assert created_by_test(manifest_bytes(manifest)) == 't "1".py::test_a[x]'
+    assert created_by_test(b'{"created_by": {"test": null}}') is None
+    assert created_by_test(b"not json at all") is None

@@ -77,10 +77,12 @@ def run_check(request: CheckRequest) -> CheckResult:
     )
     runner = Runner(request)
     start = time.perf_counter()
-    store = store_for(request) if mode is Mode.GOLDEN else None
+    store = (request.prefetched or store_for(request)) if mode is Mode.GOLDEN else None
     try:
         if store is not None:
-            store.prefetch()  # a big golden's sha256 runs on another core during the round-trip
+            # a big golden's sha256 runs on another core during the round-trip (if the test's
+            # setup did not start it already, while the fixtures built the model)
+            store.prefetch()
         with warnings.catch_warnings():
             # torch warns about TypedStorage when pickling tensors; that is pickle's business.
             warnings.filterwarnings("ignore", message="TypedStorage is deprecated")

@@ -12,6 +12,7 @@ from ..options import Settings
 from ..states import Mode, Verdict
 
 if TYPE_CHECKING:
+    from ..golden import GoldenStore
     from ..safety.policy import Trust
 
 __all__ = ["CheckRequest", "CheckResult", "NONDETERMINISM_PROBES", "display_path", "short_repr"]
@@ -42,6 +43,8 @@ class CheckRequest:
     writes_golden: bool = True
     #: What the live model's own pickle does (filled by the round-trip): trusted for its golden.
     trust: Trust | None = None
+    #: The golden's store, its bundle's hash already started by the test's setup (gate only).
+    prefetched: GoldenStore | None = None
 
 
 @dataclasses.dataclass

@@ -53,7 +53,10 @@ class DeferredHash:
 
     def prefetch(self, path: Path) -> None:
         """Start hashing ``path`` if it is a regular file of at least :data:`DEFER_MIN` bytes;
-        silent on any error (the verification says what is wrong, in its order)."""
+        silent on any error (the verification says what is wrong, in its order). Once: a hash
+        already started is kept."""
+        if self._early is not None:
+            return
         try:
             if not path.is_file() or path.stat().st_size < DEFER_MIN:
                 return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import secrets
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "InvalidManifest",
     "Manifest",
     "UnknownVersion",
+    "created_by_test",
     "manifest_bytes",
     "parse_manifest",
 ]
@@ -184,6 +186,23 @@ def parse_manifest(raw: bytes) -> Manifest:
 
 class _Inline(list):  # type: ignore[type-arg]
     """A list :func:`manifest_bytes` writes on one line."""
+
+
+_CREATED_BY_TEST = re.compile(rb'"created_by": \{\s*"test": ("(?:[^"\\]|\\.)*")')
+
+
+def created_by_test(head: bytes) -> str | None:
+    """The test that wrote a golden, from the first bytes of its ``manifest.json`` as
+    :func:`manifest_bytes` writes it (None when not found there): a hint to start hashing the
+    bundle early, never trusted for anything else."""
+    found = _CREATED_BY_TEST.search(head)
+    if found is None:
+        return None
+    try:
+        test = json.loads(found.group(1))
+    except ValueError:
+        return None
+    return test if isinstance(test, str) else None
 
 
 def manifest_bytes(manifest: Manifest) -> bytes:
