@@ -564,3 +564,16 @@ def test_which_test_wrote_a_golden_is_read_from_its_manifest_head() -> None:
     assert created_by_test(manifest_bytes(manifest)) == 't "1".py::test_a[x]'
     assert created_by_test(b'{"created_by": {"test": null}}') is None
     assert created_by_test(b"not json at all") is None
+
+
+def test_the_json_report_says_where_each_check_spent_its_time(
+    wide: SeedProject, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    result = wide.run("--modelpack-golden", f"--modelpack-report={report}")
+    assert result.ret == 0, result.stdout.str()
+    (row,) = json.loads(report.read_text())["checks"]
+    stages = row["stages"]
+    assert list(stages) == ["round_trip", "verify_scan", "drift", "sha256_wait", "load", "compare"]
+    assert all(seconds >= 0 for seconds in stages.values())
+    assert sum(stages.values()) <= row["seconds"] + 1e-3

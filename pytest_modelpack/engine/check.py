@@ -86,7 +86,8 @@ def run_check(request: CheckRequest) -> CheckResult:
         with warnings.catch_warnings():
             # torch warns about TypedStorage when pickling tensors; that is pickle's business.
             warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-            result.examples = round_trip(request, runner, result)
+            with result.timed("round_trip"):
+                result.examples = round_trip(request, runner, result)
             if runner.all_raised():
                 raise all_inputs_raised(runner)
             if runner.all_none():
@@ -94,7 +95,8 @@ def run_check(request: CheckRequest) -> CheckResult:
             if store is not None:
                 result.examples += gate(request, runner, result, store)
             elif mode is Mode.REGEN:
-                regenerate(request, runner, result)
+                with result.timed("regen"):
+                    regenerate(request, runner, result)
     except errors.ModelpackError as exc:
         result.error = exc.with_name(request.name)
         result.verdict = Verdict.FAILED

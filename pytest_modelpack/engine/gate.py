@@ -9,8 +9,9 @@ compared on derandomized Hypothesis inputs and on the recorded inputs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +248,7 @@ def judge_drift(
         # Whether the change altered behaviour is what a reviewer decides on: load the golden
         # anyway (today's code) and compare, before CODE DRIFT is raised or warned.
         try:
-            golden = load_golden(request, opened)
+            golden = load_golden(request, opened, result)
         except errors.ModelpackError as exc:
             behaviour = [f"behaviour: not compared, the golden does not load: {exc.headline}"]
         else:
@@ -368,12 +369,14 @@ def gate(
     store = store or store_for(request)
     # A big bundle's tensor data is hashed while the check runs: no verdict before it matches.
     with store.settled():
-        opened = open_golden(request, result, store)
+        with result.timed("verify_scan"):
+            opened = open_golden(request, result, store)
         tolerances = tolerances_for(request, opened.manifest)
-        golden, drift, notes = judge_drift(request, runner, opened, tolerances, result)
+        with result.timed("drift"):
+            golden, drift, notes = judge_drift(request, runner, opened, tolerances, result)
         if golden is None:
-            golden = load_golden(request, opened)  # stage 4
-        with placed(golden, request.device):
+            golden = load_golden(request, opened, result)  # stage 4
+        with placed(golden, request.device), result.timed("compare"):
             checked = replay_on_golden(request, runner, golden, opened, tolerances, notes, result)
             try:
                 checked += compare_with_live(
@@ -386,14 +389,29 @@ def gate(
     return checked
 
 
-def load_golden(request: CheckRequest, opened: OpenedGolden) -> Any:
+def load_golden(
+    request: CheckRequest, opened: OpenedGolden, result: CheckResult | None = None
+) -> Any:
     """Stage 4: load the scanned bundle with the restricted loader; LOAD ERROR when it does not
-    load (renamed or moved code, a ``__setstate__`` that no longer accepts the old state)."""
+    load (renamed or moved code, a ``__setstate__`` that no longer accepts the old state).
+    ``result`` notes the seconds spent (``sha256_wait``, ``load``)."""
+    timed = result.timed if result is not None else _untimed
     # Loading runs code on the golden's tensor data (a trusted __setstate__, a project class's
     # REDUCE) and the golden runs it from then on: a damaged number could make it loop, allocate
-    # or (on CUDA) assert without end. Their hash, started before the round-trip, must match
+    # or (on CUDA) assert without end. Their hash, started at the test's setup, must match
     # first; the build itself takes about 0.01 s at any size.
-    opened.store.settle()
+    with timed("sha256_wait"):
+        opened.store.settle()
+    with timed("load"):
+        return _load(request, opened)
+
+
+@contextlib.contextmanager
+def _untimed(stage: str) -> Iterator[None]:
+    yield
+
+
+def _load(request: CheckRequest, opened: OpenedGolden) -> Any:
     try:
         # The bundle verified in open_golden, mapped once: its storages are views of the file.
         golden = load_bundle(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +68,19 @@ class CheckResult:
     #: When golden and live outputs differ: the state paths that differ (statediff.StateDiff).
     state_diff: list[str] = dataclasses.field(default_factory=list)
     error: errors.ModelpackError | None = dataclasses.field(default=None, repr=False)
+    #: Seconds spent per stage (round_trip, verify_scan, sha256_wait, load, compare, regen ...):
+    #: where a check's time goes, in the JSON report.
+    stages: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the seconds the block takes to :attr:`stages` (also when it raises)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.stages[stage] = round(self.stages.get(stage, 0.0) + elapsed, 6)
 
     def record_comparison(
         self,
