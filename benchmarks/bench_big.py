@@ -254,7 +254,7 @@ WORK = [
     ("build + pickle.dump  vs  --modelpack-regen", "plain_dump", "regen"),
     ("build + pickle.load + {n} compares  vs  --modelpack-golden", "plain_gate", "gate"),
     (
-        "pickle.load  vs  load a golden (verify+scan+load, sha256 confirmed)",
+        "pickle.load  vs  load a golden (verify, scan, sha256, load)",
         "plain_load",
         "golden_load",
     ),
