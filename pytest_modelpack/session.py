@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,15 @@ class SessionState:
 _HEAD = 256 << 10
 
 
+def _head(path: Path) -> bytes:
+    """The first bytes of a regular file; nothing from anything else (a FIFO would block)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return b""
+        return f.read(_HEAD)
+
+
 def _goldens_by_test(golden_dirs: Iterable[str]) -> dict[str, list[Path]]:
     """Test node id -> the golden folders its manifests say it wrote, in ``golden_dirs``."""
     from .golden.manifest import created_by_test
@@ -77,8 +88,7 @@ def _goldens_by_test(golden_dirs: Iterable[str]) -> dict[str, list[Path]]:
             if folder.name.startswith("."):
                 continue
             try:
-                with open(folder / "manifest.json", "rb") as f:
-                    test = created_by_test(f.read(_HEAD))
+                test = created_by_test(_head(folder / "manifest.json"))
             except OSError:
                 continue
             if test is not None:

@@ -577,3 +577,15 @@ def test_the_json_report_says_where_each_check_spent_its_time(
     assert list(stages) == ["round_trip", "verify_scan", "drift", "sha256_wait", "load", "compare"]
     assert all(seconds >= 0 for seconds in stages.values())
     assert sum(stages.values()) <= row["seconds"] + 1e-3
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo (POSIX)")
+def test_a_fifo_among_the_goldens_never_blocks_the_gate(wide: SeedProject) -> None:
+    """The gate reads the head of every manifest beside the tests (which test wrote which
+    golden) at the first test's setup: a FIFO there must be skipped, not waited on."""
+    planted = wide.path / "goldens" / "planted"
+    planted.mkdir()
+    os.mkfifo(planted / "manifest.json")
+    os.mkfifo(wide.golden("wide") / "examples.json.extra")
+    result = wide.pytester.runpytest_subprocess(*QUIET, "--modelpack-golden", timeout=120)
+    result.stdout.fnmatch_lines(["wide *cpu*golden*passed*"])
