@@ -13,6 +13,7 @@ from .options import FLAG_REGEN, INI_SAFE_GLOBALS
 
 __all__ = [
     "REGEN",
+    "test_of",
     "regen_command",
     "accept",
     "revert_or_accept",
@@ -24,6 +25,15 @@ __all__ = [
 
 #: The bare regenerate command, when no test is known (the CLI, a store read outside a test).
 REGEN = f"pytest {FLAG_REGEN}"
+
+
+def test_of(nodeid: str) -> str:
+    """The test a node id names, without its parameters (``[cpu]``, ``[m1-cuda]``): only a
+    ``[...]`` that ends the last ``::`` part, never a bracket in a folder's name."""
+    head, sep, last = nodeid.rpartition("::")
+    if last.endswith("]") and "[" in last:
+        last = last[: last.index("[")]
+    return f"{head}{sep}{last}"
 
 
 def regen_command(nodeid: str | None = None) -> str:

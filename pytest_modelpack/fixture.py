@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import errors
+from .fixes import test_of
 from .options import Settings
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def device_unavailable(device: str) -> str | None:
 
 def claimant_of(node: pytest.Item, device: str) -> str:
     """The test's node id without the device parameter: what owns a golden."""
-    base = node.nodeid.split("[", 1)[0]
+    base = test_of(node.nodeid)
     callspec = getattr(node, "callspec", None)
     if callspec is None:
         return base
@@ -121,7 +122,7 @@ class Modelpack:
             device=self.device,
             golden_folder=path,
             project_root=self._state.root,
-            nodeid=node.nodeid.split("[", 1)[0],
+            nodeid=test_of(node.nodeid),
             apply=apply,
             rtol=rtol,
             atol=atol,

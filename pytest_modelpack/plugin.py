@@ -194,11 +194,27 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     state = item.config.stash.get(STATE, None)
     if state is None or state.settings.mode is not Mode.GOLDEN:
         return
-    if "modelpack" in getattr(item, "fixturenames", ()):
-        try:
-            state.prefetch(item.nodeid, state.report.collection.golden_dirs)
-        except Exception:  # noqa: BLE001 - a head start only: the check reads and says it all
-            pass
+    if "modelpack" not in getattr(item, "fixturenames", ()):
+        return
+    if item.get_closest_marker("skip") is not None or item.get_closest_marker("skipif"):
+        return  # likely skipped: no head start for a check that may never run
+    from .fixture import device_unavailable
+
+    callspec = getattr(item, "callspec", None)
+    device = callspec.params.get("modelpack") if callspec is not None else None
+    try:
+        if isinstance(device, str) and device_unavailable(device) is not None:
+            return  # the fixture skips this device
+        state.prefetch(item.nodeid, state.report.collection.golden_dirs)
+    except Exception:  # noqa: BLE001 - a head start only: the check reads and says it all
+        pass
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Stop a head-start hash the test's check did not take."""
+    state = item.config.stash.get(STATE, None)
+    if state is not None and state.early:
+        state.release_prefetched(item.nodeid)
 
 
 class FinishedTests:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .fixes import test_of
 from .options import Settings
 from .report import Report
 
@@ -30,19 +31,20 @@ class SessionState:
     written_by: dict[str, list[Path]] | None = None
 
     def prefetch(self, nodeid: str, golden_dirs: Iterable[str]) -> None:
-        """Start hashing the big bundles of the goldens test ``nodeid`` wrote (gate, at its
-        setup): the hash runs on another core while the fixtures build the model."""
+        """Start hashing the big bundle of the golden test ``nodeid`` wrote (gate, at its setup):
+        the hash runs on another core while the fixtures build the model. Only for a test that
+        wrote one golden: which of several a parametrized test's item checks is not known."""
         from .golden import GoldenStore
 
         if self.written_by is None:
-            self.written_by = _goldens_by_test(golden_dirs)
-        base = nodeid.split("[", 1)[0]
-        for folder in self.written_by.get(base, []):
-            key = (nodeid, str(folder))
-            if key not in self.early:
-                store = GoldenStore(folder, folder.name, nodeid=base, project_root=self.root)
-                store.prefetch()
-                self.early[key] = store
+            self.written_by = _goldens_by_test(golden_dirs, self.root)
+        test = test_of(nodeid)
+        folders = self.written_by.get(test, [])
+        if len(folders) != 1 or (nodeid, str(folders[0])) in self.early:
+            return
+        store = GoldenStore(folders[0], folders[0].name, nodeid=test, project_root=self.root)
+        store.prefetch()
+        self.early[(nodeid, str(folders[0]))] = store
 
     def claim(self, golden: Path, claimant: str) -> str | None:
         """Record that ``claimant`` owns ``golden``; return the other owner when there is one."""
@@ -54,27 +56,33 @@ class SessionState:
         """The store :meth:`prefetch` made for ``nodeid``'s golden at ``folder``, or None."""
         return self.early.pop((nodeid, str(folder)), None)
 
-    def release_prefetched(self) -> None:
-        """Stop every hash no check took (a test that failed before its check, say)."""
-        for store in self.early.values():
-            store.release()
-        self.early.clear()
+    def release_prefetched(self, nodeid: str | None = None) -> None:
+        """Stop the hashes no check took: those of test ``nodeid`` (its teardown: it failed
+        before its check, or checked another golden), or all (session end)."""
+        for key in [k for k in self.early if nodeid is None or k[0] == nodeid]:
+            self.early.pop(key).release()
 
 
 #: How much of a manifest is read to learn which test wrote it (``created_by`` comes early).
 _HEAD = 256 << 10
 
 
-def _head(path: Path) -> bytes:
-    """The first bytes of a regular file; nothing from anything else (a FIFO would block)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+def _head(path: Path, root: Path) -> bytes:
+    """The first bytes of a regular file inside the project; nothing from anything else (a FIFO
+    would block, a device may act on being opened, a link may lead out of the project)."""
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(Path(os.path.realpath(root))):
+        return b""
+    if not stat.S_ISREG(os.stat(real).st_mode):
+        return b""
+    fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             return b""
         return f.read(_HEAD)
 
 
-def _goldens_by_test(golden_dirs: Iterable[str]) -> dict[str, list[Path]]:
+def _goldens_by_test(golden_dirs: Iterable[str], root: Path) -> dict[str, list[Path]]:
     """Test node id -> the golden folders its manifests say it wrote, in ``golden_dirs``."""
     from .golden.manifest import created_by_test
 
@@ -88,7 +96,7 @@ def _goldens_by_test(golden_dirs: Iterable[str]) -> dict[str, list[Path]]:
             if folder.name.startswith("."):
                 continue
             try:
-                test = created_by_test(_head(folder / "manifest.json"))
+                test = created_by_test(_head(folder / "manifest.json", root))
             except OSError:
                 continue
             if test is not None:

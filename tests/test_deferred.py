@@ -13,6 +13,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -589,3 +590,61 @@ def test_a_fifo_among_the_goldens_never_blocks_the_gate(wide: SeedProject) -> No
     os.mkfifo(wide.golden("wide") / "examples.json.extra")
     result = wide.pytester.runpytest_subprocess(*QUIET, "--modelpack-golden", timeout=120)
     result.stdout.fnmatch_lines(["wide *cpu*golden*passed*"])
+
+
+TWO_GOLDENS = """\
+import pytest
+from hypothesis import strategies as st
+
+
+@pytest.mark.parametrize("which", ["g0", "g1"])
+def test_two(modelpack, wide, which):
+    xs = st.lists(st.floats(-1, 1, allow_nan=False, width=32), min_size=1, max_size=8)
+    modelpack.check(wide, name=which, inputs=xs)
+"""
+
+
+def test_a_parametrized_test_gets_no_head_start_it_would_waste(
+    wide: SeedProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test that wrote several goldens: which one an item checks is not known at its setup, so
+    none is hashed early (each check starts its own); one hash per check, none wasted."""
+    wide.write("test_wide.py", TWO_GOLDENS)
+    shutil.rmtree(wide.golden("wide"))
+    result = wide.run("--modelpack-regen")
+    assert result.ret == 0, result.stdout.str()
+    started: list[object] = []
+    real = fileio.BackgroundHash.__init__
+
+    def spy(self: fileio.BackgroundHash, f: object) -> None:
+        started.append(self)
+        real(self, f)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fileio.BackgroundHash, "__init__", spy)
+    result = wide.run("--modelpack-golden")
+    assert result.ret == 0, result.stdout.str()
+    assert len(started) == 2
+
+
+def test_manifest_heads_are_read_only_inside_the_project(tmp_path: Path) -> None:
+    from pytest_modelpack.session import _goldens_by_test
+
+    project, outside = tmp_path / "project", tmp_path / "outside"
+    (project / "goldens" / "mine").mkdir(parents=True)
+    (project / "goldens" / "linked").mkdir(parents=True)
+    outside.mkdir()
+    head = b'{"created_by": {"test": "t.py::t"}}'
+    (project / "goldens" / "mine" / "manifest.json").write_bytes(head)
+    (outside / "manifest.json").write_bytes(head)
+    (project / "goldens" / "linked" / "manifest.json").symlink_to(outside / "manifest.json")
+    found = _goldens_by_test([str(project / "goldens")], project)
+    assert found == {"t.py::t": [project / "goldens" / "mine"]}
+
+
+def test_a_node_id_without_its_parameters() -> None:
+    from pytest_modelpack.fixes import test_of
+
+    assert test_of("a.py::t[cpu]") == "a.py::t"
+    assert test_of("a.py::C::t[m1-cuda]") == "a.py::C::t"
+    assert test_of("dir[x]/a.py::t") == "dir[x]/a.py::t"
+    assert test_of("dir[x]/a.py::t[cpu]") == "dir[x]/a.py::t"

@@ -248,7 +248,7 @@ def judge_drift(
         # Whether the change altered behaviour is what a reviewer decides on: load the golden
         # anyway (today's code) and compare, before CODE DRIFT is raised or warned.
         try:
-            golden = load_golden(request, opened, result)
+            golden = load_golden(request, opened)  # timed as part of "drift"
         except errors.ModelpackError as exc:
             behaviour = [f"behaviour: not compared, the golden does not load: {exc.headline}"]
         else:

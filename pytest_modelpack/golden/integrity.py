@@ -65,7 +65,7 @@ class DeferredHash:
                 stat_ = os.fstat(f.fileno())
                 if stat.S_ISREG(stat_.st_mode) and stat_.st_size >= DEFER_MIN:
                     self._early = (fileio.BackgroundHash(f), _identity(stat_))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RuntimeError):  # RuntimeError: no thread to be had
             return
 
     def take_early(self, stat_: os.stat_result) -> fileio.BackgroundHash | None:

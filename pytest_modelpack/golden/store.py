@@ -387,8 +387,13 @@ class GoldenStore:
                             f"{entry.pickle_sha256}, file {outside}",
                         )
                     if defer:
-                        self._hashes.defer(early or fileio.BackgroundHash(f), entry)
-                        return mapped
+                        try:
+                            background = early or fileio.BackgroundHash(f)
+                        except RuntimeError:  # no thread to be had: hash it now instead
+                            background = None
+                        if background is not None:
+                            self._hashes.defer(background, entry)
+                            return mapped
             digest = early.result() if early else fileio.sha256_mapping(mapped.mapping)
         if digest != entry.sha256:
             raise self._hash_mismatch(path, entry, digest)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
+from ..fixes import test_of
 from ..states import Verdict
 from .unused import Collection, find_unused, unused_error
 
@@ -73,7 +74,7 @@ class Report:
         """Goldens claimed by more than one test (across xdist workers too)."""
         claims: dict[str, set[str]] = {}
         for row in self.rows:
-            claimant = row.get("claimant") or row["nodeid"].split("[", 1)[0]
+            claimant = row.get("claimant") or test_of(row["nodeid"])
             claims.setdefault(row["golden"], set()).add(claimant)
         return [
             f"DUPLICATE GOLDEN — {golden} is claimed by {', '.join(sorted(tests))}; "
