@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -70,16 +69,13 @@ _HEAD = 256 << 10
 def _head(path: Path, root: Path) -> bytes:
     """The first bytes of a regular file inside the project; nothing from anything else (a FIFO
     would block, a device may act on being opened, a link may lead out of the project)."""
+    from .golden.fileio import open_regular
+
     real = Path(os.path.realpath(path))
     if not real.is_relative_to(Path(os.path.realpath(root))):
         return b""
-    if not stat.S_ISREG(os.stat(real).st_mode):
-        return b""
-    fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return b""
-        return f.read(_HEAD)
+    with open_regular(real) as opened:
+        return opened[0].read(_HEAD) if opened is not None else b""
 
 
 def _goldens_by_test(golden_dirs: Iterable[str], root: Path) -> dict[str, list[Path]]:

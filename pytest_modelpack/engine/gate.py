@@ -288,7 +288,6 @@ def replay_on_golden(
         fix = restore_or_regen(
             request.nodeid, display_path(opened.store.folder, request.project_root)
         )
-
     return replay(
         runner,
         golden,

@@ -23,6 +23,7 @@ import mmap
 import os
 import queue
 import shutil
+import stat
 import struct
 import sys
 import tempfile
@@ -44,6 +45,7 @@ __all__ = [
     "new_folder",
     "remove_leftovers",
     "map_copy",
+    "open_regular",
     "sha256_file",
     "sha256_mapping",
     "sha256_outside",
@@ -151,6 +153,19 @@ class HashingWriter:
     def sha256(self) -> str:
         self.close()
         return self._hash.hexdigest()
+
+
+@contextlib.contextmanager
+def open_regular(path: Path) -> Iterator[tuple[IO[bytes], os.stat_result] | None]:
+    """``path`` opened for reading with its stat, or None when it is not a regular file: never
+    blocks on a FIFO, never opens a device (it is checked before and after opening)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        yield None
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        stat_ = os.fstat(f.fileno())
+        yield (f, stat_) if stat.S_ISREG(stat_.st_mode) else None
 
 
 def sha256_file(path: Path) -> tuple[str, int]:

@@ -11,7 +11,6 @@ runs and before any verdict (``GoldenStore.settle``/``settled``).
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from . import fileio
@@ -58,13 +57,9 @@ class DeferredHash:
         if self._early is not None:
             return
         try:
-            if not path.is_file() or path.stat().st_size < DEFER_MIN:
-                return
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-            with os.fdopen(fd, "rb") as f:
-                stat_ = os.fstat(f.fileno())
-                if stat.S_ISREG(stat_.st_mode) and stat_.st_size >= DEFER_MIN:
-                    self._early = (fileio.BackgroundHash(f), _identity(stat_))
+            with fileio.open_regular(path) as opened:
+                if opened is not None and opened[1].st_size >= DEFER_MIN:
+                    self._early = (fileio.BackgroundHash(opened[0]), _identity(opened[1]))
         except (OSError, ValueError, RuntimeError):  # RuntimeError: no thread to be had
             return
 
