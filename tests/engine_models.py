@@ -69,3 +69,14 @@ class Holder:
 
     def __call__(self, x: float) -> float:
         return x
+
+
+class Activated:
+    """Calls what it holds: ``x -> act(x)`` (a planted ``act`` would run on every input)."""
+
+    def __init__(self, act: object) -> None:
+        self.act = act
+
+    def __call__(self, x: float) -> float:
+        with torch.no_grad():
+            return float(self.act(torch.tensor([x]))[0])  # type: ignore[operator]

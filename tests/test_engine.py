@@ -207,3 +207,27 @@ def test_a_golden_that_holds_a_function_the_live_model_does_not_is_refused_befor
     assert isinstance(result.error, errors.UnsafeGolden), result.error
     assert "model.act: function torch.nn.functional.relu" in str(result.error)
     assert "the live model has function torch._C._nn.gelu there" in str(result.error)
+
+
+def test_a_container_named_like_the_live_function_cannot_hide_a_planted_one(tmp_path):
+    """A golden puts an nn.Sequential holding relu where the live model holds torch.tanh, its
+    state naming it like torch.tanh (``__module__``/``__qualname__``, which restored state may set
+    on a wrapper). Plain pickle runs the planted function; the gate refuses before it runs."""
+    import pickle
+
+    import torch
+
+    live = models.Activated(torch.tanh)
+    run_check(make_request(live, tmp_path, mode=Mode.REGEN, apply=None))
+    disguised = torch.nn.Sequential()
+    disguised._modules["0"] = torch.nn.functional.relu
+    disguised.__dict__.update(
+        {"__module__": torch.tanh.__module__, "__qualname__": torch.tanh.__qualname__}
+    )
+    payload = pickle.dumps(models.Activated(disguised))
+    assert pickle.loads(payload)(-1.0) == 0.0 != live(-1.0)  # proven live: relu ran, not tanh
+    _tamper(tmp_path / "goldens" / "g", payload)
+    result = run_check(make_request(live, tmp_path, mode=Mode.GOLDEN, apply=None))
+    assert isinstance(result.error, errors.UnsafeGolden), result.error
+    assert "model.act.0: function torch.nn.functional.relu" in str(result.error)
+    assert "nothing from the golden was run" in result.error.headline
