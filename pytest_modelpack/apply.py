@@ -10,12 +10,10 @@ duration of a check and puts everything back afterwards, so no test leaks state 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from .walk import MISSING, slot_names, slot_value
-
-__all__ = ["apply_model", "collate", "uncollate", "to_device", "reachable_modules", "placed"]
+from .walk import Node, nodes
 
 
 def _torch() -> Any:
@@ -135,90 +133,46 @@ def to_device(value: Any, device: Any) -> Any:
     return move(value, 0)
 
 
-class _SlotHolder:
-    """Lets a slot be swapped like a dict item: ``holder[name] = tensor`` sets the attribute."""
-
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        setattr(self.obj, name, value)
+#: The models inside a :func:`placed` block, and their top-level modules: :func:`apply_model`
+#: runs them as they are, instead of walking their state again on every call.
+_PLACED: dict[int, list[Any]] = {}
 
 
-def _walk(obj: Any) -> tuple[list[Any], list[tuple[Any, Any, Any]]]:
-    """Top-level ``nn.Module``s and loose tensors reachable from ``obj``.
-
-    Loose tensors are those held outside any module, in an instance ``__dict__``, a dict or a
-    list: returned as ``(container, key, tensor)`` so they can be swapped and put back. Tensors in
-    tuples (immutable) are left where they are.
-    """
+def _targets(model: Any, walked: Iterable[Node] | None) -> tuple[list[Any], list[Any]]:
+    """Top-level ``nn.Module``s, and ``(holder, key, tensor)`` of the tensors held outside any
+    module (in an instance's ``__dict__`` or slots, a dict or a list: tuples are immutable)."""
     torch = _torch()
-    modules: list[Any] = []
-    loose: list[tuple[Any, Any, Any]] = []
-    seen: set[int] = set()
-    stack: list[Any] = [obj]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
+    modules: dict[int, Any] = {}
+    loose: dict[int, tuple[Any, Any, Any]] = {}
+    for node in nodes(model) if walked is None else walked:
+        value = node.value
+        if node.repeat or node.in_module:
             continue
-        seen.add(id(current))
-        if isinstance(current, torch.nn.Module):
-            modules.append(current)
-            continue
-        if isinstance(current, (torch.Tensor, str, bytes, int, float, bool, type(None), type)):
-            continue
-        containers: list[tuple[Any, dict[Any, Any]]] = []
-        if isinstance(current, dict):
-            containers = [(current, current)]
-        elif isinstance(current, list):
-            containers = [(current, dict(enumerate(current)))]
-        elif isinstance(current, (tuple, set, frozenset)):
-            stack.extend(reversed(list(current)))
-            continue
-        else:
-            state = getattr(current, "__dict__", None)
-            if isinstance(state, dict):
-                containers = [(state, state)]
-            for slot in slot_names(type(current)):
-                found = slot_value(current, slot)
-                if found is MISSING:
-                    continue
-                if isinstance(found, torch.Tensor) and id(found) not in seen:
-                    seen.add(id(found))
-                    loose.append((_SlotHolder(current), slot, found))
-                else:
-                    stack.append(found)
-        for container, items in containers:
-            for key, value in list(items.items()):
-                if isinstance(value, torch.Tensor):
-                    if id(value) not in seen:
-                        seen.add(id(value))
-                        loose.append((container, key, value))
-                else:
-                    stack.append(value)
-    return modules, loose
+        if isinstance(value, torch.nn.Module):
+            modules.setdefault(id(value), value)
+        elif isinstance(value, torch.Tensor) and node.holder is not None:
+            loose.setdefault(id(value), (node.holder, node.key, value))
+    return list(modules.values()), list(loose.values())
 
 
 def reachable_modules(obj: Any) -> list[Any]:
-    """Every top-level ``nn.Module`` reachable from ``obj`` through attributes and containers.
-
-    Submodules of a found module are not listed separately (moving the parent moves them). The
-    walk follows instance ``__dict__``/``__slots__``, lists, tuples, sets and dict values.
-    """
-    return _walk(obj)[0]
+    """Every top-level ``nn.Module`` reachable from ``obj`` (submodules of a found module are not
+    listed: moving the parent moves them)."""
+    return _targets(obj, None)[0]
 
 
 @contextlib.contextmanager
-def placed(model: Any, device: str | None) -> Iterator[Any]:
+def placed(model: Any, device: str | None, walked: Iterable[Node] | None = None) -> Iterator[Any]:
     """Put every module and loose tensor reachable from ``model`` on ``device`` for the block.
 
     Afterwards everything is exactly as before: each parameter gets its original tensor back
     (``param.data``), each buffer and loose tensor its original object, each module its training
     flag (:func:`apply_model` switches to eval mode). Nothing is copied back, so no precision is
-    lost and the user's model does not leak device or mode changes into other tests.
+    lost and the user's model does not leak device or mode changes into other tests. ``walked``:
+    the model's :func:`~pytest_modelpack.walk.nodes`, when the caller has them already.
     """
     torch = _torch()
-    modules, loose = _walk(model)
+    modules, loose = _targets(model, walked)
     every = [m for root in modules for m in root.modules()]
     flags = [(m, m.training) for m in every]
     # Module.to() either swaps param.data in place or (between incompatible tensor types, or
@@ -226,6 +180,8 @@ def placed(model: Any, device: str | None) -> Iterator[Any]:
     # keep both the Parameter objects and their data.
     params = [(p, p.data) for m in every for p in m._parameters.values() if p is not None]
     owners = [(m, dict(m._parameters), dict(m._buffers)) for m in every]
+    outer = _PLACED.get(id(model))
+    _PLACED[id(model)] = modules
     moved = False
     try:
         if device is not None:
@@ -233,10 +189,14 @@ def placed(model: Any, device: str | None) -> Iterator[Any]:
             moved = True
             for root in modules:
                 root.to(target)
-            for container, key, tensor in loose:
-                container[key] = tensor.to(target)
+            for holder, key, tensor in loose:
+                holder[key] = tensor.to(target)
         yield model
     finally:
+        if outer is None:
+            _PLACED.pop(id(model), None)
+        else:
+            _PLACED[id(model)] = outer
         if moved:
             for module, saved_params, saved_buffers in owners:
                 module._parameters.update(saved_params)
@@ -247,17 +207,17 @@ def placed(model: Any, device: str | None) -> Iterator[Any]:
                 # RNNs cache their weights in _flat_weights; rebuild it from the restored params.
                 if hasattr(module, "_init_flat_weights"):
                     module._init_flat_weights()
-            for container, key, tensor in loose:
-                container[key] = tensor
+            for holder, key, tensor in loose:
+                holder[key] = tensor
         for module, flag in flags:
             module.training = flag
 
 
-def _set_eval(model: Any) -> None:
+def _set_eval(model: Any, modules: list[Any]) -> None:
     if callable(getattr(model, "eval", None)):
         model.eval()
         return
-    for module in reachable_modules(model):
+    for module in modules:
         module.eval()
 
 
@@ -279,8 +239,12 @@ def apply_model(
     ``batch_size`` (with ``single=False``) bounds how many inputs go through ``forward`` at once.
     """
     torch = _torch()
-    with torch.no_grad(), placed(model, None):
-        _set_eval(model)
+    modules = _PLACED.get(id(model))
+    if modules is None:  # called on its own: walk the model once, put its flags back after
+        with placed(model, None):
+            return apply_model(model, x, single, batch_size, device)
+    with torch.no_grad():
+        _set_eval(model, modules)
         if single:
             return _apply_batch(model, [x], device)[0]
         inputs = list(x)

@@ -324,7 +324,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from .drift import describe_code_change, env_changes
-    from .structure import diff_trees
+    from .walk import diff_trees
 
     try:
         # Both goldens verified before anything is compared: "no differences" against an empty

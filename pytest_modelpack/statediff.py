@@ -1,7 +1,7 @@
 """The state diff: which attribute paths of the golden object hold other state than the live model.
 
 Both objects are walked path by path with the structure tree's walk
-(:func:`~pytest_modelpack.structure.structure_nodes`), so a path here is the path a reviewer reads
+(:func:`~pytest_modelpack.walk.nodes`), so a path here is the path a reviewer reads
 in the golden's manifest. Tensors are compared by shape, dtype and max abs difference; scalars by
 equality; opaque objects (a tokenizer, a sentencepiece processor) by their vocabulary when they
 have one, else by a digest of their pickled state. Pure: no pytest, and torch only when the
@@ -15,10 +15,7 @@ import hashlib
 import pickle
 from typing import Any
 
-from .structure import Node, structure_nodes
-from .walk import is_tensor
-
-__all__ = ["StateDiff", "state_diff"]
+from .walk import Node, is_tensor, nodes
 
 #: How many differing paths the detail of a failure lists (the JSON report gets them all).
 SHOWN = 8
@@ -161,10 +158,12 @@ def _leaf_diff(golden: Node, live: Node) -> str | None:
     return f"pickled state differs (sha256 {digest_a}… -> {digest_b}…)"
 
 
-def state_diff(golden: Any, live: Any, root: str = "model") -> StateDiff:
-    """Compare ``golden``'s state with ``live``'s path by path; see :class:`StateDiff`."""
-    golden_nodes = {n.path: n for n in structure_nodes(golden, root) if not n.repeat}
-    live_nodes = {n.path: n for n in structure_nodes(live, root) if not n.repeat}
+def state_diff(golden: Any, live: Any, root: str = "model", walked: Any = None) -> StateDiff:
+    """Compare ``golden``'s state with ``live``'s path by path; see :class:`StateDiff`.
+    ``walked``: the live model's :func:`~pytest_modelpack.walk.nodes`, if known."""
+    golden_nodes = {n.path: n for n in nodes(golden, root) if n.shown and not n.repeat}
+    live_walk = nodes(live, root) if walked is None else walked
+    live_nodes = {n.path: n for n in live_walk if n.shown and not n.repeat}
     result = StateDiff()
     for path, node in golden_nodes.items():
         other = live_nodes.get(path)

@@ -1,23 +1,48 @@
-"""Walking an object's state the way pickle does: the one walker."""
+"""The one walker of an object's state, and the structure tree that describes it.
+
+:func:`nodes` walks an object's state (``nn.Module`` children, ``__dict__``, every ``__slots__``
+form, containers) and yields one :class:`Node` per reachable object: its attribute path, value,
+where it is held (``holder[key]``), and its structure-tree line. Everything that asks "what does
+this object hold, and where" is a view of it: the structure tree (a golden's manifest, the lossy
+diagnosis, the gate's planted-callable check), the state diff, device placement, the
+nondeterminism hints. :func:`pickled_nodes` is the same walk over what *pickle* saves
+(``__reduce_ex__``, ``__getstate__``): the unpicklable diagnosis, renamed code, storages.
+
+Each distinct object is visited once (by identity: a DAG of shared lists costs its size, not its
+paths; cycles end), the walk is iterative (no recursion limit), and a state larger than
+:data:`MAX_NODES` objects fails with :class:`WalkLimit` naming where, instead of running for ever.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import pickle
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from .errors import UsageError
 
 #: Values pickle saves as themselves: never walked into.
 ATOMS = (str, bytes, bytearray, int, float, complex, bool, type(None), range, slice)
-#: How deep the walks go; pickle itself hits the recursion limit long before this matters.
-MAX_DEPTH = 100
-#: How many objects :func:`locate_globals` visits before giving up (a huge model's lists).
-MAX_NODES = 200_000
-#: What slot_value returns for a slot that is declared but not set.
+#: The structure tree shows this deep; the walk goes on below (placement needs it), unshown.
+TREE_DEPTH = 12
+#: Containers longer than this are one line in the tree; their items are walked, unshown.
+TREE_ITEMS = 32
+#: Strings up to this length are shown verbatim; longer ones by length only.
+MAX_STR = 80
+#: How many objects one walk visits before it gives up (:class:`WalkLimit`).
+MAX_NODES = 1_000_000
+#: How deep the pickle view goes; pickle itself hits the recursion limit long before this.
+PICKLE_DEPTH = 100
 MISSING = object()
+
+
+class WalkLimit(UsageError):
+    """The state holds more objects than one walk visits."""
 
 
 class NullWriter(io.RawIOBase):
@@ -28,9 +53,6 @@ class NullWriter(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         return memoryview(data).nbytes
-
-
-# -- walking what pickle walks -----------------------------------------------------------------
 
 
 def pickles(value: Any) -> Exception | None:
@@ -61,26 +83,14 @@ def defines(klass: type, name: str) -> type | None:
     return None
 
 
-def custom_reduce(klass: type) -> bool:
-    return (
-        getattr(klass, "__reduce_ex__", None) is not object.__reduce_ex__
-        or getattr(klass, "__reduce__", None) is not object.__reduce__
-    )
-
-
 def slot_names(klass: type) -> list[str]:
-    """The attribute names of every slot ``klass`` and its bases declare, in every form Python
-    accepts: one string (``__slots__ = "weights"``), an iterable of strings, or a dict whose keys
-    are the names; private names mangled (``__w`` in class ``C`` is ``_C__w``)."""
+    """Every slot ``klass`` and its bases declare, in every form Python accepts (one string, an
+    iterable, a dict's keys), private names mangled (``__w`` in class ``C`` is ``_C__w``)."""
     names: list[str] = []
-    for base in klass.__mro__:
-        if base is object:
-            continue
+    for base in klass.__mro__[:-1]:
         slots = vars(base).get("__slots__", ())
-        if isinstance(slots, str):
-            slots = (slots,)
         try:
-            declared = list(slots)
+            declared = [slots] if isinstance(slots, str) else list(slots)
         except TypeError:
             continue
         for slot in declared:
@@ -93,6 +103,13 @@ def slot_names(klass: type) -> list[str]:
     return names
 
 
+def slot_value(value: Any, key: str) -> Any:
+    try:
+        return object.__getattribute__(value, key)
+    except Exception:
+        return MISSING
+
+
 def instance_state(value: Any) -> dict[str, Any]:
     """An object's own state as default pickling sees it: its ``__dict__`` and set slots."""
     state: dict[str, Any] = dict(getattr(value, "__dict__", None) or {})
@@ -101,6 +118,223 @@ def instance_state(value: Any) -> dict[str, Any]:
         if found is not MISSING:
             state.setdefault(slot, found)
     return state
+
+
+def qualified_name(obj_or_type: Any) -> str:
+    klass = obj_or_type if isinstance(obj_or_type, type) else type(obj_or_type)
+    return f"{getattr(klass, '__module__', '?')}.{klass.__qualname__}"
+
+
+# -- the state view ------------------------------------------------------------------------------
+
+
+class Slot:
+    """Holds a slot like a dict item: ``Slot(obj)[name] = value`` sets the attribute."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        setattr(self.obj, name, value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Node:
+    """One reachable object: where it is (``path``, and ``holder[key]`` when it can be swapped
+    there), its structure-tree ``line`` and whether the tree shows it (``shown``). ``leaf``
+    nodes are not walked into (tensors, scalars, opaque objects, repeats); ``in_module`` says a
+    torch module holds it (moving that module moves it)."""
+
+    path: str
+    value: Any
+    line: str
+    leaf: bool
+    shown: bool = True
+    repeat: bool = False
+    holder: Any = None
+    key: Any = None
+    in_module: bool = False
+
+
+_FUNCTION_TYPES = frozenset(
+    {
+        types.FunctionType,
+        types.BuiltinFunctionType,
+        types.MethodType,
+        types.MethodWrapperType,
+        types.WrapperDescriptorType,
+        types.MethodDescriptorType,
+        types.ClassMethodDescriptorType,
+    }
+)
+
+
+def _leaf_line(value: Any, torch: Any) -> str | None:
+    """The line of a value the tree does not walk into (None: it has parts)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return f"{type(value).__name__} = {value!r}"
+    if isinstance(value, str):
+        return f"str = {value!r}" if len(value) <= MAX_STR else f"str (len {len(value)})"
+    if isinstance(value, (bytes, bytearray)):
+        return f"{type(value).__name__} ({len(value)} bytes)"
+    if torch is not None and isinstance(value, torch.Tensor):
+        kind = "Parameter" if type(value).__name__ == "Parameter" else "Tensor"
+        shape = ", ".join(str(s) for s in value.shape)
+        return f"{kind} {str(value.dtype).replace('torch.', '')}[{shape}]"
+    if torch is not None and isinstance(value, (torch.dtype, torch.device, torch.Size)):
+        return f"{qualified_name(value)} = {value}"
+    name = qualified_name(value)
+    if name == "_io.BytesIO":
+        return f"_io.BytesIO ({len(value.getbuffer())} bytes)"
+    if name.startswith("sentencepiece.") and hasattr(value, "get_piece_size"):
+        try:
+            return f"{name} (vocab {value.get_piece_size()})"
+        except Exception:  # an uninitialised processor
+            return f"{name} (not loaded)"
+    if type(value).__module__ == "numpy" and hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"numpy.ndarray {value.dtype}[{', '.join(str(s) for s in value.shape)}]"
+    if type(value) in _FUNCTION_TYPES:
+        # A real function (pickled by reference), never any callable carrying a __qualname__: an
+        # object's own attributes could name a function it is not, and hide what it holds.
+        return f"function {getattr(value, '__module__', '?')}.{value.__qualname__}"
+    if isinstance(value, type):
+        return f"class {qualified_name(value)}"
+    return None
+
+
+def _module_parts(module: Any) -> list[tuple[str, Any, Any, Any]]:
+    """Submodules, parameters, buffers (swappable in their dicts), then small public values."""
+    parts = [
+        (f".{k}", v, held, k)
+        for held in (module._modules, module._parameters, module._buffers)
+        for k, v in held.items()
+    ]
+    if type(module).__name__ == "OptimizedModule" and "_orig_mod" in module._modules:
+        # torch.compile's wrapper: its dynamo context is rebuilt on load by torch's own
+        # __reduce__, so the state that counts is the original module's.
+        return parts
+    own = vars(module)
+    parts += [
+        (f".{k}", v, own, k) for k, v in own.items() if not k.startswith("_") and k != "training"
+    ]
+    return parts
+
+
+def _object_parts(value: Any) -> list[tuple[str, Any, Any, Any]]:
+    own = getattr(value, "__dict__", None)
+    own = own if isinstance(own, dict) else {}
+    parts = [(f".{k}", v, own, k) for k, v in own.items() if not k.startswith("__")]
+    slots = [s for s in slot_names(type(value)) if s not in own and not s.startswith("__")]
+    for slot in slots:
+        found = slot_value(value, slot)
+        if found is not MISSING:
+            parts.append((f".{slot}", found, Slot(value), slot))
+    return parts
+
+
+def nodes(obj: Any, root: str = "model") -> Iterator[Node]:
+    """Walk ``obj``'s state depth first; yield each reachable object once (see :class:`Node`).
+
+    Shown nodes are the structure tree; the walk also goes below the tree's depth and into long
+    containers and sets, unshown, so that placement reaches every module and tensor.
+    """
+    torch = sys.modules.get("torch")
+    seen: dict[int, str] = {}  # shown objects: where the tree showed them
+    unshown: set[int] = set()
+    count = 0
+    stack: list[Iterator[tuple[str, Any, Any, Any, int, bool, bool]]] = [
+        iter([(root, obj, None, None, 0, True, False)])
+    ]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        path, value, holder, key, depth, shown, in_module = item
+        atom = isinstance(value, (int, float, str, bool, type(None)))
+        if atom and not shown:
+            continue
+        if not atom and id(value) in seen:
+            if shown:
+                yield Node(path, value, f"same object as {seen[id(value)]}", True, repeat=True)
+            continue
+        # Unshown parts have a memo of their own: an object first met below the tree's depth or
+        # in a long list is still shown in full where the tree meets it.
+        if not shown:
+            if id(value) in unshown:
+                continue
+            unshown.add(id(value))
+        count += 1
+        if count > MAX_NODES:
+            raise WalkLimit(
+                f"the object holds more than {MAX_NODES} objects; walking stopped at {path}",
+                fix="keep large data out of the model object (load it where it is used), or "
+                "give the class a __getstate__ that leaves it out",
+            )
+        node_args = {"holder": holder, "key": key, "in_module": in_module, "shown": shown}
+        line = _leaf_line(value, torch)
+        if line is not None:
+            if shown and not isinstance(value, (str, bytes, bytearray)) and not atom:
+                seen[id(value)] = path  # text is shown again where it repeats, as it reads
+            yield Node(path, value, line, True, **node_args)
+            continue
+        if shown:
+            seen[id(value)] = path
+        name = qualified_name(value)
+        parts: list[tuple[str, Any, Any, Any]]
+        module = torch is not None and isinstance(value, torch.nn.Module)
+        if isinstance(value, dict):
+            parts = [(f"[{k!r}]", v, value, k) for k, v in value.items()]
+            line, walked = f"{name} ({len(value)} items)", len(value) <= TREE_ITEMS
+            leaf = not walked
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            held = value if isinstance(value, list) else None
+            parts = [(f"[{i}]", v, held, i) for i, v in enumerate(value)]
+            line = f"{name} ({len(value)} items)"
+            walked = len(value) <= TREE_ITEMS and not isinstance(value, (set, frozenset))
+            leaf = not walked
+        elif module:
+            parts, line, walked, leaf = _module_parts(value), f"{name} (nn.Module)", True, False
+        else:
+            parts = _object_parts(value)
+            line, walked, leaf = name, True, not parts
+        if shown and depth >= TREE_DEPTH:
+            line, walked, leaf = f"{name} (not walked: deeper than {TREE_DEPTH})", False, True
+        yield Node(path, value, line, leaf, **node_args)
+        sub, inside = shown and walked, in_module or module
+        stack.append(iter([(path + s, v, h, k, depth + 1, sub, inside) for s, v, h, k in parts]))
+
+
+def structure_tree(obj: Any, root: str = "model") -> dict[str, str]:
+    """Describe ``obj`` as ``{attribute path: description}`` in walk order."""
+    return tree_of(nodes(obj, root))
+
+
+def tree_of(walked: Any) -> dict[str, str]:
+    """The structure tree of a walk's nodes."""
+    return {node.path: node.line for node in walked if node.shown}
+
+
+def diff_trees(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """Human-readable lines for paths removed, added or changed between two trees."""
+    lines = []
+    for path, line in before.items():
+        if path not in after:
+            lines.append(f"- {path}: {line}  (missing)")
+        elif after[path] != line:
+            lines.append(f"~ {path}: {line}  ->  {after[path]}")
+    lines += [f"+ {path}: {line}  (new)" for path, line in after.items() if path not in before]
+    return lines
+
+
+# -- the pickle view -----------------------------------------------------------------------------
+
+
+def custom_reduce(klass: type) -> bool:
+    return (
+        getattr(klass, "__reduce_ex__", None) is not object.__reduce_ex__
+        or getattr(klass, "__reduce__", None) is not object.__reduce__
+    )
 
 
 def state_of(value: Any) -> tuple[Any, bool]:
@@ -126,20 +360,11 @@ def state_children(value: Any, state: Any, path: str, custom: bool) -> Iterator[
         if not isinstance(key, str):
             yield f"{path}.__getstate__()[{key!r}]", item
         elif module and key in ("_modules", "_parameters", "_buffers") and isinstance(item, dict):
-            for sub, sub_item in item.items():
-                if sub_item is not None:
-                    yield f"{path}.{sub}", sub_item
+            yield from ((f"{path}.{k}", v) for k, v in item.items() if v is not None)
         elif not custom or own.get(key, MISSING) is item or slot_value(value, key) is item:
             yield f"{path}.{key}", item
         else:  # a __getstate__ that renames or recomputes: say where the value really lives
             yield f"{path}.__getstate__()[{key!r}]", item
-
-
-def slot_value(value: Any, key: str) -> Any:
-    try:
-        return object.__getattribute__(value, key)
-    except Exception:
-        return MISSING
 
 
 def children(value: Any, path: str) -> Iterator[tuple[str, Any]]:
@@ -155,22 +380,16 @@ def children(value: Any, path: str) -> Iterator[tuple[str, Any]]:
             yield f"{path}[{key!r}]", item
         if type(value) is dict:
             return
-    elif isinstance(value, (list, tuple)):
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        sets = isinstance(value, (set, frozenset))
         for index, item in enumerate(value):
-            yield f"{path}[{index}]", item
-        if type(value) in (list, tuple):
-            return
-    elif isinstance(value, (set, frozenset)):
-        for index, item in enumerate(value):
-            yield f"{path}.<item {index}>", item
-        if type(value) in (set, frozenset):
+            yield (f"{path}.<item {index}>" if sets else f"{path}[{index}]"), item
+        if type(value) in (list, tuple, set, frozenset):
             return
     if isinstance(value, functools.partial):
         yield f"{path}.func", value.func
-        for index, item in enumerate(value.args):
-            yield f"{path}.args[{index}]", item
-        for key, item in (value.keywords or {}).items():
-            yield f"{path}.keywords[{key!r}]", item
+        yield from ((f"{path}.args[{i}]", item) for i, item in enumerate(value.args))
+        yield from ((f"{path}.keywords[{k!r}]", v) for k, v in (value.keywords or {}).items())
         return
     if isinstance(value, types.MethodType):
         yield f"{path}.__self__", value.__self__
@@ -183,16 +402,39 @@ def children(value: Any, path: str) -> Iterator[tuple[str, Any]]:
             return  # the object itself refuses: it is the smallest part
         if not isinstance(reduced, tuple):
             return
-        parts = list(reduced) + [None] * (5 - len(reduced))
-        func, args, state = parts[0], parts[1], parts[2]
+        func, args, state = (list(reduced) + [None] * 5)[:3]
         if func is not None and not isinstance(func, type):
             yield f"{path}.__reduce__()[0]", func
         for index, item in enumerate(args or ()):
-            if index == 0 and item is klass:
-                continue
-            yield f"{path}.__reduce__()[1][{index}]", item
+            if not (index == 0 and item is klass):
+                yield f"{path}.__reduce__()[1][{index}]", item
         if state is not None:
             yield from state_children(value, state, path, custom=True)
         return
     state, custom = state_of(value)
     yield from state_children(value, state, path, custom)
+
+
+def pickled_nodes(
+    obj: Any, root: str = "model", descend: Callable[[Any], bool] | None = None
+) -> Iterator[tuple[str, Any, int]]:
+    """``(path, value, depth)`` of each object pickle saves for ``obj``, once each, depth first;
+    ``descend(value)`` False keeps the walk out of an object's parts."""
+    seen: set[int] = set()
+    keep: list[Any] = []  # __getstate__ results are temporaries: keep them alive, ids unique
+    stack: list[tuple[str, Any, int]] = [(root, obj, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        if id(value) in seen:
+            continue
+        if len(seen) >= MAX_NODES:
+            raise WalkLimit(f"the object holds more than {MAX_NODES} objects (at {path})")
+        seen.add(id(value))
+        keep.append(value)
+        yield path, value, depth
+        if depth < PICKLE_DEPTH and (descend is None or descend(value)):
+            try:
+                found = list(children(value, path))
+            except Exception:
+                continue
+            stack.extend((p, v, depth + 1) for p, v in reversed(found))

@@ -574,7 +574,7 @@ def test_an_object_cannot_pass_for_a_function_in_the_structure_tree() -> None:
     import torch
 
     from pytest_modelpack.safety.construct import state_keys_problem
-    from pytest_modelpack.structure import structure_tree
+    from pytest_modelpack.walk import structure_tree
 
     class Holder:
         pass

@@ -15,7 +15,7 @@ from pytest_modelpack.options import (
     settings_from_ini,
 )
 from pytest_modelpack.report import Report, format_size
-from pytest_modelpack.structure import diff_trees, structure_tree
+from pytest_modelpack.walk import diff_trees, structure_tree
 
 
 def test_settings_defaults_from_empty_ini() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import io
 import pickle
+import re
 import sys
 import textwrap
 import threading
+from typing import Any
 
 import pytest
 import torch
@@ -26,12 +29,49 @@ from pytest_modelpack.diagnose import (
     nondeterminism_hints,
     not_importable_reason,
     rename_hints,
-    resolve_path,
     setstate_pitfall,
     user_frame,
 )
 from pytest_modelpack.golden.manifest import CreatedBy, FileEntry, GlobalEntry, Manifest
-from pytest_modelpack.structure import diff_trees, structure_tree
+from pytest_modelpack.walk import diff_trees, structure_tree
+
+
+def resolve_path(obj: Any, path: str) -> Any:
+    """(Test helper: a finding's path is a Python expression.) The object at ``path`` (``model.layer.rnn``, ``model.decoder.d[0]``) below ``obj``.
+
+    Raises ``LookupError`` when the path does not resolve.
+    """
+    match = re.match(r"[^.\[]+", path)
+    if match is None:
+        raise LookupError(path)
+    i, current = match.end(), obj
+    while i < len(path):
+        if path[i] == ".":
+            j = i + 1
+            while j < len(path) and path[j] not in ".[":
+                j += 1
+            try:
+                current = getattr(current, path[i + 1 : j])
+            except Exception as exc:
+                raise LookupError(path) from exc
+            i = j
+        elif path[i] == "[":
+            for j in (k for k in range(i + 1, len(path)) if path[k] == "]"):
+                try:
+                    key = ast.literal_eval(path[i + 1 : j])
+                except (ValueError, SyntaxError):
+                    continue
+                try:
+                    current = current[key]
+                except Exception as exc:
+                    raise LookupError(path) from exc
+                i = j + 1
+                break
+            else:
+                raise LookupError(path)
+        else:
+            raise LookupError(path)
+    return current
 
 
 class Box:
@@ -352,14 +392,14 @@ def test_explain_lossy_ignores_a_lambda_rebuilt_by_setstate() -> None:
 def test_lost_private_state_of_an_rnn_subclass_skipping_super_setstate() -> None:
     live = Holder(SkippingGRU(3, 4, batch_first=True))
     reloaded = pickle.loads(pickle.dumps(live))
-    lost, detail = lost_private_state(live, reloaded, ["model", "model.rnn"])
+    lost, detail = lost_private_state(live, reloaded)
     assert lost == ["model.rnn._flat_weight_refs"]
     assert detail[1].startswith(f"  {__name__}.SkippingGRU.__setstate__ (")
     assert "does not call super().__setstate__(...)" in detail[1]
     assert "'SkippingGRU' object has no attribute '_flat_weight_refs'" in detail[1]
     # A subclass that does call super() loses nothing.
     fine = Holder(torch.nn.GRU(3, 4))
-    assert lost_private_state(fine, pickle.loads(pickle.dumps(fine)), ["model.rnn"]) == ([], [])
+    assert lost_private_state(fine, pickle.loads(pickle.dumps(fine))) == ([], [])
 
 
 # -- nondeterminism ----------------------------------------------------------------------------

@@ -12,8 +12,7 @@ from pytest_modelpack.apply import placed
 from pytest_modelpack.drift import fingerprint_model, is_project_file
 from pytest_modelpack.project import Location, ModuleKind, Project, is_library_module
 from pytest_modelpack.safety import Allowlist
-from pytest_modelpack.structure import structure_tree
-from pytest_modelpack.walk import instance_state, slot_names
+from pytest_modelpack.walk import instance_state, slot_names, structure_tree
 
 
 @pytest.fixture

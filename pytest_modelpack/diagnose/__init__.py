@@ -25,7 +25,6 @@ from .missing import (
     recorded_source,
     refuse_unimportable,
     rename_hints,
-    resolve_path,
 )
 from .nondeterminism import nondeterminism_hints
 from .unpicklable import Finding, describe_object, find_unpicklable, leaf_name, unpicklable_error
@@ -46,7 +45,6 @@ __all__ = [
     "recorded_source",
     "refuse_unimportable",
     "rename_hints",
-    "resolve_path",
     "setstate_pitfall",
     "unpicklable_error",
     "user_frame",

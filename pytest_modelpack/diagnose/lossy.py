@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..project import is_library_module
-from ..walk import defines
+from ..walk import defines, is_module, nodes
 from .frames import where
-from .missing import parent_path, resolve_path
+from .missing import parent_path
 
 
 def user_class(klass: type) -> bool:
@@ -48,8 +48,13 @@ def _culprit(owner: Any, attr: str, relative_to: Any) -> str | None:
     return None
 
 
+def _values(obj: Any, walked: Any = None) -> dict[str, Any]:
+    """Path -> object of ``obj``'s structure tree."""
+    return {n.path: n.value for n in (walked or nodes(obj)) if n.shown and not n.repeat}
+
+
 def explain_lossy(
-    live: Any, diff: list[str], root: str = "model", relative_to: Any = None
+    live: Any, diff: list[str], relative_to: Any = None, walked: Any = None
 ) -> tuple[list[str], list[str]]:
     """Group structure-tree differences into what was lost, and say which code lost it.
 
@@ -72,6 +77,7 @@ def explain_lossy(
     lost: list[str] = []
     detail: list[str] = []
     culprits: list[str] = []
+    values = _values(live, walked)
     for sign, path, text in entries:
         if sign == "-" and below(path, missing):
             continue
@@ -91,11 +97,8 @@ def explain_lossy(
             detail.append(f"{path} changed: {before} -> {after}")
         lost.append(path)
         parent = parent_path(path)
-        if parent is not None:
-            try:
-                owner = resolve_path(live, parent[0])
-            except LookupError:
-                continue
+        if parent is not None and parent[0] in values:
+            owner = values[parent[0]]
             culprit = _culprit(owner, parent[1], relative_to)
             if culprit and culprit not in culprits:
                 culprits.append(culprit)
@@ -125,7 +128,7 @@ def _torch_base(klass: type) -> type | None:
 
 
 def lost_private_state(
-    live: Any, reloaded: Any, module_paths: Iterable[str], relative_to: Any = None
+    live: Any, reloaded: Any, relative_to: Any = None, walked: Any = None
 ) -> tuple[list[str], list[str]]:
     """Private ``nn.Module`` state a user ``__setstate__``/``__getstate__`` failed to restore.
 
@@ -137,10 +140,10 @@ def lost_private_state(
     """
     lost: list[str] = []
     lines: list[str] = []
-    for path in module_paths:
-        try:
-            before, after = resolve_path(live, path), resolve_path(reloaded, path)
-        except LookupError:
+    after_values = _values(reloaded)
+    for path, before in _values(live, walked).items():
+        after = after_values.get(path)
+        if not is_module(before) or after is None:
             continue
         klass = type(before)
         base = _torch_base(klass)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import difflib
 import inspect
 import io
@@ -16,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from .. import errors, walk
 from ..project import is_library_module
 from ..safety import iter_globals
-from ..walk import MAX_DEPTH, MAX_NODES
 
 if TYPE_CHECKING:
     from ..golden.manifest import Manifest
@@ -59,78 +57,19 @@ def not_importable_reason(module: str, qualname: str) -> str | None:
 def locate_globals(
     obj: Any, names: Iterable[str], root: str = "model", limit: int = 3
 ) -> dict[str, list[str]]:
-    """Where in ``obj`` each ``module.qualname`` in ``names`` is used.
-
-    An instance of such a class is reported by its path (``model.decoder``); a function or class
-    stored as a value by its path too (``model.function``). At most ``limit`` paths per name.
-    """
+    """Where in ``obj`` each ``module.qualname`` in ``names`` is used: an instance of such a
+    class, or a function or class stored as a value, by its path (at most ``limit`` per name)."""
     wanted = set(names)
     found: dict[str, list[str]] = {}
-    seen: set[int] = set()
-    keep: list[Any] = []
-    stack: list[tuple[Any, str, int]] = [(obj, root, 0)]
-    visited = 0
-    while stack and visited < MAX_NODES:
-        value, path, depth = stack.pop()
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
-        keep.append(value)
-        visited += 1
-        if isinstance(value, (type, types.FunctionType)):
-            key = f"{value.__module__}.{value.__qualname__}"
-        else:
-            key = f"{type(value).__module__}.{type(value).__qualname__}"
+    for path, value, _depth in walk.pickled_nodes(obj, root):
+        named = value if isinstance(value, (type, types.FunctionType)) else type(value)
+        key = f"{named.__module__}.{named.__qualname__}"
         if key in wanted and len(found.setdefault(key, [])) < limit:
             found[key].append(path)
-        if depth < MAX_DEPTH:
-            try:
-                children = list(walk.children(value, path))
-            except Exception:
-                continue
-            stack.extend((child, child_path, depth + 1) for child_path, child in reversed(children))
     return found
 
 
 # -- lossy round-trips -------------------------------------------------------------------------
-
-
-def resolve_path(obj: Any, path: str) -> Any:
-    """The object at ``path`` (``model.layer.rnn``, ``model.decoder.d[0]``) below ``obj``.
-
-    Raises ``LookupError`` when the path does not resolve.
-    """
-    match = re.match(r"[^.\[]+", path)
-    if match is None:
-        raise LookupError(path)
-    i, current = match.end(), obj
-    while i < len(path):
-        if path[i] == ".":
-            j = i + 1
-            while j < len(path) and path[j] not in ".[":
-                j += 1
-            try:
-                current = getattr(current, path[i + 1 : j])
-            except Exception as exc:
-                raise LookupError(path) from exc
-            i = j
-        elif path[i] == "[":
-            for j in (k for k in range(i + 1, len(path)) if path[k] == "]"):
-                try:
-                    key = ast.literal_eval(path[i + 1 : j])
-                except (ValueError, SyntaxError):
-                    continue
-                try:
-                    current = current[key]
-                except Exception as exc:
-                    raise LookupError(path) from exc
-                i = j + 1
-                break
-            else:
-                raise LookupError(path)
-        else:
-            raise LookupError(path)
-    return current
 
 
 def parent_path(path: str) -> tuple[str, str] | None:

@@ -8,10 +8,9 @@ import sys
 import types
 from typing import Any
 
-from ..structure import structure_tree
+from ..walk import nodes
 from .frames import where
 from .lossy import user_class
-from .missing import resolve_path
 
 _RANDOM = re.compile(
     r"\b(torch\.(rand|randn|randint|randperm|bernoulli|multinomial|normal|poisson)\w*"
@@ -20,7 +19,7 @@ _RANDOM = re.compile(
 )
 
 
-def nondeterminism_hints(model: Any, relative_to: Any = None) -> list[str]:
+def nondeterminism_hints(model: Any, relative_to: Any = None, walked: Any = None) -> list[str]:
     """Likely reasons ``model`` disagrees with itself: modules left in train mode, random calls.
 
     Looks at every module reachable from ``model`` after ``model.eval()`` (restoring modes
@@ -31,12 +30,8 @@ def nondeterminism_hints(model: Any, relative_to: Any = None) -> list[str]:
     torch = sys.modules.get("torch")
     modules: list[tuple[str, Any]] = []
     if torch is not None:
-        for path, text in structure_tree(model).items():
-            if text.endswith("(nn.Module)"):
-                try:
-                    modules.append((path, resolve_path(model, path)))
-                except LookupError:
-                    pass
+        walked = nodes(model) if walked is None else walked
+        modules = [(n.path, n.value) for n in walked if n.shown and n.line.endswith("(nn.Module)")]
         everything = [m for _, top in modules for m in top.modules()]
         flags = [(m, m.training) for m in everything]
         try:

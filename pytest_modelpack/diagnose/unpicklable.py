@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..walk import MAX_DEPTH, children, pickles
+from ..walk import pickled_nodes, pickles
 from .frames import source_line, user_frame, where
 from .missing import not_importable_reason
 
@@ -247,35 +247,36 @@ def find_unpicklable(
     A part is reported by attribute path from ``root``; file locations are relative to
     ``relative_to`` (default: the working directory).
     """
-    findings: list[Finding] = []
-    seen: set[int] = set()
-    keep: list[Any] = []  # __getstate__ results are temporaries: keep them alive so ids stay unique
+    failing: list[tuple[str, Any, int, Exception]] = []
+    errors_: dict[int, Exception] = {}
 
-    def visit(value: Any, path: str, depth: int) -> None:
-        if len(findings) >= limit or id(value) in seen:
-            return
-        seen.add(id(value))
-        keep.append(value)
+    def descend(value: Any) -> bool:
+        error = errors_.get(id(value))
+        return error is not None and not opaque_part(value)
+
+    for path, value, depth in pickled_nodes(obj, root, descend):
         error = pickles(value)
-        if error is None:
-            return
-        before = len(findings)
-        if depth < MAX_DEPTH and not opaque_part(value):
-            for child_path, child in children(value, path):
-                visit(child, child_path, depth + 1)
+        if error is not None:
+            errors_[id(value)] = error
+            failing.append((path, value, depth, error))
+    findings: list[Finding] = []
+    for i, (path, value, depth, error) in enumerate(failing):
+        # The smallest failing parts: no failing part below them (depth first: those follow).
+        inner = i + 1 < len(failing) and failing[i + 1][2] > depth
         local_class = "<locals>" in type(value).__qualname__ and not isinstance(value, type)
-        if len(findings) == before or local_class:
-            findings.append(
-                Finding(
-                    path=path,
-                    what=describe_object(value, relative_to),
-                    why=_why(value, error),
-                    fix=_fix_for(value, path, relative_to),
-                    source=source_line(value) if _is_lambda(value) else None,
-                )
+        if inner and not local_class:
+            continue
+        findings.append(
+            Finding(
+                path=path,
+                what=describe_object(value, relative_to),
+                why=_why(value, error),
+                fix=_fix_for(value, path, relative_to),
+                source=source_line(value) if _is_lambda(value) else None,
             )
-
-    visit(obj, root, 0)
+        )
+        if len(findings) >= limit:
+            break
     return findings
 
 

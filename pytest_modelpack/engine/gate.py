@@ -25,7 +25,7 @@ from ..golden import GoldenStore, Manifest
 from ..golden.examples import Example
 from ..golden.integrity import deferred_spans
 from ..safety import Allowlist, load_bundle, scan_file, verdict_error
-from ..structure import structure_tree
+from ..walk import structure_tree
 from .behaviour import code_change_behaviour, explain_mismatch
 from .explore import run_property
 from .request import CheckRequest, CheckResult, display_path, short_repr

@@ -17,7 +17,7 @@ from ..golden import CreatedBy, GlobalEntry, GoldenStore, Manifest
 from ..golden.examples import Example, encode_value, examples_bytes
 from ..safety import Allowlist, load_bundle
 from ..states import Verdict
-from ..structure import diff_trees, structure_tree
+from ..walk import diff_trees, structure_tree
 from .explore import draw_inputs
 from .gate import allowlist_for, recorded_tolerance, replay, scan_or_refuse
 from .request import CheckRequest, CheckResult

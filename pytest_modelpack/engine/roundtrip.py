@@ -32,7 +32,7 @@ from ..diagnose.unpicklable import leaf_name, unpicklable_error
 from ..golden.examples import RaisedError
 from ..safety import trust_from_pickle
 from ..states import Mode
-from ..structure import diff_trees, structure_tree
+from ..walk import diff_trees, structure_tree
 from .explore import hypothesis_settings, run_property
 from .request import NONDETERMINISM_PROBES, CheckRequest, CheckResult, short_repr
 from .runner import Runner, tolerance_line
@@ -122,8 +122,7 @@ def check_state_kept(request: CheckRequest, reloaded: Any) -> None:
     live_tree = structure_tree(model)
     diff = diff_trees(live_tree, structure_tree(reloaded))
     lost, detail = explain_lossy(model, diff, relative_to=root)
-    modules = [path for path, line in live_tree.items() if line.endswith("(nn.Module)")]
-    private, private_detail = lost_private_state(model, reloaded, modules, relative_to=root)
+    private, private_detail = lost_private_state(model, reloaded, relative_to=root)
     if not (lost or private):
         return
     shown = lost + private

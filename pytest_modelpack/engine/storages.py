@@ -122,24 +122,11 @@ def tensors_at(obj: Any, keys: Iterable[tuple[str, int]], root: str = "model") -
     """Attribute paths of the tensors in ``obj`` whose storage is one of ``keys``."""
     wanted = set(keys)
     paths: list[str] = []
-    seen: set[int] = set()
-    stack: list[tuple[str, Any, int]] = [(root, obj, 0)]
-    while stack and len(seen) < walk.MAX_NODES:
-        path, value, depth = stack.pop()
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
+    for path, value, _depth in walk.pickled_nodes(obj, root):
         if walk.is_tensor(value):
             try:
                 if _key(value.untyped_storage()) in wanted:
                     paths.append(path)
             except Exception:  # a tensor without storage (sparse, meta, subclasses)
                 pass
-            continue
-        if depth < walk.MAX_DEPTH:
-            try:
-                found = list(walk.children(value, path))
-            except Exception:
-                continue
-            stack.extend((p, v, depth + 1) for p, v in reversed(found))
     return paths
