@@ -26,14 +26,6 @@ from typing import Any
 from pytest_modelpack.golden.examples import RaisedError, raised_from
 from pytest_modelpack.tolerance import Tolerance, default_tolerance
 
-__all__ = [
-    "Difference",
-    "Tolerance",
-    "compare",
-    "default_tolerance",
-    "describe_differences",
-]
-
 #: Roughly how long a value's repr may be in a message before it is cut.
 REPR_LIMIT = 80
 
@@ -113,9 +105,51 @@ def compare(
     :func:`~pytest_modelpack.golden.examples.raised_from` of it; two raised errors
     agree when their type and message agree.
     """
+    return compared(expected, actual, exact=exact, rtol=rtol, atol=atol, path=path).diffs
+
+
+@dataclass(frozen=True)
+class ErrorMetrics:
+    """How close two outputs came, also when they pass (the HTML report's plots): the greatest
+    absolute and relative error over every numeric leaf whose structure agrees, and the share of
+    the tolerance the worst element used (``|a - e| / (atol + rtol * |e|)``; at most 1 passes).
+    ``rtol``/``atol``: the tolerance of the leaf that used the most of it (None: no leaf)."""
+
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    used: float = 0.0
+    rtol: float | None = None
+    atol: float | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What one walk over an output pair found: where they differ, and how close they came."""
+
+    diffs: list[Difference]
+    metrics: ErrorMetrics
+
+
+def compared(
+    expected: Any,
+    actual: Any,
+    *,
+    exact: bool,
+    rtol: float | None = None,
+    atol: float | None = None,
+    path: str = "output",
+) -> Comparison:
+    """:func:`compare` and the pair's :class:`ErrorMetrics`, in one walk."""
     comparer = _Comparer(exact=exact, rtol=rtol, atol=atol)
     comparer.compare(expected, actual, path)
-    return comparer.diffs
+    m = comparer
+    tol = m.worst_tol
+    return Comparison(
+        m.diffs,
+        ErrorMetrics(
+            m.max_abs, m.max_rel, m.used, tol.rtol if tol else None, tol.atol if tol else None
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------------- internals
@@ -188,6 +222,31 @@ class _Comparer:
         self.done: set[tuple[int, int]] = set()
         self.depth = 0
         self.steps = 0
+        self.max_abs = self.max_rel = self.used = 0.0
+        self.worst_tol: Tolerance | None = None
+
+    def note(self, abs_err: float, rel_err: float, used: float, tol: Tolerance) -> None:
+        """One leaf's errors, for the metrics (whether or not it is within tolerance)."""
+        self.max_abs = max(self.max_abs, abs_err)
+        self.max_rel = max(self.max_rel, rel_err)
+        if self.worst_tol is None or used > self.used:
+            self.worst_tol = tol
+        self.used = max(self.used, used)
+
+    def note_scalars(self, e: Any, a: Any, tol: Tolerance) -> None:
+        assert tol.rtol is not None and tol.atol is not None
+        if e == a or (e != e and a != a):
+            self.note(0.0, 0.0, 0.0, tol)
+            return
+        try:
+            finite = cmath.isfinite(e) and cmath.isfinite(a)
+            abs_err = float(abs(a - e)) if finite else math.inf
+            magnitude = float(abs(e))
+        except OverflowError:  # ints beyond float's range
+            abs_err = magnitude = math.inf
+        bound = tol.atol + tol.rtol * magnitude if abs_err != math.inf else 0.0
+        rel = abs_err / magnitude if e and magnitude != math.inf else math.inf
+        self.note(abs_err, rel, abs_err / bound if bound > 0 else math.inf, tol)
 
     def tolerance(self, dtype: Any) -> Tolerance:
         base = Tolerance(0.0, 0.0) if self.exact else default_tolerance(dtype)
@@ -376,6 +435,8 @@ class _Comparer:
         if e_type is not a_type:
             self.type_mismatch(path, e, a)
             return
+        tol = self.tolerance(e_type)
+        self.note_scalars(e, a, tol)
         if e_type is int:
             if e != a:  # no abs_err: float() of a huge int overflows, and ints are exact anyway
                 self.add(path, e, a, f"expected {_short(e)}, got {_short(a)}")
@@ -384,7 +445,6 @@ class _Comparer:
         isfinite = cmath.isfinite if e_type is complex else math.isfinite
         if e == a or (isnan(e) and isnan(a)):
             return
-        tol = self.tolerance(e_type)
         assert tol.rtol is not None and tol.atol is not None
         abs_err = abs(a - e)
         # Same test as torch.isclose: |a - e| <= atol + rtol * |e|, where non-finite values only
@@ -436,6 +496,8 @@ class _Comparer:
         """Elementwise comparison of two same-dtype, same-shape dense CPU tensors."""
         assert tol.rtol is not None and tol.atol is not None
         if e.numel() == 0:
+            if e.dtype != torch.bool:
+                self.note(0.0, 0.0, 0.0, tol)
             return
         dtype = e.dtype
         if dtype == torch.bool:
@@ -456,6 +518,8 @@ class _Comparer:
             e_wide, a_wide = e.to(torch.float64), a.to(torch.float64)
             if tol.rtol or tol.atol:
                 matches |= torch.isclose(a_wide, e_wide, rtol=tol.rtol, atol=tol.atol)
+        if dtype != torch.bool:
+            self.note_elements(torch, e_wide.reshape(-1), a_wide.reshape(-1), tol)
         if bool(matches.all()):
             return
 
@@ -494,6 +558,25 @@ class _Comparer:
                 total=total,
                 index=index,
             )
+        )
+
+    def note_elements(self, torch: Any, ew: Any, aw: Any, tol: Tolerance) -> None:
+        """The metrics of two same-shape widened tensors: NaN equals NaN, inf equals itself."""
+        assert tol.rtol is not None and tol.atol is not None
+        diff = (aw - ew).abs()
+        zero = torch.zeros_like(diff)
+        diff = torch.where((ew.isnan() & aw.isnan()) | ((ew == aw) & ew.isinf()), zero, diff)
+        diff = torch.where(diff.isnan(), torch.full_like(diff, math.inf), diff)
+        mag = ew.abs()
+        rel = torch.where(diff == 0, zero, diff / mag)
+        used = torch.where(diff == 0, zero, diff / (tol.atol + tol.rtol * mag))
+        inf = math.inf
+        worst_rel, worst_used = float(rel.max()), float(used.max())
+        self.note(
+            float(diff.max()),
+            inf if math.isnan(worst_rel) else worst_rel,
+            inf if math.isnan(worst_used) else worst_used,
+            tol,
         )
 
     def compare_numpy(self, np: Any, e: Any, a: Any, path: str) -> None:

@@ -129,11 +129,11 @@ class Modelpack:
             examples=examples,
             writes_golden=self.device == self.settings.devices[0],
             prefetched=self._state.take_prefetched(node.nodeid, path),
+            item=node.nodeid,
+            claimant=claimant,
         )
         result = run_check(request)
-        result.nodeid = node.nodeid
         row = result.to_dict()
-        row["claimant"] = claimant  # the test without its device: what owns a golden
         self._state.report.add(row)
         node.user_properties.extend(junit_properties(row, display_path(path, self._state.root)))
         if result.error is not None:

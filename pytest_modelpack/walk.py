@@ -223,7 +223,9 @@ def _module_parts(module: Any) -> list[tuple[str, Any, Any, Any]]:
 def _object_parts(value: Any) -> list[tuple[str, Any, Any, Any]]:
     own = getattr(value, "__dict__", None)
     own = own if isinstance(own, dict) else {}
-    parts = [(f".{k}", v, own, k) for k, v in own.items() if not k.startswith("__")]
+    parts: list[tuple[str, Any, Any, Any]] = [
+        (f".{k}", v, own, k) for k, v in own.items() if not k.startswith("__")
+    ]
     slots = [s for s in slot_names(type(value)) if s not in own and not s.startswith("__")]
     for slot in slots:
         found = slot_value(value, slot)

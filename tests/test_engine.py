@@ -13,27 +13,14 @@ from hypothesis import strategies as st
 
 from pytest_modelpack import errors
 from pytest_modelpack.engine import CheckRequest, run_check
-from pytest_modelpack.engine.gate import (
-    compare_with_live,
-    gate,
-    judge_drift,
-    load_golden,
-    open_golden,
-    replay_on_golden,
-    tolerances_for,
-)
+from pytest_modelpack.engine.facts import LiveFacts
+from pytest_modelpack.engine.gate import compare_golden, gate, judge_drift, load_golden, open_golden
 from pytest_modelpack.engine.request import CheckResult
-from pytest_modelpack.engine.roundtrip import (
-    check_state_kept,
-    compare_reloaded,
-    dump_live,
-    probe_nondeterminism,
-    reload,
-    round_trip,
-)
-from pytest_modelpack.engine.runner import Runner
+from pytest_modelpack.engine.roundtrip import check_state_kept, compare_reloaded, reload, round_trip
+from pytest_modelpack.engine.runs import Runner
 from pytest_modelpack.options import Settings
 from pytest_modelpack.states import Mode, Verdict
+from pytest_modelpack.walk import nodes
 
 from . import engine_models as models
 
@@ -62,7 +49,7 @@ def make_request(model, tmp_path, *, mode=Mode.ROUNDTRIP, apply=models.scale, na
 def test_dump_live_names_the_unpicklable_attribute(tmp_path):
     request = make_request(models.Holder(hook=lambda x: x), tmp_path, apply=None)
     with pytest.raises(errors.Unpicklable) as info:
-        dump_live(request)
+        assert LiveFacts(request).dump is None  # raises first
     assert info.value.summary == "model.hook cannot be pickled"
     assert "module level" in info.value.fix
 
@@ -70,33 +57,33 @@ def test_dump_live_names_the_unpicklable_attribute(tmp_path):
 def test_reload_reports_a_setstate_that_cannot_rebuild(tmp_path):
     request = make_request(models.BadSetstate(), tmp_path, apply=None)
     with pytest.raises(errors.LoadError) as info:
-        reload(request, dump_live(request))
+        reload(LiveFacts(request))
     assert "cannot rebuild from this state" in info.value.summary
     assert "__setstate__" in info.value.fix
 
 
 def test_check_state_kept_names_what_getstate_lost(tmp_path):
-    request = make_request(models.ForgetsOffset(), tmp_path, apply=None)
-    reloaded = reload(request, dump_live(request))
+    facts = LiveFacts(make_request(models.ForgetsOffset(), tmp_path, apply=None))
+    reloaded = reload(facts)
     with pytest.raises(errors.LossyRoundTrip) as info:
-        check_state_kept(request, reloaded)
+        check_state_kept(facts, reloaded, list(nodes(reloaded)))
     assert "model.offset" in info.value.summary
     assert "'offset'" in info.value.fix
 
 
-def test_probe_nondeterminism_catches_a_model_that_disagrees_with_itself(tmp_path):
-    request = make_request(models.Noisy(), tmp_path, apply=None)
+def test_the_first_inputs_catch_a_model_that_disagrees_with_itself(tmp_path):
+    facts = LiveFacts(make_request(models.Noisy(), tmp_path, apply=None))
     with pytest.raises(errors.Nondeterministic) as info:
-        probe_nondeterminism(request, Runner(request))
+        compare_reloaded(facts, Runner(facts.request), reload(facts))
     assert info.value.summary == "the live model gives different outputs for the same input"
 
 
 def test_compare_reloaded_counts_the_inputs_it_ran(tmp_path):
-    request = make_request(models.Scaler(), tmp_path)
-    reloaded = reload(request, dump_live(request))
-    check_state_kept(request, reloaded)
-    assert compare_reloaded(request, Runner(request), reloaded) == 5
-    assert round_trip(request, Runner(request)) == 5
+    facts = LiveFacts(make_request(models.Scaler(), tmp_path))
+    reloaded = reload(facts)
+    check_state_kept(facts, reloaded, list(nodes(reloaded)))
+    assert compare_reloaded(facts, Runner(facts.request), reloaded) == 5
+    assert round_trip(facts, Runner(facts.request)) == 5
 
 
 # -- gate and regen ----------------------------------------------------------------------------
@@ -104,9 +91,9 @@ def test_compare_reloaded_counts_the_inputs_it_ran(tmp_path):
 
 def test_gate_without_a_golden_names_the_regen_command(tmp_path):
     request = make_request(models.Scaler(), tmp_path, mode=Mode.GOLDEN)
-    result = CheckResult(name="g", device="cpu", mode=Mode.GOLDEN, nodeid="x", golden="")
+    result = CheckResult.of(request)
     with pytest.raises(errors.MissingGolden) as info:
-        gate(request, Runner(request), result)
+        gate(LiveFacts(request), Runner(request), result)
     assert "pytest --modelpack-regen tests/test_engine.py::test_x" in info.value.fix
 
 
@@ -167,30 +154,32 @@ def test_open_golden_refuses_a_tampered_bundle_before_anything_loads(tmp_path):
     run_check(make_request(models.Scaler(), tmp_path, mode=Mode.REGEN))
     payload = pickle.dumps(models.Holder(call=print))  # a builtin the live pickle never uses
     _tamper(tmp_path / "goldens" / "g", payload)
-    request = make_request(models.Scaler(), tmp_path, mode=Mode.GOLDEN)
-    round_trip(request, Runner(request))  # the live model's pickle: what is trusted
-    result = CheckResult(name="g", device="cpu", mode=Mode.GOLDEN, nodeid="x", golden="")
-    with pytest.raises(errors.UnsafeGolden) as info:
-        open_golden(request, result)
+    facts = LiveFacts(make_request(models.Scaler(), tmp_path, mode=Mode.GOLDEN))
+    result = CheckResult.of(facts.request)
+    with pytest.raises(errors.UnsafeGolden) as info:  # trusted: what the live pickle does
+        open_golden(facts, Runner(facts.request), result)
     assert "builtins.print" in str(info.value)
     assert result.bundle_size == len(payload)
 
 
 def test_open_golden_yields_records_and_project_roots(tmp_path):
     run_check(make_request(models.Scaler(), tmp_path, mode=Mode.REGEN))
-    request = make_request(models.Scaler(), tmp_path, mode=Mode.GOLDEN)
-    round_trip(request, Runner(request))
-    result = CheckResult(name="g", device="cpu", mode=Mode.GOLDEN, nodeid="x", golden="")
-    opened = open_golden(request, result)
+    facts = LiveFacts(make_request(models.Scaler(), tmp_path, mode=Mode.GOLDEN))
+    result = CheckResult.of(facts.request)
+    opened = open_golden(facts, Runner(facts.request), result)
     assert len(opened.records) == 3
     assert opened.roots == [("tests.engine_models", "Scaler")]
-    tolerances = tolerances_for(request, opened.manifest)
-    assert tolerances.reference == "cpu"
-    golden, drift, notes = judge_drift(request, Runner(request), opened, tolerances, result)
-    assert golden is None and drift.clean and notes == []
-    golden = load_golden(request, opened)
-    assert replay_on_golden(request, Runner(request), golden, opened, tolerances, [], result) == 3
-    assert compare_with_live(request, Runner(request), golden, opened, tolerances, [], result) == 8
+    assert opened.reference == "cpu"
+    judge_drift(opened)
+    assert opened.golden is None and opened.drift.clean and opened.notes == []
+    load_golden(opened)
+    # recorded replays on the golden (3) + Hypothesis (5) + live replays (3)
+    assert compare_golden(opened) == 11
+    assert [c["stage"] for c in result.comparisons] == [
+        "golden vs recorded examples",
+        "golden vs live",
+        "live vs recorded examples",
+    ]
 
 
 def test_a_golden_that_holds_a_function_the_live_model_does_not_is_refused_before_it_runs(

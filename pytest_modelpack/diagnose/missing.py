@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import io
 import os
 import re
 import sys
@@ -14,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import errors, walk
 from ..project import is_library_module
-from ..safety import iter_globals
 
 if TYPE_CHECKING:
     from ..golden.manifest import Manifest
@@ -250,12 +248,12 @@ def explain_missing(
     return f"the golden references {who} (renamed or moved?)", detail, fix
 
 
-def refuse_unimportable(model: Any, data: bytes) -> None:
-    """UNPICKLABLE when the pickle ``data`` of ``model`` references classes or functions another
-    process could not import (defined in __main__, a test module or conftest.py)."""
-
+def refuse_unimportable(model: Any, refs: Iterable[Any]) -> None:
+    """UNPICKLABLE when the global uses ``refs`` of ``model``'s pickle reference classes or
+    functions another process could not import (defined in __main__, a test module or
+    conftest.py)."""
     reasons: dict[str, str] = {}
-    for ref in iter_globals(io.BytesIO(data)):
+    for ref in refs:
         name = f"{ref.module}.{ref.qualname}"
         if name not in reasons:
             reason = not_importable_reason(ref.module, ref.qualname)

@@ -14,13 +14,12 @@ import warnings
 
 from .. import errors
 from ..states import Mode, Verdict
+from .facts import LiveFacts
 from .gate import gate, store_for
 from .regen import regenerate
 from .request import CheckRequest, CheckResult
 from .roundtrip import round_trip
-from .runner import Runner
-
-__all__ = ["run_check", "all_inputs_raised", "all_outputs_none"]
+from .runs import Runner
 
 
 def all_inputs_raised(runner: Runner) -> errors.AllInputsRaised:
@@ -68,13 +67,8 @@ def all_outputs_none(runner: Runner) -> errors.AllOutputsNone:
 def run_check(request: CheckRequest) -> CheckResult:
     """Run one ``modelpack.check`` in the session's mode; the result carries any error."""
     mode = request.settings.mode
-    result = CheckResult(
-        name=request.name,
-        device=request.device,
-        mode=mode,
-        nodeid=request.nodeid,
-        golden=str(request.golden_folder),
-    )
+    result = CheckResult.of(request)
+    facts = LiveFacts(request)
     runner = Runner(request)
     start = time.perf_counter()
     store = (request.prefetched or store_for(request)) if mode is Mode.GOLDEN else None
@@ -87,17 +81,17 @@ def run_check(request: CheckRequest) -> CheckResult:
             # torch warns about TypedStorage when pickling tensors; that is pickle's business.
             warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
             with result.timed("round_trip"):
-                result.examples = round_trip(request, runner, result)
+                result.examples = round_trip(facts, runner, result)
             if runner.all_raised():
                 raise all_inputs_raised(runner)
             if runner.all_none():
                 raise all_outputs_none(runner)
             if store is not None:
-                result.examples += gate(request, runner, result, store)
+                result.examples += gate(facts, runner, result, store)
             elif mode is Mode.REGEN:
                 with result.timed("regen"):
-                    regenerate(request, runner, result)
-    except errors.ModelpackError as exc:
+                    regenerate(facts, runner, result)
+    except errors.ModelpackError as exc:  # WalkLimit included: a state too large to walk
         result.error = exc.with_name(request.name)
         result.verdict = Verdict.FAILED
         result.detail = exc.kind

@@ -18,8 +18,6 @@ from .. import errors
 from ..golden.examples import encode_value
 from .request import CheckRequest
 
-__all__ = ["hypothesis_settings", "run_property", "draw_inputs"]
-
 
 def hypothesis_settings(max_examples: int, derandomize: bool, **extra: Any) -> Any:
     from hypothesis import HealthCheck, Verbosity, settings
@@ -43,8 +41,9 @@ class _Abort:
     error: errors.ModelpackError | None = None
 
 
-def run_property(request: CheckRequest, prop: Callable[[Any], None], derandomize: bool) -> int:
-    """Run ``prop`` on Hypothesis inputs; return how many inputs ran. Errors come out shrunk."""
+def run_property(request: CheckRequest, prop: Callable[[Any, int], None], derandomize: bool) -> int:
+    """Run ``prop(x, n)`` on Hypothesis inputs (``n``: how many ran before); return how many
+    inputs ran. Errors come out shrunk, but for NONDETERMINISTIC."""
     from hypothesis import errors as hyp_errors
     from hypothesis import given
 
@@ -58,7 +57,7 @@ def run_property(request: CheckRequest, prop: Callable[[Any], None], derandomize
             raise abort.error.with_traceback(None)
         count[0] += 1
         try:
-            prop(x)
+            prop(x, count[0] - 1)
         except errors.Nondeterministic as exc:
             abort.error = exc
             raise

@@ -1,58 +1,36 @@
 """The gate (``--modelpack-golden``): verify, scan, load and compare a committed golden.
 
-Writes nothing. The stages: the golden must exist; its manifest is validated and its files'
-sizes and sha256 verified; the bundle is scanned (UNSAFE / CORRUPT / renamed code); code and
-environment drift are checked against what the golden recorded; the bundle is loaded with the
-restricted loader; the recorded examples are replayed on the golden; and golden vs live are
-compared on derandomized Hypothesis inputs and on the recorded inputs.
+Writes nothing. The stages, on one :class:`Gate` context: :func:`open_golden` (the golden exists,
+its manifest is valid, its files match their sha256, the bundle passes the safety scan);
+:func:`judge_drift` (code and environment against what the golden recorded; a code change is
+judged by its behaviour); :func:`load_golden` (the restricted loader); :func:`compare_golden`
+(the recorded examples replayed on the golden, golden vs live on derandomized Hypothesis inputs,
+the live model on the recorded inputs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import errors
 from ..apply import placed
-from ..compare import compare, describe_differences
 from ..diagnose.loading import load_error
+from ..diagnose.reproducibility import explain_state_difference
 from ..drift import Drift, assess_drift, report_drift
 from ..fixes import accept, regen_command, restore_or_regen, revert_or_accept
 from ..golden import GoldenStore, Manifest
 from ..golden.examples import Example
 from ..golden.integrity import deferred_spans
 from ..safety import Allowlist, load_bundle, scan_file, verdict_error
-from ..walk import structure_tree
-from .behaviour import code_change_behaviour, explain_mismatch
-from .explore import run_property
+from ..statediff import state_diff
+from ..walk import Node, nodes, tree_of
+from .facts import LiveFacts
 from .request import CheckRequest, CheckResult, display_path, short_repr
-from .runner import Runner, tolerance_line
+from .runs import Found, Pair, Runner, Side, explore, replay, tolerance_line
 
-__all__ = [
-    "OpenedGolden",
-    "Tolerances",
-    "allowlist_for",
-    "compare_with_live",
-    "gate",
-    "judge_drift",
-    "load_golden",
-    "open_golden",
-    "project_roots",
-    "recorded_tolerance",
-    "refuse_planted_callables",
-    "replay",
-    "replay_on_golden",
-    "scan_or_refuse",
-    "store_for",
-]
-
-
-def allowlist_for(request: CheckRequest) -> Allowlist:
-    """The policy for this check's golden: built-in ∪ the live model's own pickle ∪ the ini."""
-    return Allowlist(request.project_root, request.settings.safe_globals, trust=request.trust)
+PRESERVING = "the change looks behaviour-preserving"
 
 
 def scan_or_refuse(
@@ -91,63 +69,6 @@ def recorded_tolerance(request: CheckRequest, recorded_device: str | None) -> tu
     return request.settings.rtol, request.settings.atol
 
 
-def replay(
-    runner: Runner,
-    model: Any,
-    device: str,
-    records: list[Any],
-    tolerance: tuple[float | None, float | None],
-    summary: str,
-    context: list[str],
-    fix: str,
-    on_compare: Callable[[Any, Any], None] | None = None,
-) -> int:
-    """Run ``model`` on each recorded input; the first output that differs is OUTPUT MISMATCH.
-
-    ``on_compare(expected, got)`` sees every pair compared (the report's error metrics)."""
-    rtol, atol = tolerance
-    for index, record in enumerate(records):
-        got = runner(model, record.input, device)
-        if on_compare is not None:
-            on_compare(record.output, got)
-        diffs = compare(record.output, got, exact=False, rtol=rtol, atol=atol)
-        if diffs:
-            raise errors.OutputMismatch(
-                summary.format(index=index),
-                detail=[
-                    f"input: {short_repr(record.input)}",
-                    *context[:1],
-                    *describe_differences(diffs),
-                    tolerance_line(rtol, atol, exact=False),
-                    *context[1:],
-                ],
-                fix=fix,
-            )
-    return len(records)
-
-
-@dataclasses.dataclass
-class OpenedGolden:
-    """A committed golden whose manifest, files and pickle passed every check before loading."""
-
-    store: GoldenStore
-    manifest: Manifest
-    records: list[Example]
-    allowlist: Allowlist
-    #: The project (module, qualname) pairs the scanned bundle references: drift's roots.
-    roots: list[tuple[str, str]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Tolerances:
-    """``(rtol, atol)`` against the recorded examples, and against the live model."""
-
-    recorded: tuple[float | None, float | None]
-    live: tuple[float | None, float | None]
-    #: Where the live model runs: the CPU, the reference every other device is compared with.
-    reference: str
-
-
 def store_for(request: CheckRequest) -> GoldenStore:
     return GoldenStore(
         request.golden_folder,
@@ -157,17 +78,63 @@ def store_for(request: CheckRequest) -> GoldenStore:
     )
 
 
+@dataclasses.dataclass
+class Gate:
+    """One gate check: the live model's facts, the committed golden as it was read, and what
+    the stages found so far."""
+
+    facts: LiveFacts
+    runner: Runner
+    result: CheckResult
+    store: GoldenStore
+    manifest: Manifest
+    records: list[Example]
+    #: The project (module, qualname) pairs the scanned bundle references: drift's roots.
+    roots: list[tuple[str, str]]
+    golden: Any = None
+    golden_nodes: list[Node] | None = None
+    drift: Drift | None = None
+    #: Lines that explain a later mismatch (code or environment drift).
+    notes: list[str] = dataclasses.field(default_factory=list)
+    #: The golden's own comparisons, when the drift verdict already ran them.
+    replayed: Found | None | bool = False
+    explored: tuple[int, Found | None] | None = None
+
+    @property
+    def request(self) -> CheckRequest:
+        return self.facts.request
+
+    @property
+    def reference(self) -> str:
+        """Where the live model runs: the CPU, the reference every other device is compared with."""
+        return "cpu" if self.request.device != "cpu" else self.request.device
+
+    def pairs(self) -> tuple[Pair, Pair, Pair]:
+        """Golden vs its recorded examples; golden vs live; live vs the recorded examples."""
+        request = self.request
+        recorded = recorded_tolerance(request, self.manifest.created_by.device)
+        live_tol = recorded_tolerance(request, self.reference)
+        golden = Side(self.golden, request.device)
+        live = Side(request.model, self.reference)
+        return (
+            Pair("golden vs recorded examples", None, golden, *recorded),
+            Pair("golden vs live", golden, live, *live_tol),
+            Pair("live vs recorded examples", None, live, *recorded),
+        )
+
+
 def open_golden(
-    request: CheckRequest, result: CheckResult, store: GoldenStore | None = None
-) -> OpenedGolden:
-    """Stages 1–2: the golden exists inside the project, its manifest is valid, its files match
-    their sha256 and the bundle passes the safety scan. Nothing is loaded or imported yet.
+    facts: LiveFacts, runner: Runner, result: CheckResult, store: GoldenStore | None = None
+) -> Gate:
+    """The golden exists inside the project, its manifest is valid, its files match their
+    sha256 and the bundle passes the safety scan. Nothing is loaded or imported yet.
 
     A big bundle's tensor data is hashed in the background (``store.verify(defer=True)``);
     every other byte is verified here, so the scan reads verified bytes whenever the storages lie
     where the manifest says (else the whole file is verified before anything loads). Run the
     check inside ``store.settled()``, as :func:`gate` does; :func:`load_golden` waits for the
     hash before the golden runs."""
+    request = facts.request
     store = store or store_for(request)
     store.check_paths()
     if not store.exists():
@@ -179,7 +146,7 @@ def open_golden(
         if leftover:
             result.warnings.append(leftover)
         result.bundle_size = manifest.bundle.size
-        allowlist = allowlist_for(request)
+        allowlist = facts.allowlist
         verdict = scan_or_refuse(
             request, store.bundle_path, allowlist, making=False, manifest=manifest
         )
@@ -189,16 +156,10 @@ def open_golden(
             # the pickle may not all have been verified yet. Nothing loads before they are.
             store.settle()
         records = store.read_examples()
-    return OpenedGolden(
-        store=store,
-        manifest=manifest,
-        records=records,
-        allowlist=allowlist,
-        roots=project_roots(verdict.globals, allowlist),
-    )
+    return Gate(facts, runner, result, store, manifest, records, project_roots(verdict, allowlist))
 
 
-def project_roots(refs: Any, allowlist: Allowlist) -> list[tuple[str, str]]:
+def project_roots(verdict: Any, allowlist: Allowlist) -> list[tuple[str, str]]:
     """Fingerprint roots: the project globals of the scanned (and allowed) bundle.
 
     They come from the bundle, not from the manifest, which no hash covers: nothing the manifest
@@ -207,242 +168,135 @@ def project_roots(refs: Any, allowlist: Allowlist) -> list[tuple[str, str]]:
     still the project's.
     """
     roots = []
-    for ref in refs:
+    for ref in verdict.globals:
         kind = allowlist.check(ref.module, ref.qualname).kind
         if kind == "project" or (kind == "extra" and allowlist.classify(ref.module) == "project"):
             roots.append((ref.module, ref.qualname))
     return roots
 
 
-def tolerances_for(request: CheckRequest, manifest: Manifest) -> Tolerances:
-    reference = "cpu" if request.device != "cpu" else request.device
-    return Tolerances(
-        recorded=recorded_tolerance(request, manifest.created_by.device),
-        live=recorded_tolerance(request, reference),
-        reference=reference,
-    )
-
-
-def judge_drift(
-    request: CheckRequest,
-    runner: Runner,
-    opened: OpenedGolden,
-    tolerances: Tolerances,
-    result: CheckResult,
-) -> tuple[Any, Drift, list[str]]:
-    """Stage 3: code and environment drift. Returns the golden when it was loaded to judge a code
-    change (else None), the drift, and the notes that explain a later mismatch.
-
-    Raises CODE DRIFT (with the behaviour verdict) unless ``modelpack_drift = warn``.
-    """
-    drift = assess_drift(
-        opened.manifest,
-        opened.roots,
+def judge_drift(gate: Gate) -> None:
+    """Code and environment drift: CODE DRIFT (with the behaviour verdict) unless
+    ``modelpack_drift = warn``; the notes that explain a later mismatch."""
+    request = gate.request
+    gate.drift = drift = assess_drift(
+        gate.manifest,
+        gate.roots,
         name=request.name,
         nodeid=request.nodeid,
         project_root=request.project_root,
     )
-    golden: Any = None
     behaviour: list[str] | None = None
     if drift.code is not None:
         # Whether the change altered behaviour is what a reviewer decides on: load the golden
         # anyway (today's code) and compare, before CODE DRIFT is raised or warned.
         try:
-            golden = load_golden(request, opened)  # timed as part of "drift"
+            load_golden(gate)
         except errors.ModelpackError as exc:
             behaviour = [f"behaviour: not compared, the golden does not load: {exc.headline}"]
         else:
-            behaviour = code_change_behaviour(
-                request, runner, golden, opened.records, tolerances.recorded, tolerances.live
-            )
-    notes = report_drift(
+            behaviour = code_change_behaviour(gate)
+    gate.notes = report_drift(
         drift,
         name=request.name,
         nodeid=request.nodeid,
         policy=request.settings.drift,
         behaviour=behaviour,
     )
-    result.warnings.extend(notes)
-    return golden, drift, notes
+    gate.result.warnings.extend(gate.notes)
 
 
-def replay_on_golden(
-    request: CheckRequest,
-    runner: Runner,
-    golden: Any,
-    opened: OpenedGolden,
-    tolerances: Tolerances,
-    notes: list[str],
-    result: CheckResult,
-) -> int:
-    """Stage 5: the golden loaded today must reproduce the outputs recorded in examples.json."""
-    rtol, atol = tolerances.recorded
-    if notes:  # code or environment changed: that is what the golden's outputs show
-        why = "the golden's data is unchanged, so the code it runs (or the environment) changed"
-        fix = revert_or_accept(request.nodeid)
-    else:  # neither changed: the golden's own files disagree with each other
-        why = (
-            "neither the code nor the environment changed since the golden was made, so its "
-            "files disagree: bundle.pkl or examples.json was edited or mixed up after regen"
-        )
-        fix = restore_or_regen(
-            request.nodeid, display_path(opened.store.folder, request.project_root)
-        )
-    return replay(
-        runner,
-        golden,
-        request.device,
-        opened.records,
-        tolerances.recorded,
-        "the golden no longer reproduces recorded example #{index}",
-        ["expected = recorded in examples.json, got = golden loaded today", *notes, why],
-        fix,
-        lambda e, g: result.record_comparison(
-            "golden vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
-        ),
-    )
+def code_change_behaviour(gate: Gate) -> list[str]:
+    """Lines for the CODE DRIFT detail; the first is the verdict.
 
-
-def compare_with_live(
-    request: CheckRequest,
-    runner: Runner,
-    golden: Any,
-    opened: OpenedGolden,
-    tolerances: Tolerances,
-    notes: list[str],
-    result: CheckResult,
-) -> int:
-    """Stage 6: golden vs live on derandomized Hypothesis inputs, then the live model on the
-    recorded inputs. The caller has placed the golden on the test's device."""
-    live_rtol, live_atol = tolerances.live
-    rtol, atol = tolerances.recorded
-    reference = tolerances.reference
-
-    def prop(x: Any) -> None:
-        expected = runner(golden, x, request.device)
-        got = runner(request.model, x, reference)
-        result.record_comparison(
-            "golden vs live", expected, got, exact=False, rtol=live_rtol, atol=live_atol
-        )
-        diffs = compare(expected, got, exact=False, rtol=live_rtol, atol=live_atol)
-        if diffs:
-            raise errors.OutputMismatch(
-                "the live model disagrees with the golden",
-                detail=[
-                    f"input (minimal, found by Hypothesis): {short_repr(x)}",
-                    "expected = golden, got = live model",
-                    *describe_differences(diffs),
-                    tolerance_line(live_rtol, live_atol, exact=False),
-                    *notes,
-                ],
-                fix=accept(request.nodeid),
-            )
-
-    checked = 0
-    with placed(request.model, reference):
-        checked += run_property(request, prop, derandomize=True)
-        checked += replay(
-            runner,
-            request.model,
-            reference,
-            opened.records,
-            tolerances.recorded,
-            "the live model disagrees with recorded example #{index}",
-            ["expected = recorded in examples.json, got = live model", *notes],
-            accept(request.nodeid),
-            lambda e, g: result.record_comparison(
-                "live vs recorded examples", e, g, exact=False, rtol=rtol, atol=atol
-            ),
-        )
-    return checked
-
-
-def gate(
-    request: CheckRequest, runner: Runner, result: CheckResult, store: GoldenStore | None = None
-) -> int:
-    """Verify, scan, load and compare the committed golden. Writes nothing.
-
-    ``store``: the golden's store, if :func:`run_check` made it (and prefetched the bundle's
-    hash). Returns how many inputs were checked (recorded replays and Hypothesis inputs).
+    Only the recorded examples can show what the code change did: their outputs were made by the
+    golden's code, and the golden run today runs today's code on the same state. Golden vs live on
+    Hypothesis inputs then shows the live model still builds that state, so the verdict carries
+    over to the inputs the live model sees. The gate reuses both comparisons.
     """
-    store = store or store_for(request)
-    # A big bundle's tensor data is hashed while the check runs: no verdict before it matches.
-    with store.settled():
-        with result.timed("verify_scan"):
-            opened = open_golden(request, result, store)
-        tolerances = tolerances_for(request, opened.manifest)
-        with result.timed("drift"):
-            golden, drift, notes = judge_drift(request, runner, opened, tolerances, result)
-        if golden is None:
-            golden = load_golden(request, opened, result)  # stage 4
-        with placed(golden, request.device), result.timed("compare"):
-            checked = replay_on_golden(request, runner, golden, opened, tolerances, notes, result)
+    request, records = gate.request, gate.records
+    recorded, live, _ = gate.pairs()
+    with placed(gate.golden, request.device, gate.golden_nodes):
+        gate.replayed = found = replay(gate.runner, gate.result, recorded, records)
+        if found is not None:
+            return [
+                f"behaviour: outputs changed on recorded example #{found.index} — the change "
+                "alters behaviour",
+                f"  input: {short_repr(found.input)}",
+                "  expected = recorded with the golden's code, got = today's code on the "
+                "golden's state",
+                *found.lines("  "),
+            ]
+        with placed(request.model, gate.reference, gate.facts.nodes):
             try:
-                checked += compare_with_live(
-                    request, runner, golden, opened, tolerances, notes, result
-                )
-            except errors.OutputMismatch as exc:
-                # Golden and live differ: say where their state differs, and whether the fixture
-                # itself is what changed.
-                raise explain_mismatch(exc, request, golden, drift.clean, result) from None
-    return checked
+                gate.explored = explore(request, gate.runner, gate.result, live, True)
+            except errors.ModelpackError as exc:
+                return [f"behaviour: not compared on Hypothesis inputs: {exc.headline}"]
+    checked, found = gate.explored
+    if found is not None:
+        return [
+            f"behaviour: outputs unchanged on {len(records)} recorded input(s), but the live "
+            "model disagrees with the golden on a Hypothesis input — the state the fixture "
+            "builds changed too",
+            f"  input (found by Hypothesis): {short_repr(found.input)}",
+            "  expected = golden, got = live model (both run today's code)",
+            *found.lines("  "),
+        ]
+    return [
+        f"behaviour: outputs unchanged on {len(records) + checked} inputs ({len(records)} "
+        f"recorded, {checked} from Hypothesis) — {PRESERVING}"
+    ]
 
 
-def load_golden(
-    request: CheckRequest, opened: OpenedGolden, result: CheckResult | None = None
-) -> Any:
-    """Stage 4: load the scanned bundle with the restricted loader; LOAD ERROR when it does not
-    load (renamed or moved code, a ``__setstate__`` that no longer accepts the old state).
-    ``result`` notes the seconds spent (``sha256_wait``, ``load``)."""
-    timed = result.timed if result is not None else _untimed
+def load_golden(gate: Gate) -> Any:
+    """The scanned bundle, loaded with the restricted loader (once); LOAD ERROR when it does not
+    load (renamed or moved code, a ``__setstate__`` that no longer accepts the old state)."""
+    if gate.golden is not None:
+        return gate.golden
+    request, timed = gate.request, gate.result.timed
     # Loading runs code on the golden's tensor data (a trusted __setstate__, a project class's
     # REDUCE) and the golden runs it from then on: a damaged number could make it loop, allocate
     # or (on CUDA) assert without end. Their hash, started at the test's setup, must match
     # first; the build itself takes about 0.01 s at any size.
     with timed("sha256_wait"):
-        opened.store.settle()
+        gate.store.settle()
     with timed("load"):
-        return _load(request, opened)
-
-
-@contextlib.contextmanager
-def _untimed(stage: str) -> Iterator[None]:
-    yield
-
-
-def _load(request: CheckRequest, opened: OpenedGolden) -> Any:
-    try:
-        # The bundle verified in open_golden, mapped once: its storages are views of the file.
-        golden = load_bundle(
-            opened.store.open_verified_bundle(), opened.allowlist, map_location=request.device
-        )
-    except errors.ModelpackError:
-        raise
-    except Exception as exc:
-        raise load_error(
-            exc,
-            "bundle.pkl (golden)",
-            nodeid=request.nodeid,
-            project_root=request.project_root,
-            manifest=opened.manifest,
-        ) from None
-    refuse_planted_callables(request, opened, golden)
+        try:
+            # The bundle verified in open_golden, mapped once: its storages are views of it.
+            golden = load_bundle(
+                gate.store.open_verified_bundle(), gate.facts.allowlist, map_location=request.device
+            )
+        except errors.ModelpackError:
+            raise
+        except Exception as exc:
+            raise load_error(
+                exc,
+                "bundle.pkl (golden)",
+                nodeid=request.nodeid,
+                project_root=request.project_root,
+                manifest=gate.manifest,
+            ) from None
+        gate.golden_nodes = list(nodes(golden))
+        refuse_planted_callables(gate)
+    gate.golden = golden
     return golden
 
 
-def refuse_planted_callables(request: CheckRequest, opened: OpenedGolden, golden: Any) -> None:
+def refuse_planted_callables(gate: Gate) -> None:
     """UNSAFE GOLDEN when the loaded golden holds a function or class where the live model does
     not: the model's own code would call it (``self.tokenizer(x)`` with ``x`` from examples.json,
     which the attacker writes too). Checked before the golden runs at all."""
-    live = structure_tree(request.model)
+    live = gate.facts.tree
+    assert gate.golden_nodes is not None
     planted = [
         (path, line, live.get(path))
-        for path, line in structure_tree(golden).items()
+        for path, line in tree_of(gate.golden_nodes).items()
         if line.startswith(("function ", "class ")) and live.get(path) != line
     ]
     if not planted:
         return
-    shown = display_path(opened.store.folder, request.project_root)
+    request = gate.request
+    shown = display_path(gate.store.folder, request.project_root)
     raise errors.UnsafeGolden(
         f"the golden holds {len(planted)} function(s) or class(es) the live model does not "
         "hold there; nothing from the golden was run",
@@ -454,3 +308,127 @@ def refuse_planted_callables(request: CheckRequest, opened: OpenedGolden, golden
         f"{regen_command(request.nodeid)}; otherwise do not trust this file: restore it from "
         f"version control (git checkout -- {shown})",
     )
+
+
+def _mismatch(gate: Gate, found: Found, summary: str, expected: str, extra: list[str]) -> Any:
+    pair = found.pair
+    where = (
+        f"input: {short_repr(found.input)}"
+        if found.index is not None
+        else f"input (minimal, found by Hypothesis): {short_repr(found.input)}"
+    )
+    return errors.OutputMismatch(
+        summary,
+        detail=[
+            where,
+            expected,
+            *found.lines(),
+            tolerance_line(pair.rtol, pair.atol, exact=False),
+            *gate.notes,
+            *extra,
+        ],
+        fix=accept(gate.request.nodeid),
+    )
+
+
+def compare_golden(gate: Gate) -> int:
+    """The golden loaded today must reproduce its recorded outputs; then golden vs live on
+    Hypothesis inputs, and the live model on the recorded inputs. Returns the inputs checked."""
+    request, runner, result, records = gate.request, gate.runner, gate.result, gate.records
+    recorded, live, live_recorded = gate.pairs()
+    with placed(gate.golden, request.device, gate.golden_nodes):
+        found = (
+            replay(runner, result, recorded, records) if gate.replayed is False else gate.replayed
+        )
+        if found is not None:
+            assert isinstance(found, Found)
+            if gate.notes:  # code or environment changed: that is what the golden's outputs show
+                why = (
+                    "the golden's data is unchanged, so the code it runs (or the environment) "
+                    "changed"
+                )
+                fix = revert_or_accept(request.nodeid)
+            else:  # neither changed: the golden's own files disagree with each other
+                why = (
+                    "neither the code nor the environment changed since the golden was made, so "
+                    "its files disagree: bundle.pkl or examples.json was edited or mixed up after "
+                    "regen"
+                )
+                shown = display_path(gate.store.folder, request.project_root)
+                fix = restore_or_regen(request.nodeid, shown)
+            error = _mismatch(
+                gate,
+                found,
+                f"the golden no longer reproduces recorded example #{found.index}",
+                "expected = recorded in examples.json, got = golden loaded today",
+                [why],
+            )
+            error.fix = fix
+            raise error
+        with placed(request.model, gate.reference, gate.facts.nodes):
+            checked, found = gate.explored or explore(request, runner, result, live, True)
+            if found is not None:
+                raise explain_mismatch(
+                    gate,
+                    _mismatch(
+                        gate,
+                        found,
+                        "the live model disagrees with the golden",
+                        "expected = golden, got = live model",
+                        [],
+                    ),
+                )
+            found = replay(runner, result, live_recorded, records)
+            if found is not None:
+                raise explain_mismatch(
+                    gate,
+                    _mismatch(
+                        gate,
+                        found,
+                        f"the live model disagrees with recorded example #{found.index}",
+                        "expected = recorded in examples.json, got = live model",
+                        [],
+                    ),
+                )
+    return 2 * len(records) + checked
+
+
+def explain_mismatch(gate: Gate, exc: errors.ModelpackError) -> errors.ModelpackError:
+    """Add the state diff (and the reproducibility diagnosis) to a golden-vs-live mismatch:
+    where their state differs, and whether the fixture itself is what changed."""
+    request = gate.request
+    try:
+        diff = state_diff(gate.golden, request.model, walked=gate.facts.nodes)
+    except Exception as failure:  # a state diff must never hide the mismatch it explains
+        exc.detail.append(f"state diff: not available ({type(failure).__name__}: {failure})")
+        exc.args = (exc.render(),)
+        return exc
+    gate.result.state_diff = list(diff.differing)
+    exc.detail.extend(diff.lines())
+    assert gate.drift is not None
+    explained = explain_state_difference(diff, gate.drift.clean, request.nodeid)
+    if explained is not None:
+        exc.detail.extend(explained[0])
+        exc.fix = explained[1]
+    exc.args = (exc.render(),)
+    return exc
+
+
+def gate(
+    facts: LiveFacts, runner: Runner, result: CheckResult, store: GoldenStore | None = None
+) -> int:
+    """Verify, scan, load and compare the committed golden. Writes nothing.
+
+    ``store``: the golden's store, if :func:`run_check` made it (and prefetched the bundle's
+    hash). Returns how many inputs were checked (recorded replays and Hypothesis inputs).
+    """
+    store = store or store_for(facts.request)
+    # A big bundle's tensor data is hashed while the check runs: no verdict before it matches.
+    with store.settled():
+        with result.timed("verify_scan"):
+            context = open_golden(facts, runner, result, store)
+        with result.timed("drift"):
+            judge_drift(context)
+        load_golden(context)
+        with result.timed("compare"):
+            return compare_golden(context)

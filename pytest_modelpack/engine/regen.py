@@ -17,13 +17,12 @@ from ..golden import CreatedBy, GlobalEntry, GoldenStore, Manifest
 from ..golden.examples import Example, encode_value, examples_bytes
 from ..safety import Allowlist, load_bundle
 from ..states import Verdict
-from ..walk import diff_trees, structure_tree
+from ..walk import diff_trees
 from .explore import draw_inputs
-from .gate import allowlist_for, recorded_tolerance, replay, scan_or_refuse
-from .request import CheckRequest, CheckResult
-from .runner import Runner
-
-__all__ = ["regenerate", "describe_change"]
+from .facts import LiveFacts
+from .gate import recorded_tolerance, scan_or_refuse, store_for
+from .request import CheckResult
+from .runs import Pair, Runner, Side, replay
 
 
 def describe_change(
@@ -78,12 +77,7 @@ def _on_disk(store: GoldenStore) -> tuple[Manifest, list[Any]] | str:
 
 
 def _bundle_problem(
-    request: CheckRequest,
-    runner: Runner,
-    store: GoldenStore,
-    allowlist: Allowlist,
-    old: Manifest,
-    old_records: list[Any],
+    facts: LiveFacts, runner: Runner, store: GoldenStore, old: Manifest, old_records: list[Any]
 ) -> str | None:
     """Why the bundle on disk is not one the gate would accept, or None.
 
@@ -91,19 +85,18 @@ def _bundle_problem(
     saying "unchanged", the bundle must scan safe under the live model's trust, load, and
     reproduce its own examples.json — the gate's stages, run on the golden about to be kept.
     """
+    request, allowlist = facts.request, facts.allowlist
     try:
         scan_or_refuse(request, store.bundle_path, allowlist, making=False, manifest=old)
         golden = load_bundle(store.bundle_path, allowlist, map_location=request.device)
+        tolerance = recorded_tolerance(request, old.created_by.device)
+        pair = Pair("", None, Side(golden, request.device), *tolerance)
         with placed(golden, request.device):
-            replay(
-                runner,
-                golden,
-                request.device,
-                old_records,
-                recorded_tolerance(request, old.created_by.device),
-                "bundle.pkl does not reproduce recorded example #{index} of examples.json",
-                [],
-                "",
+            found = replay(runner, None, pair, old_records)
+        if found is not None:
+            return (
+                f"{errors.OutputMismatch.kind}: bundle.pkl does not reproduce recorded example "
+                f"#{found.index} of examples.json"
             )
     except errors.ModelpackError as exc:
         return f"{exc.kind}: {exc.summary}"
@@ -121,27 +114,23 @@ def _kind_of(allowlist: Allowlist, module: str, qualname: str) -> str:
     return str(decision.kind if decision.allowed else allowlist.classify(module))
 
 
-def regenerate(request: CheckRequest, runner: Runner, result: CheckResult) -> None:
+def regenerate(facts: LiveFacts, runner: Runner, result: CheckResult) -> None:
     """Record fresh examples and write the golden all-or-nothing; say created/unchanged/changed
     (and what was repaired: a damaged golden, an interrupted regen's leftovers)."""
+    request = facts.request
     if not request.writes_golden:
         result.verdict = Verdict.CHECKED
         result.detail = f"golden written by the [{request.settings.devices[0]}] run"
         return
     model = request.model
     inputs = draw_inputs(request, request.settings.recorded)
-    with placed(model, request.device):
+    with placed(model, request.device, facts.nodes):
         records = [Example(x, runner(model, x, request.device)) for x in inputs]
     data = examples_bytes(records)
-    store = GoldenStore(
-        request.golden_folder,
-        request.name,
-        nodeid=request.nodeid,
-        project_root=request.project_root,
-    )
+    store = store_for(request)
     interrupted = store.interrupted()
     existed = store.exists() or interrupted is not None
-    allowlist = allowlist_for(request)
+    allowlist = facts.allowlist
     pending = store.prepare(model)
     try:
         verdict = scan_or_refuse(request, pending.bundle_tmp, allowlist, making=True)
@@ -162,7 +151,7 @@ def regenerate(request: CheckRequest, runner: Runner, result: CheckResult) -> No
             code=fingerprint_model(
                 [(ref.module, ref.qualname) for ref in verdict.globals], request.project_root
             ),
-            structure=structure_tree(model),
+            structure=facts.tree,
         )
         leftovers = store.leftovers()
         if interrupted is not None:
@@ -175,9 +164,7 @@ def regenerate(request: CheckRequest, runner: Runner, result: CheckResult) -> No
                 changes = [f"repaired: {old}"]
             else:
                 changes = describe_change(*old, manifest, records)
-                problem = (
-                    None if changes else _bundle_problem(request, runner, store, allowlist, *old)
-                )
+                problem = None if changes else _bundle_problem(facts, runner, store, *old)
                 if problem is not None:
                     changes = [f"repaired: {problem}"]
         result.bundle_size = manifest.bundle.size

@@ -14,21 +14,21 @@ from ..options import Settings
 from ..states import Mode, Verdict
 
 if TYPE_CHECKING:
+    from ..compare import Comparison
     from ..golden import GoldenStore
-    from ..safety.policy import Trust
 
-__all__ = ["CheckRequest", "CheckResult", "NONDETERMINISM_PROBES", "display_path", "short_repr"]
-
-#: How many of the first Hypothesis inputs are also run twice on the live model, to tell a
-#: nondeterministic model apart from a lossy round-trip or a real regression.
+#: How many of the first Hypothesis inputs the live model also runs twice: a model that disagrees
+#: with itself is NONDETERMINISTIC, not a lossy round-trip or a regression.
 NONDETERMINISM_PROBES = 3
 REPR_LIMIT = 200
 #: At most this many per-input error points per comparison stage travel in a report row.
 POINTS_LIMIT = 200
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class CheckRequest:
+    """One ``modelpack.check`` call: the live model, its golden, and how to check it."""
+
     model: Any
     name: str
     inputs: Any
@@ -36,6 +36,7 @@ class CheckRequest:
     device: str
     golden_folder: Path
     project_root: Path
+    #: The test, without its parameters: what fix lines tell the user to regenerate.
     nodeid: str
     apply: Callable[[Any, Any], Any] | None = None
     rtol: float | None = None
@@ -43,10 +44,12 @@ class CheckRequest:
     examples: int | None = None
     #: True for the one device run that writes the golden at regen (the first configured device).
     writes_golden: bool = True
-    #: What the live model's own pickle does (filled by the round-trip): trusted for its golden.
-    trust: Trust | None = None
     #: The golden's store, its bundle's hash already started by the test's setup (gate only).
     prefetched: GoldenStore | None = None
+    #: The test item's full node id (with its parameters), for the report row.
+    item: str | None = None
+    #: The test without its device parameter: what owns the golden.
+    claimant: str | None = None
 
 
 @dataclasses.dataclass
@@ -56,6 +59,7 @@ class CheckResult:
     mode: Mode
     nodeid: str
     golden: str
+    claimant: str | None = None
     verdict: Verdict = Verdict.PASSED
     examples: int = 0
     bundle_size: int | None = None
@@ -68,9 +72,19 @@ class CheckResult:
     #: When golden and live outputs differ: the state paths that differ (statediff.StateDiff).
     state_diff: list[str] = dataclasses.field(default_factory=list)
     error: errors.ModelpackError | None = dataclasses.field(default=None, repr=False)
-    #: Seconds spent per stage (round_trip, verify_scan, sha256_wait, load, compare, regen ...):
-    #: where a check's time goes, in the JSON report.
+    #: Seconds spent per stage (round_trip, verify_scan, sha256_wait, load, compare, regen ...).
     stages: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, request: CheckRequest) -> CheckResult:
+        return cls(
+            name=request.name,
+            device=request.device,
+            mode=request.settings.mode,
+            nodeid=request.item or request.nodeid,
+            golden=str(request.golden_folder),
+            claimant=request.claimant,
+        )
 
     @contextlib.contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -82,31 +96,19 @@ class CheckResult:
             elapsed = time.perf_counter() - start
             self.stages[stage] = round(self.stages.get(stage, 0.0) + elapsed, 6)
 
-    def record_comparison(
-        self,
-        stage: str,
-        expected: Any,
-        got: Any,
-        *,
-        exact: bool,
-        rtol: float | None,
-        atol: float | None,
-    ) -> None:
-        """Note how close ``got`` came to ``expected`` on one input of comparison ``stage``."""
-        from ..metrics import error_metrics
-
+    def record(self, stage: str, exact: bool, comparison: Comparison) -> None:
+        """Note how close one input of comparison ``stage`` came (the report's plots)."""
         entry = next((c for c in self.comparisons if c["stage"] == stage), None)
         if entry is None:
             entry = {"stage": stage, "exact": exact, "rtol": None, "atol": None, "inputs": 0}
             entry["points"] = []
             self.comparisons.append(entry)
         entry["inputs"] += 1
-        if len(entry["points"]) >= POINTS_LIMIT:
-            return
-        m = error_metrics(expected, got, exact=exact, rtol=rtol, atol=atol)
-        if entry["rtol"] is None and m.rtol is not None:
-            entry["rtol"], entry["atol"] = m.rtol, m.atol
-        entry["points"].append([m.max_abs, m.max_rel, m.used])
+        m = comparison.metrics
+        if len(entry["points"]) < POINTS_LIMIT:
+            if entry["rtol"] is None and m.rtol is not None:
+                entry["rtol"], entry["atol"] = m.rtol, m.atol
+            entry["points"].append([m.max_abs, m.max_rel, m.used])
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -130,5 +132,8 @@ def display_path(path: Path, root: Path) -> str:
 
 
 def short_repr(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not hide the failure it is part of
+        text = f"<{type(value).__qualname__}: repr failed with {type(exc).__name__}>"
     return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."

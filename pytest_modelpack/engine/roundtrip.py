@@ -1,13 +1,11 @@
 """The round-trip: dump the live model, load it back in memory, and compare the two.
 
-Each stage is a function of its own, so it can be tested without pytest:
-
-1. :func:`dump_live` — the live model pickled in memory (UNPICKLABLE names the parts that fail,
-   and classes that pickle here but load nowhere else);
+1. the live model pickled in memory (:attr:`LiveFacts.dump`: UNPICKLABLE names the parts that
+   fail, and classes that pickle here but load nowhere else);
 2. :func:`reload` — unpickled again (LOAD ERROR: the ``__setstate__`` pitfall);
 3. :func:`check_state_kept` — the reloaded object's structure against the live one's (LOSSY);
-4. :func:`probe_nondeterminism` — the live model run twice on a few inputs (NONDETERMINISTIC);
-5. :func:`compare_reloaded` — live vs reloaded on Hypothesis inputs (LOSSY, shrunk).
+4. :func:`compare_reloaded` — live vs reloaded on Hypothesis inputs (LOSSY, shrunk); the first
+   inputs also run the live model twice (NONDETERMINISTIC, never shrunk).
 
 Tensor storages stay out of band (:mod:`.storages`): the round-trip pickles and unpickles
 everything but the weights, which the reloaded model shares with the live one, so a 1 GiB model
@@ -17,74 +15,33 @@ costs no extra copy of its weights here. The golden itself is written by plain `
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import errors
 from ..apply import apply_model, placed
-from ..compare import compare, describe_differences
 from ..diagnose.frames import user_frame
 from ..diagnose.loading import load_error
 from ..diagnose.lossy import explain_lossy, lost_private_state, setstate_pitfall
-from ..diagnose.missing import refuse_unimportable
 from ..diagnose.nondeterminism import nondeterminism_hints
-from ..diagnose.unpicklable import leaf_name, unpicklable_error
+from ..diagnose.unpicklable import leaf_name
 from ..golden.examples import RaisedError
-from ..safety import trust_from_pickle
 from ..states import Mode
-from ..walk import diff_trees, structure_tree
-from .explore import hypothesis_settings, run_property
-from .request import NONDETERMINISM_PROBES, CheckRequest, CheckResult, short_repr
-from .runner import Runner, tolerance_line
-from .storages import (
-    StoragePickler,
-    StorageUnpickler,
-    changed_storages,
-    storage_fingerprints,
-    tensors_at,
+from ..walk import diff_trees, nodes, tree_of
+from .facts import LiveFacts
+from .request import NONDETERMINISM_PROBES, CheckResult, short_repr
+from .runs import Pair, Runner, Side, explore, nondeterminism_error, tolerance_line
+from .storages import StorageUnpickler, changed_storages, tensors_at
+
+SETSTATE_FIX = (
+    "check __getstate__/__setstate__ (and __reduce__) of the model's classes: state they leave "
+    "out is rebuilt differently after loading"
 )
 
-__all__ = [
-    "round_trip",
-    "LiveDump",
-    "dump_live",
-    "reload",
-    "check_state_kept",
-    "nondeterminism_error",
-    "probe_nondeterminism",
-    "compare_reloaded",
-]
 
-
-@dataclass
-class LiveDump:
-    """The live model pickled in memory: what ``pickle.dumps`` writes, except that each torch
-    storage is a persistent id (PERSID) indexing :attr:`storages` instead of a nested copy."""
-
-    data: bytes
-    storages: list[Any] = field(default_factory=list)
-    #: Checksums of the storages' bytes when dumped (see :func:`.storages.storage_fingerprints`).
-    fingerprints: dict[Any, Any] = field(default_factory=dict)
-
-
-def dump_live(request: CheckRequest) -> LiveDump:
-    """The live model's pickle; UNPICKLABLE when pickle refuses it or another process could not
-    load it."""
-    storages: list[Any] = []
-    buffer = io.BytesIO()
-    try:
-        StoragePickler(buffer, storages).dump(request.model)
-    except Exception as exc:
-        raise unpicklable_error(request.model, exc, request.project_root) from None
-    data = buffer.getvalue()
-    del buffer
-    refuse_unimportable(request.model, data)
-    return LiveDump(data, storages, storage_fingerprints(storages) if storages else {})
-
-
-def reload(request: CheckRequest, dump: LiveDump) -> Any:
+def reload(facts: LiveFacts) -> Any:
     """Unpickle our own dump from this process (trusted); LOAD ERROR on failure, LOSSY when
     loading wrote into the (shared) tensor data."""
+    request, dump = facts.request, facts.dump
     try:
         reloaded = StorageUnpickler(io.BytesIO(dump.data), dump.storages).load()
     except Exception as exc:
@@ -113,16 +70,13 @@ def reload(request: CheckRequest, dump: LiveDump) -> Any:
     return reloaded
 
 
-def check_state_kept(request: CheckRequest, reloaded: Any) -> None:
-    """LOSSY ROUND-TRIP when the reloaded object lost attributes or nn.Module private state.
-
-    Run before anything is applied: placing a model on a device rebuilds some of torch's caches.
-    """
-    model, root = request.model, request.project_root
-    live_tree = structure_tree(model)
-    diff = diff_trees(live_tree, structure_tree(reloaded))
-    lost, detail = explain_lossy(model, diff, relative_to=root)
-    private, private_detail = lost_private_state(model, reloaded, relative_to=root)
+def check_state_kept(facts: LiveFacts, reloaded: Any, walked: list[Any]) -> None:
+    """LOSSY ROUND-TRIP when the reloaded object (walked: ``walked``) lost attributes or
+    nn.Module private state."""
+    model, root = facts.request.model, facts.request.project_root
+    diff = diff_trees(facts.tree, tree_of(walked))
+    lost, detail = explain_lossy(model, diff, relative_to=root, walked=facts.nodes)
+    private, private_detail = lost_private_state(model, reloaded, root, facts.nodes)
     if not (lost or private):
         return
     shown = lost + private
@@ -143,64 +97,10 @@ def check_state_kept(request: CheckRequest, reloaded: Any) -> None:
     )
 
 
-def nondeterminism_error(
-    request: CheckRequest, runner: Runner, x: Any, first: Any
-) -> errors.ModelpackError | None:
-    """NONDETERMINISTIC when the live model, run on ``x`` again, disagrees with ``first``."""
-    diffs = compare(first, runner(request.model, x, request.device), exact=True)
-    if not diffs:
-        return None
-    hints = nondeterminism_hints(request.model, relative_to=request.project_root) or [
-        "usual causes: a module left in train mode that eval() does not reach, dropout via "
-        "torch.nn.functional with training=True, torch.rand* or random.* in "
-        "forward/postprocess"
-    ]
-    return errors.Nondeterministic(
-        "the live model gives different outputs for the same input",
-        detail=[
-            f"input: {short_repr(x)}",
-            "expected = first call, got = second call on the same live model",
-            *describe_differences(diffs),
-            *hints,
-            "checked before any comparison with the reloaded model or a golden",
-        ],
-        fix="make the model deterministic in eval mode (nn.Dropout instead of functional "
-        "dropout, no sampling or noise in forward), or seed the randomness inside apply=",
-    )
-
-
-def probe_nondeterminism(request: CheckRequest, runner: Runner) -> None:
-    """Run the live model twice on the first few inputs, outside any property, so that a
-    disagreement is reported as it is, never shrunk by Hypothesis."""
-    from hypothesis import Phase, given
-
-    found: list[errors.ModelpackError] = []
-
-    def probe(x: Any) -> None:
-        if not found:
-            error = nondeterminism_error(
-                request, runner, x, runner(request.model, x, request.device)
-            )
-            if error is not None:
-                found.append(error)
-
-    probes = hypothesis_settings(NONDETERMINISM_PROBES, True, phases=[Phase.generate])
-    try:
-        probes(given(request.inputs)(probe))()
-    except Exception:  # a broken strategy: the property run after this reports it properly
-        pass
-    if found:
-        raise found[0]
-
-
-def _where_reloaded_fails(request: CheckRequest, reloaded: Any, x: Any) -> tuple[list[str], str]:
+def _where_reloaded_fails(facts: LiveFacts, reloaded: Any, x: Any) -> tuple[list[str], str]:
     """Run the reloaded model again, uncaught, for the traceback: where in the user's code it
     failed, and the fix when it is the ``__setstate__`` pitfall."""
-    fix = (
-        "check __getstate__/__setstate__ (and __reduce__) of the model's classes: "
-        "state they leave out is rebuilt differently after loading"
-    )
-    extra: list[str] = []
+    request = facts.request
     try:
         if request.apply is not None:
             request.apply(reloaded, x)
@@ -211,63 +111,68 @@ def _where_reloaded_fails(request: CheckRequest, reloaded: Any, x: Any) -> tuple
         extra = [f"where: {frame}"] if frame else []
         pitfall = setstate_pitfall(exc)
         if pitfall is not None:
-            extra.append(pitfall[0])
-            fix = pitfall[1]
-    return extra, fix
+            return [*extra, pitfall[0]], pitfall[1]
+        return extra, SETSTATE_FIX
+    return [], SETSTATE_FIX
 
 
 def compare_reloaded(
-    request: CheckRequest, runner: Runner, reloaded: Any, result: CheckResult | None = None
+    facts: LiveFacts, runner: Runner, reloaded: Any, result: CheckResult | None = None
 ) -> int:
-    """Live vs reloaded on Hypothesis inputs; returns how many inputs ran.
+    """Live vs reloaded on Hypothesis inputs; returns how many inputs ran."""
+    request = facts.request
+    live = Side(request.model, request.device)
+    pair = Pair(
+        "reloaded vs live",
+        live,
+        Side(reloaded, request.device),
+        request.rtol,
+        request.atol,
+        exact=True,
+    )
 
-    ``result``, when given, records each input's error metrics for the report."""
-    model, device = request.model, request.device
+    def hints() -> list[str]:
+        return nondeterminism_hints(request.model, request.project_root, facts.nodes)
 
-    def prop(x: Any) -> None:
-        live = runner(model, x, device)
-        got = runner(reloaded, x, device)
-        if result is not None:
-            result.record_comparison(
-                "reloaded vs live", live, got, exact=True, rtol=request.rtol, atol=request.atol
-            )
-        diffs = compare(live, got, exact=True, rtol=request.rtol, atol=request.atol)
-        if not diffs:
-            return
-        extra: list[str] = []
-        fix = (
-            "check __getstate__/__setstate__ (and __reduce__) of the model's classes: "
-            "state they leave out is rebuilt differently after loading"
-        )
-        if isinstance(got, RaisedError) and not isinstance(live, RaisedError):
-            extra, fix = _where_reloaded_fails(request, reloaded, x)
-        error = nondeterminism_error(request, runner, x, live)
-        if error is not None:
-            raise error
-        raise errors.LossyRoundTrip(
-            "the reloaded model disagrees with the live model",
-            detail=[
-                f"input (minimal, found by Hypothesis): {short_repr(x)}",
-                "expected = live model, got = reloaded model",
-                *describe_differences(diffs),
-                tolerance_line(request.rtol, request.atol, exact=True),
-                *extra,
-            ],
-            fix=fix,
-        )
+    def probe(x: Any, n: int) -> None:
+        if n < NONDETERMINISM_PROBES:
+            first = runner(request.model, x, request.device)
+            error = nondeterminism_error(request, runner, x, first, hints)
+            if error is not None:
+                raise error
 
-    return run_property(request, prop, derandomize=request.settings.mode == Mode.GOLDEN)
+    count, found = explore(
+        request, runner, result, pair, request.settings.mode is Mode.GOLDEN, before=probe
+    )
+    if found is None:
+        return count
+    error = nondeterminism_error(request, runner, found.input, found.expected, hints)
+    if error is not None:
+        raise error
+    extra: list[str] = []
+    fix = SETSTATE_FIX
+    if isinstance(found.got, RaisedError) and not isinstance(found.expected, RaisedError):
+        extra, fix = _where_reloaded_fails(facts, reloaded, found.input)
+    raise errors.LossyRoundTrip(
+        "the reloaded model disagrees with the live model",
+        detail=[
+            f"input (minimal, found by Hypothesis): {short_repr(found.input)}",
+            "expected = live model, got = reloaded model",
+            *found.lines(),
+            tolerance_line(request.rtol, request.atol, exact=True),
+            *extra,
+        ],
+        fix=fix,
+    )
 
 
-def round_trip(request: CheckRequest, runner: Runner, result: CheckResult | None = None) -> int:
+def round_trip(facts: LiveFacts, runner: Runner, result: CheckResult | None = None) -> int:
     """Dump the live model, load it back in memory, compare both on Hypothesis inputs."""
-    dump = dump_live(request)
-    if request.settings.mode is not Mode.ROUNDTRIP:
-        # The gate and regen judge the golden by what the live model's own pickle does.
-        request.trust = trust_from_pickle(dump.data)
-    reloaded = reload(request, dump)
-    del dump
-    check_state_kept(request, reloaded)
-    with placed(request.model, request.device), placed(reloaded, request.device):
-        probe_nondeterminism(request, runner)
-        return compare_reloaded(request, runner, reloaded, result)
+    request = facts.request
+    reloaded = reload(facts)
+    walked = list(nodes(reloaded))
+    # Before anything is applied: placing a model on a device rebuilds some of torch's caches.
+    check_state_kept(facts, reloaded, walked)
+    with placed(request.model, request.device, facts.nodes):
+        with placed(reloaded, request.device, walked):
+            return compare_reloaded(facts, runner, reloaded, result)

@@ -13,32 +13,37 @@ import io
 
 from pytest_modelpack.safety.interpreter import Persid, Session, interpret
 from pytest_modelpack.safety.policy import Trust
-from pytest_modelpack.safety.refs import Role, ScanError
+from pytest_modelpack.safety.refs import GlobalRef, Role, ScanError
 from pytest_modelpack.safety.sources import Window
 from pytest_modelpack.safety.streams import Reader
 
-__all__ = ["trust_from_pickle"]
+
+def scan_live(data: bytes) -> list[GlobalRef]:
+    """Every global use of the live model's pickle ``data``, as the interpreter reads it."""
+    session = Session(size=len(data))
+    session.nested = Reader(session)
+    try:
+        interpret(session, Window(io.BytesIO(data), 0, len(data)), "live model", 0, Persid.OPAQUE)
+    except ScanError:
+        pass  # the round-trip reports a broken live pickle; trust what was read
+    return session.refs
 
 
-def trust_from_pickle(data: bytes) -> Trust:
-    """The (global, role) uses and call shapes of the live model's pickle ``data``.
+def trust_from_refs(refs: list[GlobalRef]) -> Trust:
+    """The (global, role) uses and call shapes of the live model's pickle.
 
     Uses that carry a problem (a call whose arguments the built-in table rejects) are not
     trusted: the live model's author gets told at regen instead.
     """
-    session = Session(size=len(data))
-    session.nested = Reader(session)
-    src = Window(io.BytesIO(data), 0, len(data))
-    try:
-        interpret(session, src, "live model", 0, Persid.OPAQUE)
-    except ScanError:
-        pass  # the round-trip reports a broken live pickle; trust what was read
-    uses = set()
-    shapes = set()
-    for ref in session.refs:
-        if ref.problem is not None:
-            continue
-        uses.add((ref.module, ref.qualname, ref.role))
-        if ref.role is Role.REDUCE:
-            shapes.add((ref.module, ref.qualname, ref.shape or ""))
+    uses = {(r.module, r.qualname, r.role) for r in refs if r.problem is None}
+    shapes = {
+        (r.module, r.qualname, r.shape or "")
+        for r in refs
+        if r.problem is None and r.role is Role.REDUCE
+    }
     return Trust(frozenset(uses), frozenset(shapes))
+
+
+def trust_from_pickle(data: bytes) -> Trust:
+    """:func:`trust_from_refs` of the live model's pickle ``data``."""
+    return trust_from_refs(scan_live(data))

@@ -1,0 +1,86 @@
+"""What a check knows about the live model, computed once and read by every stage.
+
+Like Hypothesis' ``Spans``, which derives its views from one trail, :class:`LiveFacts` derives
+everything from the live model lazily and at most once: its in-memory pickle (tensor storages out
+of band), the global uses the interpreter saw in it, the trust they give its golden, the walk of
+its state (structure tree, placement, diagnoses). A check that fails early computes only what it
+used.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..diagnose.missing import refuse_unimportable
+from ..diagnose.unpicklable import unpicklable_error
+from ..safety import Allowlist, GlobalRef, Trust
+from ..safety.trust import scan_live, trust_from_refs
+from ..walk import Node, nodes, tree_of
+from .request import CheckRequest
+from .storages import StoragePickler, storage_fingerprints
+
+
+@dataclass
+class LiveDump:
+    """The live model pickled in memory: what ``pickle.dumps`` writes, except that each torch
+    storage is a persistent id (PERSID) indexing :attr:`storages` instead of a nested copy."""
+
+    data: bytes
+    storages: list[Any] = field(default_factory=list)
+    #: Checksums of the storages' bytes when dumped (see :func:`.storages.storage_fingerprints`).
+    fingerprints: dict[Any, Any] = field(default_factory=dict)
+
+
+class LiveFacts:
+    """The facts of one check's live model (``request.model``), each derived once, on demand."""
+
+    def __init__(self, request: CheckRequest) -> None:
+        self.request = request
+
+    @functools.cached_property
+    def pickled(self) -> LiveDump:
+        """The live model's pickle; UNPICKLABLE names the parts pickle refuses."""
+        request = self.request
+        storages: list[Any] = []
+        buffer = io.BytesIO()
+        try:
+            StoragePickler(buffer, storages).dump(request.model)
+        except Exception as exc:
+            raise unpicklable_error(request.model, exc, request.project_root) from None
+        return LiveDump(buffer.getvalue(), storages, storage_fingerprints(storages))
+
+    @functools.cached_property
+    def refs(self) -> list[GlobalRef]:
+        """Every global use of the live pickle, as the interpreter read it (one pass)."""
+        return scan_live(self.pickled.data)
+
+    @functools.cached_property
+    def dump(self) -> LiveDump:
+        """:attr:`pickled`, once it is known to load elsewhere: UNPICKLABLE when it references
+        code another process could not import (``__main__``, a test module, conftest.py)."""
+        refuse_unimportable(self.request.model, self.refs)
+        return self.pickled
+
+    @functools.cached_property
+    def trust(self) -> Trust:
+        """What the live model's own pickle does: trusted for its golden."""
+        return trust_from_refs(self.refs)
+
+    @functools.cached_property
+    def allowlist(self) -> Allowlist:
+        """The policy for this check's golden: built-in ∪ the live model's own pickle ∪ ini."""
+        request = self.request
+        return Allowlist(request.project_root, request.settings.safe_globals, trust=self.trust)
+
+    @functools.cached_property
+    def nodes(self) -> list[Node]:
+        """The walk of the live model's state (taken before anything runs it: placing a model
+        on a device rebuilds some of torch's caches)."""
+        return list(nodes(self.request.model))
+
+    @functools.cached_property
+    def tree(self) -> dict[str, str]:
+        return tree_of(self.nodes)
