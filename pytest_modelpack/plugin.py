@@ -5,6 +5,7 @@ Cheap to import: torch and hypothesis are imported inside the fixture, never at 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,17 @@ def pytest_configure(config: pytest.Config) -> None:
     report = Report()
     config.stash[STATE] = SessionState(settings=settings, root=Path(config.rootpath), report=report)
     config.pluginmanager.register(FinishedTests(report.finished), "modelpack-finished-tests")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A golden folder holds data, never tests: pytest does not descend into it (a golden folder
+    the user cannot read would otherwise fail collection before the gate can name it)."""
+    state = config.stash.get(STATE, None)
+    if state is None or collection_path.name != Path(state.settings.golden_dir).name:
+        return None
+    if str(collection_path).endswith(os.sep + os.path.normpath(state.settings.golden_dir)):
+        return True
+    return None
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -27,6 +27,7 @@ from pytest_modelpack.compare import compare
 from pytest_modelpack.errors import CorruptGolden, Unrecordable
 from pytest_modelpack.golden.examples import (
     FORMAT_VERSION,
+    MAX_DEPTH,
     Example,
     RaisedError,
     decode_value,
@@ -449,7 +450,47 @@ def test_self_containing_list_is_unrecordable_not_a_recursion_error() -> None:
 
 def test_shared_subvalue_is_not_mistaken_for_a_cycle() -> None:
     shared = [1, 2]
-    assert encode_value([shared, shared]) == [[1, 2], [1, 2]]
+    assert encode_value([shared, shared]) == [[1, 2], {"$ref": 1}]
+    decoded = decode_value(encode_value([shared, shared]))
+    assert decoded == [[1, 2], [1, 2]] and decoded[0] is decoded[1]
+
+
+def test_a_dag_is_written_once_per_distinct_object() -> None:
+    """Issue 22: 40 levels of [a, a] are 2**40 paths in a few hundred bytes; written per path,
+    recording never ends. Written per object (a $ref for each repeat), it is 41 lists."""
+    import torch
+
+    leaf = torch.arange(3.0)
+    dag: Any = [leaf]
+    for _ in range(40):
+        dag = [dag, dag]
+    text = json.dumps(encode_value({"a": dag, "t": leaf}))
+    assert len(text) < 2000
+    back = decode_value(json.loads(text))
+    node = back["a"]
+    for _ in range(40):
+        assert node[0] is node[1]
+        node = node[0]
+    assert node[0] is back["t"] and torch.equal(back["t"], leaf)
+
+
+def test_a_ref_to_nothing_written_before_is_corrupt() -> None:
+    for bad in ([{"$ref": 0}], [{"$ref": 5}], [1, {"$ref": -1}], [{"$ref": "0"}]):
+        with pytest.raises(CorruptGolden, match=r"\$ref .* names no container written before it"):
+            decode_value(bad)
+
+
+def test_nesting_past_the_bound_is_named_not_a_recursion_error() -> None:
+    deep: Any = []
+    for _ in range(MAX_DEPTH + 5):
+        deep = [deep]
+    with pytest.raises(Unrecordable, match=f"nested more than {MAX_DEPTH} containers deep"):
+        encode_value(deep)
+    data: Any = []
+    for _ in range(MAX_DEPTH + 5):
+        data = [data]
+    with pytest.raises(CorruptGolden, match=f"nested more than {MAX_DEPTH} containers deep"):
+        decode_value(data)
 
 
 # ----------------------------------------------------------------------------- the file

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ class LiveFacts:
 
     def __init__(self, request: CheckRequest) -> None:
         self.request = request
+        self._by_protocol: dict[int, Allowlist] = {}
 
     @functools.cached_property
     def pickled(self) -> LiveDump:
@@ -74,6 +76,28 @@ class LiveFacts:
         """The policy for this check's golden: built-in ∪ the live model's own pickle ∪ ini."""
         request = self.request
         return Allowlist(request.project_root, request.settings.safe_globals, trust=self.trust)
+
+    def allowlist_for(self, protocol: int | None) -> Allowlist:
+        """The policy for a golden written at pickle ``protocol``: the live model's trust covers
+        the forms its pickle takes at that protocol too (``array.array`` pickles through
+        ``array.array`` at protocols 0-2 and ``array._array_reconstructor`` from 3, objects
+        through ``copyreg._reconstructor`` at 0-1): an older golden of the same object passes."""
+        if protocol is None or protocol == pickle.DEFAULT_PROTOCOL:
+            return self.allowlist
+        cached = self._by_protocol.get(protocol)
+        if cached is None:
+            storages: list[Any] = []
+            buffer = io.BytesIO()
+            try:  # storages out of band: only the model's other state is pickled again
+                StoragePickler(buffer, storages, protocol=protocol).dump(self.request.model)
+            except Exception:
+                return self.allowlist  # not picklable at that protocol: the live trust only
+            refs = self.refs + scan_live(buffer.getvalue())
+            request = self.request
+            cached = self._by_protocol[protocol] = Allowlist(
+                request.project_root, request.settings.safe_globals, trust=trust_from_refs(refs)
+            )
+        return cached
 
     @functools.cached_property
     def nodes(self) -> list[Node]:

@@ -91,6 +91,8 @@ class Gate:
     records: list[Example]
     #: The project (module, qualname) pairs the scanned bundle references: drift's roots.
     roots: list[tuple[str, str]]
+    #: The policy the golden is judged by: the live model's trust at the golden's protocol.
+    allowlist: Allowlist
     golden: Any = None
     golden_nodes: list[Node] | None = None
     drift: Drift | None = None
@@ -146,7 +148,7 @@ def open_golden(
         if leftover:
             result.warnings.append(leftover)
         result.bundle_size = manifest.bundle.size
-        allowlist = facts.allowlist
+        allowlist = facts.allowlist_for(pickle_protocol(store.bundle_path))
         verdict = scan_or_refuse(
             request, store.bundle_path, allowlist, making=False, manifest=manifest
         )
@@ -156,7 +158,21 @@ def open_golden(
             # the pickle may not all have been verified yet. Nothing loads before they are.
             store.settle()
         records = store.read_examples()
-    return Gate(facts, runner, result, store, manifest, records, project_roots(verdict, allowlist))
+    roots = project_roots(verdict, allowlist)
+    return Gate(facts, runner, result, store, manifest, records, roots, allowlist)
+
+
+def pickle_protocol(path: Path) -> int | None:
+    """The protocol a pickle file declares (its PROTO opcode; none: 0 or 1, read as 1), or None
+    when the file cannot be read (the scan then says why)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return None
+    if len(head) == 2 and head[0] == 0x80:
+        return head[1] if head[1] <= 5 else None
+    return 1
 
 
 def project_roots(verdict: Any, allowlist: Allowlist) -> list[tuple[str, str]]:
@@ -264,7 +280,7 @@ def load_golden(gate: Gate) -> Any:
         try:
             # The bundle verified in open_golden, mapped once: its storages are views of it.
             golden = load_bundle(
-                gate.store.open_verified_bundle(), gate.facts.allowlist, map_location=request.device
+                gate.store.open_verified_bundle(), gate.allowlist, map_location=request.device
             )
         except errors.ModelpackError:
             raise

@@ -20,7 +20,7 @@ from ..states import Verdict
 from ..walk import diff_trees
 from .explore import draw_inputs
 from .facts import LiveFacts
-from .gate import recorded_tolerance, scan_or_refuse, store_for
+from .gate import pickle_protocol, recorded_tolerance, scan_or_refuse, store_for
 from .request import CheckResult
 from .runs import Pair, Runner, Side, replay
 
@@ -85,7 +85,8 @@ def _bundle_problem(
     saying "unchanged", the bundle must scan safe under the live model's trust, load, and
     reproduce its own examples.json — the gate's stages, run on the golden about to be kept.
     """
-    request, allowlist = facts.request, facts.allowlist
+    request = facts.request
+    allowlist = facts.allowlist_for(pickle_protocol(store.bundle_path))
     try:
         scan_or_refuse(request, store.bundle_path, allowlist, making=False, manifest=old)
         golden = load_bundle(store.bundle_path, allowlist, map_location=request.device)
@@ -103,6 +104,29 @@ def _bundle_problem(
     except Exception as exc:  # a bundle that no longer loads: write a fresh one
         return f"bundle.pkl does not load: {type(exc).__name__}: {exc}"
     return None
+
+
+def refuse_unloadable(facts: LiveFacts, path: Any) -> None:
+    """Regen never writes a golden the gate would refuse: the exact bytes about to replace the
+    old golden are loaded with the gate's own restricted loader first (the scan alone does not
+    see what only a real load checks: BUILD state, call results). Storages are mapped, not read."""
+    request = facts.request
+    try:
+        load_bundle(path, facts.allowlist, map_location="cpu", making=True)
+    except errors.ModelpackError:
+        raise
+    except Exception as exc:
+        raise errors.UnsafeGolden(
+            "the live model's pickle does not load with the gate's loader",
+            name=request.name,
+            detail=[
+                f"file: {path}",
+                f"{type(exc).__name__}: {exc}",
+                "this is your own model's pickle, not a tampered golden; nothing was written",
+            ],
+            fix="make the model load with plain pickle.load in a fresh process (its "
+            "__setstate__/__reduce__), then regenerate",
+        ) from None
 
 
 def _kind_of(allowlist: Allowlist, module: str, qualname: str) -> str:
@@ -134,6 +158,7 @@ def regenerate(facts: LiveFacts, runner: Runner, result: CheckResult) -> None:
     pending = store.prepare(model)
     try:
         verdict = scan_or_refuse(request, pending.bundle_tmp, allowlist, making=True)
+        refuse_unloadable(facts, pending.bundle_tmp)
         store.add_storages(pending, verdict.storages)
         store.add_examples(pending, data, len(records))
         globals_ = [

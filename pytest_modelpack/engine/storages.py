@@ -46,8 +46,10 @@ def _storage_types() -> tuple[type, ...]:
 class StoragePickler(pickle.Pickler):
     """``pickle.Pickler`` that writes torch storages as persistent ids into ``storages``."""
 
-    def __init__(self, file: io.BytesIO, storages: list[Any]) -> None:
-        super().__init__(file, protocol=pickle.DEFAULT_PROTOCOL)
+    def __init__(
+        self, file: io.BytesIO, storages: list[Any], protocol: int = pickle.DEFAULT_PROTOCOL
+    ) -> None:
+        super().__init__(file, protocol=protocol)
         self.storages = storages
         self._types = _storage_types()
 

@@ -13,7 +13,11 @@ one-key object whose key starts with ``$``:
   little-endian bytes;
 - ``{"$ndarray": {"dtype", "shape", "data"[, "scalar": true]}}``: a numpy array, or a numpy scalar;
 - ``{"$raises": {"type": "module.QualName", "message": "..."}}``: the call raised
-  (:class:`RaisedError`).
+  (:class:`RaisedError`);
+- ``{"$ref": n}``: the same object as the ``n``-th container of this value (lists, tuples, dicts,
+  tensors and arrays are numbered in the order they are written, from 0): an output that holds one
+  list in many places (a DAG of 2**40 paths in a few hundred bytes) is written once per distinct
+  object, never once per path.
 
 :func:`encode_value` and :func:`decode_value` are exact inverses for the supported types.
 Subclasses of the built-in scalars and containers (``IntEnum``, ``namedtuple``, ``OrderedDict``,
@@ -99,7 +103,10 @@ _TENSOR_DTYPE_NAMES = (
 # ("V") arrays can nest objects, so neither can be recorded as bytes.
 _NDARRAY_KINDS = frozenset("biufcmMUS")
 
-_TAGS = frozenset({"$float", "$tuple", "$dict", "$bytes", "$tensor", "$ndarray", "$raises"})
+_TAGS = frozenset({"$float", "$tuple", "$dict", "$bytes", "$tensor", "$ndarray", "$raises", "$ref"})
+#: Containers nested deeper than this are refused by name (UNRECORDABLE, CORRUPT GOLDEN), before
+#: Python's recursion limit would fail without naming anything.
+MAX_DEPTH = 200
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
@@ -145,7 +152,7 @@ def encode_value(value: Any, *, path: str = "value") -> Any:
     Raises :class:`~pytest_modelpack.errors.Unrecordable` for a value JSON cannot hold without
     pickle.
     """
-    return _Encoder(where=None).encode(value, path)
+    return _Encoder(where=None).value(value, path)
 
 
 class _Encoder:
@@ -155,6 +162,21 @@ class _Encoder:
         # ids of the containers on the current path: a list that contains itself would otherwise
         # recurse until RecursionError, which names nothing.
         self.active: set[int] = set()
+        #: id -> (object, number) of each container written so far: written again as a $ref.
+        self.written: dict[int, tuple[Any, int]] = {}
+
+    def value(self, v: Any, path: str) -> Any:
+        """One value (an input or an output): containers are numbered from 0 within it."""
+        self.written = {}
+        return self.encode(v, path)
+
+    def number(self, v: Any) -> Any:
+        """The $ref of ``v`` if it was written before, else None (``v`` gets the next number)."""
+        hit = self.written.get(id(v))
+        if hit is not None and hit[0] is v:
+            return {"$ref": hit[1]}
+        self.written[id(v)] = (v, len(self.written))
+        return None
 
     def fail(self, value: Any, path: str, why: str | None = None, fix: str | None = None) -> None:
         detail = [why] if why else []
@@ -190,10 +212,10 @@ class _Encoder:
         # str, and both must come back as numpy scalars.
         np = sys.modules.get("numpy")
         if np is not None and isinstance(v, (np.ndarray, np.generic)):
-            return self.encode_ndarray(np, v, path)
+            return self.number(v) or self.encode_ndarray(np, v, path)
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(v, torch.Tensor):
-            return self.encode_tensor(torch, v, path)
+            return self.number(v) or self.encode_tensor(torch, v, path)
 
         if isinstance(v, RaisedError):
             return {"$raises": {"type": v.type, "message": v.message}}
@@ -208,6 +230,11 @@ class _Encoder:
         if isinstance(v, (list, tuple, dict)):
             if id(v) in self.active:
                 self.fail(v, path, why="it contains itself")
+            if len(self.active) >= MAX_DEPTH:
+                self.fail(v, path, why=f"it is nested more than {MAX_DEPTH} containers deep")
+            ref = self.number(v)
+            if ref is not None:
+                return ref
             self.active.add(id(v))
             try:
                 if isinstance(v, list):
@@ -349,12 +376,16 @@ def decode_value(data: Any) -> Any:
     :class:`~pytest_modelpack.errors.CorruptGolden`, and no name in it is ever imported or called.
     """
     try:
-        return _decode(data, "value")
+        return _decode(data, "value", [])
     except RecursionError:
         raise _corrupt("value", "nested too deeply") from None
 
 
-def _decode(j: Any, path: str) -> Any:
+_PENDING = object()
+
+
+def _decode(j: Any, path: str, made: list[Any], depth: int = 0) -> Any:
+    """``made``: the containers decoded so far, by number (what ``$ref`` points at)."""
     t = type(j)
     if j is None or t is bool or t is int or t is str:
         return j
@@ -362,36 +393,17 @@ def _decode(j: Any, path: str) -> Any:
         if not math.isfinite(j):
             raise _corrupt(path, f"non-finite float {j!r} outside a $float tag")
         return j
-    if t is list:
-        return [_decode(x, f"{path}[{i}]") for i, x in enumerate(j)]
-    if t is not dict:
+    if t is not list and t is not dict:
         raise _corrupt(path, f"unexpected {t.__name__}")
-    tags = [k for k in j if k.startswith("$")]
-    if not tags:
-        return {k: _decode(x, f"{path}[{k!r}]") for k, x in j.items()}
-    if len(j) != 1 or tags[0] not in _TAGS:
+    tags = [k for k in j if k.startswith("$")] if t is dict else []
+    if tags and (len(j) != 1 or tags[0] not in _TAGS):
         raise _corrupt(path, f"unknown tag object with keys {sorted(j)}")
-    tag, body = tags[0], j[tags[0]]
+    tag = tags[0] if tags else None
+    body = j[tag] if tag else j
     if tag == "$float":
         if body not in ("nan", "inf", "-inf"):
             raise _corrupt(path, f"bad $float {body!r}")
         return float(body)
-    if tag == "$tuple":
-        _expect(body, list, path, tag)
-        return tuple(_decode(x, f"{path}[{i}]") for i, x in enumerate(body))
-    if tag == "$dict":
-        _expect(body, list, path, tag)
-        out: dict[Any, Any] = {}
-        for item in body:
-            if type(item) is not list or len(item) != 2:
-                raise _corrupt(path, "a $dict item is not a [key, value] pair")
-            key = _decode(item[0], f"{path} (key)")
-            value = _decode(item[1], f"{path}[{key!r}]")
-            try:
-                out[key] = value
-            except TypeError:
-                raise _corrupt(path, f"unhashable $dict key {key!r}") from None
-        return out
     if tag == "$bytes":
         _expect(body, str, path, tag)
         return _b64(body, path)
@@ -400,6 +412,39 @@ def _decode(j: Any, path: str) -> Any:
         if set(body) != {"type", "message"} or not all(type(x) is str for x in body.values()):
             raise _corrupt(path, "a $raises needs exactly str 'type' and 'message'")
         return RaisedError(type=body["type"], message=body["message"])
+    if tag == "$ref":
+        if type(body) is not int or not 0 <= body < len(made) or made[body] is _PENDING:
+            raise _corrupt(path, f"$ref {str(body)[:20]} names no container written before it")
+        return made[body]
+    if depth >= MAX_DEPTH:
+        raise _corrupt(path, f"nested more than {MAX_DEPTH} containers deep")
+    number = len(made)
+    made.append(_PENDING)
+    made[number] = value = _decode_container(tag, body, path, made, depth + 1)
+    return value
+
+
+def _decode_container(tag: str | None, body: Any, path: str, made: list[Any], depth: int) -> Any:
+    if tag is None and type(body) is list:
+        return [_decode(x, f"{path}[{i}]", made, depth) for i, x in enumerate(body)]
+    if tag is None:
+        return {k: _decode(x, f"{path}[{k!r}]", made, depth) for k, x in body.items()}
+    if tag == "$tuple":
+        _expect(body, list, path, tag)
+        return tuple(_decode(x, f"{path}[{i}]", made, depth) for i, x in enumerate(body))
+    if tag == "$dict":
+        _expect(body, list, path, tag)
+        out: dict[Any, Any] = {}
+        for item in body:
+            if type(item) is not list or len(item) != 2:
+                raise _corrupt(path, "a $dict item is not a [key, value] pair")
+            key = _decode(item[0], f"{path} (key)", made, depth)
+            value = _decode(item[1], f"{path}[{key!r}]", made, depth)
+            try:
+                out[key] = value
+            except TypeError:
+                raise _corrupt(path, f"unhashable $dict key {key!r}") from None
+        return out
     _expect(body, dict, path, tag)
     if tag == "$tensor":
         return _decode_tensor(body, path)
@@ -513,7 +558,7 @@ def examples_bytes(records: Iterable[tuple[Any, Any]]) -> bytes:
     examples = []
     for i, (inp, out) in enumerate(records):
         enc = _Encoder(where=f"in recorded example {i} of {len(records)}")
-        examples.append({"input": enc.encode(inp, "input"), "output": enc.encode(out, "output")})
+        examples.append({"input": enc.value(inp, "input"), "output": enc.value(out, "output")})
     doc = {"format_version": FORMAT_VERSION, "examples": examples}
     text = json.dumps(doc, indent=1, sort_keys=False, ensure_ascii=False, allow_nan=False)
     # ensure_ascii=False keeps non-ASCII text readable in review, but a lone surrogate (valid in a
@@ -566,8 +611,8 @@ def parse_examples(data: bytes | str) -> list[Example]:
         try:
             out.append(
                 Example(
-                    _decode(rec["input"], f"examples[{i}].input"),
-                    _decode(rec["output"], f"examples[{i}].output"),
+                    _decode(rec["input"], f"examples[{i}].input", []),
+                    _decode(rec["output"], f"examples[{i}].output", []),
                 )
             )
         except RecursionError:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import mmap
 import os
 import pickle
 import platform
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,11 +153,40 @@ class GoldenStore:
     def examples_path(self) -> Path:
         return self.folder / EXAMPLES
 
+    def lstat(self, path: Path) -> os.stat_result | None:
+        """``os.lstat(path)``, None only when nothing is there (ENOENT; ENOTDIR: a file stands
+        where a folder on the path belongs, which the folder check names). Any other error
+        (EACCES, EPERM, EIO, ELOOP...) is a GOLDEN I/O ERROR naming the path: never "missing"."""
+        try:
+            return os.lstat(path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                return None
+            with self.io("read", path):
+                raise
+
+    def lexists(self, path: Path) -> bool:
+        return self.lstat(path) is not None
+
+    def is_dir(self, path: Path) -> bool:
+        """A real folder (a symlink to one counts: the path check judges where links lead)."""
+        info = self.lstat(path)
+        if info is not None and stat.S_ISLNK(info.st_mode):
+            with self.io("read", path):
+                try:
+                    info = os.stat(path)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        raise
+                    return False
+        return info is not None and stat.S_ISDIR(info.st_mode)
+
     def exists(self) -> bool:
         """Whether anything stands at the golden's path (an empty folder counts as missing)."""
-        if not os.path.lexists(self.folder):
+        info = self.lstat(self.folder)
+        if info is None:
             return False
-        if self.folder.is_dir() and not self.folder.is_symlink():
+        if stat.S_ISDIR(info.st_mode):
             try:
                 return any(self.folder.iterdir())
             except OSError:
@@ -195,7 +226,7 @@ class GoldenStore:
             return
         root = Path(os.path.realpath(self.project_root))
         for path in (self.folder, self.bundle_path, self.manifest_path, self.examples_path):
-            if not os.path.lexists(path):
+            if not self.lexists(path):
                 continue
             absolute = Path(os.path.abspath(path))
             real = Path(os.path.realpath(path))
@@ -260,7 +291,7 @@ class GoldenStore:
     # -- reading -------------------------------------------------------------------------------
 
     def _check_folder(self) -> None:
-        if self.exists() and not self.folder.is_dir():
+        if self.exists() and not self.is_dir(self.folder):
             raise self._corrupt(
                 "the golden folder is a file",
                 self.folder,
@@ -271,7 +302,7 @@ class GoldenStore:
     def read_manifest(self) -> Manifest:
         self._check_folder()
         path = self.manifest_path
-        if not os.path.lexists(path):
+        if not self.lexists(path):
             raise self._corrupt(
                 "manifest.json is missing", path, "the golden folder has no manifest.json"
             )
@@ -317,7 +348,14 @@ class GoldenStore:
         )
 
     def _check_file(self, path: Path) -> None:
-        if not path.is_file():
+        try:
+            regular = stat.S_ISREG(os.stat(path).st_mode)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # a dangling link: not a file
+                with self.io("read", path):
+                    raise
+            regular = False
+        if not regular:
             raise self._corrupt(f"{path.name} is not a file", path, "it is a directory or special")
 
     def _check_size(self, path: Path, entry: FileEntry, size: int) -> None:
@@ -339,7 +377,7 @@ class GoldenStore:
         )
 
     def _open_checked(self, path: Path) -> None:
-        if not os.path.lexists(path):
+        if not self.lexists(path):
             raise self._corrupt(f"{path.name} is missing", path, "the manifest lists it")
         self._check_file(path)
 
@@ -481,7 +519,7 @@ class GoldenStore:
     def reading(self) -> contextlib.AbstractContextManager[None]:
         """Hold off a concurrent regen's swap while this golden's files are read one by one."""
         parent = self.folder.parent
-        if not parent.is_dir():
+        if not self.is_dir(parent):
             return contextlib.nullcontext()
         return fileio.folder_lock(parent, shared=True)
 
@@ -490,7 +528,7 @@ class GoldenStore:
     def prepare(self, model: Any) -> PendingGolden:
         """Dump ``model`` into a new sibling temporary folder (streamed through a hash)."""
         self.check_paths()
-        if self.exists() and not self.folder.is_dir():
+        if self.exists() and not self.is_dir(self.folder):
             raise GoldenIOError(
                 f"{self.shown()} is a file, not a golden folder",
                 name=self.name,

@@ -251,10 +251,26 @@ def _from_type_v2(args: tuple[Any, ...], ctx: Context) -> str | None:
         return "its arguments are not a tuple"
     if problem := REDUCE_TABLE[name](inner, ctx):
         return f"{name[0]}.{name[1]}: {problem}"
-    tensor_types = frozenset(
-        {("torch", "Tensor"), ("torch.nn.parameter", "Parameter"), ("torch.nn", "Parameter")}
-    )
-    return _first(_global_in(new_type, ctx, tensor_types, "the tensor type"), _obj_state(state))
+    return _first(_tensor_type(new_type, ctx), _obj_state(state))
+
+
+def _tensor_type(new_type: Any, ctx: Context) -> str | None:
+    """The type ``_rebuild_from_type_v2`` turns the tensor into: a global (judged as a reference
+    on its own, like any other: torch's, or the project's own subclass), which loaded must be a
+    ``torch.Tensor`` subclass whose state torch restores by setting attributes (no
+    ``__setstate__`` of its own: that would run code the call table cannot check)."""
+    if ctx.global_name(new_type) is None:
+        return f"the tensor type must be a global, not a {kind_of(new_type)}"
+    if not ctx.loading:
+        return None
+    import torch
+
+    if not (isinstance(new_type, type) and issubclass(new_type, torch.Tensor)):
+        return "the tensor type is not a torch.Tensor subclass"
+    default = torch.Tensor.__setstate__
+    if getattr(new_type, "__setstate__", default) is not default:
+        return f"the tensor type {new_type.__qualname__} defines its own __setstate__"
+    return None
 
 
 def _size(args: tuple[Any, ...], ctx: Context) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import types
 from dataclasses import replace
 from typing import Any
 
@@ -362,6 +363,8 @@ def state_keys_problem(cls: type, state: Any) -> str | None:
             if key.startswith("__") and key.endswith("__"):
                 return f"BUILD state sets {key!r}: a special attribute, never plain state"
             found = inspect.getattr_static(cls, key, None)
+            if isinstance(found, types.MemberDescriptorType):
+                continue  # a __slots__ member (uuid.UUID's int): data, not code
             if found is not None and (callable(found) or hasattr(found, "__get__")):
                 return (
                     f"BUILD state sets {key!r}, which {cls.__qualname__} defines as a method or "

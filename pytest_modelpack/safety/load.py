@@ -38,7 +38,10 @@ class MappedBundle(Protocol):
 
 
 def load_bundle(
-    source: str | os.PathLike[str] | MappedBundle, allowlist: Allowlist, map_location: Any = "cpu"
+    source: str | os.PathLike[str] | MappedBundle,
+    allowlist: Allowlist,
+    map_location: Any = "cpu",
+    making: bool = False,
 ) -> Any:
     """Load the bundle at ``source`` (a path, or a verified mapped bundle), allowing only the uses
     ``allowlist`` allows.
@@ -49,18 +52,20 @@ def load_bundle(
 
     Raises UNSAFE GOLDEN for a refused use, CORRUPT GOLDEN for a truncated or malformed pickle,
     and ``ModuleNotFoundError``/``AttributeError`` (as ``pickle.load`` would) for a project class
-    that no longer exists.
+    that no longer exists. ``making``: the live model's own bundle at regen (a refusal says so).
     """
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size == 0:
-                return _load(f, allowlist, map_location, path, whole_file=True)
+                return _load(f, allowlist, map_location, path, whole_file=True, making=making)
             mapping = map_file(f)
     else:
         path, mapping = os.fspath(source.path), source.mapping
     mapping.seek(0)
-    return _load(mapping, allowlist, map_location, path, whole_file=True, mapping=mapping)
+    return _load(
+        mapping, allowlist, map_location, path, whole_file=True, mapping=mapping, making=making
+    )
 
 
 def map_file(f: IO[bytes]) -> mmap.mmap:
@@ -95,6 +100,7 @@ def _load(
     label: str,
     whole_file: bool = False,
     mapping: mmap.mmap | None = None,
+    making: bool = False,
 ) -> Any:
     import warnings
 
@@ -111,7 +117,8 @@ def _load(
             warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
             return interpret_file(session, Window(f, start, end), "top level", whole_file)
     except Refused as exc:
-        raise refusal_error(refusal_lines([(exc.ref, exc.reason)]), [exc.ref], label) from None
+        lines = refusal_lines([(exc.ref, exc.reason)])
+        raise refusal_error(lines, [exc.ref], label, making=making) from None
     except ScanError as exc:
         raise corrupt_error(label, str(exc)) from None
     except (EOFError, MemoryError, RecursionError) as exc:

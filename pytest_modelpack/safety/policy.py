@@ -80,6 +80,12 @@ _LEGACY_STORAGES = (
     "BoolStorage",
     "ComplexFloatStorage",
     "ComplexDoubleStorage",
+    # Quantized tensors' storages (a quantize_dynamic Linear's packed params pickle one nested).
+    "QInt8Storage",
+    "QUInt8Storage",
+    "QInt32Storage",
+    "QUInt4x2Storage",
+    "QUInt2x4Storage",
 )
 _PLAIN = (
     ("collections", "OrderedDict"),

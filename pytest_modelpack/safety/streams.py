@@ -544,13 +544,15 @@ def _inflate(src: Window, start: int, csize: int, usize: int, where: str) -> byt
 
 
 def _is_tar(src: Window) -> bool:
-    """What torch's legacy loader tries first on a real file: ``tarfile.open(mode='r:')``."""
+    """What torch's legacy loader tries first on a real file: ``tarfile.open(mode='r:')``, here
+    with at least one member whose header checksum is valid (tarfile checks it). A file of zeros
+    opens as an empty tar, but holds nothing torch would unpickle: it is read as what it is."""
     import tarfile
 
     src.seek(0)
     try:
-        with tarfile.open(fileobj=src, mode="r:", format=tarfile.PAX_FORMAT):  # type: ignore[call-overload]
-            return True
+        with tarfile.open(fileobj=src, mode="r:", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            return tar.next() is not None
     except (tarfile.TarError, EOFError, OSError, ValueError, UnicodeError, struct.error):
         return False
     finally:
