@@ -306,7 +306,7 @@ def _defaultdict(args: tuple[Any, ...], ctx: Context) -> str | None:
 
 
 def _deque(args: tuple[Any, ...], ctx: Context) -> str | None:
-    return _first(_arity(args, 0, 2), _kinds(args, ("list",), ("int", "None")))
+    return _first(_arity(args, 0, 2), _kinds(args, ("list", "tuple"), ("int", "None")))
 
 
 def _bytearray(args: tuple[Any, ...], ctx: Context) -> str | None:

@@ -6,6 +6,7 @@ mode containers are placeholders (:class:`~.values.Sym`) and payloads are skippe
 
 from __future__ import annotations
 
+import collections
 import re
 import struct
 from collections.abc import Callable
@@ -322,16 +323,21 @@ def _target(m: Machine, pos: int, kinds: tuple[type, ...], what: str, op: str) -
     return None
 
 
+#: What APPEND(S) may extend: lists, and the deques ``collections.deque(...)`` builds (pickle
+#: writes a deque as that call, then APPENDS of its items).
+_APPENDABLE = (list, collections.deque)
+
+
 def op_append(m: Machine, pos: int) -> None:
     (value,) = m.pop(1, pos)
-    target = _target(m, pos, (list,), "list", "APPEND")
+    target = _target(m, pos, _APPENDABLE, "list", "APPEND")
     if m.loading and target is not None:
         target.append(value)
 
 
 def op_appends(m: Machine, pos: int) -> None:
     items = m.pop_mark(pos)
-    target = _target(m, pos, (list,), "list", "APPENDS")
+    target = _target(m, pos, _APPENDABLE, "list", "APPENDS")
     if m.loading and target is not None:
         target.extend(items)
 
