@@ -149,6 +149,33 @@ def _allowlist(args: argparse.Namespace) -> Any:
     return Allowlist(root, args.allow)
 
 
+class _Trusted:
+    """Per golden, the allowlist with what the trust file beside its golden folder lists for it
+    (``goldens.trust``, written by regen: the live model's own uses, reviewable in the diff)."""
+
+    def __init__(self, args: argparse.Namespace, base: Any) -> None:
+        self.args, self.base = args, base
+        self.files: dict[Path, dict[str, list[str]]] = {}
+        self.made: dict[tuple[Path, str], Any] = {}
+
+    def for_bundle(self, bundle: Path) -> Any:
+        from .golden import trustfile
+        from .safety import Allowlist
+
+        folder = bundle.resolve().parent
+        golden_dir, name = folder.parent, folder.name
+        if golden_dir not in self.files:
+            self.files[golden_dir] = trustfile.read(golden_dir)
+        lines = self.files[golden_dir].get(name)
+        if not lines:
+            return self.base
+        key = (golden_dir, name)
+        if key not in self.made:
+            trust = trustfile.trust_of(lines)
+            self.made[key] = Allowlist(self.base.project_root, self.args.allow, trust=trust)
+        return self.made[key]
+
+
 def _root_hint(allowlist: Any, refused: list[tuple[Any, str]]) -> str | None:
     """A hint when refused globals look like project code the user did not point us to."""
     project_like = [
@@ -205,6 +232,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     _out(f"created by: {manifest.created_by.test} on {manifest.created_by.device}")
     _out("environment: " + ", ".join(f"{k} {v}" for k, v in manifest.environment.items()))
 
+    allowlist = _Trusted(args, allowlist).for_bundle(store.bundle_path)
     with _project_importable(allowlist.project_root):
         verdict = scan_file(store.bundle_path, allowlist) if store.bundle_path.is_file() else None
         claimed = _claimed_globals(manifest)
@@ -281,6 +309,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from .safety import refusal_lines, scan_file
 
     allowlist = _allowlist(args)
+    trusted = _Trusted(args, allowlist)
     counts = {"safe": 0, "unsafe": 0, "unreadable": 0}
     hints: list[str] = []
     paths = [p for name in args.files for p in _scan_targets(Path(name))]
@@ -291,7 +320,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 _out(f"{path}: unreadable — {why}")
                 counts["unreadable"] += 1
                 continue
-            verdict = scan_file(path, allowlist)
+            verdict = scan_file(path, trusted.for_bundle(path))
             # Refused globals first: a payload followed by garbage still runs when unpickled,
             # so "unsafe" is the news even when the scan then stopped.
             if verdict.refused:

@@ -13,7 +13,7 @@ from .. import errors
 from ..apply import placed
 from ..compare import compare
 from ..drift import describe_code_change, fingerprint_model
-from ..golden import CreatedBy, GlobalEntry, GoldenStore, Manifest
+from ..golden import CreatedBy, GlobalEntry, GoldenStore, Manifest, trustfile
 from ..golden.examples import Example, encode_value, examples_bytes
 from ..safety import Allowlist, load_bundle
 from ..states import Verdict
@@ -129,6 +129,17 @@ def refuse_unloadable(facts: LiveFacts, path: Any) -> None:
         ) from None
 
 
+def write_trust(facts: LiveFacts, store: GoldenStore) -> bool:
+    """This golden's section of the trust file beside the golden folder: the live pickle's uses
+    the built-in policy does not allow (what ``modelpack scan`` trusts for it, with no line
+    written by hand). True when the file changed."""
+    request = facts.request
+    base = Allowlist(request.project_root)
+    lines = trustfile.lines_for(facts.refs, base)
+    with store.io("write", trustfile.trust_path(store.folder.parent)):
+        return trustfile.update(store.folder.parent, request.name, lines)
+
+
 def _kind_of(allowlist: Allowlist, module: str, qualname: str) -> str:
     """What a referenced global is, for the manifest: project / third-party / builtin / extra.
 
@@ -197,11 +208,14 @@ def regenerate(facts: LiveFacts, runner: Runner, result: CheckResult) -> None:
         if not changes and not leftovers:
             pending.discard()
             result.verdict = Verdict.UNCHANGED
+            if write_trust(facts, store):
+                result.detail = f"updated {store.shown(trustfile.trust_path(store.folder.parent))}"
             return
         removed = pending.commit(manifest)
     except BaseException:
         pending.discard()
         raise
+    write_trust(facts, store)
     if removed:
         changes.append(f"removed {len(removed)} leftover(s) of an interrupted regen")
     result.verdict = Verdict.CREATED if not existed else Verdict.CHANGED
