@@ -6,6 +6,8 @@ Cheap to import: torch and hypothesis are imported inside the fixture, never at 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,7 +103,47 @@ def pytest_configure(config: pytest.Config) -> None:
 
     report = Report()
     config.stash[STATE] = SessionState(settings=settings, root=Path(config.rootpath), report=report)
+    if mode is not Mode.ROUNDTRIP and not hasattr(config, "workerinput"):
+        _TERMINATION.install()
     config.pluginmanager.register(FinishedTests(report.finished), "modelpack-finished-tests")
+
+
+class _Termination:
+    """SIGTERM during a regen or a gate ends the run as Ctrl-C does (the golden being written is
+    discarded, temporary files removed, locks released, the summary printed), then the process
+    ends by SIGTERM as its sender expects. Installed only over the default handler, in the main
+    thread of a non-xdist-worker process."""
+
+    def __init__(self) -> None:
+        self.installed = False
+        self.received = False
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, self._handle)
+        self.installed = True
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    def uninstall(self) -> None:
+        if not self.installed:
+            return
+        self.installed = False
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if self.received:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+_TERMINATION = _Termination()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _TERMINATION.uninstall()
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

@@ -66,6 +66,7 @@ def all_outputs_none(runner: Runner) -> errors.AllOutputsNone:
 
 def run_check(request: CheckRequest) -> CheckResult:
     """Run one ``modelpack.check`` in the session's mode; the result carries any error."""
+    __tracebackhide__ = True
     mode = request.settings.mode
     result = CheckResult.of(request)
     facts = LiveFacts(request)
@@ -95,6 +96,11 @@ def run_check(request: CheckRequest) -> CheckResult:
         result.error = exc.with_name(request.name)
         result.verdict = Verdict.FAILED
         result.detail = exc.kind
+    except KeyboardInterrupt as exc:
+        # pytest prints an interrupt with the arguments of every frame it passed through: the
+        # repr of a 256 MiB storage being pickled takes minutes. Raised afresh from here, the
+        # interrupt carries no frame of the check (everything was cleaned up on the way out).
+        raise KeyboardInterrupt(*exc.args) from None
     finally:
         if store is not None:
             store.release()
