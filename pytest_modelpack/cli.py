@@ -30,8 +30,6 @@ from .project import is_library_module
 if TYPE_CHECKING:
     from .golden.manifest import Manifest
 
-__all__ = ["EXIT_DIFFERENT", "EXIT_OK", "EXIT_UNREADABLE", "EXIT_UNSAFE", "build_parser", "main"]
-
 EXIT_OK = 0
 EXIT_UNSAFE = 1
 EXIT_DIFFERENT = 1

@@ -11,18 +11,6 @@ import shlex
 
 from .options import FLAG_REGEN, INI_SAFE_GLOBALS
 
-__all__ = [
-    "REGEN",
-    "test_of",
-    "regen_command",
-    "accept",
-    "revert_or_accept",
-    "restore_or_regen",
-    "trust_line",
-    "remove_or_claim",
-    "rebuild_reproducibly",
-]
-
 #: The bare regenerate command, when no test is known (the CLI, a store read outside a test).
 REGEN = f"pytest {FLAG_REGEN}"
 

@@ -20,16 +20,6 @@ import sys
 from enum import Enum
 from pathlib import Path
 
-__all__ = [
-    "NOT_PROJECT_DIRS",
-    "Location",
-    "ModuleKind",
-    "Project",
-    "is_library_module",
-    "is_stdlib_module",
-    "installed_dirs",
-]
-
 #: Folders whose files are never project code, wherever they sit under the project root.
 NOT_PROJECT_DIRS = frozenset(
     {

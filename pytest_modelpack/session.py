@@ -12,8 +12,6 @@ from .fixes import test_of
 from .options import Settings
 from .report import Report
 
-__all__ = ["SessionState"]
-
 
 @dataclasses.dataclass
 class SessionState:

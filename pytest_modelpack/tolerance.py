@@ -8,8 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Tolerance", "default_tolerance"]
-
 
 @dataclass(frozen=True)
 class Tolerance:

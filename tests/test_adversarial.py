@@ -40,7 +40,7 @@ from pytest_modelpack.safety import (
     scan_stream,
     trust_from_pickle,
 )
-from pytest_modelpack.safety.interpreter import Refused, Session
+from pytest_modelpack.safety.machine import Refused, Session
 from pytest_modelpack.safety.refs import ScanError
 from pytest_modelpack.safety.sources import Window
 from pytest_modelpack.safety.streams import interpret_file

@@ -15,8 +15,6 @@ from .missing import explain_missing
 if TYPE_CHECKING:
     from ..golden.manifest import Manifest
 
-__all__ = ["load_error"]
-
 
 def load_error(
     exc: BaseException | None,

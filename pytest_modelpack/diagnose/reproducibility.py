@@ -12,8 +12,6 @@ from __future__ import annotations
 from ..fixes import rebuild_reproducibly
 from ..statediff import StateDiff
 
-__all__ = ["explain_state_difference"]
-
 
 def _hints(paths: list[str]) -> list[str]:
     """Which part of the build to look at first, from what the differing paths hold."""

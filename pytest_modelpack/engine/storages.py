@@ -25,14 +25,6 @@ from typing import Any
 
 from .. import walk
 
-__all__ = [
-    "StoragePickler",
-    "StorageUnpickler",
-    "storage_fingerprints",
-    "changed_storages",
-    "tensors_at",
-]
-
 #: Chunks per storage in a fingerprint: a sum per chunk, so swapping blocks shows too.
 _CHUNKS = 64
 

@@ -49,19 +49,6 @@ from .. import fixes
 from ..errors import CorruptGolden, Unrecordable
 from .fileio import write_atomic
 
-__all__ = [
-    "FORMAT_VERSION",
-    "Example",
-    "RaisedError",
-    "decode_value",
-    "dump_examples",
-    "encode_value",
-    "examples_bytes",
-    "load_examples",
-    "parse_examples",
-    "raised_from",
-]
-
 #: Version of the ``examples.json`` layout. An unknown version is reported, never guessed at.
 FORMAT_VERSION = 1
 

@@ -33,27 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = [
-    "LFS_MAGIC",
-    "BackgroundHash",
-    "HashingWriter",
-    "MappedFile",
-    "fsync_dir",
-    "folder_lock",
-    "interrupted_swap",
-    "leftovers",
-    "new_folder",
-    "remove_leftovers",
-    "map_copy",
-    "open_regular",
-    "sha256_file",
-    "sha256_mapping",
-    "sha256_outside",
-    "swap_folder",
-    "temporary_file",
-    "write_atomic",
-]
-
 #: The first bytes of a Git LFS pointer file: the real content was never fetched.
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/v1"
 

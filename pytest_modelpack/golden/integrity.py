@@ -16,8 +16,6 @@ from pathlib import Path
 from . import fileio
 from .manifest import FileEntry
 
-__all__ = ["DEFER_MIN", "DeferredHash", "deferred_spans", "is_interrupt"]
-
 #: Storages at least this large are listed in the manifest (``bundle.storages``) and hashed while
 #: the gate runs; the bytes of smaller ones are hashed with the pickle, before it is read.
 DEFER_MIN = 1 << 20

@@ -14,21 +14,6 @@ import re
 import secrets
 from typing import Any
 
-__all__ = [
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "CodeUnit",
-    "CreatedBy",
-    "FileEntry",
-    "GlobalEntry",
-    "InvalidManifest",
-    "Manifest",
-    "UnknownVersion",
-    "created_by_test",
-    "manifest_bytes",
-    "parse_manifest",
-]
-
 FORMAT_VERSION = 1
 FORMAT_NAME = "pytest-modelpack golden"
 

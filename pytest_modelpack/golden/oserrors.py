@@ -12,8 +12,6 @@ from ..errors import GoldenIOError, ModelpackError
 if TYPE_CHECKING:
     from .store import GoldenStore
 
-__all__ = ["IOErrors", "remedy"]
-
 
 def remedy(err: int | None, action: str, where: str, regen: str) -> tuple[str, str]:
     """(why, fix) for an OS error number."""

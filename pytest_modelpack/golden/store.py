@@ -46,15 +46,6 @@ from .manifest import (
 )
 from .oserrors import IOErrors
 
-__all__ = [
-    "BUNDLE",
-    "EXAMPLES",
-    "MANIFEST",
-    "GoldenStore",
-    "PendingGolden",
-    "environment",
-]
-
 BUNDLE = "bundle.pkl"
 MANIFEST = "manifest.json"
 EXAMPLES = "examples.json"

@@ -24,8 +24,6 @@ from ..golden.manifest import parse_manifest
 from .plot import comparison_svg, fmt
 from .summary import Report, format_size
 
-__all__ = ["render_html", "write_html"]
-
 #: A manifest bigger than this is not read for the page (the gate reads it with its own checks).
 MANIFEST_LIMIT = 16 << 20
 #: At most this many structure-tree lines per golden are shown.

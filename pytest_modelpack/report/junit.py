@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PREFIX", "junit_properties"]
-
 PREFIX = "modelpack."
 
 

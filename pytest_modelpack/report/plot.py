@@ -10,8 +10,6 @@ import math
 from html import escape
 from typing import Any
 
-__all__ = ["comparison_svg", "fmt"]
-
 WIDTH, HEIGHT = 300, 150
 LEFT, RIGHT, TOP, BOTTOM = 46, 8, 18, 22
 ZERO_BAND = 12

@@ -17,8 +17,6 @@ from ..fixes import test_of
 from ..states import Verdict
 from .unused import Collection, find_unused, unused_error
 
-__all__ = ["Report", "format_size"]
-
 REPORT_FORMAT_VERSION = 1
 
 

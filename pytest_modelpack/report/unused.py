@@ -17,15 +17,6 @@ from typing import Any
 from .. import errors
 from ..fixes import remove_or_claim
 
-__all__ = [
-    "GOLDEN_FILES",
-    "Collection",
-    "looks_like_golden",
-    "find_unused",
-    "not_judged_reason",
-    "unused_error",
-]
-
 #: A folder holding one of these is a golden (complete or not: a half-written one counts too).
 GOLDEN_FILES = ("manifest.json", "bundle.pkl")
 

@@ -15,8 +15,6 @@ from typing import Any, Protocol
 
 from pytest_modelpack.safety.values import Sym, is_bytes, is_int, is_ints, is_text, kind_of
 
-__all__ = ["BUILD_TYPES", "REDUCE_TABLE", "SPECIAL", "Context", "LATIN1_NAMES", "tensor_fits"]
-
 #: Protocols 0-2 have no bytes opcode: pickle writes bytes as _codecs.encode(text, 'latin1').
 LATIN1_NAMES = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "l1"})
 #: A view may address at most this many elements beyond its storage's own (broadcast views).

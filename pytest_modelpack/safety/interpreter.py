@@ -19,10 +19,8 @@ from typing import Any
 
 from pytest_modelpack.safety import construct as c
 from pytest_modelpack.safety import opcodes as o
-from pytest_modelpack.safety.machine import Machine, Persid, Refused, Session, call_shape
+from pytest_modelpack.safety.machine import Machine, Persid, Session
 from pytest_modelpack.safety.sources import Source
-
-__all__ = ["Machine", "Persid", "Refused", "Session", "call_shape", "interpret"]
 
 
 def interpret(session: Session, src: Source, where: str, depth: int, persid: Persid) -> Any:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from pytest_modelpack.safety.interpreter import Refused, Session
+from pytest_modelpack.safety.machine import Refused, Session
 from pytest_modelpack.safety.refs import ScanError
 from pytest_modelpack.safety.sources import Window
 from pytest_modelpack.safety.streams import interpret_file
@@ -22,8 +22,6 @@ from pytest_modelpack.safety.verdict import corrupt_error, refusal_error, refusa
 
 if TYPE_CHECKING:
     from pytest_modelpack.safety.policy import Allowlist
-
-__all__ = ["MappedBundle", "load_bundle", "loads_bundle", "map_file"]
 
 
 class MappedBundle(Protocol):

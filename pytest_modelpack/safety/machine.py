@@ -19,8 +19,6 @@ from pytest_modelpack.safety.refs import GlobalRef, Role, ScanError
 from pytest_modelpack.safety.sources import Source
 from pytest_modelpack.safety.values import Sym, kind_of
 
-__all__ = ["Persid", "Refused", "Session", "Machine", "call_shape", "LOAD_FROM_BYTES", "CHUNK"]
-
 # Text longer than this is not held in scan mode: only a (protocol 0-2) payload is that long.
 TEXT_LIMIT = 64 * 1024
 LINE_LIMIT = 64 * 1024

@@ -41,8 +41,6 @@ from pytest_modelpack.project import (
 from pytest_modelpack.safety.calls import BUILD_TYPES, REDUCE_TABLE
 from pytest_modelpack.safety.refs import GlobalRef, Role
 
-__all__ = ["Allowlist", "Decision", "Trust", "builtin_globals"]
-
 #: Module prefixes whose classes torch builds and restores as nn.Modules (NEWOBJ + BUILD).
 _TORCH_MODULE_PREFIX = "torch.nn.modules."
 #: Referenced (never called by the pickle) torch functions a model may hold as attributes:

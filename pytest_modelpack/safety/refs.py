@@ -8,8 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["BytesRef", "GlobalRef", "Role", "ScanError", "TORCH_LEGACY_MAGIC"]
-
 #: ``torch.serialization.MAGIC_NUMBER``: the first pickle of a legacy ``torch.save`` stream.
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 

@@ -19,8 +19,6 @@ from pytest_modelpack.safety.verdict import Verdict
 if TYPE_CHECKING:
     from pytest_modelpack.safety.policy import Allowlist
 
-__all__ = ["iter_globals", "scan_refs", "scan_stream", "scan_file", "pickle_protocol"]
-
 _LFS_MAGIC = b"version https://git-lfs"
 _CHUNK = 1 << 20
 

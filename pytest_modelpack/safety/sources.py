@@ -13,8 +13,6 @@ from typing import IO
 
 from pytest_modelpack.safety.refs import ScanError
 
-__all__ = ["Window", "Latin1Reader", "Source"]
-
 _CHUNK = 1 << 20
 
 

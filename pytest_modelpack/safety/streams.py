@@ -20,12 +20,11 @@ import struct
 import zlib
 from typing import Any
 
-from pytest_modelpack.safety.interpreter import Machine, Persid, Refused, Session, interpret
+from pytest_modelpack.safety.interpreter import interpret
+from pytest_modelpack.safety.machine import Machine, Persid, Refused, Session
 from pytest_modelpack.safety.refs import TORCH_LEGACY_MAGIC, BytesRef, GlobalRef, Role, ScanError
 from pytest_modelpack.safety.sources import Latin1Reader, Source, Window
 from pytest_modelpack.safety.values import Latin1, Sym
-
-__all__ = ["Reader", "interpret_file"]
 
 ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_PROTOCOL = 1001

@@ -12,18 +12,6 @@ from dataclasses import dataclass
 
 from pytest_modelpack.safety.refs import BytesRef
 
-__all__ = [
-    "INERT_DUNDERS",
-    "Sym",
-    "TextRef",
-    "Latin1",
-    "kind_of",
-    "is_bytes",
-    "is_int",
-    "is_ints",
-    "is_text",
-]
-
 #: Dunder names restored state may set on an instance: the metadata ``functools.wraps`` copies
 #: onto a wrapper object (torch.compile's wrappers, decorators kept as attributes). Nothing looks
 #: them up as a hook: pickle, copy and the data model look up ``__setstate__``, ``__reduce_ex__``,

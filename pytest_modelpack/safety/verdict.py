@@ -19,9 +19,6 @@ from pytest_modelpack import errors
 from pytest_modelpack.fixes import regen_command, restore_or_regen, trust_line
 from pytest_modelpack.safety.refs import GlobalRef, Role
 
-__all__ = ["Verdict", "refusal_lines", "verdict_error", "refusal_error", "corrupt_error"]
-
-
 #: Refusals that run nothing by themselves (pickle.load fails on them): with a stream that then
 #: turns out malformed, the file is corrupt rather than an attack.
 _INERT = frozenset({"<persistent id>", "<out-of-band buffer>"})
