@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -1010,3 +1011,54 @@ def test_a_reader_beside_a_concurrent_regen_never_sees_two_goldens_mixed(tmp_pat
         thread.join()
     assert writes[0] > 5, "the writer must have swapped while the reader read"
     assert problems == []
+
+
+# ------------------------------------------------------- issue 22: the right verdict per errno
+
+
+def test_a_symlink_loop_is_an_io_error_naming_the_loop(tmp_path: Path) -> None:
+    goldens = tmp_path / "goldens"
+    goldens.mkdir()
+    (goldens / "g").symlink_to("g")  # points to itself
+    store = GoldenStore(goldens / "g", "g", project_root=tmp_path)
+    with pytest.raises(errors.GoldenIOError) as info:
+        store.read_verified()
+    text = info.value.render()
+    assert "GOLDEN I/O ERROR — cannot read " in text
+    assert "a loop of symbolic links" in text and "ELOOP" in text
+    assert "replace the symlinks" in text
+    assert "MISSING" not in text
+
+
+def test_a_dangling_golden_link_says_so(tmp_path: Path) -> None:
+    goldens = tmp_path / "goldens"
+    goldens.mkdir()
+    (goldens / "g").symlink_to("elsewhere")
+    store = GoldenStore(goldens / "g", "g", project_root=tmp_path)
+    with pytest.raises(errors.CorruptGolden) as info:
+        store.read_verified()
+    assert "the golden folder is a symlink to nothing" in info.value.render()
+    assert "it points to elsewhere, which does not exist" in info.value.render()
+
+
+def test_an_unsearchable_parent_is_not_a_missing_golden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lstat failing with EACCES (a goldens/ at mode 000 for a user without the right) must not
+    read as "nothing there" (os.path.lexists says False for any error)."""
+    goldens = tmp_path / "goldens"
+    write_golden(GoldenStore(goldens / "g", "g", project_root=tmp_path), "x")
+    real = os.lstat
+
+    def denied(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).startswith(str(goldens) + os.sep):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", denied)
+    store = GoldenStore(goldens / "g", "g", project_root=tmp_path)
+    with pytest.raises(errors.GoldenIOError) as info:
+        store.exists()
+    text = info.value.render()
+    assert "permission denied" in text and "EACCES" in text
+    assert "give your user read permission" in text

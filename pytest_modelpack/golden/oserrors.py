@@ -42,6 +42,16 @@ def remedy(err: int | None, action: str, where: str, regen: str) -> tuple[str, s
         return "a file stands where a folder belongs", (
             f"remove or move the file in the way of {where}, then run: {regen}"
         )
+    if err == errno.ELOOP:
+        return "a loop of symbolic links", (
+            f"replace the symlinks on the way to {where} with the real folder or file, {then}"
+        )
+    if err == errno.EIO:
+        return "an I/O error: the disk or file system failed", (
+            f"check the disk (dmesg, fsck) or restore {where} from version control, {then}"
+        )
+    if err in (errno.ENAMETOOLONG,):
+        return "the path is too long", f"shorten the golden's name or folder, {then}"
     return "the operating system refused", f"check {where}, {then}"
 
 

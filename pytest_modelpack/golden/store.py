@@ -282,6 +282,15 @@ class GoldenStore:
     # -- reading -------------------------------------------------------------------------------
 
     def _check_folder(self) -> None:
+        info = self.lstat(self.folder)
+        if info is not None and stat.S_ISLNK(info.st_mode) and not os.path.exists(self.folder):
+            raise self._corrupt(
+                "the golden folder is a symlink to nothing",
+                self.folder,
+                f"it points to {os.readlink(self.folder)}, which does not exist",
+                fix=f"remove the link {self.shown()} (or restore what it points to), then run: "
+                f"{fixes.regen_command(self.nodeid)}",
+            )
         if self.exists() and not self.is_dir(self.folder):
             raise self._corrupt(
                 "the golden folder is a file",
