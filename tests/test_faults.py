@@ -21,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -472,43 +471,86 @@ def test_file_size_limit(regenerated: SeedProject) -> None:
     }
 
 
-def test_permission_denied_as_an_unprivileged_user(seed_project: SeedProject) -> None:
-    """Run pytest as ``nobody`` on a project whose goldens/ it may read but not write."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run as the unprivileged user nobody")
+def without_dac_override() -> list[str]:
+    """A command prefix under which permission bits apply to this process: as root, the
+    capabilities that bypass them are dropped (root with them reads and writes anything, so a
+    mode 000 proves nothing); as another user, nothing (the modes already apply)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to drop root's DAC capabilities (util-linux)")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+def test_permission_denied_without_the_right_to_write(seed_project: SeedProject) -> None:
+    """Regen on a project whose goldens/ may be read but not written (real modes)."""
+    prefix = without_dac_override()
     assert seed_project.run("--modelpack-regen").ret == 0
-    project = Path(tempfile.mkdtemp(dir="/tmp"))
+    seed_project.edit("conftest.py", "SEED = 0", "SEED = 1")
+    goldens = seed_project.path / "goldens"
+    folders = [goldens, *(p for p in goldens.rglob("*") if p.is_dir())]
     try:
-        os.chmod(project, 0o755)
-        shutil.copytree(seed_project.path, project, dirs_exist_ok=True)
-        for path in [project, *project.rglob("*")]:
-            if "goldens" not in path.relative_to(project).parts:
-                os.chown(path, 65534, 65534)
-        text = (project / "conftest.py").read_text().replace("SEED = 0", "SEED = 1")
-        (project / "conftest.py").write_text(text)
-        env = dict(os.environ, PYTHONPATH=str(REPO), HOME=str(project))
+        for folder in folders:
+            os.chmod(folder, 0o555)
         done = subprocess.run(
-            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-            + [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--modelpack-regen"],
-            cwd=project,
-            env=env,
+            [
+                *prefix,
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "--modelpack-regen",
+            ],
+            cwd=seed_project.path,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
             capture_output=True,
             text=True,
             timeout=300,
         )
-        out = done.stdout
-        if "GOLDEN I/O ERROR" not in out and done.returncode != 0:
-            pytest.skip(f"could not run pytest as nobody: {out[-500:]}{done.stderr[-500:]}")
-        assert done.returncode == 1, out
-        assert "modelpack: sentiment: GOLDEN I/O ERROR — cannot write goldens/sentiment: " in out
-        assert "permission denied" in out
-        assert (
-            "fix: give your user write permission on goldens (chmod/chown), then "
-            f"regenerate: {REGEN}" in out
-        )
-        assert "Traceback" not in out
     finally:
-        shutil.rmtree(project, ignore_errors=True)
+        for folder in folders:
+            os.chmod(folder, 0o755)
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert "modelpack: sentiment: GOLDEN I/O ERROR — cannot " in out
+    assert "permission denied" in out
+    assert "fix: give your user write permission on goldens" in out
+    assert "Traceback" not in out
+    assert strays(goldens) == []
+
+
+def test_unreadable_goldens_are_io_errors_not_missing_or_corrupt(
+    seed_project: SeedProject,
+) -> None:
+    """Issue 22: goldens/ at mode 000 read as MISSING GOLDEN, a golden folder at 000 as CORRUPT
+    GOLDEN "manifest.json is missing". Both are GOLDEN I/O ERROR naming the path and errno."""
+    prefix = without_dac_override()
+    assert seed_project.run("--modelpack-regen").ret == 0
+    goldens = seed_project.path / "goldens"
+    for target in (goldens, goldens / "sentiment", goldens / "sentiment" / "bundle.pkl"):
+        mode = target.stat().st_mode & 0o777
+        os.chmod(target, 0)
+        try:
+            done = subprocess.run(
+                [*prefix, sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+                + ["--modelpack-golden"],
+                cwd=seed_project.path,
+                env=dict(os.environ, PYTHONPATH=str(REPO)),
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+        finally:
+            os.chmod(target, mode)
+        out = done.stdout
+        assert done.returncode == 1, out + done.stderr
+        assert "modelpack: sentiment: GOLDEN I/O ERROR — cannot read goldens/sentiment" in out, out
+        assert "EACCES: Permission denied" in out
+        assert "give your user read permission" in out
+        assert "MISSING GOLDEN" not in out and "CORRUPT GOLDEN" not in out
+        assert "Traceback" not in out and "error during collection" not in out
 
 
 def test_golden_folder_that_is_a_file(seed_project: SeedProject) -> None:

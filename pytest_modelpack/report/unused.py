@@ -53,7 +53,10 @@ def _key(path: str | Path) -> str:
 
 
 def looks_like_golden(folder: Path) -> bool:
-    return folder.is_dir() and any((folder / name).is_file() for name in GOLDEN_FILES)
+    try:
+        return folder.is_dir() and any((folder / name).is_file() for name in GOLDEN_FILES)
+    except OSError:  # unreadable: its check (if any) said GOLDEN I/O ERROR; not judged here
+        return False
 
 
 def find_unused(
@@ -64,9 +67,13 @@ def find_unused(
     found: list[Path] = []
     for directory in sorted(set(golden_dirs)):
         base = Path(directory)
-        if not base.is_dir():
+        try:
+            if not base.is_dir():
+                continue
+            entries = sorted(base.iterdir())
+        except OSError:  # unreadable (mode 000): the checks in it said GOLDEN I/O ERROR
             continue
-        for folder in sorted(base.iterdir()):
+        for folder in entries:
             # A golden's name never starts with a dot: ``.NAME.new-*``/``.NAME.old-*`` folders
             # are a killed regen's leftovers, which the store reports (and regen removes).
             if folder.name.startswith("."):
