@@ -128,7 +128,11 @@ def _torch_base(klass: type) -> type | None:
 
 
 def lost_private_state(
-    live: Any, reloaded: Any, relative_to: Any = None, walked: Any = None
+    live: Any,
+    reloaded: Any,
+    relative_to: Any = None,
+    walked: Any = None,
+    reloaded_walked: Any = None,
 ) -> tuple[list[str], list[str]]:
     """Private ``nn.Module`` state a user ``__setstate__``/``__getstate__`` failed to restore.
 
@@ -140,7 +144,7 @@ def lost_private_state(
     """
     lost: list[str] = []
     lines: list[str] = []
-    after_values = _values(reloaded)
+    after_values = _values(reloaded, reloaded_walked)
     for path, before in _values(live, walked).items():
         after = after_values.get(path)
         if not is_module(before) or after is None:

@@ -11,6 +11,7 @@ the live model on the recorded inputs).
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from ..golden import GoldenStore, Manifest
 from ..golden.examples import Example
 from ..golden.integrity import deferred_spans
 from ..safety import Allowlist, load_bundle, scan_file, verdict_error
+from ..safety.scan import scan_stream
 from ..statediff import state_diff
 from ..walk import Node, nodes, tree_of
 from .facts import LiveFacts
@@ -39,9 +41,16 @@ def scan_or_refuse(
     allowlist: Allowlist,
     making: bool,
     manifest: Manifest | None = None,
+    mapped: Any = None,
 ) -> Any:
-    """Scan ``path``; CORRUPT, LOAD ERROR (renamed code) or UNSAFE GOLDEN when it must not load."""
-    verdict = scan_file(path, allowlist)
+    """Scan ``path`` (read from ``mapped``, its verified mapping, when given: the file is not
+    opened again); CORRUPT, LOAD ERROR (renamed code) or UNSAFE GOLDEN when it must not load."""
+    if mapped is not None:
+        mapped.seek(0)
+        verdict = scan_stream(mapped, allowlist, os.fspath(path), whole_file=True)
+        mapped.seek(0)
+    else:
+        verdict = scan_file(path, allowlist)
     error = verdict_error(
         verdict,
         nodeid=request.nodeid,
@@ -148,9 +157,10 @@ def open_golden(
         if leftover:
             result.warnings.append(leftover)
         result.bundle_size = manifest.bundle.size
-        allowlist = facts.allowlist_for(pickle_protocol(store.bundle_path))
+        mapping = store.open_verified_bundle().mapping
+        allowlist = facts.allowlist_for(pickle_protocol(mapping[:2]))
         verdict = scan_or_refuse(
-            request, store.bundle_path, allowlist, making=False, manifest=manifest
+            request, store.bundle_path, allowlist, making=False, manifest=manifest, mapped=mapping
         )
         spans = manifest.bundle.storages
         if spans is not None and deferred_spans(verdict.storages) != spans:
@@ -162,17 +172,12 @@ def open_golden(
     return Gate(facts, runner, result, store, manifest, records, roots, allowlist)
 
 
-def pickle_protocol(path: Path) -> int | None:
-    """The protocol a pickle file declares (its PROTO opcode; none: 0 or 1, read as 1), or None
-    when the file cannot be read (the scan then says why)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-    except OSError:
-        return None
+def pickle_protocol(head: bytes) -> int | None:
+    """The protocol a pickle declares in its first two bytes (its PROTO opcode; none: 0 or 1,
+    read as 1); None for what is no pickle (the scan then says what it is)."""
     if len(head) == 2 and head[0] == 0x80:
         return head[1] if head[1] <= 5 else None
-    return 1
+    return 1 if head else None
 
 
 def project_roots(verdict: Any, allowlist: Allowlist) -> list[tuple[str, str]]:

@@ -86,7 +86,12 @@ def _bundle_problem(
     reproduce its own examples.json — the gate's stages, run on the golden about to be kept.
     """
     request = facts.request
-    allowlist = facts.allowlist_for(pickle_protocol(store.bundle_path))
+    try:
+        with open(store.bundle_path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        head = b""
+    allowlist = facts.allowlist_for(pickle_protocol(head))
     try:
         scan_or_refuse(request, store.bundle_path, allowlist, making=False, manifest=old)
         golden = load_bundle(store.bundle_path, allowlist, map_location=request.device)

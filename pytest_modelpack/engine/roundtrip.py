@@ -76,7 +76,7 @@ def check_state_kept(facts: LiveFacts, reloaded: Any, walked: list[Any]) -> None
     model, root = facts.request.model, facts.request.project_root
     diff = diff_trees(facts.tree, tree_of(walked))
     lost, detail = explain_lossy(model, diff, relative_to=root, walked=facts.nodes)
-    private, private_detail = lost_private_state(model, reloaded, root, facts.nodes)
+    private, private_detail = lost_private_state(model, reloaded, root, facts.nodes, walked)
     if not (lost or private):
         return
     shown = lost + private

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import hashlib
 import json
 import mmap
 import os
@@ -31,7 +32,7 @@ from typing import Any
 from .. import fixes
 from ..errors import CorruptGolden, GoldenIOError, MissingGolden, ModelpackError, UnsafeGolden
 from . import fileio
-from .examples import load_examples
+from .examples import load_examples, parse_examples
 from .integrity import DeferredHash, deferred_spans, is_interrupt
 from .manifest import (
     FORMAT_VERSION,
@@ -129,6 +130,7 @@ class GoldenStore:
         self.nodeid = nodeid
         self.project_root = project_root
         self._bundle: fileio.MappedFile | None = None  # mapped by verify()
+        self._examples: bytes | None = None  # read and verified by verify(): parsed from these
         # the bundle's whole-file sha256 hashed in the background (prefetch, verify(defer=True))
         self._hashes = DeferredHash()
 
@@ -382,17 +384,23 @@ class GoldenStore:
         self._check_file(path)
 
     def _verify(self, path: Path, entry: FileEntry) -> None:
-        """Size and sha256 of a small file (examples.json), streamed."""
+        """Size and sha256 of a small file (examples.json): read once, and kept, so that what
+        is parsed is the very bytes that were verified (and the file is opened once)."""
         self._open_checked(path)
         with self.io("read", path):
             with open(path, "rb") as f:
-                head = f.read(len(fileio.LFS_MAGIC))
-            if head.startswith(fileio.LFS_MAGIC):
-                raise self._lfs_error(path)
-            digest, size = fileio.sha256_file(path)
-        self._check_size(path, entry, size)
+                size = os.fstat(f.fileno()).st_size
+                if size != entry.size:  # read nothing more than the manifest allows
+                    data = f.read(len(fileio.LFS_MAGIC))
+                else:
+                    data = f.read(entry.size + 1)
+        if data.startswith(fileio.LFS_MAGIC):
+            raise self._lfs_error(path)
+        self._check_size(path, entry, size if size != entry.size else len(data))
+        digest = hashlib.sha256(data).hexdigest()
         if digest != entry.sha256:
             raise self._hash_mismatch(path, entry, digest)
+        self._examples = data
 
     def _verify_bundle(self, entry: FileEntry, defer: bool) -> fileio.MappedFile:
         """The bundle mapped copy-on-write, its size and hashes checked.
@@ -497,8 +505,12 @@ class GoldenStore:
         return self._bundle
 
     def read_examples(self) -> list[Any]:
-        self._check_file(self.examples_path)
+        data, self._examples = self._examples, None
+        if data is None:
+            self._check_file(self.examples_path)
         try:
+            if data is not None:
+                return parse_examples(data)
             with self.io("read", self.examples_path):
                 return load_examples(self.examples_path)
         except CorruptGolden as exc:
