@@ -78,7 +78,17 @@ def _out(*parts: object) -> None:
 
 
 #: The files of a golden folder: naming one of them names its golden.
-_GOLDEN_FILES = ("bundle.pkl", "manifest.json", "examples.json")
+_GOLDEN_FILES = ("bundle.pkl", "bundle.pt", "manifest.json", "examples.json")
+
+
+def _bundle_in(folder: Path) -> Path:
+    """A golden folder's bundle: bundle.pt (torch.save) where it holds one, else bundle.pkl."""
+    torch_bundle = folder / "bundle.pt"
+    return (
+        torch_bundle
+        if torch_bundle.exists() and not (folder / "bundle.pkl").exists()
+        else (folder / "bundle.pkl")
+    )
 
 
 def _folder(arg: str) -> Path:
@@ -293,12 +303,12 @@ def _scan_targets(path: Path) -> list[Path]:
     goldens (``goldens/``), the bundle.pkl of every golden in it."""
     if not path.is_dir():
         return [path]
-    if (path / "bundle.pkl").exists() or (path / "manifest.json").exists():
-        return [path / "bundle.pkl"]
+    if _bundle_in(path).exists() or (path / "manifest.json").exists():
+        return [_bundle_in(path)]
     found = sorted(
-        sub / "bundle.pkl"
+        _bundle_in(sub)
         for sub in path.iterdir()
-        if sub.is_dir() and not sub.name.startswith(".") and (sub / "bundle.pkl").exists()
+        if sub.is_dir() and not sub.name.startswith(".") and _bundle_in(sub).exists()
     )
     return found or [path / "bundle.pkl"]
 

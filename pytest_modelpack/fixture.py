@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -81,13 +82,15 @@ class Modelpack:
         rtol: float | None = None,
         atol: float | None = None,
         examples: int | None = None,
+        serializer: str | None = None,
     ) -> CheckResult:
         """Check ``model`` in the session's mode; fail the test loudly on any problem.
 
         ``inputs`` is a Hypothesis strategy of single model inputs. ``name`` names the golden
         (default: the test function's name). ``apply(model, x)`` runs the model on one input
         (default: :func:`pytest_modelpack.apply_model`). ``rtol``/``atol`` override tolerances;
-        ``examples`` overrides how many Hypothesis inputs are tried.
+        ``examples`` overrides how many Hypothesis inputs are tried. ``serializer`` (``pickle``
+        or ``torch``) overrides ``modelpack_serializer`` for this golden.
         """
         __tracebackhide__ = True
         from .engine import CheckRequest, run_check
@@ -99,6 +102,15 @@ class Modelpack:
         problem = self._validate(name, inputs, apply, rtol, atol, examples)
         if problem is not None:
             pytest.fail(problem.with_name(name).render(), pytrace=False)
+        settings = self.settings
+        if serializer is not None:
+            from .options import parse_serializer
+
+            try:
+                chosen = parse_serializer(serializer, "serializer=")
+            except ValueError as exc:
+                pytest.fail(errors.UsageError(str(exc)).with_name(name).render(), pytrace=False)
+            settings = dataclasses.replace(settings, serializer=chosen)
         path = Path(node.path).parent / self.settings.golden_dir / name
         claimant = claimant_of(node, self.device)
         other = self._state.claim(path, claimant)
@@ -118,7 +130,7 @@ class Modelpack:
             model=model,
             name=name,
             inputs=inputs,
-            settings=self.settings,
+            settings=settings,
             device=self.device,
             golden_folder=path,
             project_root=self._state.root,

@@ -20,6 +20,7 @@ FLAG_REGEN = "--modelpack-regen"
 FLAG_DEVICE = "--modelpack-device"
 FLAG_REPORT = "--modelpack-report"
 FLAG_HTML = "--modelpack-html"
+FLAG_TRUST_CODE = "--modelpack-trust-golden-code"
 
 # ini options.
 INI_DIR = "modelpack_dir"
@@ -33,6 +34,8 @@ INI_DEVICE_ATOL = "modelpack_device_atol"
 INI_SAFE_GLOBALS = "modelpack_safe_globals"
 INI_DRIFT = "modelpack_drift"
 INI_UNUSED = "modelpack_unused"
+INI_SERIALIZER = "modelpack_serializer"
+INI_BY_VALUE = "modelpack_by_value"
 
 
 DRIFT_POLICIES = ("fail", "warn")
@@ -57,6 +60,14 @@ INI_HELP: dict[str, tuple[str, str]] = {
         "fail, warn or ignore (default: fail)",
         "fail",
     ),
+    INI_SERIALIZER: (
+        "what goldens are written with: pickle, torch, dill or cloudpickle (default: pickle)",
+        "pickle",
+    ),
+    INI_BY_VALUE: (
+        "cloudpickle: modules (packages) pickled by value, so their code is pinned in the golden",
+        "",
+    ),
 }
 
 #: cuDNN GRUs may run in TF32 on Ampere and newer GPUs: float32 results then differ from the CPU
@@ -74,6 +85,7 @@ MARKER_KEYS = (
     "device_atol",
     "drift",
     "dir",
+    "serializer",
 )
 
 
@@ -91,6 +103,9 @@ class Settings:
     safe_globals: tuple[str, ...] = ()
     drift: str = "fail"
     unused: str = "fail"
+    serializer: str = "pickle"
+    by_value: tuple[str, ...] = ()
+    trust_golden_code: bool = False
 
     def override(self, values: Mapping[str, Any], where: str) -> Settings:
         """Apply marker (or check()) keyword overrides, validated like ini values."""
@@ -116,6 +131,8 @@ class Settings:
                 changes["drift"] = parse_drift(value, where)
             elif key == "dir":
                 changes["golden_dir"] = str(value)
+            elif key == "serializer":
+                changes["serializer"] = parse_serializer(value, f"{where} serializer")
         return dataclasses.replace(self, **changes)
 
 
@@ -167,7 +184,33 @@ def parse_unused(value: Any, where: str) -> str:
     return text
 
 
-def settings_from_ini(ini: Mapping[str, Any], mode: Mode, device_flag: str | None) -> Settings:
+#: Serializers the manifest knows but this version does not write or load yet.
+PENDING_SERIALIZERS = ("dill", "cloudpickle")
+
+
+def parse_serializer(value: Any, where: str) -> str:
+    """One of :data:`~pytest_modelpack.serializers.NAMES`, installed (else the pip line)."""
+    from .serializers import NAMES, SerializerMissing, serializer
+
+    text = str(value).strip().lower()
+    if text not in NAMES:
+        raise ValueError(f"{where}: expected one of {', '.join(NAMES)}, got {value!r}")
+    if text in PENDING_SERIALIZERS:
+        raise ValueError(
+            f"{where}: {text} is not supported by this version yet: the code it pickles by "
+            "value (lambdas, closures) would have to be trusted by value, which the gate's "
+            "loader does not do yet; use pickle or torch"
+        )
+    try:
+        serializer(text).module()
+    except SerializerMissing as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return text
+
+
+def settings_from_ini(
+    ini: Mapping[str, Any], mode: Mode, device_flag: str | None, trust_golden_code: bool = False
+) -> Settings:
     """Build the session's :class:`Settings` from ini values (strings / line lists)."""
 
     def text(name: str) -> str:
@@ -185,6 +228,9 @@ def settings_from_ini(ini: Mapping[str, Any], mode: Mode, device_flag: str | Non
     safe = ini.get(INI_SAFE_GLOBALS) or ()
     if isinstance(safe, str):
         safe = safe.split()
+    by_value = ini.get(INI_BY_VALUE) or ()
+    if isinstance(by_value, str):
+        by_value = by_value.split()
     return Settings(
         mode=mode,
         golden_dir=text(INI_DIR).strip() or "goldens",
@@ -198,4 +244,7 @@ def settings_from_ini(ini: Mapping[str, Any], mode: Mode, device_flag: str | Non
         safe_globals=tuple(str(s) for s in safe if str(s).strip()),
         drift=parse_drift(text(INI_DRIFT), INI_DRIFT),
         unused=parse_unused(text(INI_UNUSED), INI_UNUSED),
+        serializer=parse_serializer(text(INI_SERIALIZER), INI_SERIALIZER),
+        by_value=tuple(str(s).strip() for s in by_value if str(s).strip()),
+        trust_golden_code=trust_golden_code,
     )

@@ -20,6 +20,8 @@ from .options import (
     FLAG_HTML,
     FLAG_REGEN,
     FLAG_REPORT,
+    FLAG_TRUST_CODE,
+    INI_BY_VALUE,
     INI_HELP,
     INI_SAFE_GLOBALS,
     settings_from_ini,
@@ -72,8 +74,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write one self-contained HTML page of every modelpack check to PATH (verdicts, "
         "diffs, per-input error plots against the tolerance)",
     )
+    group.addoption(
+        FLAG_TRUST_CODE,
+        action="store_true",
+        default=False,
+        help="with --modelpack-golden: let a dill/cloudpickle golden run its own pinned code "
+        "(for goldens from a trusted branch), so code drift is judged by running old code "
+        "against new on the same inputs; off by default",
+    )
     for name, (text, default) in INI_HELP.items():
-        if name == INI_SAFE_GLOBALS:
+        if name in (INI_SAFE_GLOBALS, INI_BY_VALUE):
             parser.addini(name, text, type="linelist", default=[])
         else:
             parser.addini(name, text, type="string", default=default)
@@ -83,7 +93,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "modelpack(devices=, examples=, recorded=, rtol=, atol=, device_rtol=, device_atol=, "
-        "drift=, dir=): pytest-modelpack settings for one test",
+        "drift=, dir=, serializer=): pytest-modelpack settings for one test",
     )
     golden = config.getoption(FLAG_GOLDEN)
     regen = config.getoption(FLAG_REGEN)
@@ -95,7 +105,9 @@ def pytest_configure(config: pytest.Config) -> None:
     mode = Mode.GOLDEN if golden else Mode.REGEN if regen else Mode.ROUNDTRIP
     ini = {name: config.getini(name) for name in INI_HELP}
     try:
-        settings = settings_from_ini(ini, mode, config.getoption(FLAG_DEVICE))
+        settings = settings_from_ini(
+            ini, mode, config.getoption(FLAG_DEVICE), config.getoption(FLAG_TRUST_CODE)
+        )
     except ValueError as exc:
         raise pytest.UsageError(f"pytest-modelpack: {exc}") from None
     from .report import Report

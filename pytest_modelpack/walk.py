@@ -55,9 +55,10 @@ class NullWriter(io.RawIOBase):
         return memoryview(data).nbytes
 
 
-def pickles(value: Any) -> Exception | None:
+def pickles(value: Any, pickler: type[pickle.Pickler] = pickle.Pickler) -> Exception | None:
+    """What ``pickler`` (the serializer's) raises on ``value``, None when it pickles."""
     try:
-        pickle.dump(value, NullWriter(), protocol=pickle.DEFAULT_PROTOCOL)
+        pickler(NullWriter(), protocol=pickle.DEFAULT_PROTOCOL).dump(value)
     except Exception as exc:  # pickle raises PicklingError, TypeError, AttributeError ...
         return exc
     return None

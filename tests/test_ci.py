@@ -355,7 +355,7 @@ def test_html_report_escapes_what_it_quotes(tmp_path: Path) -> None:
     evil = "<script>alert(1)</script>"
     golden = tmp_path / "goldens" / "m"
     golden.mkdir(parents=True)
-    entry = {"file": "x", "size": 1, "sha256": "0" * 64}
+    entry = {"file": "bundle.pkl", "size": 1, "sha256": "0" * 64}
     manifest = {
         "format": "pytest-modelpack golden",
         "format_version": 1,

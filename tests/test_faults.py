@@ -705,7 +705,7 @@ def test_manifest_type_faults_name_the_field() -> None:
 text = st.text(max_size=12)
 hexes = st.text("0123456789abcdef", min_size=64, max_size=64)
 sizes = st.integers(0, 2**63)
-entries = st.builds(FileEntry, st.just("f"), sizes, hexes, st.none() | st.integers(0, 5))
+entries = st.builds(FileEntry, st.just("bundle.pkl"), sizes, hexes, st.none() | st.integers(0, 5))
 units = st.fixed_dictionaries(
     {
         "kind": text,

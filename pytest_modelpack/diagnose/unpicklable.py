@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import pickle
 import re
 import sys
 import types
@@ -240,7 +241,11 @@ def _fix_for(value: Any, path: str, relative_to: Any = None) -> str:
 
 
 def find_unpicklable(
-    obj: Any, root: str = "model", limit: int = 10, relative_to: Any = None
+    obj: Any,
+    root: str = "model",
+    limit: int = 10,
+    relative_to: Any = None,
+    pickler: type[pickle.Pickler] = pickle.Pickler,
 ) -> list[Finding]:
     """Every smallest part of ``obj`` that pickle refuses (empty when ``obj`` pickles).
 
@@ -255,7 +260,7 @@ def find_unpicklable(
         return error is not None and not opaque_part(value)
 
     for path, value, depth in pickled_nodes(obj, root, descend):
-        error = pickles(value)
+        error = pickles(value, pickler)
         if error is not None:
             errors_[id(value)] = error
             failing.append((path, value, depth, error))
@@ -283,9 +288,14 @@ def find_unpicklable(
 # -- classes that pickle here but will not load elsewhere --------------------------------------
 
 
-def unpicklable_error(model: Any, exc: Exception, project_root: Path) -> errors.ModelpackError:
-    """UNPICKLABLE for ``model``, whose ``pickle.dumps`` raised ``exc``: the parts that fail."""
-    findings = find_unpicklable(model, relative_to=project_root)
+def unpicklable_error(
+    model: Any, exc: Exception, project_root: Path, serializer: Any = None
+) -> errors.ModelpackError:
+    """UNPICKLABLE for ``model``, whose dump by ``serializer`` (default: pickle) raised ``exc``:
+    the parts that fail, judged by that serializer's own pickler (a lambda is fine under dill and
+    cloudpickle; a lock or an open file fails under all)."""
+    pickler = serializer.pickler_class() if serializer is not None else pickle.Pickler
+    findings = find_unpicklable(model, relative_to=project_root, pickler=pickler)
     if not findings:  # every part pickles on its own: say what pickle said, and where
         frame = user_frame(exc, project_root)
         return errors.Unpicklable(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import io
-import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +18,10 @@ from ..diagnose.missing import refuse_unimportable
 from ..diagnose.unpicklable import unpicklable_error
 from ..safety import Allowlist, GlobalRef, Trust
 from ..safety.trust import scan_live, trust_from_refs
+from ..serializers import SERIALIZERS, Serializer
 from ..walk import Node, nodes, tree_of
 from .request import CheckRequest
-from .storages import StoragePickler, storage_fingerprints
+from .storages import storage_fingerprints, storage_pickler
 
 
 @dataclass
@@ -41,6 +41,14 @@ class LiveFacts:
     def __init__(self, request: CheckRequest) -> None:
         self.request = request
         self._by_protocol: dict[int, Allowlist] = {}
+        #: What the golden is written with: the live model is pickled as it pickles.
+        self.serializer: Serializer = SERIALIZERS[request.settings.serializer]
+
+    def _dump(self, buffer: io.BytesIO, storages: list[Any], protocol: int) -> None:
+        serializer = self.serializer
+        with serializer.pinning(self.request.settings.by_value):
+            pickler = storage_pickler(serializer.pickler_class())
+            pickler(buffer, storages, protocol=protocol).dump(self.request.model)
 
     @functools.cached_property
     def pickled(self) -> LiveDump:
@@ -49,9 +57,11 @@ class LiveFacts:
         storages: list[Any] = []
         buffer = io.BytesIO()
         try:
-            StoragePickler(buffer, storages).dump(request.model)
+            self._dump(buffer, storages, self.serializer.protocol)
         except Exception as exc:
-            raise unpicklable_error(request.model, exc, request.project_root) from None
+            raise unpicklable_error(
+                request.model, exc, request.project_root, self.serializer
+            ) from None
         return LiveDump(buffer.getvalue(), storages, storage_fingerprints(storages))
 
     @functools.cached_property
@@ -82,14 +92,14 @@ class LiveFacts:
         the forms its pickle takes at that protocol too (``array.array`` pickles through
         ``array.array`` at protocols 0-2 and ``array._array_reconstructor`` from 3, objects
         through ``copyreg._reconstructor`` at 0-1): an older golden of the same object passes."""
-        if protocol is None or protocol == pickle.DEFAULT_PROTOCOL:
+        if protocol is None or protocol == self.serializer.protocol:
             return self.allowlist
         cached = self._by_protocol.get(protocol)
         if cached is None:
             storages: list[Any] = []
             buffer = io.BytesIO()
             try:  # storages out of band: only the model's other state is pickled again
-                StoragePickler(buffer, storages, protocol=protocol).dump(self.request.model)
+                self._dump(buffer, storages, protocol)
             except Exception:
                 return self.allowlist  # not picklable at that protocol: the live trust only
             refs = self.refs + scan_live(buffer.getvalue())

@@ -84,6 +84,7 @@ def store_for(request: CheckRequest) -> GoldenStore:
         request.name,
         nodeid=request.nodeid,
         project_root=request.project_root,
+        serializer=request.settings.serializer,
     )
 
 
@@ -152,13 +153,14 @@ def open_golden(
         raise store.missing_error(display_path(request.golden_folder, request.project_root))
     with store.reading():  # one golden's files, even beside a concurrent regen
         manifest = store.read_manifest()
+        refuse_other_serializer(request, store, manifest)
         store.verify(manifest, defer=True)
         leftover = store.leftover_warning()
         if leftover:
             result.warnings.append(leftover)
         result.bundle_size = manifest.bundle.size
         mapping = store.open_verified_bundle().mapping
-        allowlist = facts.allowlist_for(pickle_protocol(mapping[:2]))
+        allowlist = facts.allowlist_for(golden_protocol(manifest, mapping[:2]))
         verdict = scan_or_refuse(
             request, store.bundle_path, allowlist, making=False, manifest=manifest, mapped=mapping
         )
@@ -170,6 +172,34 @@ def open_golden(
         records = store.read_examples()
     roots = project_roots(verdict, allowlist)
     return Gate(facts, runner, result, store, manifest, records, roots, allowlist)
+
+
+def refuse_other_serializer(request: CheckRequest, store: GoldenStore, manifest: Manifest) -> None:
+    """USAGE ERROR when the golden was written by another serializer than the check asks for:
+    a golden is judged, loaded and compared as what it is, never guessed at."""
+    wrote, asked = manifest.serializer_name, request.settings.serializer
+    if wrote == asked:
+        return
+    shown = display_path(store.folder, request.project_root)
+    raise errors.UsageError(
+        f"the golden {shown} was written with {wrote}, this check asks for {asked}",
+        name=request.name,
+        detail=[
+            f"manifest.json: serializer {wrote} ({manifest.bundle.file}); "
+            f"the check: serializer={asked!r} (modelpack_serializer or the marker)",
+        ],
+        fix=f"to switch to {asked}, regenerate it: {regen_command(request.nodeid)}; to keep "
+        f"the golden, ask for serializer={wrote!r}",
+    )
+
+
+def golden_protocol(manifest: Manifest, head: bytes) -> int | None:
+    """The pickle protocol the golden's pickle was written at: inside a torch.save zip, the one
+    torch writes (the manifest's; only the live trust's variant depends on it), else the
+    bundle's own first bytes."""
+    if manifest.serializer_name == "torch":
+        return manifest.bundle.protocol
+    return pickle_protocol(head)
 
 
 def pickle_protocol(head: bytes) -> int | None:

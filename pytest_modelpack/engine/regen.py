@@ -20,7 +20,7 @@ from ..states import Verdict
 from ..walk import diff_trees
 from .explore import draw_inputs
 from .facts import LiveFacts
-from .gate import pickle_protocol, recorded_tolerance, scan_or_refuse, store_for
+from .gate import golden_protocol, recorded_tolerance, scan_or_refuse, store_for
 from .request import CheckResult
 from .runs import Pair, Runner, Side, replay
 
@@ -31,6 +31,8 @@ def describe_change(
     """What differs between the verified golden on disk and the one about to be written
     ([] = nothing)."""
     changes: list[str] = []
+    if old.serializer_name != manifest.serializer_name:
+        changes.append(f"serializer {old.serializer_name} -> {manifest.serializer_name}")
     code = describe_code_change(old.code, manifest.code)
     if code:
         changes.append("code changed: " + ", ".join(code))
@@ -91,7 +93,7 @@ def _bundle_problem(
             head = f.read(2)
     except OSError:
         head = b""
-    allowlist = facts.allowlist_for(pickle_protocol(head))
+    allowlist = facts.allowlist_for(golden_protocol(old, head))
     try:
         scan_or_refuse(request, store.bundle_path, allowlist, making=False, manifest=old)
         golden = load_bundle(store.bundle_path, allowlist, map_location=request.device)
@@ -171,7 +173,7 @@ def regenerate(facts: LiveFacts, runner: Runner, result: CheckResult) -> None:
     interrupted = store.interrupted()
     existed = store.exists() or interrupted is not None
     allowlist = facts.allowlist
-    pending = store.prepare(model)
+    pending = store.prepare(model, request.settings.by_value)
     try:
         verdict = scan_or_refuse(request, pending.bundle_tmp, allowlist, making=True)
         refuse_unloadable(facts, pending.bundle_tmp)

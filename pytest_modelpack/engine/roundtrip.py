@@ -30,7 +30,7 @@ from ..walk import diff_trees, nodes, tree_of
 from .facts import LiveFacts
 from .request import NONDETERMINISM_PROBES, CheckResult, short_repr
 from .runs import Pair, Runner, Side, explore, nondeterminism_error, tolerance_line
-from .storages import StorageUnpickler, changed_storages, tensors_at
+from .storages import changed_storages, storage_unpickler, tensors_at
 
 SETSTATE_FIX = (
     "check __getstate__/__setstate__ (and __reduce__) of the model's classes: state they leave "
@@ -43,7 +43,8 @@ def reload(facts: LiveFacts) -> Any:
     loading wrote into the (shared) tensor data."""
     request, dump = facts.request, facts.dump
     try:
-        reloaded = StorageUnpickler(io.BytesIO(dump.data), dump.storages).load()
+        unpickler = storage_unpickler(facts.serializer.unpickler_class())
+        reloaded = unpickler(io.BytesIO(dump.data), dump.storages).load()
     except Exception as exc:
         raise load_error(
             exc,

@@ -18,6 +18,7 @@ nondeterminism probe reports whether or not memory is shared.
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 from collections.abc import Iterable
@@ -35,34 +36,47 @@ def _storage_types() -> tuple[type, ...]:
     return (torch.UntypedStorage, torch.storage.TypedStorage)
 
 
-class StoragePickler(pickle.Pickler):
-    """``pickle.Pickler`` that writes torch storages as persistent ids into ``storages``."""
+@functools.cache
+def storage_pickler(base: type[pickle.Pickler] = pickle.Pickler) -> Any:
+    """``base`` (the serializer's pickler) writing torch storages as persistent ids into
+    ``storages``: ``storage_pickler(base)(file, storages, protocol=...)``."""
 
-    def __init__(
-        self, file: io.BytesIO, storages: list[Any], protocol: int = pickle.DEFAULT_PROTOCOL
-    ) -> None:
-        super().__init__(file, protocol=protocol)
-        self.storages = storages
-        self._types = _storage_types()
+    class StoragePickler(base):  # type: ignore[valid-type,misc]
+        def __init__(
+            self, file: io.BytesIO, storages: list[Any], protocol: int = pickle.DEFAULT_PROTOCOL
+        ) -> None:
+            super().__init__(file, protocol=protocol)
+            self.storages = storages
+            self._types = _storage_types()
 
-    def persistent_id(self, obj: Any) -> int | None:
-        if isinstance(obj, self._types):
-            self.storages.append(obj)
-            return len(self.storages) - 1
-        return None
+        def persistent_id(self, obj: Any) -> int | None:
+            if isinstance(obj, self._types):
+                self.storages.append(obj)
+                return len(self.storages) - 1
+            return None
+
+    return StoragePickler
 
 
-class StorageUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves :class:`StoragePickler`'s persistent ids."""
+@functools.cache
+def storage_unpickler(base: type[pickle.Unpickler] = pickle.Unpickler) -> Any:
+    """``base`` resolving :func:`storage_pickler`'s persistent ids."""
 
-    def __init__(self, file: io.BytesIO, storages: list[Any]) -> None:
-        super().__init__(file)
-        self.storages = storages
+    class StorageUnpickler(base):  # type: ignore[valid-type,misc]
+        def __init__(self, file: io.BytesIO, storages: list[Any]) -> None:
+            super().__init__(file)
+            self.storages = storages
 
-    def persistent_load(self, pid: Any) -> Any:
-        if type(pid) is not int or not 0 <= pid < len(self.storages):
-            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
-        return self.storages[pid]
+        def persistent_load(self, pid: Any) -> Any:
+            if type(pid) is not int or not 0 <= pid < len(self.storages):
+                raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+            return self.storages[pid]
+
+    return StorageUnpickler
+
+
+StoragePickler = storage_pickler()
+StorageUnpickler = storage_unpickler()
 
 
 def _untyped(storage: Any) -> Any:

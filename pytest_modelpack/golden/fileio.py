@@ -80,7 +80,9 @@ class HashingWriter:
         self._hash = hashlib.sha256()
         self.size = 0
         self._error: BaseException | None = None
-        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=64)
+        self._queue: queue.Queue[bytes | memoryview | threading.Event | None] = queue.Queue(
+            maxsize=64
+        )
         self._thread: threading.Thread | None = threading.Thread(
             target=self._hash_all, name="modelpack-sha256", daemon=True
         )
@@ -89,6 +91,9 @@ class HashingWriter:
     def _hash_all(self) -> None:
         unsynced = 0
         while (data := self._queue.get()) is not None:
+            if isinstance(data, threading.Event):
+                data.set()  # everything queued before it is hashed
+                continue
             if self._error is not None:
                 continue  # keep draining: the writer must never block on a full queue
             try:
@@ -103,6 +108,18 @@ class HashingWriter:
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         n = view.nbytes
+        if type(data) is not bytes and n > _WRITE_CHUNK:
+            # A big buffer lent for this call only (torch.save's records are views of tensor
+            # memory): hashed in place while it is written, the call returns once both are done.
+            for start in range(0, n, _WRITE_CHUNK):
+                piece = view[start : start + _WRITE_CHUNK]
+                self._queue.put(piece)
+                self._raw.write(piece)
+            done = threading.Event()
+            self._queue.put(done)
+            done.wait()
+            self.size += n
+            return n
         # bytes are immutable: hashed later they are what was written. Anything else is copied.
         whole = data if type(data) is bytes else view.tobytes()
         if n <= _WRITE_CHUNK:
@@ -116,6 +133,9 @@ class HashingWriter:
                 self._raw.write(piece)
         self.size += n
         return n
+
+    def flush(self) -> None:
+        self._raw.flush()
 
     def close(self, *, raise_error: bool = True) -> None:
         """Wait for the hash of everything written (idempotent); raise what failed in the

@@ -89,6 +89,11 @@ class Manifest:
     globals: list[GlobalEntry]
     code: dict[str, CodeUnit]
     structure: dict[str, str]
+    #: What wrote the bundle: ``{"name": "pickle" | "torch" | "dill" | "cloudpickle",
+    #: "version": ...}``. Absent in goldens of pytest-modelpack < 0.4: pickle.
+    serializer: dict[str, str | None] = dataclasses.field(
+        default_factory=lambda: {"name": "pickle", "version": None}
+    )
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
@@ -109,6 +114,7 @@ class Manifest:
             "format": self.format,
             "format_version": self.format_version,
             "name": self.name,
+            "serializer": dict(self.serializer),
             "bundle": entry(self.bundle),
             "examples": entry(self.examples),
             "created_by": {"test": self.created_by.test, "device": self.created_by.device},
@@ -120,6 +126,10 @@ class Manifest:
             "code": {k: dict(v) for k, v in self.code.items()},
             "structure": dict(self.structure),
         }
+
+    @property
+    def serializer_name(self) -> str:
+        return self.serializer.get("name") or "pickle"
 
     @property
     def project_globals(self) -> list[tuple[str, str]]:
@@ -138,6 +148,7 @@ class Manifest:
             format=_typed(_need(obj, "format", "manifest"), str, "format"),
             format_version=FORMAT_VERSION,
             name=_typed(_need(obj, "name", "manifest"), str, "name"),
+            serializer=_serializer(obj),
             bundle=_file_entry(obj, "bundle", "protocol"),
             examples=_file_entry(obj, "examples", "count"),
             created_by=CreatedBy(
@@ -211,6 +222,34 @@ def manifest_bytes(manifest: Manifest) -> bytes:
 
 
 # -- field checks --------------------------------------------------------------------------------
+
+
+def _serializer(obj: dict[str, Any]) -> dict[str, str | None]:
+    from ..serializers import BUNDLE_NAMES, NAMES, serializer
+
+    raw = obj.get("serializer")
+    if raw is None:
+        found: dict[str, str | None] = {"name": "pickle", "version": None}
+    else:
+        entry = _obj(raw, "serializer")
+        name = _typed(_need(entry, "name", "serializer"), str, "serializer.name")
+        if name not in NAMES:
+            raise InvalidManifest("serializer.name", f"{name!r} is not one of {', '.join(NAMES)}")
+        found = {
+            "name": name,
+            "version": _optional(entry.get("version"), str, "serializer.version"),
+        }
+    bundle = obj.get("bundle")
+    file = bundle.get("file") if isinstance(bundle, dict) else None
+    if isinstance(file, str) and file not in BUNDLE_NAMES:
+        raise InvalidManifest("bundle.file", f"{file!r} is not one of {', '.join(BUNDLE_NAMES)}")
+    want = serializer(str(found["name"])).bundle
+    if isinstance(file, str) and file != want:
+        raise InvalidManifest(
+            "bundle.file", f"{file!r}: a {found['name']} golden's bundle is {want}"
+        )
+    return found
+
 
 _TYPE_WORDS = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
 

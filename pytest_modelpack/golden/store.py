@@ -22,7 +22,6 @@ import hashlib
 import json
 import mmap
 import os
-import pickle
 import platform
 import stat
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from typing import Any
 
 from .. import fixes
 from ..errors import CorruptGolden, GoldenIOError, MissingGolden, ModelpackError, UnsafeGolden
+from ..serializers import SERIALIZERS, Serializer
 from . import fileio
 from .examples import load_examples, parse_examples
 from .integrity import DeferredHash, deferred_spans, is_interrupt
@@ -47,7 +47,7 @@ from .manifest import (
 )
 from .oserrors import IOErrors
 
-BUNDLE = "bundle.pkl"
+BUNDLE = "bundle.pkl"  # the pickle family's; torch.save's is bundle.pt (serializers.py)
 MANIFEST = "manifest.json"
 EXAMPLES = "examples.json"
 
@@ -84,7 +84,7 @@ class PendingGolden:
 
     @property
     def bundle_tmp(self) -> Path:
-        return self.new.path / BUNDLE
+        return self.new.path / self.bundle.file
 
     def discard(self) -> None:
         self.new.discard()
@@ -124,11 +124,21 @@ class GoldenStore:
         *,
         nodeid: str | None = None,
         project_root: Path | None = None,
+        serializer: str | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.name = name
         self.nodeid = nodeid
         self.project_root = project_root
+        #: What regen writes with; reading follows the manifest (see :meth:`read_manifest`).
+        self.serializer: Serializer = SERIALIZERS[serializer or "pickle"]
+        #: The bundle's file name: the serializer's, then the one the manifest records. Without
+        #: a serializer (``modelpack inspect``, the prefetch), whichever bundle is there.
+        self.bundle_name = self.serializer.bundle
+        torch_bundle = SERIALIZERS["torch"].bundle
+        if serializer is None and not os.path.lexists(self.folder / BUNDLE):
+            if os.path.lexists(self.folder / torch_bundle):
+                self.bundle_name = torch_bundle
         self._bundle: fileio.MappedFile | None = None  # mapped by verify()
         self._examples: bytes | None = None  # read and verified by verify(): parsed from these
         # the bundle's whole-file sha256 hashed in the background (prefetch, verify(defer=True))
@@ -136,7 +146,7 @@ class GoldenStore:
 
     @property
     def bundle_path(self) -> Path:
-        return self.folder / BUNDLE
+        return self.folder / self.bundle_name
 
     @property
     def manifest_path(self) -> Path:
@@ -321,7 +331,9 @@ class GoldenStore:
         if raw.startswith(fileio.LFS_MAGIC):
             raise self._lfs_error(path)
         try:
-            return parse_manifest(raw)
+            manifest = parse_manifest(raw)
+            self.bundle_name = manifest.bundle.file  # validated: one of the serializers' names
+            return manifest
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise self._corrupt("manifest.json is not valid JSON", path, str(exc)) from None
         except UnknownVersion as exc:
@@ -537,8 +549,9 @@ class GoldenStore:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def prepare(self, model: Any) -> PendingGolden:
-        """Dump ``model`` into a new sibling temporary folder (streamed through a hash)."""
+    def prepare(self, model: Any, by_value: tuple[str, ...] = ()) -> PendingGolden:
+        """Dump ``model`` with the store's serializer into a new sibling temporary folder
+        (streamed through a hash). ``by_value``: cloudpickle's modules pinned by value."""
         self.check_paths()
         if self.exists() and not self.is_dir(self.folder):
             raise GoldenIOError(
@@ -553,10 +566,11 @@ class GoldenStore:
             new = fileio.new_folder(self.folder)
         try:
             with self.io("write", self.bundle_path):
-                with fileio.temporary_file(new.path, BUNDLE) as (f, tmp):
+                bundle_name = self.serializer.bundle
+                with fileio.temporary_file(new.path, bundle_name) as (f, tmp):
                     writer = fileio.HashingWriter(f, f.fileno())
                     try:
-                        pickle.dump(model, writer, protocol=pickle.DEFAULT_PROTOCOL)
+                        self.serializer.dump(model, writer, by_value)
                     except BaseException:
                         writer.close(raise_error=False)
                         raise
@@ -564,12 +578,15 @@ class GoldenStore:
                     f.flush()
                     os.fsync(f.fileno())
                     f.close()
-                    os.replace(tmp, new.path / BUNDLE)
+                    os.replace(tmp, new.path / bundle_name)
         except BaseException:
             new.discard()
             raise
         bundle = FileEntry(
-            file=BUNDLE, size=writer.size, sha256=writer.sha256, protocol=pickle.DEFAULT_PROTOCOL
+            file=bundle_name,
+            size=writer.size,
+            sha256=writer.sha256,
+            protocol=self.serializer.protocol,
         )
         return PendingGolden(self, new, bundle)
 
@@ -623,4 +640,5 @@ class GoldenStore:
             globals=globals_,
             code=code,
             structure=structure,
+            serializer={"name": self.serializer.name, "version": self.serializer.version()},
         )

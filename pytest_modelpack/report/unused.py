@@ -18,7 +18,7 @@ from .. import errors
 from ..fixes import remove_or_claim
 
 #: A folder holding one of these is a golden (complete or not: a half-written one counts too).
-GOLDEN_FILES = ("manifest.json", "bundle.pkl")
+GOLDEN_FILES = ("manifest.json", "bundle.pkl", "bundle.pt")
 
 
 @dataclasses.dataclass

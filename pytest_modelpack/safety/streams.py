@@ -95,6 +95,9 @@ class Reader:
         self.records: dict[str, _Record] = {}
         self.declared: list[tuple[str, int, Machine, int]] = []
         self.numels: dict[str, int] = {}  # scan mode: each storage key's first declared numel
+        #: Load mode, a torch zip: its file and storage records, key -> (method, csize, usize,
+        #: data start); storages are built as their persistent ids come, as torch.load does.
+        self.zip_records: Any = None
 
     # -- called by the interpreter -------------------------------------------------------------
 
@@ -187,7 +190,8 @@ class Reader:
             return Sym("storage")
         key = pid[2]
         if key in self.records:
-            return self.records[key]
+            found = self.records[key]
+            return found.storage if found.storage is not None and m.depth == 0 else found
         dtype = pid[1].dtype if hasattr(pid[1], "dtype") else None
         import torch
 
@@ -195,6 +199,9 @@ class Reader:
             key, dtype if isinstance(dtype, torch.dtype) else torch.uint8, pid[4], pid[3]
         )
         self.records[key] = record
+        if self.zip_records is not None and m.depth == 0:
+            record.storage = _zip_storage(self, record)
+            return record.storage
         return record
 
     # -- legacy torch.save stream ----------------------------------------------------------------
@@ -368,8 +375,11 @@ def _zip_problem(m_or_session: Session, where: str, why: str) -> None:
     m_or_session.refs.append(ref)
 
 
-def _scan_zip(session: Session, src: Window, where: str) -> None:
-    """Every ``*.pkl`` member of a torch zip file, read the way torch's reader reads the zip."""
+def _zip_members(
+    session: Session, src: Window, where: str
+) -> list[tuple[str, int, int, int, int]] | None:
+    """The members of a torch zip file, ``(name, method, csize, usize, data start)``, checked the
+    way torch's reader reads the zip; None after a problem was noted (scan) or refused (load)."""
     size = src.seek(0, 2)
     tail_len = min(size, 65535 + 22)
     src.seek(size - tail_len)
@@ -383,7 +393,7 @@ def _scan_zip(session: Session, src: Window, where: str) -> None:
             where,
             f"{len(ends)} end-of-central-directory records: zip readers disagree which counts",
         )
-        return
+        return None
     eocd = size - tail_len + ends[0]
     rec = tail[ends[0] : ends[0] + 22]
     if len(rec) < 22:
@@ -393,7 +403,7 @@ def _scan_zip(session: Session, src: Window, where: str) -> None:
     )
     if eocd + 22 + comment != size or disk or cd_disk or n_disk != n_total:
         _zip_problem(session, where, "a zip whose end record does not end the file")
-        return
+        return None
     cd_end = eocd
     loc = b""
     if eocd >= 20:
@@ -405,18 +415,18 @@ def _scan_zip(session: Session, src: Window, where: str) -> None:
         rec64 = src.read(56)
         if len(rec64) != 56 or not rec64.startswith(b"PK\x06\x06") or z64 + 56 != eocd - 20:
             _zip_problem(session, where, "a zip64 end record out of place")
-            return
+            return None
         n64, _n2, size64, offset64 = struct.unpack("<QQQQ", rec64[24:56])
         for small, big in ((n_total, n64), (cd_size, size64), (cd_offset, offset64)):
             if small not in (big, 0xFFFF, 0xFFFFFFFF):
                 _zip_problem(session, where, "zip and zip64 end records disagree")
-                return
+                return None
         n_total, cd_size, cd_offset, cd_end = n64, size64, offset64, z64
     elif n_total == 0xFFFF or cd_offset == 0xFFFFFFFF or cd_size == 0xFFFFFFFF:
         raise ScanError(f"zip64 file without its locator ({where})")
     if cd_offset + cd_size != cd_end:
         _zip_problem(session, where, "a second central directory (its size and place disagree)")
-        return
+        return None
     entries = _central_directory(src, cd_offset, cd_size, n_total, where)
     spans = []
     names: dict[str, str] = {}
@@ -429,7 +439,7 @@ def _scan_zip(session: Session, src: Window, where: str) -> None:
         start = local + 30 + n_len + e_len
         if src.read(n_len).decode("utf-8", "replace") != name:
             _zip_problem(session, where, f"zip entry {name}: its local name differs")
-            return
+            return None
         spans.append((local, start + csize, name))
         folded = name.casefold()
         if folded in names:
@@ -439,25 +449,36 @@ def _scan_zip(session: Session, src: Window, where: str) -> None:
                 f"zip entries {names[folded]} and {name} differ only in case: torch matches "
                 "names case-insensitively",
             )
-            return
+            return None
         names[folded] = name
         if start + csize > cd_offset:
             _zip_problem(session, where, f"zip entry {name} runs into the central directory")
-            return
+            return None
     spans.sort()
     for (_a, end, name), (start, _b, other) in zip(spans, spans[1:], strict=False):
         if start < end:
             _zip_problem(session, where, f"zip entries {name} and {other} overlap")
-            return
+            return None
+    members = []
+    for name, method, csize, usize, local in entries:
+        src.seek(local + 26)
+        n_len, e_len = struct.unpack("<HH", src.read(4))
+        members.append((name, method, csize, usize, local + 30 + n_len + e_len))
+    return members
+
+
+def _scan_zip(session: Session, src: Window, where: str) -> None:
+    """Every ``*.pkl`` member of a torch zip file, read the way torch's reader reads the zip."""
+    members = _zip_members(session, src, where)
+    if members is None:
+        return
+    size = src.seek(0, 2)
     budget = 2 * size + (16 << 20)
     found = False
-    for name, method, csize, usize, local in entries:
+    for name, method, csize, usize, start in members:
         if not name.casefold().endswith(".pkl"):
             continue
         found = True
-        src.seek(local + 26)
-        n_len, e_len = struct.unpack("<HH", src.read(4))
-        start = local + 30 + n_len + e_len
         label = f"zip member {name}"
         member_where = label if where == "top level" else f"{where} > {label}"
         sub: Window
@@ -475,6 +496,83 @@ def _scan_zip(session: Session, src: Window, where: str) -> None:
         interpret(session, sub, member_where, 0, Persid.STORAGE)
     if not found:
         raise ScanError(f"zip file without a .pkl record ({where}): not a torch checkpoint")
+
+
+def _load_zip(session: Session, src: Window, where: str) -> Any:
+    """A ``torch.save`` zip, loaded as torch.load reads it: ``<archive>/data.pkl`` with each
+    storage record ``<archive>/data/<key>`` served from the file (torch aligns them at 64 bytes:
+    views of the mapping, never copied on CPU). Its structure and every use are judged first,
+    exactly as the scan judges them."""
+    # Judged first exactly as the scan judges it (an attack is UNSAFE before anything builds).
+    probe = Session(size=session.size)
+    probe.nested = Reader(probe)
+    _scan_zip(probe, src, where)
+    for ref in probe.refs:
+        assert session.judge is not None
+        decision = session.judge(ref)
+        if not decision.allowed:
+            raise Refused(ref, decision.reason)
+    members = _zip_members(session, src, where)
+    if members is None:
+        raise ScanError(f"unreadable zip file ({where})")
+    archive = members[0][0].split("/", 1)[0] + "/" if members and "/" in members[0][0] else ""
+    by_name = {name: (method, csize, usize, start) for name, method, csize, usize, start in members}
+    pkl = by_name.get(archive + "data.pkl")
+    if pkl is None:
+        raise ScanError(f"zip file without {archive}data.pkl ({where}): not a torch checkpoint")
+    byteorder = by_name.get(archive + "byteorder")
+    if byteorder is not None:
+        src.seek(byteorder[3])
+        if byteorder[0] != 0 or src.read(byteorder[1]) != b"little":
+            raise ScanError(f"{where}: not a little-endian torch.save file")
+    records = {
+        name[len(archive) + len("data/") :]: entry
+        for name, entry in by_name.items()
+        if name.startswith(archive + "data/")
+    }
+    assert session.nested is not None
+    session.nested.zip_records = (src, records)
+    method, csize, usize, start = pkl
+    label = f"zip member {archive}data.pkl"
+    member_where = label if where == "top level" else f"{where} > {label}"
+    if method == 0:
+        sub = Window(src, start, start + csize)
+    elif method == 8:
+        session.take(usize, "an inflated zip member")
+        sub = Window(io.BytesIO(_inflate(src, start, csize, usize, member_where)), 0, usize)
+    else:
+        raise ScanError(f"zip entry {archive}data.pkl uses compression method {method}")
+    return interpret(session, sub, member_where, 0, Persid.STORAGE)
+
+
+def _zip_storage(reader: Reader, record: _Record) -> Any:
+    """Load mode, torch zip: the storage ``record`` declares, from its zip record."""
+    import torch
+
+    src, records = reader.zip_records
+    entry = records.get(record.key)
+    if entry is None:
+        raise ScanError(f"storage {record.key!r} has no data/{record.key} record in the zip")
+    method, csize, _usize, start = entry
+    nbytes = record.numel * torch._utils._element_size(record.dtype)
+    if method != 0:
+        raise ScanError(f"storage record data/{record.key} is compressed: torch never writes one")
+    if nbytes != csize:
+        raise ScanError(f"storage {record.key} declares {nbytes} bytes, its record holds {csize}")
+    session = reader.s
+    saved = src.tell()  # data.pkl is read through src: its place is kept
+    try:
+        src.seek(start)
+        root, at = src.origin()
+        if session.mapping is not None and root is session.mapping:
+            return _mapped_storage(session.mapping, at, nbytes, record, session)
+        session.take(nbytes, "a storage")
+        data = src.read(nbytes)
+    finally:
+        src.seek(saved)
+    if len(data) != nbytes:
+        raise ScanError(f"truncated storage record data/{record.key}")
+    return _typed_storage(data, record, session.map_location)
 
 
 def _central_directory(
@@ -571,17 +669,7 @@ def interpret_file(session: Session, src: Window, where: str, whole_file: bool) 
         raise ScanError("empty file")
     if head == ZIP_MAGIC:
         if session.loading:
-            # Judge it as the scan does (an attack is UNSAFE), but never load one: a golden is
-            # always a plain pickle.dump.
-            probe = Session(size=session.size)
-            probe.nested = Reader(probe)
-            _scan_zip(probe, src, where)
-            for ref in probe.refs:
-                assert session.judge is not None
-                decision = session.judge(ref)
-                if not decision.allowed:
-                    raise Refused(ref, decision.reason)
-            raise ScanError("a torch zip file (torch.save), not a pickle.dump bundle")
+            return _load_zip(session, src, where)
         _scan_zip(session, src, where)
         return None
     if whole_file and _is_tar(src):
