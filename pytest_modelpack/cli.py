@@ -82,13 +82,10 @@ _GOLDEN_FILES = ("bundle.pkl", "bundle.pt", "manifest.json", "examples.json")
 
 
 def _bundle_in(folder: Path) -> Path:
-    """A golden folder's bundle: bundle.pt (torch.save) where it holds one, else bundle.pkl."""
-    torch_bundle = folder / "bundle.pt"
-    return (
-        torch_bundle
-        if torch_bundle.exists() and not (folder / "bundle.pkl").exists()
-        else (folder / "bundle.pkl")
-    )
+    """A golden folder's bundle, as the store finds it (bundle.pt where it holds only that)."""
+    from .golden import GoldenStore
+
+    return GoldenStore(folder, folder.name).bundle_path
 
 
 def _folder(arg: str) -> Path:
