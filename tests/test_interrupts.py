@@ -78,9 +78,12 @@ def test_a_signal_at_any_moment_ends_the_run_cleanly(big_project: Path, mode: st
         took = time.perf_counter() - sent
         text = out.decode(errors="replace")
         assert took < 10, f"{sig.name} at {moment:.1f}s: ended {took:.1f}s later"
-        # Ended by the signal (SIGTERM as SIGTERM, Ctrl-C as pytest's "interrupted", 2), or the
-        # run had finished before it arrived.
-        assert proc.returncode in (0, 1, 2, -signal.SIGTERM), (proc.returncode, text[-2000:])
+        # Ended by the signal (SIGTERM as SIGTERM; Ctrl-C as pytest's "interrupted", 2, or by
+        # SIGINT itself: seen once in CI for a Ctrl-C during collection, after pytest printed its
+        # interrupted summary, the shell's usual Ctrl-C end), or the run had finished before it
+        # arrived. What must hold either way is checked below: no leftovers, a complete golden.
+        ended = (0, 1, 2, -signal.SIGTERM, -signal.SIGINT)
+        assert proc.returncode in ended, (proc.returncode, text[-2000:])
         assert "Traceback" not in text or "KeyboardInterrupt" in text, text[-2000:]
         manifest, _ = store.read_verified()  # old or new, complete either way
         if mode == "--modelpack-golden":
