@@ -184,10 +184,6 @@ def parse_unused(value: Any, where: str) -> str:
     return text
 
 
-#: Serializers the manifest knows but this version does not write or load yet.
-PENDING_SERIALIZERS = ("dill", "cloudpickle")
-
-
 def parse_serializer(value: Any, where: str) -> str:
     """One of :data:`~pytest_modelpack.serializers.NAMES`, installed (else the pip line)."""
     from .serializers import NAMES, SerializerMissing, serializer
@@ -195,12 +191,6 @@ def parse_serializer(value: Any, where: str) -> str:
     text = str(value).strip().lower()
     if text not in NAMES:
         raise ValueError(f"{where}: expected one of {', '.join(NAMES)}, got {value!r}")
-    if text in PENDING_SERIALIZERS:
-        raise ValueError(
-            f"{where}: {text} is not supported by this version yet: the code it pickles by "
-            "value (lambdas, closures) would have to be trusted by value, which the gate's "
-            "loader does not do yet; use pickle or torch"
-        )
     try:
         serializer(text).module()
     except SerializerMissing as exc:

@@ -9,9 +9,9 @@
 * ``cloudpickle`` — ``bundle.pkl`` = ``cloudpickle.dump(model, f)``: the same, plus the modules
   named in ``modelpack_by_value``.
 
-dill and cloudpickle are known to the manifest but not yet written or loaded (see
-:data:`pytest_modelpack.options.PENDING_SERIALIZERS`): their by-value code needs the gate's
-loader to trust code by value.
+The code dill and cloudpickle pin by value is trusted by value only (see
+:mod:`pytest_modelpack.safety.byvalue`): a golden builds a code object only when the live model's
+own pickle builds the same one.
 
 Each serializer also gives the pickler of the live model's in-memory dump (torch storages out of
 band, every other object pickled exactly as that serializer pickles it): what the check's trust,

@@ -100,7 +100,8 @@ def test_lambda_attribute_is_named_by_path_with_its_line(seed_project: SeedProje
             "a lambda has no name it can be imported by*",
             "  fix: define it at module level of package.py (def function(...): ...) and assign "
             "that function, or use functools.partial of a module-level function; or leave "
-            "'function' out in __getstate__ and rebuild it in __setstate__",
+            "'function' out in __getstate__ and rebuild it in __setstate__; or pin it by value "
+            "in the golden: modelpack_serializer = dill (or cloudpickle)",
             "sentiment*cpu*roundtrip*failed*UNPICKLABLE*",
         ]
     )

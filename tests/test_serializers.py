@@ -141,10 +141,9 @@ def test_check_argument_overrides_the_ini(pytester: pytest.Pytester) -> None:
     ("value", "headline"),
     [
         ("json", "*modelpack_serializer: expected one of pickle, torch, dill, cloudpickle*"),
-        ("dill", "*modelpack_serializer: dill is not supported by this version yet*"),
     ],
 )
-def test_unknown_or_pending_serializer_is_a_usage_error(
+def test_unknown_serializer_is_a_usage_error(
     pytester: pytest.Pytester, value: str, headline: str
 ) -> None:
     _project(pytester, value)

@@ -40,7 +40,7 @@ def not_importable_reason(module: str, qualname: str) -> str | None:
             "so production or any other process fails with ModuleNotFoundError"
         )
     target: Any = sys.modules.get(module)
-    if target is None:
+    if target is None or qualname == "<module>":  # a module itself (cloudpickle's subimport)
         return None
     for part in qualname.split("."):
         target = getattr(target, part, None)

@@ -220,7 +220,8 @@ def _fix_for(value: Any, path: str, relative_to: Any = None) -> str:
         name = attr if attr.isidentifier() and attr != "<lambda>" else "a_name"
         return (
             f"define it at module level{in_file} (def {name}(...): ...) and assign that function, "
-            f"or use functools.partial of a module-level function; {leave_out}"
+            f"or use functools.partial of a module-level function; {leave_out}; or pin it "
+            "by value in the golden: modelpack_serializer = dill (or cloudpickle)"
         )
     if "<locals>" in type(value).__qualname__:
         return f"define the class {type(value).__name__} at module level; {leave_out}"

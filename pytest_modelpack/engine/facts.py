@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +86,12 @@ class LiveFacts:
     def allowlist(self) -> Allowlist:
         """The policy for this check's golden: built-in ∪ the live model's own pickle ∪ ini."""
         request = self.request
-        return Allowlist(request.project_root, request.settings.safe_globals, trust=self.trust)
+        return Allowlist(
+            request.project_root,
+            request.settings.safe_globals,
+            trust=self.trust,
+            trust_golden_code=request.settings.trust_golden_code,
+        )
 
     def allowlist_for(self, protocol: int | None) -> Allowlist:
         """The policy for a golden written at pickle ``protocol``: the live model's trust covers
@@ -105,7 +111,10 @@ class LiveFacts:
             refs = self.refs + scan_live(buffer.getvalue())
             request = self.request
             cached = self._by_protocol[protocol] = Allowlist(
-                request.project_root, request.settings.safe_globals, trust=trust_from_refs(refs)
+                request.project_root,
+                request.settings.safe_globals,
+                trust=trust_from_refs(refs),
+                trust_golden_code=request.settings.trust_golden_code,
             )
         return cached
 
@@ -114,6 +123,29 @@ class LiveFacts:
         """The walk of the live model's state (taken before anything runs it: placing a model
         on a device rebuilds some of torch's caches)."""
         return list(nodes(self.request.model))
+
+    @functools.cached_property
+    def pinned_roots(self) -> list[tuple[str, str]]:
+        """Where the code this serializer pins by value is defined: (module, qualname) of the
+        function or class enclosing each lambda and local function of the live model (and each
+        function of a ``modelpack_by_value`` module), fingerprinted like the globals the bundle
+        names, so a change to pinned code is CODE DRIFT with its source diff."""
+        if not self.serializer.by_value:
+            return []
+        by_value = tuple(self.request.settings.by_value)
+        roots: list[tuple[str, str]] = []
+        for node in self.nodes:
+            func = node.value
+            if not isinstance(func, types.FunctionType):
+                continue
+            module, qualname = func.__module__, func.__qualname__
+            outer = qualname.split(".<locals>", 1)[0]
+            pinned = outer != qualname or any(
+                module == name or module.startswith(name + ".") for name in by_value
+            )
+            if pinned and "<" not in outer and (module, outer) not in roots:
+                roots.append((module, outer))
+        return roots
 
     @functools.cached_property
     def tree(self) -> dict[str, str]:

@@ -25,6 +25,7 @@ from ..golden import GoldenStore, Manifest
 from ..golden.examples import Example
 from ..golden.integrity import deferred_spans
 from ..safety import Allowlist, load_bundle, scan_file, verdict_error
+from ..safety.byvalue import CODE_BUILDERS
 from ..safety.scan import scan_stream
 from ..statediff import state_diff
 from ..walk import Node, nodes, tree_of
@@ -42,9 +43,14 @@ def scan_or_refuse(
     making: bool,
     manifest: Manifest | None = None,
     mapped: Any = None,
+    pinned: list[Any] | None = None,
 ) -> Any:
     """Scan ``path`` (read from ``mapped``, its verified mapping, when given: the file is not
-    opened again); CORRUPT, LOAD ERROR (renamed code) or UNSAFE GOLDEN when it must not load."""
+    opened again); CORRUPT, LOAD ERROR (renamed code) or UNSAFE GOLDEN when it must not load.
+
+    ``pinned``: when every refusal is by-value code that differs from today's (see
+    :func:`pinned_code_changes`), the UNSAFE GOLDEN is appended there instead of raised: the
+    drift verdict decides whether it is the code drift the manifest shows."""
     if mapped is not None:
         mapped.seek(0)
         verdict = scan_stream(mapped, allowlist, os.fspath(path), whole_file=True)
@@ -66,8 +72,24 @@ def scan_or_refuse(
         ),
     )
     if error is not None:
+        if pinned is not None and pinned_code_changes(verdict):
+            pinned.append(error)
+            return verdict
         raise error
     return verdict
+
+
+def pinned_code_changes(verdict: Any) -> list[str]:
+    """The qualnames of the by-value code objects the scan refused only because today's code
+    differs (none when anything else was refused)."""
+    if verdict.error is not None or not verdict.refused:
+        return []
+    names = []
+    for ref, _ in verdict.refused:
+        if ref.problem is not None or (ref.module, ref.qualname) not in CODE_BUILDERS:
+            return []
+        names.append((ref.shape or "code:?:").split(":")[1])
+    return names
 
 
 def recorded_tolerance(request: CheckRequest, recorded_device: str | None) -> tuple[Any, Any]:
@@ -111,6 +133,11 @@ class Gate:
     #: The golden's own comparisons, when the drift verdict already ran them.
     replayed: Found | None | bool = False
     explored: tuple[int, Found | None] | None = None
+    #: By-value code of the golden that differs from today's: (its UNSAFE GOLDEN, qualnames).
+    pinned: tuple[errors.ModelpackError, list[str]] | None = None
+    #: ``--modelpack-trust-golden-code``: the golden's own by-value code that differs from
+    #: today's and was built (its qualnames): the golden runs its old code.
+    golden_code: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def request(self) -> CheckRequest:
@@ -161,8 +188,15 @@ def open_golden(
         result.bundle_size = manifest.bundle.size
         mapping = store.open_verified_bundle().mapping
         allowlist = facts.allowlist_for(golden_protocol(manifest, mapping[:2]))
+        pinned: list[Any] = []
         verdict = scan_or_refuse(
-            request, store.bundle_path, allowlist, making=False, manifest=manifest, mapped=mapping
+            request,
+            store.bundle_path,
+            allowlist,
+            making=False,
+            manifest=manifest,
+            mapped=mapping,
+            pinned=pinned,
         )
         spans = manifest.bundle.storages
         if spans is not None and deferred_spans(verdict.storages) != spans:
@@ -171,7 +205,24 @@ def open_golden(
             store.settle()
         records = store.read_examples()
     roots = project_roots(verdict, allowlist)
-    return Gate(facts, runner, result, store, manifest, records, roots, allowlist)
+    roots += [root for root in facts.pinned_roots if root not in roots]
+    context = Gate(facts, runner, result, store, manifest, records, roots, allowlist)
+    if pinned:
+        context.pinned = (pinned[0], pinned_code_changes(verdict))
+    context.golden_code = sorted(
+        {
+            (ref.shape or "code:?:").split(":")[1]
+            for ref in verdict.uses
+            if (ref.module, ref.qualname) in CODE_BUILDERS
+            and not allowlist.trust.allows(ref.module, ref.qualname, ref.role, ref.shape)
+        }
+    )
+    if context.golden_code:
+        result.warnings.append(
+            "--modelpack-trust-golden-code: the golden's own pinned code was built and runs "
+            "where it differs from today's (trust this golden's branch)"
+        )
+    return context
 
 
 def refuse_other_serializer(request: CheckRequest, store: GoldenStore, manifest: Manifest) -> None:
@@ -238,6 +289,20 @@ def judge_drift(gate: Gate) -> None:
         project_root=request.project_root,
     )
     behaviour: list[str] | None = None
+    if gate.pinned is not None:
+        refused, names = gate.pinned
+        if drift.code is None:
+            raise refused  # code no source change explains: never built, never run
+        shown = ", ".join(sorted(set(names))[:3])
+        behaviour = [
+            f"behaviour: not compared: the golden pins its own code by value ({shown}), which "
+            "differs from today's, and the gate never runs a golden's own code unless asked",
+            "  to compare the golden's code with today's on the same inputs (for a golden from "
+            "a trusted branch): rerun with --modelpack-trust-golden-code",
+        ]
+        report_drift(
+            drift, name=request.name, nodeid=request.nodeid, policy="fail", behaviour=behaviour
+        )
     if drift.code is not None:
         # Whether the change altered behaviour is what a reviewer decides on: load the golden
         # anyway (today's code) and compare, before CODE DRIFT is raised or warned.
@@ -284,6 +349,15 @@ def code_change_behaviour(gate: Gate) -> list[str]:
             except errors.ModelpackError as exc:
                 return [f"behaviour: not compared on Hypothesis inputs: {exc.headline}"]
     checked, found = gate.explored
+    if found is not None and gate.golden_code:
+        return [
+            "behaviour: the golden's own pinned code and today's code disagree on a "
+            "Hypothesis input — the change alters behaviour",
+            f"  input (found by Hypothesis): {short_repr(found.input)}",
+            f"  expected = golden (its pinned code: {', '.join(gate.golden_code[:3])}), got = "
+            "live model (today's code)",
+            *found.lines("  "),
+        ]
     if found is not None:
         return [
             f"behaviour: outputs unchanged on {len(records)} recorded input(s), but the live "

@@ -192,7 +192,8 @@ def regenerate(facts: LiveFacts, runner: Runner, result: CheckResult) -> None:
             created_by=CreatedBy(test=request.nodeid, device=request.device),
             globals_=globals_,
             code=fingerprint_model(
-                [(ref.module, ref.qualname) for ref in verdict.globals], request.project_root
+                [(ref.module, ref.qualname) for ref in verdict.globals] + facts.pinned_roots,
+                request.project_root,
             ),
             structure=facts.tree,
         )

@@ -14,6 +14,21 @@ import types
 from dataclasses import replace
 from typing import Any
 
+from pytest_modelpack.safety.byvalue import (
+    BY_VALUE_TABLE,
+    CODE_BUILDERS,
+    FUNCTION_BUILDERS,
+    GETATTR,
+    MODULE,
+    RESOLVERS,
+    NotLiteral,
+    code_shape,
+    fetch,
+    function_state_problem,
+    location_free,
+    nameable,
+    resolved_name,
+)
 from pytest_modelpack.safety.calls import (
     REDUCE_TABLE,
     SPECIAL,
@@ -90,8 +105,14 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     call = _call_args(m, pos, args, op)
     if call is None:
         return Sym("obj")
-    ref = GlobalRef(name[0], name[1], m.where, pos, role=Role.REDUCE, shape=call_shape(call, m.s))
-    why = check_call(name, call, m)
+    if name in RESOLVERS and (name != GETATTR or (call and m.global_name(call[0]) is not None)):
+        # (getattr of an object the stream built is a bound method: a call judged as any other)
+        return _resolve(m, pos, func, name, call)
+    why = check_call(name, call, m) or BY_VALUE_TABLE.get(name, _no_check)(call, m)
+    shape, digest = _shape(m, name, call, why)
+    if shape is None:
+        why, shape = digest, ""
+    ref = GlobalRef(name[0], name[1], m.where, pos, role=Role.REDUCE, shape=shape)
     if why is None and name in SPECIAL:
         why = _special_problem(m, name, call)
     m.use(ref if why is None else replace(ref, problem=f"call refused: {why}"))
@@ -100,20 +121,71 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     if name in SPECIAL:
         return _special(m, pos, name, call)
     if not m.loading:
-        return Sym("obj", name, call if name == ("numpy", "dtype") else ())
-    if name in REDUCE_TABLE:
+        kept = (digest,) if name in CODE_BUILDERS else call if name == ("numpy", "dtype") else ()
+        return Sym("obj", name, kept)
+    if name in CODE_BUILDERS:
+        call = location_free(name, call)
+    if name in REDUCE_TABLE or name in BY_VALUE_TABLE:
         try:
             result = func(*call)
         except Exception as exc:  # a table callable on arguments its check let through
             raise m.fail(pos, f"{name[0]}.{name[1]} failed: {type(exc).__name__}: {exc}") from None
     else:
         result = func(*call)  # trusted code: its own errors are the LOAD ERROR diagnosis's
+    if name in CODE_BUILDERS:
+        m.s.digests[id(result)] = (result, digest)
     if name == ("torch._utils", "_rebuild_sparse_tensor"):
         import torch
 
         torch._utils._validate_loaded_sparse_tensors()  # indices in range, before any use
-    m.s.produced[id(result)] = (result, name)
+    if result is not None and not isinstance(result, bool | int | float | str | bytes):
+        # (a setter's None, an interned value: never a producer's own object)
+        m.s.produced[id(result)] = (result, name)
     return result
+
+
+def _no_check(args: tuple[Any, ...], ctx: Any) -> None:
+    return None
+
+
+def _shape(
+    m: Machine, name: tuple[str, str], call: tuple[Any, ...], why: str | None
+) -> tuple[str | None, str]:
+    """(the call's shape, the code digest of a code builder's) or (None, why it has none)."""
+    if name not in CODE_BUILDERS or why is not None:
+        return call_shape(call, m.s), ""
+    try:
+        shape = code_shape(name, call, m.read_ref, m.digest_of, m)
+    except NotLiteral as exc:
+        return None, str(exc)
+    return shape, shape
+
+
+def _resolve(m: Machine, pos: int, func: Any, name: tuple[str, str], call: tuple[Any, ...]) -> Any:
+    """A resolver call (:data:`.byvalue.RESOLVERS`): its result judged as a reference to the name
+    it fetches, as if the golden had written that global itself."""
+    target = resolved_name(name, call, m)
+    if isinstance(target, str):
+        m.problem(pos, name[0], name[1], Role.REDUCE, f"call refused: {target}")
+        return Sym("obj")
+    m.use(GlobalRef(target[0], target[1], m.where, pos, role=Role.REFERENCE))
+    if not m.loading:
+        return m.named(None, target)
+    sys.audit("pickle.find_class", *target)
+    try:
+        obj = fetch(name, call, target)
+    except (ImportError, AttributeError, LookupError) as exc:
+        raise m.fail(pos, f"{name[0]}.{name[1]} failed: {type(exc).__name__}: {exc}") from None
+    if len(call) == 3 and obj is not call[2]:
+        # getattr found the attribute itself, not the default: judge that name too.
+        base = m.global_name(call[0])
+        assert base is not None
+        attr = call[1] if base[1] == MODULE else f"{base[1]}.{call[1]}"
+        target = (base[0], attr)
+        m.use(GlobalRef(target[0], target[1], m.where, pos, role=Role.REFERENCE))
+    if not nameable(obj):
+        raise m.fail(pos, f"{target[0]}.{target[1]} is a {type(obj).__name__}, not a global")
+    return m.named(obj, target)
 
 
 def _special_problem(m: Machine, name: tuple[str, str], call: tuple[Any, ...]) -> str | None:
@@ -247,12 +319,31 @@ def op_build(m: Machine, pos: int) -> None:
         )
         return
     ref = GlobalRef(made[0], made[1], m.where, pos, role=Role.BUILD)
+    if made in FUNCTION_BUILDERS:  # dill: a by-value function's attributes
+        why = function_state_problem(state, m)
+        m.use(ref if why is None else replace(ref, problem=why))
+        if m.loading:
+            try:
+                _build_function(inst, state)
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise m.fail(pos, f"BUILD of a function: {exc}") from None
+        return
     why = _build_problem(inst, made, state) or _special_keys_problem(state)
     if not m.loading:
         m.use(ref if why is None else replace(ref, problem=why))
         return
     decision = m.use(ref if why is None else replace(ref, problem=why))
     _build(m, inst, made, state, decision, ref)
+
+
+def _build_function(func: Any, state: Any) -> None:
+    """What pickle's BUILD does with a function's ``(state, slotstate)``, on the attributes
+    :func:`.byvalue.function_state_problem` allowed."""
+    parts = state if isinstance(state, tuple) and len(state) == 2 else (state, None)
+    if parts[0]:
+        func.__dict__.update(parts[0])
+    for key, value in (parts[1] or {}).items():
+        setattr(func, key, value)
 
 
 def _special_keys_problem(state: Any) -> str | None:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from pytest_modelpack.safety.byvalue import CODE_BUILDERS
 from pytest_modelpack.safety.refs import GlobalRef, Role, ScanError
 from pytest_modelpack.safety.sources import Source
-from pytest_modelpack.safety.values import Sym, kind_of
+from pytest_modelpack.safety.values import Sym, TextRef, kind_of
 
 # Text longer than this is not held in scan mode: only a (protocol 0-2) payload is that long.
 TEXT_LIMIT = 64 * 1024
@@ -71,6 +72,8 @@ class Session:
     globals_by_id: dict[int, tuple[Any, tuple[str, str]]] = field(default_factory=dict)
     produced: dict[int, tuple[Any, tuple[str, str]]] = field(default_factory=dict)
     placeholders: dict[int, Any] = field(default_factory=dict)
+    #: Load mode: the digest of each code object built by value (see :mod:`.byvalue`).
+    digests: dict[int, tuple[Any, str]] = field(default_factory=dict)
     # Scan mode: where storages' bytes lie in the file (offset, length), found as the loader finds
     # them; None once a storage's place is unknown (text payloads, malformed streams).
     spans: list[tuple[int, int]] | None = field(default_factory=list)
@@ -222,6 +225,33 @@ class Machine:
         if len(self.stack) <= base:
             raise self.fail(pos, "stack underflow")
         return self.stack[-1]
+
+    def named(self, obj: Any, name: tuple[str, str]) -> Any:
+        """``obj`` (load mode) or its placeholder (scan mode) as the global ``name``: what a
+        resolver call returns, after the name was judged as a reference."""
+        if not self.loading:
+            return _GlobalSym(name)
+        self.s.globals_by_id[id(obj)] = (obj, name)
+        return obj
+
+    def digest_of(self, value: object) -> str | None:
+        """The digest of a code object this stream built by value, else None."""
+        if isinstance(value, Sym):
+            return str(value.args[0]) if value.producer in CODE_BUILDERS and value.args else None
+        hit = self.s.digests.get(id(value))
+        return hit[1] if hit is not None and hit[0] is value else None
+
+    def read_ref(self, value: Any) -> Any:
+        """The bytes of a :class:`BytesRef` (text of a :class:`TextRef`) of this stream."""
+        saved = self.src.tell()
+        try:
+            self.src.seek(value.offset)
+            data = self.read_raw(value.length, value.offset)
+        finally:
+            self.src.seek(saved)
+        if isinstance(value, TextRef):
+            return data.decode(value.encoding, "surrogatepass")
+        return data
 
     # -- readers -------------------------------------------------------------------------------
 

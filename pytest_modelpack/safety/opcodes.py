@@ -304,7 +304,9 @@ def op_dict(m: Machine, pos: int) -> None:
 def op_frozenset(m: Machine, pos: int) -> None:
     items = m.pop_mark(pos)
     try:
-        m.stack.append(frozenset(items) if m.loading else Sym("set"))
+        # Scan mode keeps a small set's items: a code object's constants are digested (byvalue).
+        kept = tuple(items) if len(items) <= 4096 else ()
+        m.stack.append(frozenset(items) if m.loading else Sym("set", args=kept))
     except TypeError as exc:
         raise m.fail(pos, f"FROZENSET: {exc}") from None
 
@@ -313,6 +315,10 @@ def _target(m: Machine, pos: int, kinds: tuple[type, ...], what: str, op: str) -
     """The container APPEND(S)/SETITEM(S)/ADDITEMS mutate: only real containers of that kind
     (and instances of classes this stream built, whose methods are those classes' own)."""
     target = m.top(pos)
+    if m.global_name(target) is not None:
+        # A global's own container (dill's ``module.__dict__``): mutating it rewrites the module.
+        m.problem(pos, "<value>", kind_of(target), Role.REDUCE, f"{op} mutates a global")
+        return None
     if isinstance(target, Sym) and target.kind in (what, "obj"):
         return target
     if not isinstance(target, Sym) and isinstance(target, kinds):

@@ -38,6 +38,7 @@ from pytest_modelpack.project import (
     is_library_module,
     is_stdlib_module,
 )
+from pytest_modelpack.safety.byvalue import BY_VALUE_TABLE, CODE_BUILDERS, CODE_CHANGED, MODULE
 from pytest_modelpack.safety.calls import BUILD_TYPES, REDUCE_TABLE
 from pytest_modelpack.safety.refs import GlobalRef, Role
 
@@ -304,8 +305,12 @@ class Allowlist:
         project_root: Path | str | None,
         extra: Iterable[str] = (),
         trust: Trust | None = None,
+        trust_golden_code: bool = False,
     ) -> None:
         self.project = Project(project_root)
+        #: ``--modelpack-trust-golden-code``: a golden may build code objects the live model's
+        #: own pickle does not (the golden's own pinned code, from a trusted branch).
+        self.trust_golden_code = trust_golden_code
         self.project_root = self.project.root
         self.trust = trust if trust is not None else Trust()
         self._extra_exact: set[tuple[str, str]] = set()
@@ -364,6 +369,18 @@ class Allowlist:
             return Decision(True, "extra", "listed in the extra safe globals")
         if role is not Role.REDUCE and self._in_extra_package(module):
             return Decision(True, "extra", "a class of a package listed in the safe globals")
+        if role is Role.REDUCE and key in CODE_BUILDERS:
+            if self.trust_golden_code:
+                return Decision(
+                    True,
+                    "golden-code",
+                    "the golden's own code, trusted by --modelpack-trust-golden-code",
+                )
+            return Decision(False, "refused", CODE_CHANGED)
+        if role is Role.REFERENCE and qualname == MODULE:
+            if self.trust.knows(module, qualname):
+                return Decision(True, "live", "a module the live model's own pickle imports")
+            return Decision(False, "refused", "a module the live model's own pickle never imports")
         if role is Role.REFERENCE:
             if name.allowed and name.kind == "project" and self._project_function(module, qualname):
                 # A function stored as a value is called by whoever reads it (a planted
@@ -392,6 +409,12 @@ class Allowlist:
                     "refused",
                     "a project function or class called by the golden, but the live model's "
                     "own pickle never calls it this way",
+                )
+            if key in BY_VALUE_TABLE:
+                return Decision(
+                    False,
+                    "refused",
+                    "a by-value builder called in a way the live model's own pickle never does",
                 )
             return self._refuse_role(name, role)
         # NEWOBJ / BUILD: torch modules, project classes, the built-in restorable types.

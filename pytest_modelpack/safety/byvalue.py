@@ -1,0 +1,424 @@
+"""Code pinned by value (dill, cloudpickle): built only when it is the live model's own code.
+
+dill and cloudpickle write a lambda, a closure or a function of a pinned module as the calls that
+rebuild it: a code object from its literal parts (``types.CodeType(...)``,
+``dill._dill._create_code(...)``), a function over that code (``_create_function``,
+``_make_function``), cells for its closure, then its attributes (BUILD, ``_function_setstate``).
+The same globals build a benign lambda and a malicious one: only the code differs. So code is
+trusted **by value only**: a code builder's call shape is the digest of its literal arguments
+(:func:`code_shape`), and the policy allows it only when the live model's own pickle, made in the
+same check, builds a code object with the same digest. Everything else about a by-value function
+is judged by kind and by producer: a function only over a code object this stream built (and so
+already judged), a closure only of cells, state only the attributes a function has.
+
+Three "resolver" calls fetch a named thing by its name, and their result is judged as a
+*reference* to that name, as if the golden had written it as a global: ``builtins.getattr(G,
+'name'[, default])``, the serializers' type lookups (``_load_type``/``_builtin_type``) and module
+imports (``subimport``/``_import_module``). ``getattr(subimport('os'), 'system')`` is judged as
+``os.system``, never as a trusted call shape.
+
+Classes pinned by value (``_make_skeleton_class``, ``_create_type`` ...) are refused: a class
+built from a golden runs its bases' ``__init_subclass__`` and its metaclass, and its methods'
+names are the golden's to choose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import types
+from collections.abc import Callable
+from typing import Any
+
+from pytest_modelpack.safety.calls import Check, Context, _arity, _first, _kinds
+from pytest_modelpack.safety.refs import BytesRef
+from pytest_modelpack.safety.values import Latin1, Sym, TextRef, is_text, kind_of
+
+_DILL = "dill._dill"
+_CP = "cloudpickle.cloudpickle"
+
+CODE_BUILDERS = frozenset({("types", "CodeType"), (_DILL, "_create_code")})
+FUNCTION_BUILDERS = frozenset(
+    {(_DILL, "_create_function"), (_CP, "_make_function"), ("types", "FunctionType")}
+)
+CELL_MAKERS = frozenset(
+    {(_DILL, "_create_cell"), (_CP, "_make_cell"), (_CP, "_make_empty_cell"), ("types", "CellType")}
+)
+CLASS_BUILDERS = frozenset(
+    {
+        (_DILL, "_create_type"),
+        (_DILL, "_create_namedtuple"),
+        (_CP, "_make_skeleton_class"),
+        (_CP, "_make_skeleton_enum"),
+        (_CP, "_class_setstate"),
+        (_CP, "_enum_setstate"),
+        ("types", "new_class"),
+    }
+)
+#: Calls whose result is a named global, judged as a reference to that name.
+RESOLVERS = frozenset(
+    {
+        ("builtins", "getattr"),
+        (_DILL, "_load_type"),
+        (_CP, "_builtin_type"),
+        (_CP, "subimport"),
+        (_DILL, "_import_module"),
+    }
+)
+GETATTR = ("builtins", "getattr")
+#: The qualname a module object is judged by: ``(name, "<module>")``.
+MODULE = "<module>"
+
+#: The attributes BUILD / ``_function_setstate`` may give a by-value function (beside plain
+#: ``__dict__`` entries): what dill and cloudpickle write, nothing that replaces its code.
+FUNCTION_STATE = frozenset(
+    {
+        "__name__",
+        "__qualname__",
+        "__module__",
+        "__doc__",
+        "__annotations__",
+        "__kwdefaults__",
+        "__defaults__",
+        "__closure__",
+        "__globals__",
+        "__dict__",
+        "_cloudpickle_submodules",
+    }
+)
+_TEXT_STATE = frozenset({"__name__", "__qualname__", "__module__"})
+#: A string annotation ``typing.get_type_hints`` may evaluate: names, dots, subscripts, unions;
+#: no call, no operator that runs anything but a lookup.
+_SAFE_ANNOTATION = re.compile(r"^[\w.\[\], |'\"]*$")
+
+CODE_CHANGED = (
+    "by-value code that the live model's own pickle does not build: its bytecode, constants or "
+    "names differ from today's code"
+)
+CLASS_REFUSED = (
+    "builds a class from the golden (a class pinned by value): the gate builds by value only "
+    "functions, never classes (a class runs its bases' __init_subclass__ and its metaclass)"
+)
+
+
+class NotLiteral(ValueError):
+    """A code builder's argument that is not a literal (text, bytes, numbers, tuples, code)."""
+
+
+# --------------------------------------------------------------------------- the code digest
+
+
+def _layout(name: tuple[str, str], args: tuple[Any, ...]) -> tuple[int, tuple[int, ...]]:
+    """(where CodeType's arguments start, the positions of its location-only arguments:
+    filename, first line number, line table) for the argument list of a code builder."""
+    start = 1 if name[1] == "_create_code" and args and not isinstance(args[0], int) else 0
+    n = len(args) - start
+    if n >= 17:  # 3.11+: ... filename, name, qualname, firstlineno, linetable, exceptiontable
+        return start, (start + 10, start + 13, start + 14)
+    return start, (start + 10, start + 12, start + 13)  # 3.8-3.10: filename, name, firstlineno
+
+
+def location_free(name: tuple[str, str], args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with the line table (and dill's stored lnotab) emptied: only tracebacks read
+    them, and they are the one part of a code object the digest leaves out besides the file
+    name and first line, so the code built from a golden carries none of the golden's."""
+    start, (_, _, table) = _layout(name, args)
+    out = list(args)
+    if start:
+        out[0] = b""
+    if table < len(out) and isinstance(out[table], bytes | str):
+        out[table] = b""
+    return tuple(out)
+
+
+def code_shape(
+    name: tuple[str, str],
+    args: tuple[Any, ...],
+    read: Callable[[Any], Any],
+    digest_of: Callable[[Any], str | None],
+    ctx: Context,
+) -> str:
+    """``code:<qualname>:<digest>``: the call shape of a code builder, the same in scan and load
+    mode, for the live pickle and the golden. The digest covers every argument but where the
+    code lies (file name, first line, line table: a checkout elsewhere or a line added above it
+    changes nothing the code does). :class:`NotLiteral` for a non-literal argument."""
+    start, skipped = _layout(name, args)
+    h = hashlib.sha256()
+    for i, value in enumerate(args[start:], start):
+        h.update(b"|")
+        if i in skipped:
+            continue
+        _feed(h, value, read, digest_of, ctx, 0)
+    qualname = _qualname(args, start, read)
+    return f"code:{qualname}:{h.hexdigest()[:32]}"
+
+
+def _qualname(args: tuple[Any, ...], start: int, read: Callable[[Any], Any]) -> str:
+    at = start + (12 if len(args) - start >= 17 else 11)
+    value = args[at] if at < len(args) else None
+    text = read(value) if isinstance(value, TextRef) else value
+    return re.sub(r"[^\w.<>]", "_", text)[:200] if isinstance(text, str) else "?"
+
+
+def _feed(
+    h: Any,
+    value: Any,
+    read: Callable[[Any], Any],
+    digest_of: Callable[[Any], str | None],
+    ctx: Context,
+    depth: int,
+) -> None:
+    if depth > 32:
+        raise NotLiteral("constants nested deeper than 32 levels")
+    if isinstance(value, TextRef | BytesRef):
+        value = read(value)
+    elif isinstance(value, Latin1):
+        text = read(value.text) if isinstance(value.text, TextRef) else value.text
+        value = text.encode("latin-1")
+    kind = type(value)
+    if value is None or kind is bool or kind is int or kind is float:
+        h.update(f"{kind.__name__}:{value!r};".encode())
+    elif kind is str:
+        data = value.encode("utf-8", "surrogatepass")
+        h.update(b"s%d:" % len(data) + data)
+    elif kind is bytes:
+        h.update(b"b%d:" % len(value) + value)
+    elif kind is tuple:
+        h.update(b"(%d:" % len(value))
+        for item in value:
+            _feed(h, item, read, digest_of, ctx, depth + 1)
+        h.update(b")")
+    elif kind is frozenset or (isinstance(value, Sym) and value.kind == "set" and value.args):
+        items = value.args if isinstance(value, Sym) else tuple(value)
+        parts = []
+        for item in items:
+            sub = hashlib.sha256()
+            _feed(sub, item, read, digest_of, ctx, depth + 1)
+            parts.append(sub.digest())
+        h.update(b"{%d:" % len(parts) + b"".join(sorted(parts)) + b"}")
+    elif (digest := digest_of(value)) is not None:
+        h.update(b"c:" + digest.encode())  # a nested code object this stream built
+    elif (named := ctx.global_name(value)) is not None:
+        h.update(f"G:{named[0]}.{named[1]};".encode())  # Ellipsis
+    else:
+        raise NotLiteral(f"a code object's part is a {kind_of(value)}, not a literal")
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def _code_builder(args: tuple[Any, ...], ctx: Context) -> str | None:
+    return None if 16 <= len(args) <= 20 else f"takes 16 to 20 arguments, not {len(args)}"
+
+
+def _is_code(value: Any, ctx: Context) -> bool:
+    return ctx.producer(value) in CODE_BUILDERS
+
+
+def _globals_dict(value: Any, ctx: Context, module_dict: bool) -> str | None:
+    named = ctx.global_name(value)
+    if named is not None:
+        if module_dict and named[1] == "__dict__":
+            return None  # dill: the function's own module's globals (a reference, judged)
+        return "its globals are a global, not a dict this golden built"
+    return None if kind_of(value) == "dict" else f"its globals are a {kind_of(value)}, not a dict"
+
+
+def _closure(value: Any, ctx: Context) -> str | None:
+    if value is None or isinstance(value, Sym):
+        return None
+    if not isinstance(value, tuple):
+        return f"its closure is a {kind_of(value)}, not a tuple of cells"
+    if ctx.loading and not all(isinstance(c, types.CellType) for c in value):
+        return "its closure holds something other than cells"
+    return None
+
+
+def _function_builder(module_dict: bool, high: int) -> Check:
+    def check(args: tuple[Any, ...], ctx: Context) -> str | None:
+        if problem := _arity(args, 2, high):
+            return problem
+        if not _is_code(args[0], ctx):
+            return "its code is not a code object this golden built by value"
+        return _first(
+            _globals_dict(args[1], ctx, module_dict),
+            _kinds(args[2:4], ("str", "None"), ("tuple", "None")),
+            _closure(args[4], ctx) if len(args) > 4 else None,
+            _kinds(args[5:7], ("dict", "None"), ("dict", "None")),
+        )
+
+    return check
+
+
+def _cell(args: tuple[Any, ...], ctx: Context) -> str | None:
+    return _arity(args, 0, 1)
+
+
+def _empty_cell(args: tuple[Any, ...], ctx: Context) -> str | None:
+    return _arity(args, 0)
+
+
+def _set_cell(args: tuple[Any, ...], ctx: Context) -> str | None:
+    """``setattr(cell, 'cell_contents', value)`` (dill fills a cell so): on a cell only."""
+    if problem := _arity(args, 3):
+        return problem
+    if ctx.producer(args[0]) not in CELL_MAKERS or args[1] != "cell_contents":
+        return "only setattr(cell, 'cell_contents', value) of a cell this golden built"
+    return None
+
+
+def _function_setstate(args: tuple[Any, ...], ctx: Context) -> str | None:
+    """cloudpickle's ``_function_setstate(func, (state, slotstate))``."""
+    if problem := _arity(args, 2):
+        return problem
+    func, state = args
+    if ctx.producer(func) not in FUNCTION_BUILDERS:
+        return "its target is not a function this golden built by value"
+    if ctx.loading and ctx.global_name(getattr(func, "__globals__", None)) is not None:
+        return "the function's globals are a module's own: its state may not update them"
+    return function_state_problem(state, ctx)
+
+
+def function_state_problem(state: Any, ctx: Context) -> str | None:
+    """Why ``state`` (BUILD's, or ``_function_setstate``'s) must not be set on a by-value
+    function: only the attributes a function has (:data:`FUNCTION_STATE`), of their kinds."""
+    if isinstance(state, Sym):
+        return None if state.kind in ("obj", "tuple") else f"its state is a {state.kind}"
+    parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+    for part in parts:
+        if part is None:
+            continue
+        if isinstance(part, Sym):
+            bad = [k for k in part.special_keys if k not in FUNCTION_STATE]
+            if bad:
+                return f"its state sets {bad[0]!r}, which no function state holds"
+            continue
+        if not isinstance(part, dict):
+            return f"its state is a {kind_of(part)}, not a dict"
+        for key, value in part.items():
+            if not isinstance(key, str):
+                return "its state has a key that is not an attribute name"
+            if key.startswith("__") and key not in FUNCTION_STATE:
+                return f"its state sets {key!r}, which no function state holds"
+            if problem := _state_value(key, value, ctx):
+                return problem
+    return None
+
+
+def _state_value(key: str, value: Any, ctx: Context) -> str | None:
+    if key in _TEXT_STATE and not is_text(value):
+        return f"its {key} is a {kind_of(value)}, not text"
+    if key == "__doc__" and not (value is None or is_text(value)):
+        return "its __doc__ is not text"
+    if key == "__closure__":
+        return _closure(value, ctx)
+    if key in ("__globals__", "__kwdefaults__", "__dict__") and kind_of(value) not in (
+        "dict",
+        "None",
+    ):
+        return f"its {key} is a {kind_of(value)}, not a dict"
+    if key == "__defaults__" and kind_of(value) not in ("tuple", "None"):
+        return "its __defaults__ are not a tuple"
+    if key == "__annotations__":
+        if isinstance(value, dict):
+            for text in value.values():
+                if isinstance(text, str) and not _SAFE_ANNOTATION.match(text):
+                    return "a string annotation that evaluating would run code"
+        elif kind_of(value) not in ("dict", "None"):
+            return "its __annotations__ are not a dict"
+    return None
+
+
+def _class_builder(args: tuple[Any, ...], ctx: Context) -> str | None:
+    return CLASS_REFUSED
+
+
+BY_VALUE_TABLE: dict[tuple[str, str], Check] = {
+    **{name: _code_builder for name in CODE_BUILDERS},
+    (_DILL, "_create_function"): _function_builder(True, 7),
+    (_CP, "_make_function"): _function_builder(False, 5),
+    ("types", "FunctionType"): _function_builder(False, 5),
+    (_DILL, "_create_cell"): _cell,
+    (_CP, "_make_cell"): _cell,
+    (_CP, "_make_empty_cell"): _empty_cell,
+    ("types", "CellType"): _cell,
+    ("builtins", "setattr"): _set_cell,
+    (_CP, "_function_setstate"): _function_setstate,
+    **{name: _class_builder for name in CLASS_BUILDERS},
+}
+
+
+# --------------------------------------------------------------------------- resolvers
+
+
+def resolved_name(
+    name: tuple[str, str], args: tuple[Any, ...], ctx: Context
+) -> tuple[str, str] | str:
+    """The name a resolver call's result is judged by, or why the call is refused."""
+    if name == GETATTR:
+        if problem := _arity(args, 2, 3):
+            return problem
+        base = ctx.global_name(args[0])
+        attr = args[1]
+        if base is None:
+            return "getattr of a value the golden built, not of a named global"
+        if not (isinstance(attr, str) and attr.isidentifier() and not attr.startswith("__")):
+            return "getattr of a name that is not a plain attribute name"
+        if len(args) == 3:
+            default = ctx.global_name(args[2])
+            if default is None:
+                return "getattr with a default that is not a named global"
+            return default  # dill: getattr(dill._dill, '_setattr', setattr) is setattr today
+        return (base[0], attr) if base[1] == MODULE else (base[0], f"{base[1]}.{attr}")
+    if problem := _first(_arity(args, 1, 2), _kinds(args[:1], ("str",))):
+        return problem
+    text = args[0]
+    if not isinstance(text, str) or not all(p.isidentifier() for p in text.split(".")):
+        return "its name is not a dotted name"
+    if name[1] in ("_load_type", "_builtin_type"):
+        if "." in text:
+            return "its type name is not a plain name"
+        return ("types", text) if hasattr(types, text) else ("builtins", text)
+    return (text, MODULE)
+
+
+def fetch(name: tuple[str, str], args: tuple[Any, ...], target: tuple[str, str]) -> Any:
+    """Load mode: the resolver's result, once ``target`` was judged allowed."""
+    import builtins
+    import importlib
+
+    if name == GETATTR:
+        return getattr(*args)
+    if target[1] == MODULE:
+        return importlib.import_module(target[0])
+    source = types if target[0] == "types" else builtins
+    value = getattr(source, target[1], None)
+    if name[0] == _DILL:
+        import dill._dill
+
+        if dill._dill._reverse_typemap.get(args[0]) is not value:
+            raise LookupError(f"dill maps the type name {args[0]!r} elsewhere")
+    if not isinstance(value, type):
+        raise LookupError(f"{target[0]}.{target[1]} is not a type")
+    return value
+
+
+def nameable(value: Any) -> bool:
+    """May a resolver's result stand as a named global (a module, class, function, method or
+    descriptor: never a plain value, whose identity other values of the stream could share)?"""
+    return not isinstance(
+        value,
+        bool
+        | int
+        | float
+        | complex
+        | str
+        | bytes
+        | bytearray
+        | tuple
+        | list
+        | dict
+        | set
+        | frozenset
+        | type(None),
+    )
