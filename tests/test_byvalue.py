@@ -276,6 +276,21 @@ def test_replaced_pinned_code_is_refused_before_anything_runs(
     assert "by-value code that the live model's own pickle does not build" in scan.stdout
     assert not canary.exists()
 
+    # Pinned code from another Python is never built either; the verdict says why it differs.
+    manifest = json.loads((golden / "manifest.json").read_text())
+    manifest["environment"]["python"] = "3.10.14"
+    (golden / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    result = _run(pytester, "--modelpack-golden")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*ENV DRIFT — the golden pins code by value compiled by Python 3.10.14; this is "
+            "Python 3.*",
+            "*fix: run the gate on Python 3.10, or regenerate the golden on this Python*",
+        ]
+    )
+    assert not canary.exists()
+
 
 def test_a_class_pinned_by_value_is_refused_at_regen(pytester: pytest.Pytester) -> None:
     golden = _project(pytester, "cloudpickle", extra="modelpack_by_value = models\n")

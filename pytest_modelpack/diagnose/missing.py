@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import errors, walk
 from ..project import is_library_module
+from ..safety.byvalue import GETATTR_FOUND
 
 if TYPE_CHECKING:
     from ..golden.manifest import Manifest
@@ -254,6 +255,8 @@ def refuse_unimportable(model: Any, refs: Iterable[Any]) -> None:
     conftest.py)."""
     reasons: dict[str, str] = {}
     for ref in refs:
+        if ref.shape == GETATTR_FOUND:
+            continue  # getattr's default stands in where the name does not exist
         name = f"{ref.module}.{ref.qualname}"
         if name not in reasons:
             reason = not_importable_reason(ref.module, ref.qualname)

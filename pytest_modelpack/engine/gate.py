@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +293,21 @@ def judge_drift(gate: Gate) -> None:
     if gate.pinned is not None:
         refused, names = gate.pinned
         if drift.code is None:
+            made = (gate.manifest.environment or {}).get("python")
+            today = platform.python_version()
+            if made and made.split(".")[:2] != today.split(".")[:2]:
+                raise errors.EnvDrift(
+                    f"the golden pins code by value compiled by Python {made}; this is Python "
+                    f"{today}",
+                    name=request.name,
+                    detail=[
+                        "dill and cloudpickle store a function's bytecode, which differs between "
+                        "Python versions: the gate builds only code identical to today's",
+                        f"pinned code: {', '.join(sorted(set(names))[:3])}",
+                    ],
+                    fix=f"run the gate on Python {'.'.join(made.split('.')[:2])}, or regenerate "
+                    f"the golden on this Python: {regen_command(request.nodeid)}",
+                )
             raise refused  # code no source change explains: never built, never run
         shown = ", ".join(sorted(set(names))[:3])
         behaviour = [

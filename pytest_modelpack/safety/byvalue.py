@@ -66,6 +66,9 @@ RESOLVERS = frozenset(
     }
 )
 GETATTR = ("builtins", "getattr")
+#: The shape of the reference a ``getattr(G, name, default)`` also makes to ``G.name``: a name
+#: that may not exist (dill asks for ``dill._dill._setattr``, and gets ``setattr``).
+GETATTR_FOUND = "getattr with a default"
 #: The qualname a module object is judged by: ``(name, "<module>")``.
 MODULE = "<module>"
 

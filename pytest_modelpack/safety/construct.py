@@ -19,6 +19,7 @@ from pytest_modelpack.safety.byvalue import (
     CODE_BUILDERS,
     FUNCTION_BUILDERS,
     GETATTR,
+    GETATTR_FOUND,
     MODULE,
     RESOLVERS,
     NotLiteral,
@@ -169,6 +170,14 @@ def _resolve(m: Machine, pos: int, func: Any, name: tuple[str, str], call: tuple
         m.problem(pos, name[0], name[1], Role.REDUCE, f"call refused: {target}")
         return Sym("obj")
     m.use(GlobalRef(target[0], target[1], m.where, pos, role=Role.REFERENCE))
+    found: tuple[str, str] | None = None
+    if len(call) == 3:
+        # getattr(G, name, default): the attribute, where it exists, is what the call returns;
+        # both names are judged, in both modes, so the scan is as strict as the loader.
+        base = m.global_name(call[0])
+        assert base is not None
+        found = (base[0], call[1] if base[1] == MODULE else f"{base[1]}.{call[1]}")
+        m.use(GlobalRef(*found, m.where, pos, role=Role.REFERENCE, shape=GETATTR_FOUND))
     if not m.loading:
         return m.named(None, target)
     sys.audit("pickle.find_class", *target)
@@ -176,13 +185,8 @@ def _resolve(m: Machine, pos: int, func: Any, name: tuple[str, str], call: tuple
         obj = fetch(name, call, target)
     except (ImportError, AttributeError, LookupError) as exc:
         raise m.fail(pos, f"{name[0]}.{name[1]} failed: {type(exc).__name__}: {exc}") from None
-    if len(call) == 3 and obj is not call[2]:
-        # getattr found the attribute itself, not the default: judge that name too.
-        base = m.global_name(call[0])
-        assert base is not None
-        attr = call[1] if base[1] == MODULE else f"{base[1]}.{call[1]}"
-        target = (base[0], attr)
-        m.use(GlobalRef(target[0], target[1], m.where, pos, role=Role.REFERENCE))
+    if found is not None and obj is not call[2]:
+        target = found  # the attribute itself, judged above
     if not nameable(obj):
         raise m.fail(pos, f"{target[0]}.{target[1]} is a {type(obj).__name__}, not a global")
     return m.named(obj, target)
