@@ -95,7 +95,10 @@ def trust_of(lines: Iterable[str]) -> Trust:
 
 
 def read(golden_dir: Path) -> dict[str, list[str]]:
-    """The sections of the trust file beside ``golden_dir`` ({} when there is none)."""
+    """The sections of the trust file beside ``golden_dir`` ({} when there is none; none lies
+    beside the root, the golden folder of a file such as /tmp/model.pkl)."""
+    if not golden_dir.name:
+        return {}
     path = trust_path(golden_dir)
     try:
         text = path.read_text(encoding="utf-8")
