@@ -565,10 +565,12 @@ def test_scan_survives_a_project_module_that_exits(
 
 def test_scan_a_folder_of_goldens_scans_every_bundle(tmp_path: Path, capsys) -> None:
     shutil.copytree(EXAMPLE / "goldens", tmp_path / "goldens")
+    shutil.copy(EXAMPLE / "goldens.trust", tmp_path / "goldens.trust")  # the dill golden's
     (tmp_path / "goldens" / ".sentiment.new-k1ll3d").mkdir()  # a killed regen's leftover: skipped
     code = cli.main(["scan", "--root", str(EXAMPLE), str(tmp_path / "goldens")])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "goldens/sentiment/bundle.pkl: safe" in out
     assert "goldens/sentiment_any_text/bundle.pkl: safe" in out
-    assert "2 file(s): 2 safe, 0 unsafe, 0 unreadable" in out
+    assert "goldens/sentiment_torch/bundle.pt: safe" in out
+    assert "5 file(s): 5 safe, 0 unsafe, 0 unreadable" in out

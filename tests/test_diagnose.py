@@ -481,6 +481,9 @@ def test_rename_hints_find_a_renamed_class_and_a_moved_module(
         'or keep an alias: a pkg_moved.py containing "from pkg_moved2 import *", and list '
         "pkg_moved.Reader in modelpack_safe_globals (an alias is not defined under the old name)",
         "or accept the change and regenerate the golden: pytest --modelpack-regen t.py::test_x",
+        "(pickle stores classes and functions by reference, under their names; cloudpickle pins "
+        "by value the functions of the modules in modelpack_by_value, which then survive a "
+        "rename; classes stay by reference)",
     ]
 
 

@@ -24,7 +24,10 @@ def test_example_project_gate_passes_on_its_committed_goldens(pytester: pytest.P
         [
             "sentiment *cpu*golden*passed*",
             "sentiment_any_text *cpu*golden*passed*",
-            "2 golden(s), 2 check(s): 2 passed",
+            "sentiment_torch *cpu*golden*passed*",
+            "sentiment_dill *cpu*golden*passed*",
+            "sentiment_cloudpickle *cpu*golden*passed*",
+            "5 golden(s), 5 check(s): 5 passed",
         ]
     )
     # Code drift would fail above; environment drift (another numpy, say) only warns.

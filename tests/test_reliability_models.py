@@ -339,12 +339,6 @@ def test_regen_refuses_state_that_shadows_a_method(project: pytest.Pytester) -> 
     assert not goldens.exists() or [p.name for p in goldens.iterdir()] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="safety/verdict.py refusal_error offers `modelpack_safe_globals = models.Shadow` as "
-    "the fix for a refusal no configuration lifts (construct.state_keys_problem is "
-    "unconditional); following it refuses again",
-)
 def test_the_fix_regen_offers_for_a_shadowed_method_works(project: pytest.Pytester) -> None:
     """Whatever regen's fix line says to do must be enough: where it offers a line for the ini,
     adding it lets regen write the golden and the gate pass."""
@@ -428,3 +422,19 @@ def test_scan_of_a_file_in_a_top_level_folder(tmp_path: Path) -> None:
         assert safe.returncode == 0 and safe.stderr == "", safe.stdout + safe.stderr
     finally:
         path.unlink()
+
+
+def test_a_protocol_1_file_in_place_of_a_quantized_golden_never_aborts_the_gate(
+    project: pytest.Pytester,
+) -> None:
+    """torch aborts the process (SIGABRT, no exception) pickling packed quantized params at
+    protocols 0-1, and a file without a PROTO opcode reads as protocol 1: the gate must not
+    re-pickle the live model at that protocol, and reports the file instead of dying."""
+    _tests(project, "test_dynamic")
+    assert _run(project, "--modelpack-regen").ret == 0
+    folder = project.path / "goldens" / "test_dynamic"
+    (folder / "bundle.pkl").write_bytes(b"N.")
+    _rehash(folder, 1)
+    result = project.runpytest_subprocess(*QUIET, "--modelpack-golden", timeout=120)
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_dynamic*cpu*golden*failed*"])

@@ -241,6 +241,13 @@ def explain_missing(
         "modelpack_safe_globals (an alias is not defined under the old name)\n"
         f"or accept the change and regenerate the golden: {regen}"
     )
+    serializer = manifest.serializer_name if manifest is not None else "pickle"
+    fix += f"\n({serializer} stores classes and functions by reference, under their names; " + (
+        "cloudpickle pins by value the functions of the modules in modelpack_by_value, "
+        "which then survive a rename; classes stay by reference)"
+        if serializer != "dill"
+        else "dill pins by value only lambdas and local functions; classes stay by reference)"
+    )
     if len(gone) == 1 and all(m == gone[0] for m, _ in pairs):
         who = f"the module {gone[0]!r}, which no longer exists"
     else:

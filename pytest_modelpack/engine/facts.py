@@ -104,6 +104,10 @@ class LiveFacts:
         if cached is None:
             storages: list[Any] = []
             buffer = io.BytesIO()
+            if protocol < 2 and self._holds_script_objects():
+                # torch aborts the process (not an exception) pickling a ScriptObject (packed
+                # quantized params) at protocols 0-1: no real golden is one; the live trust only.
+                return self.allowlist
             try:  # storages out of band: only the model's other state is pickled again
                 self._dump(buffer, storages, protocol)
             except Exception:
@@ -117,6 +121,15 @@ class LiveFacts:
                 trust_golden_code=request.settings.trust_golden_code,
             )
         return cached
+
+    def _holds_script_objects(self) -> bool:
+        import torch
+
+        script = getattr(torch, "ScriptObject", None) or torch._C.ScriptObject
+        return any(isinstance(node.value, script) for node in self.nodes) or any(
+            isinstance(getattr(m, "_packed_params", None), torch.nn.Module)
+            for m in getattr(self.request.model, "modules", lambda: [])()
+        )
 
     @functools.cached_property
     def nodes(self) -> list[Node]:

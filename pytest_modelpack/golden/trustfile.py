@@ -52,7 +52,7 @@ def lines_for(refs: Iterable[GlobalRef], base: Allowlist) -> list[str]:
         if ref.problem is not None or "<" in ref.module or base.judge(ref).allowed:
             continue
         line = f"{ref.role.value} {ref.module}:{ref.qualname}"
-        if ref.role is Role.REDUCE:
+        if ref.role is Role.REDUCE or (ref.role is Role.BUILD and ref.shape is not None):
             line += f" ({ref.shape or ''})"
         out.add(line)
     return sorted(out)
@@ -89,7 +89,7 @@ def trust_of(lines: Iterable[str]) -> Trust:
         assert match is not None  # parse() checked every line
         role = _ROLES[match["role"]]
         uses.add((match["module"], match["qualname"], role))
-        if role is Role.REDUCE:
+        if role is Role.REDUCE or (role is Role.BUILD and match["shape"] is not None):
             shapes.add((match["module"], match["qualname"], match["shape"] or ""))
     return Trust(frozenset(uses), frozenset(shapes))
 

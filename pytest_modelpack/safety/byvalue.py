@@ -85,7 +85,6 @@ FUNCTION_STATE = frozenset(
         "__defaults__",
         "__closure__",
         "__globals__",
-        "__dict__",
         "_cloudpickle_submodules",
     }
 )
@@ -288,17 +287,24 @@ def function_state_problem(state: Any, ctx: Context) -> str | None:
     if isinstance(state, Sym):
         return None if state.kind in ("obj", "tuple") else f"its state is a {state.kind}"
     parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
-    for part in parts:
+    for i, part in enumerate(parts):
         if part is None:
             continue
+        if ctx.global_name(part) is not None:
+            return "its state is a global's own dict"
+        slots = i == 1  # the attributes themselves (the first part only fills __dict__)
         if isinstance(part, Sym):
             bad = [k for k in part.special_keys if k not in FUNCTION_STATE]
             if bad:
                 return f"its state sets {bad[0]!r}, which no function state holds"
+            if slots and part.named_values:
+                return "its state sets an attribute to a global (a module's dict, a registry)"
             continue
         if not isinstance(part, dict):
             return f"its state is a {kind_of(part)}, not a dict"
         for key, value in part.items():
+            if slots and ctx.global_name(value) is not None:
+                return f"its state sets {key!r} to a global (a module's dict, a registry)"
             if not isinstance(key, str):
                 return "its state has a key that is not an attribute name"
             if key.startswith("__") and key not in FUNCTION_STATE:
@@ -381,29 +387,39 @@ def resolved_name(
     if name[1] in ("_load_type", "_builtin_type"):
         if "." in text:
             return "its type name is not a plain name"
-        return ("types", text) if hasattr(types, text) else ("builtins", text)
+        found = _serializer_type(name, text)
+        if not isinstance(found, type):
+            return f"{text!r} names no type the serializer maps"
+        if getattr(types, text, None) is found:
+            return ("types", text)  # CodeType, FunctionType...: the names the table knows
+        return (found.__module__, found.__qualname__)
     return (text, MODULE)
 
 
 def fetch(name: tuple[str, str], args: tuple[Any, ...], target: tuple[str, str]) -> Any:
     """Load mode: the resolver's result, once ``target`` was judged allowed."""
-    import builtins
     import importlib
 
     if name == GETATTR:
         return getattr(*args)
     if target[1] == MODULE:
         return importlib.import_module(target[0])
-    source = types if target[0] == "types" else builtins
-    value = getattr(source, target[1], None)
-    if name[0] == _DILL:
-        import dill._dill
-
-        if dill._dill._reverse_typemap.get(args[0]) is not value:
-            raise LookupError(f"dill maps the type name {args[0]!r} elsewhere")
+    value = _serializer_type(name, args[0])
     if not isinstance(value, type):
-        raise LookupError(f"{target[0]}.{target[1]} is not a type")
+        raise LookupError(f"{args[0]!r} names no type")
     return value
+
+
+def _serializer_type(name: tuple[str, str], text: str) -> Any:
+    """The type dill's ``_load_type`` / cloudpickle's ``_builtin_type`` returns for ``text``
+    (their own tables, read, never called); None when it has none or dill is not installed."""
+    if name[0] == _CP:
+        return getattr(types, text, None)
+    try:
+        import dill._dill
+    except ImportError:
+        return None
+    return dill._dill._reverse_typemap.get(text)
 
 
 def nameable(value: Any) -> bool:

@@ -121,6 +121,8 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
         return Sym("obj", name)
     if name in SPECIAL:
         return _special(m, pos, name, call)
+    if name == ("builtins", "bytes") and not call:
+        return b""  # protocols 0-2 write b"" so: a literal in both modes (a code's parts)
     if not m.loading:
         kept = (digest,) if name in CODE_BUILDERS else call if name == ("numpy", "dtype") else ()
         return Sym("obj", name, kept)
@@ -332,6 +334,13 @@ def op_build(m: Machine, pos: int) -> None:
             except (AttributeError, TypeError, ValueError) as exc:
                 raise m.fail(pos, f"BUILD of a function: {exc}") from None
         return
+    # What the state is, as a call's shape: an object trusted only because the live model's own
+    # pickle restores it (functools.partial) is restored only with state of the same shape.
+    # (the globals a tuple state names: partial's function; kinds may differ, a __dict__ set
+    # since the live pickle was made)
+    if isinstance(state, tuple):
+        named = [p for p in call_shape(state, m.s).split(",") if p.startswith("G:")]
+        ref = replace(ref, shape=",".join(named))
     why = _build_problem(inst, made, state) or _special_keys_problem(state)
     if not m.loading:
         m.use(ref if why is None else replace(ref, problem=why))
@@ -395,8 +404,8 @@ def _build(
     if made == ("numpy", "dtype"):
         return  # the state equals the dtype's own: nothing to do
     problem = state_keys_problem(type(inst), state)
-    if problem is not None:
-        raise Refused(ref, problem)
+    if problem is not None:  # no configuration lifts it: the ref carries the problem
+        raise Refused(replace(ref, problem=problem), problem)
     setstate = getattr(type(inst), "__setstate__", None)
     if setstate is not None:
         if (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import _compat_pickle
 import struct
 import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -324,7 +325,8 @@ class Machine:
             elif module in _compat_pickle.IMPORT_MAPPING:
                 module = _compat_pickle.IMPORT_MAPPING[module]
         name = (module, qualname)
-        self.use(GlobalRef(module, qualname, self.where, pos, role=Role.REFERENCE))
+        ref = GlobalRef(module, qualname, self.where, pos, role=Role.REFERENCE)
+        decision = self.use(ref)
         if not self.loading:
             return _GlobalSym(name)
         sys.audit("pickle.find_class", module, qualname)  # as pickle's own find_class does
@@ -332,6 +334,12 @@ class Machine:
             obj: Any = _LoadFromBytes  # never torch's own: it unpickles with weights_only=False
         else:
             obj = _import(module, qualname)
+            if getattr(decision, "kind", None) in ("builtin", "third-party") and isinstance(
+                obj, types.ModuleType | dict | list | set
+            ):
+                # A name allowed by its place (torch.nn.functional.*) that is a module or a
+                # mutable registry: never a class, function or value a model holds.
+                raise Refused(ref, f"resolves to a {type(obj).__name__}, not a class or function")
         self.s.globals_by_id[id(obj)] = (obj, name)
         return obj
 

@@ -298,6 +298,7 @@ def op_dict(m: Machine, pos: int) -> None:
     else:
         made = Sym("dict")
         made.note_keys(items[0::2])
+        made.named_values = any(m.global_name(v) is not None for v in items[1::2])
         m.stack.append(made)
 
 
@@ -353,6 +354,7 @@ def op_setitem(m: Machine, pos: int) -> None:
     target = _target(m, pos, (dict,), "dict", "SETITEM")
     if isinstance(target, Sym):
         target.note_keys((key,))
+        target.named_values |= m.global_name(value) is not None
     if m.loading and target is not None:
         try:
             target[key] = value
@@ -367,6 +369,7 @@ def op_setitems(m: Machine, pos: int) -> None:
     target = _target(m, pos, (dict,), "dict", "SETITEMS")
     if isinstance(target, Sym):
         target.note_keys(items[0::2])
+        target.named_values |= any(m.global_name(v) is not None for v in items[1::2])
     if m.loading and target is not None:
         try:
             for i in range(0, len(items), 2):

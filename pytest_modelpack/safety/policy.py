@@ -243,7 +243,7 @@ class Trust:
     def allows(self, module: str, qualname: str, role: Role, shape: str | None) -> bool:
         if (module, qualname, role) not in self.uses:
             return False
-        if role is Role.REDUCE:
+        if role is Role.REDUCE or (role is Role.BUILD and shape is not None):
             return (module, qualname, shape or "") in self.shapes
         return True
 
@@ -395,7 +395,7 @@ class Allowlist:
                 )
             if name.allowed:
                 return name
-            if module.startswith(_REFERENCE_PREFIXES) and _plain_name(qualname):
+            if module.startswith(_REFERENCE_PREFIXES) and _public_name(qualname):
                 return Decision(True, "third-party", "a torch function")
             if self.trust.knows(module, qualname):
                 return Decision(True, "live", "used by the live model's own pickle")
@@ -418,7 +418,7 @@ class Allowlist:
                 )
             return self._refuse_role(name, role)
         # NEWOBJ / BUILD: torch modules, project classes, the built-in restorable types.
-        if module.startswith(_TORCH_MODULE_PREFIX) and _plain_name(qualname):
+        if module.startswith(_TORCH_MODULE_PREFIX) and _class_name(qualname):
             return Decision(True, "third-party", "a torch.nn module class")
         if key in BUILD_TYPES or (role is Role.NEWOBJ and key in _NEWOBJ_PLAIN):
             return Decision(True, name.kind, "on the built-in allowlist")
@@ -467,7 +467,7 @@ class Allowlist:
         stdlib = is_stdlib_module(module) or top in _compat_pickle.IMPORT_MAPPING
         if (
             (module, qualname) in builtin_globals()
-            or (module.startswith(_TORCH_MODULE_PREFIX) and _plain_name(qualname))
+            or (module.startswith(_TORCH_MODULE_PREFIX) and _class_name(qualname))
             or (module == "numpy.dtypes" and qualname.endswith("DType"))
         ):
             kind = "builtin" if stdlib else "third-party"
@@ -617,3 +617,14 @@ def _plain_name(qualname: str) -> bool:
     """One identifier, no dots: a prefix-trusted torch module's own name, never an attribute walk
     (``torch.nn.functional`` + ``torch.os.system`` resolves to ``os.system``)."""
     return qualname.isidentifier() and not qualname.startswith("__")
+
+
+def _public_name(qualname: str) -> bool:
+    """A plain public name (never ``_global_forward_pre_hooks``, a process-wide registry)."""
+    return _plain_name(qualname) and not qualname.startswith("_")
+
+
+def _class_name(qualname: str) -> bool:
+    """A ``torch.nn.modules`` class by its name: public and capitalized (never a module object
+    or a registry those modules import or define)."""
+    return _public_name(qualname) and qualname[0].isupper()

@@ -26,7 +26,7 @@ class Sym:
     """A container or object in scan mode: ``kind`` (list, dict, set, bytearray, obj, storage)
     and ``producer`` (the global whose call or instantiation made it, for BUILD judgement)."""
 
-    __slots__ = ("kind", "producer", "args", "special_keys")
+    __slots__ = ("kind", "producer", "args", "special_keys", "named_values")
 
     def __init__(
         self, kind: str, producer: tuple[str, str] | None = None, args: tuple[object, ...] = ()
@@ -36,6 +36,8 @@ class Sym:
         self.args = args  # the call's arguments, kept only where BUILD needs them (numpy.dtype)
         #: Dunder string keys set in this dict (``__setstate__``): BUILD state may not set them.
         self.special_keys: list[str] = []
+        #: A value set in this dict is a named global (a module's dict, a registry...).
+        self.named_values = False
 
     def note_keys(self, keys: object) -> None:
         """Remember the dunder string keys among ``keys`` (scan mode builds no dict)."""
