@@ -105,6 +105,16 @@ def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _scan_goldens(pytester: pytest.Pytester) -> subprocess.CompletedProcess[str]:
+    """``modelpack scan --root . goldens``, as the pre-commit hook runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_modelpack.cli", "scan", "--root", ".", "goldens"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+    )
+
+
 @pytest.mark.parametrize("serializer", SERIALIZERS)
 def test_round_trip_regen_and_gate(pytester: pytest.Pytester, serializer: str) -> None:
     golden = _project(pytester, serializer)
@@ -123,12 +133,7 @@ def test_round_trip_regen_and_gate(pytester: pytest.Pytester, serializer: str) -
     trust = (pytester.path / "goldens.trust").read_text()
     assert "(code:Net.__init__.<locals>.<lambda>:" in trust
     assert "(code:make_scaler.<locals>.scale:" in trust
-    scan = subprocess.run(
-        [sys.executable, "-m", "pytest_modelpack.cli", "scan", "--root", ".", "goldens"],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-    )
+    scan = _scan_goldens(pytester)
     assert scan.returncode == 0, scan.stdout + scan.stderr
 
     # Production loads the golden with the serializer's own loader: same outputs.
@@ -266,12 +271,7 @@ def test_replaced_pinned_code_is_refused_before_anything_runs(
         ]
     )
     assert not canary.exists()
-    scan = subprocess.run(
-        [sys.executable, "-m", "pytest_modelpack.cli", "scan", "--root", ".", "goldens"],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-    )
+    scan = _scan_goldens(pytester)
     assert scan.returncode == 1, scan.stdout + scan.stderr
     assert "by-value code that the live model's own pickle does not build" in scan.stdout
     assert not canary.exists()
