@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -81,14 +82,144 @@ def test_mapped_tensors_are_writable_and_the_file_never_changes(tmp_path: Path) 
 @pytest.mark.parametrize("pad", range(4))
 def test_storages_misaligned_in_the_file_are_copied_aligned(tmp_path: Path, pad: int) -> None:
     """pickle puts a storage's bytes at any offset; a float32 view at an odd address would fault
-    in torch's kernels, so such a storage is copied (one copy) instead of mapped."""
+    in torch's kernels, so such a storage is copied (one copy) instead of mapped; an aligned one
+    stays a view of the file."""
     weights = torch.randn(1000, dtype=torch.float32)
-    path = _write(tmp_path, [b"x" * pad, weights, torch.randn(7, dtype=torch.float64)])
-    loaded = load_bundle(path, Allowlist(None))
-    assert torch.equal(loaded[1], weights)
-    for t in loaded[1:]:
+    doubles = torch.randn(7, dtype=torch.float64)
+    path = _write(tmp_path, [b"x" * pad, weights, doubles])
+    with open(path, "rb") as f:
+        view = fileio.map_copy(f, path)
+    loaded = load_bundle(view, Allowlist(None))
+    assert torch.equal(loaded[1], weights) and torch.equal(loaded[2], doubles)
+    data = path.read_bytes()
+    for t, live in zip(loaded[1:], (weights, doubles), strict=True):
         assert t.data_ptr() % t.element_size() == 0
         assert float((t @ t).item()) == pytest.approx(float((t.clone() @ t.clone()).item()))
+        at = data.find(live.numpy().tobytes())
+        mapped = t.data_ptr() in _span(view)
+        if at % t.element_size():
+            assert not mapped, f"{t.dtype} at byte {at}: a misaligned storage is a copy"
+        else:
+            assert mapped and t.data_ptr() == _span(view).start + at, f"{t.dtype} at byte {at}"
+
+
+def _misaligned(tmp_path: Path, nbytes: int = 4 << 20) -> tuple[Path, torch.Tensor, int]:
+    """A bundle whose float32 storage's bytes lie at an odd offset of the file."""
+    weights = torch.randn(nbytes // 4, dtype=torch.float32)
+    for pad in range(4):
+        path = _write(tmp_path, [b"x" * pad, weights])
+        at = path.read_bytes().find(weights.numpy().tobytes())
+        if at % 2:
+            return path, weights, at
+    raise AssertionError("no padding put the storage at an odd offset")
+
+
+def _resident(view: fileio.MappedFile) -> int:
+    """Bytes of the mapping resident in this process (its /proc/self/smaps entry's Rss)."""
+    start = f"{_span(view).start:x}-"
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(start):
+            for entry in lines[i + 1 :]:
+                if entry.startswith("Rss:"):
+                    return int(entry.split()[1]) * 1024
+    raise AssertionError("the mapping is not in /proc/self/smaps")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs /proc/self/smaps")
+def test_a_misaligned_storage_is_read_from_the_file_not_through_the_mapping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy is read with os.preadv into an aligned buffer: the mapping's pages under it are
+    never faulted in, so they do not count in the process' resident memory beside the copy.
+    (Reading the pickle around it maps a few pages, up to a large folio of the page cache each:
+    2 MiB.)"""
+    path, weights, at = _misaligned(tmp_path, 16 << 20)
+    reads: list[int] = []
+    real = os.preadv
+
+    def preadv(fd: int, buffers: Any, offset: int) -> int:
+        reads.append(offset)
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    with open(path, "rb") as f:
+        view = fileio.map_copy(f, path)
+    before = _open_fds(path)
+    loaded = load_bundle(view, Allowlist(None))
+    assert torch.equal(loaded[1], weights)
+    assert loaded[1].data_ptr() not in _span(view)
+    assert reads and reads[0] == at
+    assert _resident(view) < weights.nbytes // 2, "the copy read the mapping"
+    assert _open_fds(path) == before, "the file opened for the copy is closed"
+
+
+def _open_fds(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        return 0
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += os.readlink(fd) == str(path)
+        except OSError:
+            pass
+    return count
+
+
+def test_short_reads_of_a_misaligned_storage_are_read_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, weights, _at = _misaligned(tmp_path, 1 << 20)
+    real = os.preadv
+    calls = []
+
+    def short(fd: int, buffers: Any, offset: int) -> int:
+        calls.append(offset)
+        return real(fd, [buffers[0][:4099]], offset)
+
+    monkeypatch.setattr(os, "preadv", short)
+    loaded = load_bundle(path, Allowlist(None))
+    assert torch.equal(loaded[1], weights)
+    assert len(calls) == -(-weights.nbytes // 4099)
+
+
+def test_a_file_ending_before_a_misaligned_storage_is_corrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file truncated under the load reads short (EOF): a clear CORRUPT GOLDEN, no fault."""
+    path, _weights, at = _misaligned(tmp_path, 1 << 20)
+    real = os.preadv
+    # the first read gets 1000 bytes, the next one EOF: the file "ends" at + 1000
+    monkeypatch.setattr(
+        os,
+        "preadv",
+        lambda fd, b, offset: real(fd, [b[0][:1000]], offset) if offset == at else 0,
+    )
+    with pytest.raises(CorruptGolden) as info:
+        load_bundle(path, Allowlist(None))
+    assert "truncated storage data" in str(info.value)
+    assert f"ends at byte {at + 1000}" in str(info.value)
+
+
+def test_a_golden_replaced_after_it_was_mapped_copies_from_the_mapping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file at the path is another one now: the storage is copied from the mapping (the file
+    verified), never from the file that took its place."""
+    path, weights, _at = _misaligned(tmp_path, 1 << 20)
+    with open(path, "rb") as f:
+        view = fileio.map_copy(f, path)
+    other = tmp_path / "other.pkl"
+    other.write_bytes(pickle.dumps([b"", torch.zeros_like(weights)]))
+    os.replace(other, path)
+    reads: list[int] = []
+    real = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, b, o: reads.append(o) or real(fd, b, o))
+    loaded = load_bundle(view, Allowlist(None))
+    assert torch.equal(loaded[1], weights)
+    assert loaded[1].data_ptr() not in _span(view)
+    assert reads == []
 
 
 class _Storage:
@@ -213,3 +344,28 @@ def test_a_writer_error_is_not_hidden_by_a_background_one(
     with pytest.raises(TypeError, match="cannot pickle"):
         store.prepare(HalfPicklable())
     assert not (tmp_path / "goldens" / "g").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs /proc/self/smaps")
+def test_the_scan_of_a_mapping_skips_its_storages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate scans the verified mapping: it is read in place (an mmap has no seekable() before
+    Python 3.13, and was spooled whole: every page of the file resident, the file written out
+    again), its storages skipped, their spans found as the scan of the file finds them."""
+    import tempfile
+
+    from pytest_modelpack.safety import scan_file, scan_stream
+
+    path, weights, at = _misaligned(tmp_path, 16 << 20)
+
+    def no_spool(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the mapping was spooled")
+
+    with open(path, "rb") as f:
+        view = fileio.map_copy(f, path)
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", no_spool)
+    verdict = scan_stream(view.mapping, Allowlist(None), str(path), whole_file=True)
+    assert verdict.error is None and not verdict.refused
+    assert verdict.storages == scan_file(path, Allowlist(None)).storages == [(at, weights.nbytes)]
+    assert _resident(view) < weights.nbytes // 2, "the scan read the storage's pages"

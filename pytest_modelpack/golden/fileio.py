@@ -185,6 +185,9 @@ class MappedFile:
 
     path: Path
     mapping: mmap.mmap
+    #: ``(st_dev, st_ino)`` of the file mapped: a loader that opens ``path`` again (to copy a
+    #: storage out of it with ``os.preadv``) checks it is still that file.
+    identity: tuple[int, int] | None = None
 
 
 _MAP_CHUNK = 64 << 20
@@ -193,7 +196,9 @@ _HASH_CHUNK = 8 << 20
 
 def map_copy(f: IO[bytes], path: Path) -> MappedFile:
     """The whole (non-empty) open file ``f`` mapped copy-on-write."""
-    return MappedFile(Path(path), mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
+    st = os.fstat(f.fileno())
+    mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    return MappedFile(Path(path), mapping, (st.st_dev, st.st_ino))
 
 
 def sha256_mapping(mapping: mmap.mmap) -> str:

@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from pytest_modelpack.safety.machine import Refused, Session
 from pytest_modelpack.safety.refs import ScanError
 from pytest_modelpack.safety.sources import Window
-from pytest_modelpack.safety.streams import interpret_file
+from pytest_modelpack.safety.streams import GoldenFile, interpret_file
 from pytest_modelpack.safety.verdict import corrupt_error, refusal_error, refusal_lines
 
 if TYPE_CHECKING:
@@ -34,6 +34,9 @@ class MappedBundle(Protocol):
     @property
     def mapping(self) -> mmap.mmap: ...
 
+    # Optional: ``(st_dev, st_ino)`` of the file mapped. With it a storage copied out of the
+    # golden (misaligned) is read from the file at ``path`` when that is still the same file.
+
 
 def load_bundle(
     source: str | os.PathLike[str] | MappedBundle,
@@ -46,7 +49,8 @@ def load_bundle(
 
     Tensor storages are views of the file mapped copy-on-write (``mmap.ACCESS_COPY``): nothing is
     copied on CPU, tensors stay writable and the file is never modified; a storage whose bytes
-    are misaligned for its dtype is copied once, and one for another device is copied there.
+    are misaligned for its dtype is copied once, read from the file (``os.preadv``, not through
+    the mapping), and one for another device is copied there.
 
     Raises UNSAFE GOLDEN for a refused use, CORRUPT GOLDEN for a truncated or malformed pickle,
     and ``ModuleNotFoundError``/``AttributeError`` (as ``pickle.load`` would) for a project class
@@ -58,12 +62,34 @@ def load_bundle(
             if os.fstat(f.fileno()).st_size == 0:
                 return _load(f, allowlist, map_location, path, whole_file=True, making=making)
             mapping = map_file(f)
-    else:
-        path, mapping = os.fspath(source.path), source.mapping
+            mapping.seek(0)
+            with GoldenFile(fd=f.fileno()) as golden_file:  # the file mapped: read while open
+                return _load(
+                    mapping,
+                    allowlist,
+                    map_location,
+                    path,
+                    whole_file=True,
+                    mapping=mapping,
+                    making=making,
+                    golden_file=golden_file,
+                )
+    path, mapping = os.fspath(source.path), source.mapping
     mapping.seek(0)
-    return _load(
-        mapping, allowlist, map_location, path, whole_file=True, mapping=mapping, making=making
-    )
+    # A verified bundle knows its path and the file it mapped: opened again (once, and only for a
+    # storage that is copied), it must be that file.
+    identity = getattr(source, "identity", None)
+    with GoldenFile(path=path, identity=identity) as golden_file:
+        return _load(
+            mapping,
+            allowlist,
+            map_location,
+            path,
+            whole_file=True,
+            mapping=mapping,
+            making=making,
+            golden_file=golden_file,
+        )
 
 
 def map_file(f: IO[bytes]) -> mmap.mmap:
@@ -99,6 +125,7 @@ def _load(
     whole_file: bool = False,
     mapping: mmap.mmap | None = None,
     making: bool = False,
+    golden_file: GoldenFile | None = None,
 ) -> Any:
     import warnings
 
@@ -113,7 +140,9 @@ def _load(
         with warnings.catch_warnings():
             # torch rebuilds legacy typed storages and warns; the user cannot act on that.
             warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-            return interpret_file(session, Window(f, start, end), "top level", whole_file)
+            return interpret_file(
+                session, Window(f, start, end), "top level", whole_file, golden_file
+            )
     except Refused as exc:
         lines = refusal_lines([(exc.ref, exc.reason)])
         raise refusal_error(lines, [exc.ref], label, making=making) from None

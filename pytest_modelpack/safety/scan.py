@@ -6,6 +6,7 @@ Scanning never imports torch and never reads tensor payloads (they are skipped w
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
@@ -34,9 +35,12 @@ def scan_refs(f: IO[bytes], where: str = "top level", whole_file: bool = False) 
 
 def _scan(f: IO[bytes], where: str, whole_file: bool) -> Session:
     """The scan session of the stream in ``f``: its uses (``refs``) and storage spans."""
-    seekable = False
+    # A mapping (the gate scans the verified one) is seekable, but has no seekable() before
+    # Python 3.13: spooling it would read every page of it (its file pages resident) and write
+    # the whole file out again.
+    seekable = isinstance(f, mmap.mmap)
     try:
-        seekable = f.seekable()
+        seekable = seekable or f.seekable()
     except (AttributeError, OSError, ValueError):
         pass
     if not seekable:
@@ -49,7 +53,8 @@ def _scan(f: IO[bytes], where: str, whole_file: bool) -> Session:
             spool.seek(0)
             return _scan(spool, where, whole_file)  # type: ignore[arg-type]
     start = f.tell()
-    end = f.seek(0, os.SEEK_END)
+    f.seek(0, os.SEEK_END)
+    end = f.tell()  # mmap.seek returns None before Python 3.13
     f.seek(start)
     session = Session(size=end - start)
     try:
