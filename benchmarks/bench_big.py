@@ -1,7 +1,10 @@
-"""Benchmark: big goldens, pytest-modelpack vs the same work written by hand with plain pickle.
+"""Benchmark: big goldens, pytest-modelpack vs the same work written by hand with the serializer.
 
-    python benchmarks/bench_big.py                       # 64 MiB, 256 MiB and 1 GiB
+    python benchmarks/bench_big.py                       # 64 MiB, 256 MiB and 1 GiB, pickle
     python benchmarks/bench_big.py --sizes 64M,256M      # a quicker run
+    python benchmarks/bench_big.py --sizes 1G --serializer torch   # torch.save goldens
+    python benchmarks/bench_big.py --serializer all      # pickle, torch, dill and cloudpickle
+    python benchmarks/bench_big.py --sizes 1G --misaligned         # the embedding misaligned
     python benchmarks/bench_big.py --sizes 4M --keep DIR # keep the temporary project to look at
 
 The model is a plain class holding ``torch.nn.Embedding(rows, 1024)`` (the size given) and a
@@ -9,15 +12,23 @@ The model is a plain class holding ``torch.nn.Embedding(rows, 1024)`` (the size 
 module of a temporary project (``bigmodel.py``, ``conftest.py`` with a session fixture,
 ``test_big.py`` calling ``modelpack.check``). Every line of the table is a WHOLE process, started
 fresh (imports, building the model, the work, exit), measured from outside: wall time, and peak
-resident memory from ``os.wait4`` (the child's ``ru_maxrss``). Side by side:
+resident memory from ``os.wait4`` (the child's ``ru_maxrss``). Side by side, for each serializer
+(``--serializer``: by hand ``pickle.dump``/``pickle.load``, ``torch.save``/``torch.load(f,
+weights_only=False)``, ``dill.dump``/``dill.load``, ``cloudpickle.dump``/``pickle.load``; the
+plugin runs with ``-o modelpack_serializer=NAME``):
 
-* build + ``pickle.dump``                vs ``pytest --modelpack-regen``
-* build + ``pickle.load`` + N compares   vs ``pytest --modelpack-golden``  (N = examples+recorded)
-* ``pickle.load`` of the bundle alone    vs loading the golden alone, as the gate does (verify,
-                                          scan, the whole file's sha256, load)
-* ``import torch`` alone                 vs ``modelpack scan bundle.pkl``
+* build + dump                        vs ``pytest --modelpack-regen``
+* build + load + N compares           vs ``pytest --modelpack-golden``  (N = examples+recorded)
+* load of the by-hand file alone      vs loading the golden alone, as the gate does (verify,
+                                         scan, the whole file's sha256, load)
+* ``import torch`` alone              vs ``modelpack scan bundle.pkl`` (``bundle.pt``)
 
-After the table: the slope of each line per GiB (least squares over the sizes given). Numbers on
+A serializer the plugin refuses (a USAGE ERROR, "not supported") gets its by-hand numbers and
+"not supported" rows. ``--misaligned`` puts a small bytes attribute before the embedding, so that
+its storage's bytes lie at an odd offset of a pickle bundle (the gate copies such a storage
+instead of mapping it); the offset is printed with the table.
+
+After each table: the slope of each line per GiB (least squares over the sizes given). Numbers on
 a loaded machine are noisy: run it on a quiet one for figures to quote.
 """
 
@@ -45,11 +56,14 @@ import random
 import torch
 
 ROWS = int(os.environ["MODELPACK_BENCH_ROWS"])
+PAD = os.environ.get("MODELPACK_BENCH_PAD")  # --misaligned: bytes pickled before the embedding
 LENGTH = 8
 
 
 class BigModel:
     def __init__(self, rows):
+        if PAD is not None:
+            self.pad = b"\\0" * int(PAD)
         self.embedding = torch.nn.Embedding(rows, WIDTH)
         self.head = torch.nn.Linear(WIDTH, 16)
 
@@ -104,22 +118,24 @@ modelpack_recorded = {recorded}
 """
 
 PLAIN_DUMP = """
-import pickle, sys
+import sys
+{imports}
 import bigmodel
 
 model = bigmodel.build()
 with open(sys.argv[1], "wb") as f:
-    pickle.dump(model, f, protocol=pickle.DEFAULT_PROTOCOL)
+    {dump}
 """
 
 PLAIN_GATE = """
-import pickle, sys
+import sys
+{imports}
 import torch
 import bigmodel
 
 live = bigmodel.build()
 with open(sys.argv[1], "rb") as f:
-    loaded = pickle.load(f)
+    loaded = {load}
 
 
 def run(model, x):
@@ -133,14 +149,68 @@ for x in bigmodel.inputs(int(sys.argv[2])):
 
 # The two load scripts also print the load step's own time (after ``import torch``): INNER s.
 PLAIN_LOAD = """
-import pickle, sys, time
+import sys, time
+{imports}
 import torch
 
 start = time.perf_counter()
 with open(sys.argv[1], "rb") as f:
-    pickle.load(f)
+    {load}
 print("INNER", time.perf_counter() - start)
 """
+
+
+@dataclass(frozen=True)
+class Way:
+    """One serializer: how the plugin names it, and the same work written by hand."""
+
+    name: str
+    bundle: str  # the golden's bundle file
+    imports: str
+    dump: str  # a statement writing ``model`` to the open file ``f``
+    load: str  # an expression reading the open file ``f``
+    dump_label: str
+    load_label: str
+
+
+WAYS = {
+    "pickle": Way(
+        "pickle",
+        "bundle.pkl",
+        "import pickle",
+        "pickle.dump(model, f, protocol=pickle.DEFAULT_PROTOCOL)",
+        "pickle.load(f)",
+        "pickle.dump",
+        "pickle.load",
+    ),
+    "torch": Way(
+        "torch",
+        "bundle.pt",
+        "import torch",
+        "torch.save(model, f)",
+        "torch.load(f, weights_only=False)",
+        "torch.save",
+        "torch.load",
+    ),
+    "dill": Way(
+        "dill",
+        "bundle.pkl",
+        "import dill",
+        "dill.dump(model, f)",
+        "dill.load(f)",
+        "dill.dump",
+        "dill.load",
+    ),
+    "cloudpickle": Way(
+        "cloudpickle",
+        "bundle.pkl",
+        "import cloudpickle, pickle",
+        "cloudpickle.dump(model, f)",
+        "pickle.load(f)",
+        "cloudpickle.dump",
+        "pickle.load",
+    ),
+}
 
 # Verify, scan and load as the gate does, in the gate's order, through whichever API this
 # checkout has: the bundle's hash started first (the gate starts it at the test's setup), the
@@ -165,7 +235,8 @@ except TypeError:  # a checkout without deferred hashing
     store.verify(store.read_manifest())
 verified = time.perf_counter()
 allowlist = Allowlist(Path.cwd(), [])
-assert not scan_file(store.bundle_path, allowlist).refused
+refused = scan_file(store.bundle_path, allowlist).refused
+assert not refused, refused
 scanned = time.perf_counter()
 getattr(store, "settle", lambda: None)()
 settled = time.perf_counter()
@@ -191,6 +262,15 @@ class Run:
     peak_mb: float
     inner: float | None = None  # the step's own time, printed by the script (INNER s)
     parts: str = ""  # how it splits (PARTS ...)
+    refused: str | None = None  # the plugin refused the work: its error line
+
+
+@dataclass
+class Result:
+    """One size, one serializer: every run, and where the embedding's bytes lie in the golden."""
+
+    runs: dict[str, Run]
+    layout: str = ""
 
 
 def parse_size(text: str) -> int:
@@ -201,14 +281,29 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * scale)
 
 
+def parse_serializers(text: str) -> list[str]:
+    names = [s.strip().lower() for s in text.split(",") if s.strip()]
+    if names == ["all"]:
+        return list(WAYS)
+    unknown = [n for n in names if n not in WAYS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"bad serializer {text!r}: use {', '.join(WAYS)} or all (comma separated)"
+        )
+    return names
+
+
 def show_size(nbytes: int) -> str:
     if nbytes >= 1 << 30 and nbytes % (1 << 30) == 0:
         return f"{nbytes >> 30} GiB"
     return f"{nbytes / (1 << 20):g} MiB"
 
 
-def measure(argv: list[str], cwd: Path, env: dict[str, str]) -> Run:
-    """Run ``argv`` as a whole process; its wall time and peak RSS (``ru_maxrss`` of wait4)."""
+def measure(argv: list[str], cwd: Path, env: dict[str, str], refusable: bool = False) -> Run:
+    """Run ``argv`` as a whole process; its wall time and peak RSS (``ru_maxrss`` of wait4).
+
+    ``refusable``: a pytest run the plugin may refuse with a USAGE ERROR (exit 4, "not
+    supported"): that gives a Run with ``refused`` set instead of stopping the benchmark."""
     start = time.perf_counter()
     out = subprocess.PIPE
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -218,11 +313,15 @@ def measure(argv: list[str], cwd: Path, env: dict[str, str]) -> Run:
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     proc.stdout.close()
+    peak = usage.ru_maxrss * 1024 / 1e6  # Linux: KiB
     if proc.returncode != 0:
-        sys.stderr.write(output.decode(errors="replace"))
+        text = output.decode(errors="replace")
+        if refusable and proc.returncode == 4 and "not supported" in text:
+            why = next((line for line in text.splitlines() if "not supported" in line), text)
+            return Run(seconds, peak, refused=why.strip())
+        sys.stderr.write(text)
         raise SystemExit(f"failed (exit {proc.returncode}): {' '.join(argv)}")
     inner = re.search(rb"^INNER ([0-9.e-]+)$", output, re.MULTILINE)
-    peak = usage.ru_maxrss * 1024 / 1e6  # Linux: KiB
     parts = re.search(rb"^PARTS (.*)$", output, re.MULTILINE)
     split = parts.group(1).decode() if parts else ""
     return Run(
@@ -239,47 +338,57 @@ def write_project(folder: Path, examples: int, recorded: int) -> None:
         "conftest.py": CONFTEST,
         "test_big.py": TEST,
         "pytest.ini": INI.format(examples=examples, recorded=recorded),
-        "plain_dump.py": PLAIN_DUMP,
-        "plain_gate.py": PLAIN_GATE,
-        "plain_load.py": PLAIN_LOAD,
         "golden_load.py": GOLDEN_LOAD,
         "import_torch.py": IMPORT_TORCH,
     }
+    for way in WAYS.values():
+        fill = {"imports": way.imports, "dump": way.dump, "load": way.load}
+        files[f"plain_dump_{way.name}.py"] = PLAIN_DUMP.format(**fill)
+        files[f"plain_gate_{way.name}.py"] = PLAIN_GATE.format(**fill)
+        files[f"plain_load_{way.name}.py"] = PLAIN_LOAD.format(**fill)
     for name, text in files.items():
         (folder / name).write_text(textwrap.dedent(text).lstrip())
 
 
 WORK = [
     # (label, by hand, pytest-modelpack)
-    ("build + pickle.dump  vs  --modelpack-regen", "plain_dump", "regen"),
-    ("build + pickle.load + {n} compares  vs  --modelpack-golden", "plain_gate", "gate"),
-    (
-        "pickle.load  vs  load a golden (verify, scan, sha256, load)",
-        "plain_load",
-        "golden_load",
-    ),
-    ("import torch  vs  modelpack scan bundle.pkl", "import_torch", "scan"),
+    ("build + {dump}  vs  --modelpack-regen", "plain_dump", "regen"),
+    ("build + {load} + {n} compares  vs  --modelpack-golden", "plain_gate", "gate"),
+    ("{load}  vs  load a golden (verify, scan, sha256, load)", "plain_load", "golden_load"),
+    ("import torch  vs  modelpack scan {bundle}", "import_torch", "scan"),
 ]
 
 
-def bench_size(nbytes: int, project: Path, args: argparse.Namespace) -> dict[str, Run]:
+def label_of(label: str, way: Way, n: int) -> str:
+    return label.format(dump=way.dump_label, load=way.load_label, n=n, bundle=way.bundle)
+
+
+def bench_size(nbytes: int, project: Path, args: argparse.Namespace, way: Way) -> Result:
     rows = max(1, nbytes // (WIDTH * 4))
     env = dict(os.environ)
     here = str(Path(__file__).resolve().parents[1])
     paths = [str(project), env.get("PYTHONPATH", ""), here]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env["MODELPACK_BENCH_ROWS"] = str(rows)
+    env.pop("MODELPACK_BENCH_PAD", None)
+    if args.misaligned and way.name != "torch":
+        # b"" before the embedding: its bytes at an odd offset of the pickle. (torch.save aligns
+        # every storage record at 64 bytes in its zip; protocol 2 pickles bytes through
+        # _codecs.encode, which a plain allowlist refuses.)
+        env["MODELPACK_BENCH_PAD"] = "0"
     env.setdefault("PYTHONHASHSEED", "0")
     # Bytecode caches as a developer machine has them (pytest's rewritten modules included), kept
     # out of the checkout; the warm-up run fills them.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(project / ".pycache")
     py = sys.executable
-    plain_file = project / "plain.pkl"
+    plain_file = project / f"plain-{way.name}.bin"
     golden = project / "goldens" / "big"
     compares = str(args.examples + args.recorded)
     pytest = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_big.py"]
+    ours = [*pytest, "-o", f"modelpack_serializer={way.name}"]
     runs: dict[str, Run] = {}
+    layout = ""
     try:
         if not (project / ".pycache").exists():  # warm-up: bytecode and Hypothesis' caches
             warm = {**env, "MODELPACK_BENCH_ROWS": "16"}
@@ -287,30 +396,61 @@ def bench_size(nbytes: int, project: Path, args: argparse.Namespace) -> dict[str
             measure([*pytest, "--modelpack-golden"], project, warm)
             measure([py, "-m", "pytest_modelpack", "scan", "--help"], project, warm)
             shutil.rmtree(golden)
-        runs["plain_dump"] = measure([py, "plain_dump.py", str(plain_file)], project, env)
-        plain_file.unlink()
-        runs["regen"] = measure([*pytest, "--modelpack-regen"], project, env)
-        bundle = golden / "bundle.pkl"
-        runs["plain_gate"] = measure([py, "plain_gate.py", str(bundle), compares], project, env)
+        hand = f"plain_dump_{way.name}.py"
+        runs["plain_dump"] = measure([py, hand, str(plain_file)], project, env)
+        runs["regen"] = measure([*ours, "--modelpack-regen"], project, env, refusable=True)
+        gate = [py, f"plain_gate_{way.name}.py", str(plain_file), compares]
+        runs["plain_gate"] = measure(gate, project, env)
+        runs["plain_load"] = measure(
+            [py, f"plain_load_{way.name}.py", str(plain_file)], project, env
+        )
+        runs["import_torch"] = measure([py, "import_torch.py"], project, env)
+        refused = runs["regen"].refused
+        if refused is not None:  # nothing written: the rest of the plugin's side is refused too
+            for key in ("gate", "golden_load", "scan"):
+                runs[key] = Run(0.0, 0.0, refused=refused)
+            return Result(runs)
+        layout = storage_layout(golden, way)
+        if args.misaligned and "misaligned" not in layout and way.bundle.endswith(".pkl"):
+            raise SystemExit(f"--misaligned: the embedding is not misaligned ({layout})")
         report = project / "gate-report.json"
         runs["gate"] = measure(
-            [*pytest, "--modelpack-golden", f"--modelpack-report={report}"], project, env
+            [*ours, "--modelpack-golden", f"--modelpack-report={report}"],
+            project,
+            env,
+            refusable=True,
         )
-        runs["gate"].parts = gate_stages(report)
-        report.unlink()
-        runs["plain_load"] = measure([py, "plain_load.py", str(bundle)], project, env)
+        if report.exists():
+            runs["gate"].parts = gate_stages(report)
+            report.unlink()
         runs["golden_load"] = measure([py, "golden_load.py", str(golden)], project, env)
-        runs["import_torch"] = measure([py, "import_torch.py"], project, env)
         # `modelpack scan FILE`, the model's class named with --allow (no import). --root instead
         # imports the project modules the golden names (the user's statement of trust): torch,
         # here, since bigmodel.py imports it.
         allow = ["--allow", "bigmodel.BigModel"]
-        scan = [py, "-m", "pytest_modelpack", "scan", *allow, str(bundle)]
+        scan = [py, "-m", "pytest_modelpack", "scan", *allow, str(golden / way.bundle)]
         runs["scan"] = measure(scan, project, env)
     finally:
         plain_file.unlink(missing_ok=True)
         shutil.rmtree(project / "goldens", ignore_errors=True)
-    return runs
+    return Result(runs, layout)
+
+
+def storage_layout(golden: Path, way: Way) -> str:
+    """Where the golden's biggest storage lies in its bundle (the manifest's storage spans), and
+    whether that offset is aligned for float32 (and at 16 bytes, as matmul kernels prefer)."""
+    import json
+
+    manifest = json.loads((golden / "manifest.json").read_text())
+    spans = manifest.get("bundle", {}).get("storages")
+    if not spans:
+        return ""
+    offset, length = max(spans, key=lambda span: span[1])
+    if offset % 4:
+        state = f"misaligned for float32 ({offset} % 4 = {offset % 4}): copied at load"
+    else:
+        state = f"aligned ({offset} % 16 = {offset % 16}): mapped, no copy"
+    return f"embedding storage at byte {offset} of {way.bundle} ({length} bytes), {state}"
 
 
 def gate_stages(report: Path) -> str:
@@ -332,40 +472,66 @@ def slope(points: list[tuple[float, float]]) -> float | None:
     return num / sum((x - mx) ** 2 for x, _ in points)
 
 
-def print_table(results: dict[int, dict[str, Run]], args: argparse.Namespace) -> None:
+def cell(run: Run) -> str:
+    return "not supported" if run.refused else f"{run.seconds:.2f} s, {run.peak_mb:.0f} MB"
+
+
+def print_table(results: dict[int, Result], args: argparse.Namespace, way: Way) -> None:
     n = args.examples + args.recorded
+    layout = " (--misaligned)" if args.misaligned else ""
     print(
-        f"\npytest-modelpack vs plain pickle: Embedding(rows, {WIDTH}) + Linear, whole processes "
-        f"(wall time, peak RSS); {args.examples} Hypothesis examples, {args.recorded} recorded\n"
+        f"\n## serializer {way.name}: by hand {way.dump_label} / {way.load_label}, the golden "
+        f"{way.bundle}{layout}\n"
+    )
+    print(
+        f"pytest-modelpack vs plain {way.name}: Embedding(rows, {WIDTH}) + Linear, whole "
+        f"processes (wall time, peak RSS); {args.examples} Hypothesis examples, {args.recorded} "
+        "recorded\n"
     )
     print("| size | work | by hand | pytest-modelpack | ratio |")
     print("|---|---|---|---|---|")
-    for nbytes, runs in results.items():
+    refusals: set[str] = set()
+    for nbytes, result in results.items():
+        runs = result.runs
         for label, plain, ours in WORK:
             a, b = runs[plain], runs[ours]
+            if b.refused:
+                refusals.add(b.refused)
+                ratio = ""
+            else:
+                ratio = f"{b.seconds / a.seconds:.2f}x time, {b.peak_mb / a.peak_mb:.2f}x peak"
             print(
-                f"| {show_size(nbytes)} | {label.format(n=n)} "
-                f"| {a.seconds:.2f} s, {a.peak_mb:.0f} MB "
-                f"| {b.seconds:.2f} s, {b.peak_mb:.0f} MB "
-                f"| {b.seconds / a.seconds:.2f}x time, {b.peak_mb / a.peak_mb:.2f}x peak |"
+                f"| {show_size(nbytes)} | {label_of(label, way, n)} | {cell(a)} | {cell(b)} "
+                f"| {ratio} |"
             )
-    print(
-        "\nthe load step alone, in process after `import torch`: pickle.load vs the gate's load "
-        "(its hash started first, the bytes read verified, scan, wait for the whole file's "
-        "sha256, build); in the gate the hash runs while the fixtures build the model\n"
-    )
-    for nbytes, runs in results.items():
+    for why in sorted(refusals):
+        print(f"\nnot supported: the plugin refused it: {why}")
+    if any(result.layout for result in results.values()):
+        print("\nwhere the embedding's bytes lie in the golden (its manifest's storage spans)\n")
+        for nbytes, result in results.items():
+            if result.layout:
+                print(f"- {show_size(nbytes)}: {result.layout}")
+    if any(not r.runs["golden_load"].refused for r in results.values()):
+        print(
+            f"\nthe load step alone, in process after `import torch`: {way.load_label} vs the "
+            "gate's load (its hash started first, the bytes read verified, scan, wait for the "
+            "whole file's sha256, build); in the gate the hash runs while the fixtures build the "
+            "model\n"
+        )
+    for nbytes, result in results.items():
+        runs = result.runs
         a, b = runs["plain_load"].inner, runs["golden_load"].inner
         if a and b is not None:
             split = f": {runs['golden_load'].parts}" if runs["golden_load"].parts else ""
             print(
-                f"- {show_size(nbytes)}: pickle.load {a:.3f} s, golden {b:.3f} s ({b / a:.2f}x)"
-                f"{split}"
+                f"- {show_size(nbytes)}: {way.load_label} {a:.3f} s, golden {b:.3f} s "
+                f"({b / a:.2f}x){split}"
             )
-    print("\ninside the gate: the check's stages (its JSON report)\n")
-    for nbytes, runs in results.items():
-        if runs["gate"].parts:
-            print(f"- {show_size(nbytes)}: {runs['gate'].parts}")
+    if any(r.runs["gate"].parts for r in results.values()):
+        print("\ninside the gate: the check's stages (its JSON report)\n")
+    for nbytes, result in results.items():
+        if result.runs["gate"].parts:
+            print(f"- {show_size(nbytes)}: {result.runs['gate'].parts}")
     if len(results) < 2:
         return
     print("\nslope per GiB of model (least squares over the sizes above)\n")
@@ -374,12 +540,15 @@ def print_table(results: dict[int, dict[str, Run]], args: argparse.Namespace) ->
     for label, plain, ours in WORK:
         cells = []
         for key in (plain, ours):
-            gib = [(nbytes / (1 << 30), runs[key]) for nbytes, runs in results.items()]
+            gib = [(nbytes / (1 << 30), r.runs[key]) for nbytes, r in results.items()]
+            if any(run.refused for _, run in gib):
+                cells.append("not supported")
+                continue
             t = slope([(x, r.seconds) for x, r in gib])
             m = slope([(x, r.peak_mb) for x, r in gib])
             known = t is not None and m is not None
             cells.append(f"{t:.2f} s/GiB, {m:.0f} MB/GiB" if known else "")
-        print(f"| {label.format(n=n)} | {cells[0]} | {cells[1]} |")
+        print(f"| {label_of(label, way, n)} | {cells[0]} | {cells[1]} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,6 +559,18 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: [parse_size(s) for s in text.split(",") if s.strip()],
         help="model sizes, comma separated (default: 64M,256M,1G)",
     )
+    parser.add_argument(
+        "--serializer",
+        default=["pickle"],
+        type=parse_serializers,
+        help=f"{', '.join(WAYS)}, several comma separated, or all (default: pickle)",
+    )
+    parser.add_argument(
+        "--misaligned",
+        action="store_true",
+        help="a small attribute before the embedding: its bytes at an odd offset of a pickle "
+        "bundle (copied at load, not mapped)",
+    )
     parser.add_argument("--examples", type=int, default=20, help="Hypothesis examples per check")
     parser.add_argument("--recorded", type=int, default=8, help="examples recorded at regen")
     parser.add_argument("--keep", type=Path, help="build the project here and keep it")
@@ -398,11 +579,15 @@ def main(argv: list[str] | None = None) -> int:
         project = args.keep or Path(scratch)
         project.mkdir(parents=True, exist_ok=True)
         write_project(project, args.examples, args.recorded)
-        results: dict[int, dict[str, Run]] = {}
-        for nbytes in args.sizes:
-            print(f"measuring {show_size(nbytes)} ...", file=sys.stderr, flush=True)
-            results[nbytes] = bench_size(nbytes, project, args)
-    print_table(results, args)
+        tables: dict[str, dict[int, Result]] = {}
+        for name in args.serializer:
+            way = WAYS[name]
+            tables[name] = {}
+            for nbytes in args.sizes:
+                print(f"measuring {name}, {show_size(nbytes)} ...", file=sys.stderr, flush=True)
+                tables[name][nbytes] = bench_size(nbytes, project, args, way)
+    for name, results in tables.items():
+        print_table(results, args, WAYS[name])
     return 0
 
 
