@@ -39,7 +39,8 @@ def trust_from_refs(refs: list[GlobalRef]) -> Trust:
     shapes = {
         (r.module, r.qualname, r.shape or "")
         for r in refs
-        if r.problem is None and (r.role is Role.REDUCE or (r.role is Role.BUILD and r.shape is not None))
+        if r.problem is None
+        and (r.role is Role.REDUCE or (r.role is Role.BUILD and r.shape is not None))
     }
     return Trust(frozenset(uses), frozenset(shapes))
 
