@@ -64,32 +64,35 @@ def load_bundle(
             mapping = map_file(f)
             mapping.seek(0)
             with GoldenFile(fd=f.fileno()) as golden_file:  # the file mapped: read while open
-                return _load(
-                    mapping,
-                    allowlist,
-                    map_location,
-                    path,
-                    whole_file=True,
-                    mapping=mapping,
-                    making=making,
-                    golden_file=golden_file,
-                )
+                return _load_mapped(mapping, allowlist, map_location, path, making, golden_file)
     path, mapping = os.fspath(source.path), source.mapping
     mapping.seek(0)
     # A verified bundle knows its path and the file it mapped: opened again (once, and only for a
     # storage that is copied), it must be that file.
     identity = getattr(source, "identity", None)
     with GoldenFile(path=path, identity=identity) as golden_file:
-        return _load(
-            mapping,
-            allowlist,
-            map_location,
-            path,
-            whole_file=True,
-            mapping=mapping,
-            making=making,
-            golden_file=golden_file,
-        )
+        return _load_mapped(mapping, allowlist, map_location, path, making, golden_file)
+
+
+def _load_mapped(
+    mapping: mmap.mmap,
+    allowlist: Allowlist,
+    map_location: Any,
+    path: str,
+    making: bool,
+    golden_file: Any,
+) -> Any:
+    """:func:`_load` of a whole mapped file; ``golden_file`` reads misaligned storages."""
+    return _load(
+        mapping,
+        allowlist,
+        map_location,
+        path,
+        whole_file=True,
+        mapping=mapping,
+        making=making,
+        golden_file=golden_file,
+    )
 
 
 def map_file(f: IO[bytes]) -> mmap.mmap:
