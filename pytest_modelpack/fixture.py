@@ -141,6 +141,7 @@ class Modelpack:
             examples=examples,
             writes_golden=self.device == self.settings.devices[0],
             prefetched=self._state.take_prefetched(node.nodeid, path),
+            manifest_seen=self._state.manifests.pop(path, None),
             item=node.nodeid,
             claimant=claimant,
         )

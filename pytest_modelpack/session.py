@@ -26,6 +26,8 @@ class SessionState:
     early: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict)
     #: Gate: which golden folders each test wrote (from their manifests), read once.
     written_by: dict[str, list[Path]] | None = None
+    #: The manifests read whole for :attr:`written_by`, per folder: (file identity, bytes).
+    manifests: dict[Path, tuple[tuple[int, ...], bytes]] = dataclasses.field(default_factory=dict)
 
     def prefetch(self, nodeid: str, golden_dirs: Iterable[str]) -> None:
         """Start hashing the big bundle of the golden test ``nodeid`` wrote (gate, at its setup):
@@ -34,12 +36,13 @@ class SessionState:
         from .golden import GoldenStore
 
         if self.written_by is None:
-            self.written_by = _goldens_by_test(golden_dirs, self.root)
+            self.written_by = _goldens_by_test(golden_dirs, self.root, self.manifests)
         test = test_of(nodeid)
         folders = self.written_by.get(test, [])
         if len(folders) != 1 or (nodeid, str(folders[0])) in self.early:
             return
         store = GoldenStore(folders[0], folders[0].name, nodeid=test, project_root=self.root)
+        store.manifest_seen = self.manifests.pop(folders[0], None)  # read once, not again
         store.prefetch()
         self.early[(nodeid, str(folders[0]))] = store
 
@@ -64,20 +67,29 @@ class SessionState:
 _HEAD = 256 << 10
 
 
-def _head(path: Path, root: Path) -> bytes:
-    """The first bytes of a regular file inside the project; nothing from anything else (a FIFO
-    would block, a device may act on being opened, a link may lead out of the project)."""
+def _head(path: Path, root: Path) -> tuple[bytes, tuple[int, ...] | None]:
+    """The first bytes of a regular file inside the project, and the file's identity when they
+    are all of it; nothing from anything else (a FIFO would block, a device may act on being
+    opened, a link may lead out of the project)."""
     from .golden.fileio import open_regular
+    from .golden.integrity import file_identity
 
     real = Path(os.path.realpath(path))
     if not real.is_relative_to(Path(os.path.realpath(root))):
-        return b""
+        return b"", None
     with open_regular(real) as opened:
-        return opened[0].read(_HEAD) if opened is not None else b""
+        if opened is None:
+            return b"", None
+        head = opened[0].read(_HEAD)
+        whole = len(head) == opened[1].st_size < _HEAD
+        return head, file_identity(opened[1]) if whole else None
 
 
-def _goldens_by_test(golden_dirs: Iterable[str], root: Path) -> dict[str, list[Path]]:
-    """Test node id -> the golden folders its manifests say it wrote, in ``golden_dirs``."""
+def _goldens_by_test(
+    golden_dirs: Iterable[str], root: Path, manifests: dict[Path, Any]
+) -> dict[str, list[Path]]:
+    """Test node id -> the golden folders its manifests say it wrote, in ``golden_dirs``; each
+    manifest read whole is kept in ``manifests`` (folder -> (identity, bytes))."""
     from .golden.manifest import created_by_test
 
     found: dict[str, list[Path]] = {}
@@ -90,9 +102,12 @@ def _goldens_by_test(golden_dirs: Iterable[str], root: Path) -> dict[str, list[P
             if folder.name.startswith("."):
                 continue
             try:
-                test = created_by_test(_head(folder / "manifest.json", root))
+                head, identity = _head(folder / "manifest.json", root)
+                test = created_by_test(head)
             except OSError:
                 continue
             if test is not None:
                 found.setdefault(test, []).append(folder)
+                if identity is not None:
+                    manifests[folder] = (identity, head)
     return found

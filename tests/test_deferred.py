@@ -17,17 +17,18 @@ import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from pytest_modelpack import errors
 from pytest_modelpack.golden import GoldenStore, fileio
-from pytest_modelpack.golden.integrity import DEFER_MIN, deferred_spans
+from pytest_modelpack.golden.integrity import DEFER_MIN, deferred_spans, file_identity
 from pytest_modelpack.golden.manifest import InvalidManifest, parse_manifest
 from pytest_modelpack.safety import Allowlist, load_bundle, scan_stream
 
-from .conftest import QUIET, SeedProject
+from .conftest import EXAMPLE, QUIET, SeedProject
 
 # -- the spans: where the scan finds storages is where the loader maps them ----------------------
 
@@ -637,8 +638,31 @@ def test_manifest_heads_are_read_only_inside_the_project(tmp_path: Path) -> None
     (project / "goldens" / "mine" / "manifest.json").write_bytes(head)
     (outside / "manifest.json").write_bytes(head)
     (project / "goldens" / "linked" / "manifest.json").symlink_to(outside / "manifest.json")
-    found = _goldens_by_test([str(project / "goldens")], project)
+    manifests: dict[Path, Any] = {}
+    found = _goldens_by_test([str(project / "goldens")], project, manifests)
     assert found == {"t.py::t": [project / "goldens" / "mine"]}
+    assert list(manifests) == [project / "goldens" / "mine"]
+    assert manifests[project / "goldens" / "mine"][1] == head
+
+
+def test_the_manifest_read_to_route_the_prefetch_is_read_once_while_it_is_that_file(
+    tmp_path: Path,
+) -> None:
+    """The gate takes the manifest bytes the session read at setup (the file is opened once),
+    but only while the file is the one read: one swapped in by a regen since is read again."""
+    folder = tmp_path / "goldens" / "sentiment"
+    shutil.copytree(EXAMPLE / "goldens" / "sentiment", folder)
+    manifest = folder / "manifest.json"
+    store = GoldenStore(folder, "sentiment", nodeid="t.py::t", project_root=tmp_path)
+    store.manifest_seen = (file_identity(os.stat(manifest)), b"not the file's bytes")
+    with pytest.raises(errors.CorruptGolden, match="not valid JSON"):
+        store.read_manifest()  # the bytes seen were taken: they are what is judged
+    store.manifest_seen = (file_identity(os.stat(manifest)), b"not the file's bytes")
+    replaced = folder / "manifest.new"
+    replaced.write_bytes(manifest.read_bytes())
+    os.replace(replaced, manifest)  # another file (inode) now: read from disk
+    assert store.read_manifest().bundle.file == "bundle.pkl"
+    assert store.manifest_seen is None
 
 
 def test_a_node_id_without_its_parameters() -> None:

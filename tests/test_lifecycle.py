@@ -86,6 +86,47 @@ def test_gate_passes_on_a_clean_tree_and_writes_nothing(regenerated: SeedProject
     assert regenerated.snapshot() == before
 
 
+#: Counts every file opened under goldens/ (the ``open`` audit event: open(), io.open, os.open)
+#: and writes the counts when the session ends. In a subprocess: an audit hook stays for good.
+OPENS_CONFTEST = """
+import json, os, sys
+from pathlib import Path
+
+OPENS = {}
+GOLDENS = str(Path(__file__).with_name("goldens").resolve()) + os.sep
+
+
+def _audit(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.path.realpath(os.fsdecode(args[0]))
+        if path.startswith(GOLDENS):
+            OPENS[os.path.relpath(path, GOLDENS)] = OPENS.get(os.path.relpath(path, GOLDENS), 0) + 1
+
+
+sys.addaudithook(_audit)
+
+
+def pytest_sessionfinish(session):
+    Path(__file__).with_name("opens.json").write_text(json.dumps(OPENS))
+"""
+
+
+def test_the_gate_opens_each_golden_file_once(regenerated: SeedProject) -> None:
+    """Issue 19: the manifest read to route the prefetch is the one judged, the bundle mapped
+    for the hash is the one loaded (its misaligned storages copied through the same descriptor),
+    examples.json is verified and parsed from one read."""
+    conftest = regenerated.path / "conftest.py"
+    conftest.write_text(conftest.read_text() + OPENS_CONFTEST)
+    result = regenerated.pytester.runpytest_subprocess(*QUIET, "--modelpack-golden", timeout=300)
+    assert result.ret == 0, result.stdout.str()
+    opens = json.loads((regenerated.path / "opens.json").read_text())
+    assert opens == {
+        "sentiment/manifest.json": 1,
+        "sentiment/bundle.pkl": 1,
+        "sentiment/examples.json": 1,
+    }
+
+
 def test_hypothesis_caches_persist_and_a_second_gate_writes_nothing(
     seed_project: SeedProject,
 ) -> None:

@@ -102,13 +102,15 @@ def recorded_tolerance(request: CheckRequest, recorded_device: str | None) -> tu
 
 
 def store_for(request: CheckRequest) -> GoldenStore:
-    return GoldenStore(
+    store = GoldenStore(
         request.golden_folder,
         request.name,
         nodeid=request.nodeid,
         project_root=request.project_root,
         serializer=request.settings.serializer,
     )
+    store.manifest_seen = request.manifest_seen
+    return store
 
 
 @dataclasses.dataclass

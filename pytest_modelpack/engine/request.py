@@ -46,6 +46,8 @@ class CheckRequest:
     writes_golden: bool = True
     #: The golden's store, its bundle's hash already started by the test's setup (gate only).
     prefetched: GoldenStore | None = None
+    #: The golden's manifest as the session read it (file identity, bytes): read once, not again.
+    manifest_seen: tuple[tuple[int, ...], bytes] | None = None
     #: The test item's full node id (with its parameters), for the report row.
     item: str | None = None
     #: The test without its device parameter: what owns the golden.

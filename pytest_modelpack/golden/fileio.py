@@ -28,6 +28,7 @@ import struct
 import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,9 +186,9 @@ class MappedFile:
 
     path: Path
     mapping: mmap.mmap
-    #: ``(st_dev, st_ino)`` of the file mapped: a loader that opens ``path`` again (to copy a
-    #: storage out of it with ``os.preadv``) checks it is still that file.
-    identity: tuple[int, int] | None = None
+    #: A descriptor of the file mapped, open as long as this object lives: a loader copies a
+    #: storage out of it with ``os.preadv`` without opening the file again.
+    fd: int | None = None
 
 
 _MAP_CHUNK = 64 << 20
@@ -196,9 +197,11 @@ _HASH_CHUNK = 8 << 20
 
 def map_copy(f: IO[bytes], path: Path) -> MappedFile:
     """The whole (non-empty) open file ``f`` mapped copy-on-write."""
-    st = os.fstat(f.fileno())
     mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    return MappedFile(Path(path), mapping, (st.st_dev, st.st_ino))
+    fd = os.dup(f.fileno())
+    mapped = MappedFile(Path(path), mapping, fd)
+    weakref.finalize(mapped, os.close, fd)
+    return mapped
 
 
 def sha256_mapping(mapping: mmap.mmap) -> str:
@@ -244,8 +247,8 @@ def sha256_outside(mapping: mmap.mmap, spans: Iterable[tuple[int, int]]) -> str:
 
 class BackgroundHash:
     """sha256 of a whole file, computed on a background thread that reads it through a
-    descriptor of its own (``read``, not a mapping: a file truncated meanwhile reads short, where
-    a mapping would fault the whole process)."""
+    descriptor of its own (``os.preadv``, not a mapping: a file truncated meanwhile reads short,
+    where a mapping would fault the whole process)."""
 
     def __init__(self, f: IO[bytes]) -> None:
         self._file = os.fdopen(os.dup(f.fileno()), "rb", buffering=0)
@@ -262,13 +265,15 @@ class BackgroundHash:
         digest = hashlib.sha256()
         try:
             with self._file as f, memoryview(bytearray(_HASH_CHUNK)) as view:
-                f.seek(0)
+                fd, offset = f.fileno(), 0
                 while not self._cancelled.is_set():
-                    n = f.readinto(view)
+                    # positional reads: the descriptor's offset is shared with the verification's
+                    n = os.preadv(fd, [view], offset)
                     if not n:
                         self._digest = digest.hexdigest()
                         return
                     digest.update(view[:n])
+                    offset += n
         except BaseException:  # noqa: BLE001 - unreadable now (or no memory): the digest stays
             return  # None, which is a mismatch: CORRUPT GOLDEN says "file sha256 unreadable"
 

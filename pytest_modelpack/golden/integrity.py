@@ -11,7 +11,9 @@ runs and before any verdict (``GoldenStore.settle``/``settled``).
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+from typing import IO
 
 from . import fileio
 from .manifest import FileEntry
@@ -26,7 +28,7 @@ def deferred_spans(spans: list[tuple[int, int]] | None) -> tuple[tuple[int, int]
     return tuple(span for span in spans or () if span[1] >= DEFER_MIN)
 
 
-def _identity(stat_: os.stat_result) -> tuple[int, ...]:
+def file_identity(stat_: os.stat_result) -> tuple[int, ...]:
     """Which file, and which content of it (a rewrite changes the size, mtime or ctime)."""
     return (stat_.st_dev, stat_.st_ino, stat_.st_size, stat_.st_mtime_ns, stat_.st_ctime_ns)
 
@@ -45,31 +47,47 @@ class DeferredHash:
     verification (:meth:`take_early`, :meth:`defer`), waited for (:meth:`wait`)."""
 
     def __init__(self) -> None:
-        self._early: tuple[fileio.BackgroundHash, tuple[int, ...]] | None = None
+        #: the prefetched hash, the identity of the file it reads, and that file (kept open:
+        #: the verification reads it, so the bundle is opened once)
+        self._early: tuple[fileio.BackgroundHash, tuple[int, ...], IO[bytes]] | None = None
         self._pending: tuple[fileio.BackgroundHash, FileEntry] | None = None
 
     def prefetch(self, path: Path) -> None:
-        """Start hashing ``path`` if it is a regular file of at least :data:`DEFER_MIN` bytes;
-        silent on any error (the verification says what is wrong, in its order). Once: a hash
-        already started is kept."""
+        """Start hashing ``path`` if it is a regular file of at least :data:`DEFER_MIN` bytes
+        (a smaller one is not even opened); silent on any error (the verification says what is
+        wrong, in its order). Once: a hash already started is kept."""
         if self._early is not None:
             return
         try:
+            found = os.stat(path)
+            if not stat.S_ISREG(found.st_mode) or found.st_size < DEFER_MIN:
+                return
             with fileio.open_regular(path) as opened:
-                if opened is not None and opened[1].st_size >= DEFER_MIN:
-                    self._early = (fileio.BackgroundHash(opened[0]), _identity(opened[1]))
+                if opened is None or opened[1].st_size < DEFER_MIN:
+                    return
+                kept = os.fdopen(os.dup(opened[0].fileno()), "rb")
+                try:
+                    self._early = (fileio.BackgroundHash(kept), file_identity(opened[1]), kept)
+                except BaseException:
+                    kept.close()
+                    raise
         except (OSError, ValueError, RuntimeError):  # RuntimeError: no thread to be had
             return
 
-    def take_early(self, stat_: os.stat_result) -> fileio.BackgroundHash | None:
-        """The prefetched hash, if it reads the very file ``stat_`` describes."""
+    def take_early(self, path: Path) -> tuple[fileio.BackgroundHash, IO[bytes]] | None:
+        """The prefetched hash and the open file it reads, if ``path`` is still that file."""
         early, self._early = self._early, None
         if early is None:
             return None
-        if early[1] != _identity(stat_):
-            early[0].cancel()  # another file now (a regen swapped it in): hash this one
+        try:
+            same = file_identity(os.stat(path)) == early[1]
+        except OSError:
+            same = False
+        if not same:  # another file now (a regen swapped it in): hash this one
+            early[0].cancel()
+            early[2].close()
             return None
-        return early[0]
+        return early[0], early[2]
 
     def defer(self, background: fileio.BackgroundHash, entry: FileEntry) -> None:
         """``background`` hashes the bundle ``entry`` describes: :meth:`wait` checks it."""
@@ -88,4 +106,6 @@ class DeferredHash:
         for started in (self._early, self._pending):
             if started is not None:
                 started[0].cancel()
+        if self._early is not None:
+            self._early[2].close()
         self._early = None

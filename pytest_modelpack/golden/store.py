@@ -33,7 +33,7 @@ from ..errors import CorruptGolden, GoldenIOError, MissingGolden, ModelpackError
 from ..serializers import SERIALIZERS, Serializer
 from . import fileio
 from .examples import load_examples, parse_examples
-from .integrity import DeferredHash, deferred_spans, is_interrupt
+from .integrity import DeferredHash, deferred_spans, file_identity, is_interrupt
 from .manifest import (
     FORMAT_VERSION,
     CreatedBy,
@@ -143,6 +143,9 @@ class GoldenStore:
         self._examples: bytes | None = None  # read and verified by verify(): parsed from these
         # the bundle's whole-file sha256 hashed in the background (prefetch, verify(defer=True))
         self._hashes = DeferredHash()
+        #: The manifest as the session read it to route the prefetch, with its file's identity:
+        #: :meth:`read_manifest` takes those bytes while the file is still that one.
+        self.manifest_seen: tuple[tuple[int, ...], bytes] | None = None
 
     @property
     def bundle_path(self) -> Path:
@@ -320,14 +323,17 @@ class GoldenStore:
             )
         self._check_file(path)
         with self.io("read", path):
-            size = path.stat().st_size
+            found = path.stat()
+            size = found.st_size
             if size > MANIFEST_LIMIT:  # read nothing: a committed file must not exhaust memory
                 raise self._corrupt(
                     "manifest.json is too large",
                     path,
                     f"{size} bytes; regen never writes a manifest over {MANIFEST_LIMIT} bytes",
                 )
-            raw = path.read_bytes()
+            seen, self.manifest_seen = self.manifest_seen, None
+            same = seen is not None and seen[0] == file_identity(found)
+            raw = seen[1] if seen is not None and same else path.read_bytes()
         if raw.startswith(fileio.LFS_MAGIC):
             raise self._lfs_error(path)
         try:
@@ -425,19 +431,17 @@ class GoldenStore:
         """
         path = self.bundle_path
         self._open_checked(path)
-        with self.io("read", path):
-            with open(path, "rb") as f:
+        prefetched = self._hashes.take_early(path)  # its file: the bundle is opened once
+        early = prefetched[0] if prefetched else None
+        try:
+            with self.io("read", path), prefetched[1] if prefetched else open(path, "rb") as f:
                 if f.read(len(fileio.LFS_MAGIC)).startswith(fileio.LFS_MAGIC):
                     raise self._lfs_error(path)
-                stat_ = os.fstat(f.fileno())
-                self._check_size(path, entry, stat_.st_size)
-                early = self._hashes.take_early(stat_)
+                self._check_size(path, entry, os.fstat(f.fileno()).st_size)
                 mapped = fileio.map_copy(f, path)
                 if entry.storages is not None:
                     outside = fileio.sha256_outside(mapped.mapping, entry.storages)
                     if outside != entry.pickle_sha256:
-                        if early is not None:
-                            early.cancel()
                         raise self._corrupt(
                             f"{path.name} does not match its sha256",
                             path,
@@ -452,7 +456,11 @@ class GoldenStore:
                         if background is not None:
                             self._hashes.defer(background, entry)
                             return mapped
-            digest = early.result() if early else fileio.sha256_mapping(mapped.mapping)
+                digest = early.result() if early else fileio.sha256_mapping(mapped.mapping)
+        except BaseException:
+            if early is not None:
+                early.cancel()
+            raise
         if digest != entry.sha256:
             raise self._hash_mismatch(path, entry, digest)
         return mapped

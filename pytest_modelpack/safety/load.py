@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from pytest_modelpack.safety.machine import Refused, Session
 from pytest_modelpack.safety.refs import ScanError
 from pytest_modelpack.safety.sources import Window
-from pytest_modelpack.safety.streams import GoldenFile, interpret_file
+from pytest_modelpack.safety.streams import interpret_file
 from pytest_modelpack.safety.verdict import corrupt_error, refusal_error, refusal_lines
 
 if TYPE_CHECKING:
@@ -34,8 +34,8 @@ class MappedBundle(Protocol):
     @property
     def mapping(self) -> mmap.mmap: ...
 
-    # Optional: ``(st_dev, st_ino)`` of the file mapped. With it a storage copied out of the
-    # golden (misaligned) is read from the file at ``path`` when that is still the same file.
+    # Optional: ``fd``, a descriptor of the file mapped. With it a storage copied out of the
+    # golden (misaligned) is read from the file with ``os.preadv``, not through the mapping.
 
 
 def load_bundle(
@@ -63,15 +63,11 @@ def load_bundle(
                 return _load(f, allowlist, map_location, path, whole_file=True, making=making)
             mapping = map_file(f)
             mapping.seek(0)
-            with GoldenFile(fd=f.fileno()) as golden_file:  # the file mapped: read while open
-                return _load_mapped(mapping, allowlist, map_location, path, making, golden_file)
-    path, mapping = os.fspath(source.path), source.mapping
+            return _load_mapped(mapping, allowlist, map_location, path, making, f.fileno())
+    mapping = source.mapping
     mapping.seek(0)
-    # A verified bundle knows its path and the file it mapped: opened again (once, and only for a
-    # storage that is copied), it must be that file.
-    identity = getattr(source, "identity", None)
-    with GoldenFile(path=path, identity=identity) as golden_file:
-        return _load_mapped(mapping, allowlist, map_location, path, making, golden_file)
+    fd = getattr(source, "fd", None)
+    return _load_mapped(mapping, allowlist, map_location, os.fspath(source.path), making, fd)
 
 
 def _load_mapped(
@@ -80,9 +76,9 @@ def _load_mapped(
     map_location: Any,
     path: str,
     making: bool,
-    golden_file: Any,
+    golden_fd: int | None,
 ) -> Any:
-    """:func:`_load` of a whole mapped file; ``golden_file`` reads misaligned storages."""
+    """:func:`_load` of a whole mapped file; ``golden_fd`` reads misaligned storages."""
     return _load(
         mapping,
         allowlist,
@@ -91,7 +87,7 @@ def _load_mapped(
         whole_file=True,
         mapping=mapping,
         making=making,
-        golden_file=golden_file,
+        golden_fd=golden_fd,
     )
 
 
@@ -128,7 +124,7 @@ def _load(
     whole_file: bool = False,
     mapping: mmap.mmap | None = None,
     making: bool = False,
-    golden_file: GoldenFile | None = None,
+    golden_fd: int | None = None,
 ) -> Any:
     import warnings
 
@@ -144,7 +140,7 @@ def _load(
             # torch rebuilds legacy typed storages and warns; the user cannot act on that.
             warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
             return interpret_file(
-                session, Window(f, start, end), "top level", whole_file, golden_file
+                session, Window(f, start, end), "top level", whole_file, golden_fd
             )
     except Refused as exc:
         lines = refusal_lines([(exc.ref, exc.reason)])

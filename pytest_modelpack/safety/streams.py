@@ -88,72 +88,13 @@ class _Record:
         self.storage: Any = None
 
 
-class GoldenFile:
-    """Load mode: the golden's file itself, read with ``os.preadv`` for a storage that is copied
-    out of its mapping (bytes misaligned for the dtype): reading through the mapping would fault
-    the file's pages into this process, and they would count in its resident memory beside the
-    copy.
-
-    ``fd``: a descriptor of the mapped file, borrowed (never closed here). Else ``path`` is
-    opened read-only on first use and kept until :meth:`close`, if it is still the file mapped
-    (``identity``: its ``(st_dev, st_ino)`` when it was mapped); when it cannot be opened, or
-    is another file now (replaced meanwhile), the copy reads the mapping, which is still the
-    file verified.
-    """
-
-    def __init__(
-        self,
-        fd: int | None = None,
-        path: str | os.PathLike[str] | None = None,
-        identity: tuple[int, int] | None = None,
-    ) -> None:
-        self._fd, self._path, self._identity = fd, path, identity
-        self._owned = False
-        self._tried = fd is not None
-
-    def fileno(self) -> int | None:
-        """The descriptor to read storages with; None: read them through the mapping."""
-        if not hasattr(os, "preadv"):  # not on Windows
-            return None
-        if self._tried:
-            return self._fd
-        self._tried = True
-        if self._path is None or self._identity is None:
-            return None
-        try:
-            fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            os.close(fd)
-            return None
-        if (st.st_dev, st.st_ino) != self._identity:
-            os.close(fd)
-            return None
-        self._fd, self._owned = fd, True
-        return fd
-
-    def close(self) -> None:
-        fd, self._fd, self._tried = self._fd, None, True
-        if fd is not None and self._owned:
-            os.close(fd)
-
-    def __enter__(self) -> GoldenFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 class Reader:
     """Follows nested payloads and persistent ids for one :class:`Session` (its ``nested``)."""
 
-    def __init__(self, session: Session, golden_file: GoldenFile | None = None) -> None:
+    def __init__(self, session: Session, golden_fd: int | None = None) -> None:
         self.s = session
-        #: Load mode: the mapped golden's file, to copy misaligned storages from.
-        self.golden_file = golden_file
+        #: Load mode: a descriptor of the mapped golden's file, to copy misaligned storages from.
+        self.golden_fd = golden_fd
         self.records: dict[str, _Record] = {}
         self.declared: list[tuple[str, int, Machine, int]] = []
         self.numels: dict[str, int] = {}  # scan mode: each storage key's first declared numel
@@ -365,7 +306,7 @@ class Reader:
                 if not src.skip(nbytes):
                     raise ScanError(f"truncated storage data ({where})")
                 record.storage = _mapped_storage(
-                    self.s.mapping, at, nbytes, record, self.s, self.golden_file
+                    self.s.mapping, at, nbytes, record, self.s, self.golden_fd
                 )
                 continue
             data = src.read(nbytes)
@@ -397,7 +338,7 @@ def _mapped_storage(
     nbytes: int,
     record: _Record,
     session: Session,
-    golden_file: GoldenFile | None = None,
+    golden_fd: int | None = None,
 ) -> Any:
     """The storage over bytes ``[at, at + nbytes)`` of the golden, mapped copy-on-write: a view
     on CPU (writes stay private, the file never changes), one copy on another device.
@@ -405,10 +346,9 @@ def _mapped_storage(
     pickle places a storage's bytes at any offset; torch's kernels assume a pointer aligned for
     the dtype (complex128 ops fault on a misaligned one; matmul-family results round by the
     pointer's alignment), so a storage misaligned for its dtype is copied once into an aligned
-    buffer (torch's allocator: 64 bytes), read from ``golden_file`` with ``os.preadv``: the
+    buffer (torch's allocator: 64 bytes), read from ``golden_fd`` with ``os.preadv``: the
     mapping's pages are never touched, so they do not join this process' resident memory beside
-    the copy. Without a file to read (none given, not openable, replaced since it was mapped)
-    the copy reads the mapping."""
+    the copy. Without a descriptor (none given, or no ``os.preadv``) the copy reads the mapping."""
     import torch
 
     device = _device(record.location, session.map_location)
@@ -417,8 +357,8 @@ def _mapped_storage(
     else:
         copy = None
         if device.type == "cpu" and at % record.dtype.itemsize:
-            fd = golden_file.fileno() if golden_file is not None else None
-            copy = _read_aligned(fd, at, nbytes) if fd is not None else None
+            if golden_fd is not None and hasattr(os, "preadv"):  # not on Windows
+                copy = _read_aligned(golden_fd, at, nbytes)
         if copy is not None:
             view = copy
         else:
@@ -680,7 +620,7 @@ def _zip_storage(reader: Reader, record: _Record) -> Any:
         src.seek(start)
         root, at = src.origin()
         if session.mapping is not None and root is session.mapping:
-            return _mapped_storage(session.mapping, at, nbytes, record, session, reader.golden_file)
+            return _mapped_storage(session.mapping, at, nbytes, record, session, reader.golden_fd)
         session.take(nbytes, "a storage")
         data = src.read(nbytes)
     finally:
@@ -776,15 +716,15 @@ def interpret_file(
     src: Window,
     where: str,
     whole_file: bool,
-    golden_file: GoldenFile | None = None,
+    golden_fd: int | None = None,
 ) -> Any:
     """Read the file in ``src`` as pickle or torch would: scan or load (``session``).
 
     ``whole_file``: ``src`` is a file of its own (torch.load only tries the tar format there).
-    ``golden_file``: load mode, the file ``session.mapping`` maps (its misaligned storages are
-    copied from it); the caller closes it.
+    ``golden_fd``: load mode, a descriptor of the file ``session.mapping`` maps (its misaligned
+    storages are copied from it), borrowed: the caller closes it.
     """
-    reader = session.nested = Reader(session, golden_file)
+    reader = session.nested = Reader(session, golden_fd)
     session.root = src.origin()[0]
     head = src.read(4)
     src.seek(0)
