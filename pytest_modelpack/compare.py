@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_modelpack.golden.examples import RaisedError, raised_from
+from pytest_modelpack.elementwise import Mismatch, array_mismatch, plain_cpu, tensor_mismatch
+from pytest_modelpack.golden.examples import RaisedError, _type_name, raised_from
 from pytest_modelpack.tolerance import Tolerance, default_tolerance
 
 #: Roughly how long a value's repr may be in a message before it is cut.
@@ -58,16 +59,10 @@ class Difference:
         ``output['prediction'][0]: expected 0.0123, got 0.0456 (abs err 3.3e-02, rel err 2.7e+00;
         tolerance rtol=1.3e-06, atol=1e-05)``
         """
-        stats = []
         # For tensors the errors are maxima over the mismatching elements; say so.
         most = "max " if self.mismatched is not None else ""
-        errs = []
-        if self.abs_err is not None:
-            errs.append(f"{most}abs err {self.abs_err:.1e}")
-        if self.rel_err is not None:
-            errs.append(f"{most}rel err {self.rel_err:.1e}")
-        if errs:
-            stats.append(", ".join(errs))
+        errs = [(n, v) for n, v in (("abs", self.abs_err), ("rel", self.rel_err)) if v is not None]
+        stats = [", ".join(f"{most}{n} err {v:.1e}" for n, v in errs)] if errs else []
         if self.tolerance is not None:
             stats.append(f"tolerance {self.tolerance}")
         line = f"{self.path}: {self.message}"
@@ -140,16 +135,10 @@ def compared(
     path: str = "output",
 ) -> Comparison:
     """:func:`compare` and the pair's :class:`ErrorMetrics`, in one walk."""
-    comparer = _Comparer(exact=exact, rtol=rtol, atol=atol)
-    comparer.compare(expected, actual, path)
-    m = comparer
-    tol = m.worst_tol
-    return Comparison(
-        m.diffs,
-        ErrorMetrics(
-            m.max_abs, m.max_rel, m.used, tol.rtol if tol else None, tol.atol if tol else None
-        ),
-    )
+    m = _Comparer(exact=exact, rtol=rtol, atol=atol)
+    m.compare(expected, actual, path)
+    tol = m.worst_tol or Tolerance()  # no leaf: rtol, atol None
+    return Comparison(m.diffs, ErrorMetrics(m.max_abs, m.max_rel, m.used, tol.rtol, tol.atol))
 
 
 # ----------------------------------------------------------------------------------- internals
@@ -190,11 +179,11 @@ def _kind(v: Any) -> str:
         return "a torch tensor"
     if np is not None and isinstance(v, np.ndarray):
         return "a numpy array"
-    cls = type(v)
-    name = (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
-    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+    return _type_name(type(v))
+
+
+def _got(e: Any, a: Any) -> str:
+    return f"expected {_short(e)}, got {_short(a)}"
 
 
 def _rel(abs_err: float, expected_mag: float) -> float:
@@ -259,11 +248,16 @@ class _Comparer:
         self.diffs.append(Difference(path, _short(expected), _short(actual), message, **kw))
 
     def type_mismatch(self, path: str, e: Any, a: Any) -> None:
-        self.add(
-            path,
-            e,
-            a,
-            f"expected {_kind(e)} {_short(e)}, got {_kind(a)} {_short(a)}",
+        self.add(path, e, a, f"expected {_kind(e)} {_short(e)}, got {_kind(a)} {_short(a)}")
+
+    def elements(self, path: str, ev: str, av: str, m: Mismatch, tol: Tolerance | None) -> None:
+        """The differing elements of a tensor or array pair, ``ev``/``av`` the first ones."""
+        values = f"expected {ev}, got {av}"
+        if m.index:  # a 0-d tensor or a numpy scalar has one element and no index to give
+            where = ", ".join(map(str, m.index))
+            values = f"{m.count} of {m.total} elements differ; first at [{where}]: {values}"
+        self.diffs.append(
+            Difference(path, ev, av, values, m.abs_err, m.rel_err, tol, m.count, m.total, m.index)
         )
 
     def compare(self, e: Any, a: Any, path: str) -> None:
@@ -300,7 +294,7 @@ class _Comparer:
 
         if e is None or a is None:
             if e is not a:
-                self.add(path, e, a, f"expected {_short(e)}, got {_short(a)}")
+                self.add(path, e, a, _got(e, a))
             return
         # bool before int: bool subclasses int, but True vs 1 is a type change worth naming.
         if isinstance(e, bool) or isinstance(a, bool):
@@ -365,21 +359,11 @@ class _Comparer:
         e_kind = "list" if isinstance(e, list) else "tuple"
         a_kind = "list" if isinstance(a, list) else "tuple"
         if e_kind != a_kind:
-            self.add(
-                path,
-                e,
-                a,
-                f"expected a {e_kind}, got a {a_kind}: expected {_short(e)}, got {_short(a)}",
-            )
+            self.add(path, e, a, f"expected a {e_kind}, got a {a_kind}: {_got(e, a)}")
             return
         if len(e) != len(a):
-            self.add(
-                path,
-                e,
-                a,
-                f"expected a {e_kind} of length {len(e)}, got length {len(a)}: "
-                f"expected {_short(e)}, got {_short(a)}",
-            )
+            got = f"got length {len(a)}: {_got(e, a)}"
+            self.add(path, e, a, f"expected a {e_kind} of length {len(e)}, {got}")
         # Compare the common prefix too: it shows whether items changed or were only added.
         for i, (ev, av) in enumerate(zip(e, a, strict=False)):
             self.compare(ev, av, f"{path}[{i}]")
@@ -411,7 +395,7 @@ class _Comparer:
             self.add(path, e, a, f"cannot compare: == raised {type(exc).__name__}: {exc}")
             return
         if not same:
-            self.add(path, e, a, f"expected {_short(e)}, got {_short(a)}")
+            self.add(path, e, a, _got(e, a))
 
     def compare_attrs(self, e: Any, a: Any, path: str, names: list[str]) -> None:
         missing = object()
@@ -439,7 +423,7 @@ class _Comparer:
         self.note_scalars(e, a, tol)
         if e_type is int:
             if e != a:  # no abs_err: float() of a huge int overflows, and ints are exact anyway
-                self.add(path, e, a, f"expected {_short(e)}, got {_short(a)}")
+                self.add(path, e, a, _got(e, a))
             return
         isnan = cmath.isnan if e_type is complex else math.isnan
         isfinite = cmath.isfinite if e_type is complex else math.isfinite
@@ -452,15 +436,8 @@ class _Comparer:
         # otherwise let anything match.
         if isfinite(e) and isfinite(a) and abs_err <= tol.atol + tol.rtol * abs(e):
             return
-        self.add(
-            path,
-            e,
-            a,
-            f"expected {_short(e)}, got {_short(a)}",
-            abs_err=abs_err,
-            rel_err=_rel(abs_err, abs(e)),
-            tolerance=tol,
-        )
+        rel_err = _rel(abs_err, abs(e))
+        self.add(path, e, a, _got(e, a), abs_err=abs_err, rel_err=rel_err, tolerance=tol)
 
     def compare_text(self, e: Any, a: Any, path: str) -> None:
         if isinstance(e, str) != isinstance(a, str):  # str vs bytes
@@ -472,7 +449,7 @@ class _Comparer:
         at = next(
             (i for i, (x, y) in enumerate(zip(e, a, strict=False)) if x != y), min(len(e), len(a))
         )
-        message = f"expected {_short(e)}, got {_short(a)}"
+        message = _got(e, a)
         if _short(e) != repr(e) or _short(a) != repr(a):  # only cut strings need the pointer
             message += f" (first difference at index {at})"
         self.add(path, e, a, message)
@@ -489,95 +466,14 @@ class _Comparer:
             self.add(path, e, a, f"expected shape {list(e.shape)}, got shape {list(a.shape)}")
             return
         tol = self.tolerance(e.dtype)
-        e, a = _plain_cpu(torch, e), _plain_cpu(torch, a)
-        self.compare_elements(torch, e, a, path, tol)
+        self.compare_elements(torch, plain_cpu(torch, e), plain_cpu(torch, a), path, tol)
 
     def compare_elements(self, torch: Any, e: Any, a: Any, path: str, tol: Tolerance) -> None:
         """Elementwise comparison of two same-dtype, same-shape dense CPU tensors."""
-        assert tol.rtol is not None and tol.atol is not None
-        if e.numel() == 0:
-            if e.dtype != torch.bool:
-                self.note(0.0, 0.0, 0.0, tol)
-            return
-        dtype = e.dtype
-        if dtype == torch.bool:
-            matches = e == a
-            e_wide, a_wide = e.to(torch.float64), a.to(torch.float64)
-        elif dtype.is_complex:
-            # Widening is exact and keeps the tolerance arithmetic (atol + rtol*|e|) and the error
-            # statistics from overflowing or rounding in half precision.
-            e_wide, a_wide = e.to(torch.complex128), a.to(torch.complex128)
-            matches = torch.isclose(a_wide, e_wide, rtol=tol.rtol, atol=tol.atol, equal_nan=True)
-        elif dtype.is_floating_point:
-            e_wide, a_wide = e.to(torch.float64), a.to(torch.float64)
-            matches = torch.isclose(a_wide, e_wide, rtol=tol.rtol, atol=tol.atol, equal_nan=True)
-        else:
-            # Integers: exact equality first, so int64 values beyond 2**53 are never judged by
-            # their rounded float64 images; then the tolerance, if one was given, in float64.
-            matches = e == a
-            e_wide, a_wide = e.to(torch.float64), a.to(torch.float64)
-            if tol.rtol or tol.atol:
-                matches |= torch.isclose(a_wide, e_wide, rtol=tol.rtol, atol=tol.atol)
-        if dtype != torch.bool:
-            self.note_elements(torch, e_wide.reshape(-1), a_wide.reshape(-1), tol)
-        if bool(matches.all()):
-            return
-
-        mismatch = ~matches.reshape(-1)
-        total = mismatch.numel()
-        count = int(mismatch.sum())
-        first = int(mismatch.nonzero()[0, 0])
-        index = _unravel(first, tuple(e.shape))
-        abs_err = rel_err = None
-        if dtype != torch.bool:  # an "error" between True and False means nothing
-            if dtype.is_floating_point or dtype.is_complex:
-                # float64 (complex128's abs() is float64 too): exact widening, no overflow.
-                abs_diff = (a_wide.reshape(-1) - e_wide.reshape(-1)).abs()
-            else:
-                # Integers subtract in int64, as torch.testing does: float64 would round a
-                # difference of 1 between two values beyond 2**53 to 0.
-                diff = a.reshape(-1).to(torch.int64) - e.reshape(-1).to(torch.int64)
-                abs_diff = diff.abs().to(torch.float64)
-            rel_diff = abs_diff / e_wide.reshape(-1).abs()
-            # Only mismatching elements count (as in torch.testing), and NaN (NaN vs number) is
-            # left out of the maxima so that one NaN does not hide the size of the other errors.
-            abs_err = _nanmax(abs_diff[mismatch])
-            rel_err = _nanmax(rel_diff[mismatch])
-        ev = _element_repr(torch, e.reshape(-1)[first])
-        av = _element_repr(torch, a.reshape(-1)[first])
-        self.diffs.append(
-            Difference(
-                path=path,
-                expected=ev,
-                actual=av,
-                message=_elements_message(count, total, index, ev, av),
-                abs_err=abs_err,
-                rel_err=rel_err,
-                tolerance=tol,
-                mismatched=count,
-                total=total,
-                index=index,
-            )
-        )
-
-    def note_elements(self, torch: Any, ew: Any, aw: Any, tol: Tolerance) -> None:
-        """The metrics of two same-shape widened tensors: NaN equals NaN, inf equals itself."""
-        assert tol.rtol is not None and tol.atol is not None
-        diff = (aw - ew).abs()
-        zero = torch.zeros_like(diff)
-        diff = torch.where((ew.isnan() & aw.isnan()) | ((ew == aw) & ew.isinf()), zero, diff)
-        diff = torch.where(diff.isnan(), torch.full_like(diff, math.inf), diff)
-        mag = ew.abs()
-        rel = torch.where(diff == 0, zero, diff / mag)
-        used = torch.where(diff == 0, zero, diff / (tol.atol + tol.rtol * mag))
-        inf = math.inf
-        worst_rel, worst_used = float(rel.max()), float(used.max())
-        self.note(
-            float(diff.max()),
-            inf if math.isnan(worst_rel) else worst_rel,
-            inf if math.isnan(worst_used) else worst_used,
-            tol,
-        )
+        m = tensor_mismatch(torch, e, a, tol, self.note)
+        if m is not None:
+            ev = _element_repr(torch, e.reshape(-1)[m.first])
+            self.elements(path, ev, _element_repr(torch, a.reshape(-1)[m.first]), m, tol)
 
     def compare_numpy(self, np: Any, e: Any, a: Any, path: str) -> None:
         e_scalar, a_scalar = isinstance(e, np.generic), isinstance(a, np.generic)
@@ -612,72 +508,17 @@ class _Comparer:
             else:
                 self.compare_elements(torch, e_t, a_t, path, tol)
                 return
-        self.compare_numpy_equal(np, e_arr, a_arr, path)
-
-    def compare_numpy_equal(self, np: Any, e: Any, a: Any, path: str) -> None:
-        if e.size == 0:
+        m = array_mismatch(np, e_arr, a_arr)
+        if m is None:
             return
-        same = np.asarray(e == a)
-        if e.dtype.kind in "mM":
-            same = same | (np.isnat(e) & np.isnat(a))  # NaT == NaT, as NaN == NaN
-        elif e.dtype.kind in "fc":
-            same = same | (np.isnan(e) & np.isnan(a))
-        if same.all():
-            return
-        mismatch = ~same.reshape(-1)
-        first = int(np.flatnonzero(mismatch)[0])
-        index = _unravel(first, e.shape)
-        count = int(mismatch.sum())
-        ev, av = e.reshape(-1)[first], a.reshape(-1)[first]
-        if e.dtype.kind in "US":  # 'good', not np.str_('good')
+        ev, av = e_arr.reshape(-1)[m.first], a_arr.reshape(-1)[m.first]
+        if e_dtype.kind in "US":  # 'good', not np.str_('good')
             ev, av = ev.item(), av.item()
-        ev, av = _short(ev), _short(av)
-        self.diffs.append(
-            Difference(
-                path=path,
-                expected=ev,
-                actual=av,
-                message=_elements_message(count, int(mismatch.size), index, ev, av),
-                mismatched=count,
-                total=int(mismatch.size),
-                index=index,
-            )
-        )
-
-
-def _elements_message(count: int, total: int, index: tuple[int, ...], ev: str, av: str) -> str:
-    values = f"expected {ev}, got {av}"
-    if not index:  # a 0-d tensor or a numpy scalar: there is one element and no index to give
-        return values
-    where = ", ".join(map(str, index))
-    return f"{count} of {total} elements differ; first at [{where}]: {values}"
+        self.elements(path, _short(ev), _short(av), m, None)
 
 
 def _is_numpy(np: Any, v: Any) -> bool:
     return isinstance(v, (np.ndarray, np.generic))
-
-
-def _plain_cpu(torch: Any, t: Any) -> Any:
-    """A dense, CPU, plain-valued copy of ``t`` (device, layout and lazy conj/neg bits ignored)."""
-    t = t.detach()
-    if t.is_quantized:
-        t = t.dequantize()
-    elif t.layout != torch.strided:
-        t = t.to_dense()
-    return t.resolve_conj().resolve_neg().cpu()
-
-
-def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    index = []
-    for size in reversed(shape):
-        flat, mod = divmod(flat, size)
-        index.append(mod)
-    return tuple(reversed(index))
-
-
-def _nanmax(values: Any) -> float | None:
-    values = values[~values.isnan()]
-    return float(values.max()) if values.numel() else None
 
 
 def _element_repr(torch: Any, element: Any) -> str:
