@@ -3,6 +3,7 @@
 * :mod:`.interpreter` — the pickle VM (scan mode builds nothing, load mode builds);
 * :mod:`.calls` — the table of callables a golden may call, with argument checks;
 * :mod:`.streams` — pickle, legacy torch stream, torch zip and tar, as torch reads them;
+* :mod:`.torchzip` — a torch zip file's structure, read with torch's rules;
 * :mod:`.policy` — which (global, role) uses are allowed: built-in, project, live trust, extras;
 * :mod:`.trust` — trust derived from the live model's own pickle;
 * :mod:`.scan` / :mod:`.load` — the public entry points; :mod:`.verdict` — the one verdict →
