@@ -188,10 +188,10 @@ def big_golden(tmp_path: Path) -> Iterator[GoldenStore]:
 
     store = GoldenStore(tmp_path / "goldens" / "g", "g", project_root=tmp_path)
     pending = store.prepare(_model())
-    store.add_storages(pending, _scan_spans(pending.bundle_tmp.read_bytes()))
-    store.add_examples(pending, examples_bytes([("x", 1)]), 1)
-    manifest = store.build_manifest(
-        pending, created_by=CreatedBy("t.py::t", "cpu"), globals_=[], code={}, structure={}
+    pending.add_storages(_scan_spans(pending.bundle_tmp.read_bytes()))
+    pending.add_examples(examples_bytes([("x", 1)]), 1)
+    manifest = pending.manifest(
+        created_by=CreatedBy("t.py::t", "cpu"), globals_=[], code={}, structure={}
     )
     pending.commit(manifest)
     assert store.read_manifest().bundle.storages is not None

@@ -55,9 +55,9 @@ RESTORE_FIX = (
 def write_golden(store: GoldenStore, obj: object) -> list[Path]:
     """One regen's worth of store calls, without torch: what regenerate() does."""
     pending = store.prepare(obj)
-    store.add_examples(pending, examples_bytes([("x", 1)]), 1)
-    manifest = store.build_manifest(
-        pending, created_by=CreatedBy("t.py::t", "cpu"), globals_=[], code={}, structure={}
+    pending.add_examples(examples_bytes([("x", 1)]), 1)
+    manifest = pending.manifest(
+        created_by=CreatedBy("t.py::t", "cpu"), globals_=[], code={}, structure={}
     )
     return pending.commit(manifest)
 
@@ -94,9 +94,8 @@ payloads = [b"A" * 3_000_000, b"B" * 3_000_000]
 i = int(sys.argv[2])
 while True:
     pending = store.prepare(payloads[i % 2])
-    store.add_examples(pending, examples_bytes([("x", i % 2)]), 1)
-    manifest = store.build_manifest(
-        pending, created_by=CreatedBy("t", "cpu"), globals_=[], code={{}}, structure={{}}
+    pending.add_examples(examples_bytes([("x", i % 2)]), 1)
+    manifest = pending.manifest(created_by=CreatedBy("t", "cpu"), globals_=[], code={{}}, structure={{}}
     )
     pending.commit(manifest)
     print(i, flush=True)

@@ -177,8 +177,8 @@ def regenerate(facts: LiveFacts, runner: Runner, result: CheckResult) -> None:
     try:
         verdict = scan_or_refuse(request, pending.bundle_tmp, allowlist, making=True)
         refuse_unloadable(facts, pending.bundle_tmp)
-        store.add_storages(pending, verdict.storages)
-        store.add_examples(pending, data, len(records))
+        pending.add_storages(verdict.storages)
+        pending.add_examples(data, len(records))
         globals_ = [
             GlobalEntry(
                 module=ref.module,
@@ -187,8 +187,7 @@ def regenerate(facts: LiveFacts, runner: Runner, result: CheckResult) -> None:
             )
             for ref in verdict.globals
         ]
-        manifest = store.build_manifest(
-            pending,
+        manifest = pending.manifest(
             created_by=CreatedBy(test=request.nodeid, device=request.device),
             globals_=globals_,
             code=fingerprint_model(

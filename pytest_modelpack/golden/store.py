@@ -1,110 +1,45 @@
-"""The golden store: one folder per golden, changed all-or-nothing, read defensively.
+"""The golden store: one folder per golden, read defensively, changed all-or-nothing.
 
 ``goldens/<name>/``
-    ``bundle.pkl``     exactly what ``pickle.dump(model, f)`` writes (the artifact production ships)
+    ``bundle.pkl``     exactly what the serializer writes (``bundle.pt`` for ``torch.save``)
     ``manifest.json``  format version, hashes, environment, globals, code fingerprints, structure
     ``examples.json``  recorded inputs and outputs, JSON only (see :mod:`.examples`)
 
-Writing streams the pickle into a sibling temporary folder while hashing it (the bundle bytes are
-never held in memory), writes the examples and the manifest beside it, fsyncs everything and swaps
-the folder in (:func:`.fileio.swap_folder`). Reading checks the manifest's types and format
-version, then the files' sizes and sha256 (streaming), before anything else looks at the bundle.
-Every OS error becomes a :class:`~pytest_modelpack.errors.GoldenIOError` naming the path and the
-remedy; symlinks leading out of the project are refused.
+Reading checks the manifest's types and format version, then the files' sizes and sha256 (a big
+bundle's tensor data in the background, :mod:`.integrity`), before anything else looks at the
+bundle. Writing is :mod:`.writing`. Every OS error becomes a
+:class:`~pytest_modelpack.errors.GoldenIOError` naming the path and the remedy
+(:mod:`.oserrors`); symlinks leading out of the project are refused.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import hashlib
 import json
-import mmap
 import os
-import platform
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import fixes
-from ..errors import CorruptGolden, GoldenIOError, MissingGolden, ModelpackError, UnsafeGolden
+from ..errors import CorruptGolden, MissingGolden, ModelpackError, UnsafeGolden
 from ..serializers import SERIALIZERS, Serializer
 from . import fileio
 from .examples import load_examples, parse_examples
-from .integrity import DeferredHash, deferred_spans, file_identity, is_interrupt
+from .integrity import DeferredHash, file_identity, is_interrupt
 from .manifest import (
     FORMAT_VERSION,
-    CreatedBy,
     FileEntry,
-    GlobalEntry,
     InvalidManifest,
     Manifest,
     UnknownVersion,
-    manifest_bytes,
     parse_manifest,
 )
 from .oserrors import IOErrors
-
-BUNDLE = "bundle.pkl"  # the pickle family's; torch.save's is bundle.pt (serializers.py)
-MANIFEST = "manifest.json"
-EXAMPLES = "examples.json"
-
-
-def _version(dist: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def environment() -> dict[str, str | None]:
-    """Versions that decide how a golden behaves when loaded: recorded, compared as ENV DRIFT."""
-    return {
-        "python": platform.python_version(),
-        "torch": _version("torch"),
-        "sentencepiece": _version("sentencepiece"),
-        "numpy": _version("numpy"),
-        "pytest-modelpack": _version("pytest-modelpack"),
-        "platform": f"{platform.system()}-{platform.machine()}",
-    }
-
-
-class PendingGolden:
-    """A golden written into a sibling temporary folder, not yet swapped into place."""
-
-    def __init__(self, store: GoldenStore, new: fileio.NewFolder, bundle: FileEntry) -> None:
-        self.store = store
-        self.new = new
-        self.bundle = bundle
-        self.examples: FileEntry | None = None
-
-    @property
-    def bundle_tmp(self) -> Path:
-        return self.new.path / self.bundle.file
-
-    def discard(self) -> None:
-        self.new.discard()
-
-    def commit(self, manifest: Manifest) -> list[Path]:
-        """Write the manifest and swap the new folder in, under the writers' lock. Returns the
-        leftovers of interrupted earlier writes that were removed on the way."""
-        store = self.store
-        try:
-            with store.io("write", store.manifest_path):
-                fileio.write_atomic(self.new.path / MANIFEST, manifest_bytes(manifest))
-                fileio.fsync_dir(self.new.path)
-                with fileio.folder_lock(store.folder.parent):
-                    removed = fileio.remove_leftovers(store.folder)
-                    fileio.swap_folder(self.new, store.folder)
-        except BaseException:
-            self.discard()
-            raise
-        return removed
-
+from .writing import BUNDLE, EXAMPLES, MANIFEST, PendingGolden, prepare
 
 #: No manifest regen writes is larger (the structure tree and code sources are capped well below).
 MANIFEST_LIMIT = 64 << 20
@@ -555,98 +490,6 @@ class GoldenStore:
             return contextlib.nullcontext()
         return fileio.folder_lock(parent, shared=True)
 
-    # -- writing -------------------------------------------------------------------------------
-
     def prepare(self, model: Any, by_value: tuple[str, ...] = ()) -> PendingGolden:
-        """Dump ``model`` with the store's serializer into a new sibling temporary folder
-        (streamed through a hash). ``by_value``: cloudpickle's modules pinned by value."""
-        self.check_paths()
-        if self.exists() and not self.is_dir(self.folder):
-            raise GoldenIOError(
-                f"{self.shown()} is a file, not a golden folder",
-                name=self.name,
-                detail=[f"path: {self.folder}", "regen will not overwrite a file it did not write"],
-                fix=f"move or remove the file, then run: {fixes.regen_command(self.nodeid)}",
-            )
-        with self.io("create", self.folder.parent):
-            self.folder.parent.mkdir(parents=True, exist_ok=True)
-        with self.io("write", self.folder):
-            new = fileio.new_folder(self.folder)
-        try:
-            with self.io("write", self.bundle_path):
-                bundle_name = self.serializer.bundle
-                with fileio.temporary_file(new.path, bundle_name) as (f, tmp):
-                    writer = fileio.HashingWriter(f, f.fileno())
-                    try:
-                        self.serializer.dump(model, writer, by_value)
-                    except BaseException:
-                        writer.close(raise_error=False)
-                        raise
-                    writer.close()
-                    f.flush()
-                    os.fsync(f.fileno())
-                    f.close()
-                    os.replace(tmp, new.path / bundle_name)
-        except BaseException:
-            new.discard()
-            raise
-        bundle = FileEntry(
-            file=bundle_name,
-            size=writer.size,
-            sha256=writer.sha256,
-            protocol=self.serializer.protocol,
-        )
-        return PendingGolden(self, new, bundle)
-
-    def add_storages(self, pending: PendingGolden, spans: list[tuple[int, int]] | None) -> None:
-        """Record where the new bundle's big storages lie (``spans``: its scan's), with the
-        sha256 of every other byte: the gate then hashes their data while it runs."""
-        big = deferred_spans(spans)
-        if not big:
-            return
-        try:
-            with self.io("write", self.bundle_path), open(pending.bundle_tmp, "rb") as f:
-                mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                try:
-                    outside = fileio.sha256_outside(mapping, big)
-                finally:
-                    mapping.close()
-        except BaseException:
-            pending.discard()
-            raise
-        pending.bundle = dataclasses.replace(pending.bundle, storages=big, pickle_sha256=outside)
-
-    def add_examples(self, pending: PendingGolden, data: bytes, count: int) -> None:
-        import hashlib
-
-        try:
-            with self.io("write", self.examples_path):
-                fileio.write_atomic(pending.new.path / EXAMPLES, data)
-        except BaseException:
-            pending.discard()
-            raise
-        pending.examples = FileEntry(
-            file=EXAMPLES, size=len(data), sha256=hashlib.sha256(data).hexdigest(), count=count
-        )
-
-    def build_manifest(
-        self,
-        pending: PendingGolden,
-        *,
-        created_by: CreatedBy,
-        globals_: list[GlobalEntry],
-        code: dict[str, Any],
-        structure: dict[str, str],
-    ) -> Manifest:
-        assert pending.examples is not None
-        return Manifest(
-            name=self.name,
-            bundle=pending.bundle,
-            examples=pending.examples,
-            created_by=created_by,
-            environment=environment(),
-            globals=globals_,
-            code=code,
-            structure=structure,
-            serializer={"name": self.serializer.name, "version": self.serializer.version()},
-        )
+        """Dump ``model`` into a new sibling temporary folder (:mod:`.writing`)."""
+        return prepare(self, model, by_value)
