@@ -33,7 +33,6 @@ importing, and the plugin stays cheap to import.
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import json
 import math
@@ -47,6 +46,16 @@ from typing import IO, Any, NamedTuple
 
 from .. import fixes
 from ..errors import CorruptGolden, Unrecordable
+from .arrays import (
+    Malformed,
+    Refused,
+    b64,
+    decode_ndarray,
+    decode_tensor,
+    encode_ndarray,
+    encode_tensor,
+    expect,
+)
 from .fileio import write_atomic
 
 #: Version of the ``examples.json`` layout. An unknown version is reported, never guessed at.
@@ -57,45 +66,10 @@ _SUPPORTED_SUMMARY = (
     "torch tensors, numpy arrays and numpy scalars, and raised exceptions"
 )
 
-# Tensor dtypes whose elements are whole bytes and that support ``view(torch.uint8)`` on CPU.
-# Sub-byte (int4, float4, bits*) and quantized dtypes have no byte view to record. Looked up by
-# name so that a torch without the float8 family still works, and so that decoding never calls
-# ``getattr(torch, <untrusted name>)`` on anything outside this list.
-_TENSOR_DTYPE_NAMES = (
-    "bool",
-    "uint8",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint16",
-    "uint32",
-    "uint64",
-    "float16",
-    "bfloat16",
-    "float32",
-    "float64",
-    "complex32",
-    "complex64",
-    "complex128",
-    "float8_e4m3fn",
-    "float8_e4m3fnuz",
-    "float8_e5m2",
-    "float8_e5m2fnuz",
-    "float8_e8m0fnu",
-)
-
-# numpy dtype kinds with a fixed-size, pointer-free memory layout: bool, ints, floats, complex,
-# timedelta, datetime, fixed-width str and bytes. Object ("O") arrays hold pointers and structured
-# ("V") arrays can nest objects, so neither can be recorded as bytes.
-_NDARRAY_KINDS = frozenset("biufcmMUS")
-
 _TAGS = frozenset({"$float", "$tuple", "$dict", "$bytes", "$tensor", "$ndarray", "$raises", "$ref"})
 #: Containers nested deeper than this are refused by name (UNRECORDABLE, CORRUPT GOLDEN), before
 #: Python's recursion limit would fail without naming anything.
 MAX_DEPTH = 200
-
-_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 @dataclass(frozen=True)
@@ -199,10 +173,10 @@ class _Encoder:
         # str, and both must come back as numpy scalars.
         np = sys.modules.get("numpy")
         if np is not None and isinstance(v, (np.ndarray, np.generic)):
-            return self.number(v) or self.encode_ndarray(np, v, path)
+            return self.number(v) or self.encode_array(encode_ndarray, np, v, path)
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(v, torch.Tensor):
-            return self.number(v) or self.encode_tensor(torch, v, path)
+            return self.number(v) or self.encode_array(encode_tensor, torch, v, path)
 
         if isinstance(v, RaisedError):
             return {"$raises": {"type": v.type, "message": v.message}}
@@ -246,71 +220,11 @@ class _Encoder:
             ]
         }
 
-    def encode_tensor(self, torch: Any, t: Any, path: str) -> Any:
-        if t.layout != torch.strided:
-            self.fail(
-                t,
-                path,
-                why=f"it is a {t.layout} tensor; only dense (strided) tensors are recorded",
-                fix="convert it with .to_dense()",
-            )
-        if t.is_quantized:
-            self.fail(
-                t,
-                path,
-                why=f"it is a quantized tensor ({t.dtype})",
-                fix="convert it with .dequantize()",
-            )
-        if getattr(t, "is_nested", False):
-            self.fail(
-                t, path, why="it is a nested tensor", fix="convert it with .to_padded_tensor(0)"
-            )
-        if t.device.type == "meta":
-            self.fail(t, path, why="it is a meta tensor, which holds no data")
-        name = str(t.dtype).removeprefix("torch.")
-        if name not in _TENSOR_DTYPE_NAMES or getattr(torch, name, None) is None:
-            self.fail(
-                t,
-                path,
-                why=f"its dtype {t.dtype} has no byte layout examples.json can record",
-                fix="convert it to a standard dtype with .to(torch.float32) or similar",
-            )
-        # resolve_conj/neg: a lazily conjugated view's bytes are the unconjugated values.
-        t = t.detach().resolve_conj().resolve_neg().cpu().contiguous()
-        return {
-            "$tensor": {
-                "dtype": name,
-                "shape": list(t.shape),
-                "data": base64.b64encode(_tensor_bytes(t)).decode("ascii"),
-            }
-        }
-
-    def encode_ndarray(self, np: Any, v: Any, path: str) -> Any:
-        scalar = isinstance(v, np.generic)
-        # Exact ndarray (and memmap, which is just a file-backed ndarray) only: MaskedArray and
-        # matrix carry meaning beyond their data that would be silently dropped.
-        if not scalar and not (type(v) is np.ndarray or isinstance(v, np.memmap)):
-            self.fail(v, path, fix="convert it with numpy.asarray(...)")
-        arr = np.asarray(v)
-        if arr.dtype.kind not in _NDARRAY_KINDS:
-            self.fail(
-                v,
-                path,
-                why=f"its dtype {arr.dtype} holds Python objects or nested records, not plain data",
-                fix="convert it to a numeric or string dtype, or to a list",
-            )
-        # Always record little-endian so the same values give the same bytes on every machine.
-        dtype = arr.dtype.newbyteorder("<")
-        # order="C" rather than np.ascontiguousarray, which turns a 0-d array into shape (1,).
-        arr = arr.astype(dtype, order="C", copy=False)
-        enc: dict[str, Any] = {
-            "dtype": dtype.str,
-            "shape": list(arr.shape),
-            "data": base64.b64encode(arr.tobytes()).decode("ascii"),
-        }
-        if scalar:
-            enc["scalar"] = True
-        return {"$ndarray": enc}
+    def encode_array(self, encode: Any, library: Any, v: Any, path: str) -> Any:
+        try:
+            return encode(library, v)
+        except Refused as refused:
+            self.fail(v, path, *refused.args)
 
 
 def _type_name(cls: type) -> str:
@@ -326,31 +240,6 @@ def _encode_float(x: float) -> Any:
     if math.isnan(x):
         return {"$float": "nan"}
     return {"$float": "inf" if x > 0 else "-inf"}
-
-
-def _tensor_bytes(t: Any) -> bytes:
-    """Raw little-endian bytes of a contiguous CPU tensor."""
-    import torch
-
-    u8 = t.reshape(-1).view(torch.uint8)
-    if not _LITTLE_ENDIAN:
-        u8 = _swap_bytes(t, u8)
-    # bytes(u8.numpy()) would need numpy, which torch does not require; the tensor is contiguous
-    # on the CPU, so its numel() bytes start at data_ptr().
-    import ctypes
-
-    return ctypes.string_at(u8.data_ptr(), u8.numel()) if u8.numel() else b""
-
-
-def _swap_bytes(t: Any, u8: Any) -> Any:
-    """Reverse the byte order of each element (each component, for complex dtypes).
-
-    Only big-endian hosts need this: the file always holds little-endian bytes.
-    """
-    size = t.dtype.itemsize // (2 if t.dtype.is_complex else 1)
-    if size == 1 or u8.numel() == 0:
-        return u8
-    return u8.reshape(-1, size).flip(-1).reshape(-1).contiguous()
 
 
 # --------------------------------------------------------------------------------------- decoding
@@ -376,39 +265,41 @@ def _decode(j: Any, path: str, made: list[Any], depth: int = 0) -> Any:
     t = type(j)
     if j is None or t is bool or t is int or t is str:
         return j
-    if t is float:
-        if not math.isfinite(j):
-            raise _corrupt(path, f"non-finite float {j!r} outside a $float tag")
-        return j
-    if t is not list and t is not dict:
-        raise _corrupt(path, f"unexpected {t.__name__}")
-    tags = [k for k in j if k.startswith("$")] if t is dict else []
-    if tags and (len(j) != 1 or tags[0] not in _TAGS):
-        raise _corrupt(path, f"unknown tag object with keys {sorted(j)}")
-    tag = tags[0] if tags else None
-    body = j[tag] if tag else j
-    if tag == "$float":
-        if body not in ("nan", "inf", "-inf"):
-            raise _corrupt(path, f"bad $float {body!r}")
-        return float(body)
-    if tag == "$bytes":
-        _expect(body, str, path, tag)
-        return _b64(body, path)
-    if tag == "$raises":
-        _expect(body, dict, path, tag)
-        if set(body) != {"type", "message"} or not all(type(x) is str for x in body.values()):
-            raise _corrupt(path, "a $raises needs exactly str 'type' and 'message'")
-        return RaisedError(type=body["type"], message=body["message"])
-    if tag == "$ref":
-        if type(body) is not int or not 0 <= body < len(made) or made[body] is _PENDING:
-            raise _corrupt(path, f"$ref {str(body)[:20]} names no container written before it")
-        return made[body]
-    if depth >= MAX_DEPTH:
-        raise _corrupt(path, f"nested more than {MAX_DEPTH} containers deep")
-    number = len(made)
-    made.append(_PENDING)
-    made[number] = value = _decode_container(tag, body, path, made, depth + 1)
-    return value
+    try:  # what is malformed at this level, here or in a tag's body, is named with ``path``
+        if t is float:
+            if not math.isfinite(j):
+                raise Malformed(f"non-finite float {j!r} outside a $float tag")
+            return j
+        if t is not list and t is not dict:
+            raise Malformed(f"unexpected {t.__name__}")
+        tags = [k for k in j if k.startswith("$")] if t is dict else []
+        if tags and (len(j) != 1 or tags[0] not in _TAGS):
+            raise Malformed(f"unknown tag object with keys {sorted(j)}")
+        tag = tags[0] if tags else None
+        body = j[tag] if tag else j
+        if tag == "$float":
+            if body not in ("nan", "inf", "-inf"):
+                raise Malformed(f"bad $float {body!r}")
+            return float(body)
+        if tag == "$bytes":
+            return b64(expect(body, str, tag))
+        if tag == "$raises":
+            expect(body, dict, tag)
+            if set(body) != {"type", "message"} or not all(type(x) is str for x in body.values()):
+                raise Malformed("a $raises needs exactly str 'type' and 'message'")
+            return RaisedError(type=body["type"], message=body["message"])
+        if tag == "$ref":
+            if type(body) is not int or not 0 <= body < len(made) or made[body] is _PENDING:
+                raise Malformed(f"$ref {str(body)[:20]} names no container written before it")
+            return made[body]
+        if depth >= MAX_DEPTH:
+            raise Malformed(f"nested more than {MAX_DEPTH} containers deep")
+        number = len(made)
+        made.append(_PENDING)
+        made[number] = value = _decode_container(tag, body, path, made, depth + 1)
+        return value
+    except Malformed as exc:
+        raise _corrupt(path, str(exc)) from None
 
 
 def _decode_container(tag: str | None, body: Any, path: str, made: list[Any], depth: int) -> Any:
@@ -417,109 +308,22 @@ def _decode_container(tag: str | None, body: Any, path: str, made: list[Any], de
     if tag is None:
         return {k: _decode(x, f"{path}[{k!r}]", made, depth) for k, x in body.items()}
     if tag == "$tuple":
-        _expect(body, list, path, tag)
-        return tuple(_decode(x, f"{path}[{i}]", made, depth) for i, x in enumerate(body))
+        items = expect(body, list, tag)
+        return tuple(_decode(x, f"{path}[{i}]", made, depth) for i, x in enumerate(items))
     if tag == "$dict":
-        _expect(body, list, path, tag)
         out: dict[Any, Any] = {}
-        for item in body:
+        for item in expect(body, list, tag):
             if type(item) is not list or len(item) != 2:
-                raise _corrupt(path, "a $dict item is not a [key, value] pair")
+                raise Malformed("a $dict item is not a [key, value] pair")
             key = _decode(item[0], f"{path} (key)", made, depth)
             value = _decode(item[1], f"{path}[{key!r}]", made, depth)
             try:
                 out[key] = value
             except TypeError:
-                raise _corrupt(path, f"unhashable $dict key {key!r}") from None
+                raise Malformed(f"unhashable $dict key {key!r}") from None
         return out
-    _expect(body, dict, path, tag)
-    if tag == "$tensor":
-        return _decode_tensor(body, path)
-    return _decode_ndarray(body, path)
-
-
-def _decode_tensor(body: dict[str, Any], path: str) -> Any:
-    import torch
-
-    if set(body) != {"dtype", "shape", "data"}:
-        raise _corrupt(path, "a $tensor needs exactly 'dtype', 'shape' and 'data'")
-    name = body["dtype"]
-    dtype = getattr(torch, name, None) if name in _TENSOR_DTYPE_NAMES else None
-    if not isinstance(dtype, torch.dtype):
-        raise _corrupt(path, f"unsupported tensor dtype {name!r}")
-    shape = _shape(body["shape"], path)
-    _expect(body["data"], str, path, "$tensor data")
-    raw = _b64(body["data"], path)
-    numel = math.prod(shape)
-    if len(raw) != numel * dtype.itemsize:
-        raise _corrupt(
-            path, f"{len(raw)} data bytes for {numel} {name} elements of {dtype.itemsize} bytes"
-        )
-    if dtype == torch.bool and raw.strip(b"\x00\x01"):
-        # Bytes other than 0 and 1 are not valid bools and give undefined results in torch.
-        raise _corrupt(path, "bool tensor data holds bytes other than 0 and 1")
-    if numel == 0:
-        # torch.frombuffer refuses an empty buffer.
-        return torch.empty(shape, dtype=dtype)
-    # clone(): frombuffer shares the bytearray's memory, which need not be aligned for dtype.
-    u8 = torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()
-    if not _LITTLE_ENDIAN:
-        u8 = _swap_bytes(torch.empty(0, dtype=dtype), u8)
-    return u8.view(dtype).reshape(shape)
-
-
-def _decode_ndarray(body: dict[str, Any], path: str) -> Any:
-    import numpy as np
-
-    keys = set(body)
-    if not {"dtype", "shape", "data"} <= keys <= {"dtype", "shape", "data", "scalar"}:
-        raise _corrupt(path, "a $ndarray needs 'dtype', 'shape', 'data' and optionally 'scalar'")
-    _expect(body["dtype"], str, path, "$ndarray dtype")
-    try:
-        dtype = np.dtype(body["dtype"])
-    except (TypeError, ValueError):
-        raise _corrupt(path, f"bad numpy dtype {body['dtype']!r}") from None
-    if dtype.kind not in _NDARRAY_KINDS or dtype.fields is not None:
-        raise _corrupt(path, f"unsupported numpy dtype {body['dtype']!r}")
-    shape = _shape(body["shape"], path)
-    _expect(body["data"], str, path, "$ndarray data")
-    raw = _b64(body["data"], path)
-    if len(raw) != math.prod(shape) * dtype.itemsize:
-        raise _corrupt(path, f"{len(raw)} data bytes do not fit shape {shape} of {dtype}")
-    # Back to native byte order so the array behaves like the one that was recorded; copy() because
-    # frombuffer arrays are read-only views of the bytes.
-    arr = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="), copy=True).reshape(shape)
-    scalar = body.get("scalar", False)
-    if scalar is not False:
-        if scalar is not True or shape:
-            raise _corrupt(path, "'scalar' must be true and only on a shape-[] $ndarray")
-        return arr[()]
-    return arr
-
-
-#: No dimension of a recorded tensor is larger: torch refuses sizes past int64 anyway.
-MAX_DIM = 2**62
-
-
-def _shape(shape: Any, path: str) -> list[int]:
-    if type(shape) is not list or not all(type(n) is int and 0 <= n < MAX_DIM for n in shape):
-        raise _corrupt(path, f"bad shape {str(shape)[:80]}")
-    return shape
-
-
-def _b64(text: str, path: str) -> bytes:
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise _corrupt(path, "bad base64 data") from None
-
-
-def _expect(body: Any, kind: type, path: str, what: str) -> None:
-    if type(body) is not kind:
-        raise _corrupt(path, f"{what} is not a JSON {_JSON_KIND[kind]}")
-
-
-_JSON_KIND: dict[type, str] = {list: "array", dict: "object", str: "string"}
+    expect(body, dict, tag)
+    return decode_tensor(body) if tag == "$tensor" else decode_ndarray(body)
 
 
 def _corrupt(path: str, why: str) -> CorruptGolden:
