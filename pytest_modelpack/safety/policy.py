@@ -35,6 +35,7 @@ from pytest_modelpack.project import (
     Location,
     ModuleKind,
     Project,
+    _valid_dotted,
     is_library_module,
     is_stdlib_module,
 )
@@ -67,24 +68,11 @@ _TORCH_REBUILD = (
     ("torch.nn.parameter", "Parameter"),
 )
 _LEGACY_STORAGES = (
-    "FloatStorage",
-    "DoubleStorage",
-    "HalfStorage",
-    "BFloat16Storage",
-    "LongStorage",
-    "IntStorage",
-    "ShortStorage",
-    "CharStorage",
-    "ByteStorage",
-    "BoolStorage",
-    "ComplexFloatStorage",
-    "ComplexDoubleStorage",
+    *("FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage", "LongStorage"),
+    *("IntStorage", "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage"),
+    *("ComplexFloatStorage", "ComplexDoubleStorage"),
     # Quantized tensors' storages (a quantize_dynamic Linear's packed params pickle one nested).
-    "QInt8Storage",
-    "QUInt8Storage",
-    "QInt32Storage",
-    "QUInt4x2Storage",
-    "QUInt2x4Storage",
+    *("QInt8Storage", "QUInt8Storage", "QInt32Storage", "QUInt4x2Storage", "QUInt2x4Storage"),
 )
 _PLAIN = (
     ("collections", "OrderedDict"),
@@ -95,23 +83,8 @@ _PLAIN = (
     # SentencePieceProcessor references (its _return_type attribute).
     *(
         ("builtins", name)
-        for name in (
-            "set",
-            "frozenset",
-            "bytearray",
-            "bytes",
-            "complex",
-            "slice",
-            "range",
-            "object",
-            "int",
-            "float",
-            "str",
-            "bool",
-            "list",
-            "dict",
-            "tuple",
-        )
+        for name in ("set", "frozenset", "bytearray", "bytes", "complex", "slice", "range")
+        + ("object", "int", "float", "str", "bool", "list", "dict", "tuple")
     ),
     ("copyreg", "_reconstructor"),  # protocols 0-1 objects
     ("_codecs", "encode"),  # protocols 0-2 bytes
@@ -135,81 +108,20 @@ _PLAIN = (
 #: tests/test_scan.py checks the list against the installed torch.
 TORCH_VALUE_NAMES = frozenset(
     (
-        "_mkldnn",
-        "bfloat16",
-        "bit",
-        "bits16",
-        "bits1x8",
-        "bits2x4",
-        "bits4x2",
-        "bits8",
-        "bool",
-        "cdouble",
-        "cfloat",
-        "chalf",
-        "channels_last",
-        "channels_last_3d",
-        "complex128",
-        "complex32",
-        "complex64",
-        "contiguous_format",
-        "double",
-        "float",
-        "float16",
-        "float32",
-        "float4_e2m1fn_x2",
-        "float64",
-        "float8_e4m3fn",
-        "float8_e4m3fnuz",
-        "float8_e5m2",
-        "float8_e5m2fnuz",
-        "float8_e8m0fnu",
-        "half",
-        "int",
-        "int1",
-        "int16",
-        "int2",
-        "int3",
-        "int32",
-        "int4",
-        "int5",
-        "int6",
-        "int64",
-        "int7",
-        "int8",
-        "jagged",
-        "legacy_contiguous_format",
-        "long",
-        "per_channel_affine",
-        "per_channel_affine_float_qparams",
-        "per_channel_symmetric",
-        "per_tensor_affine",
-        "per_tensor_symmetric",
-        "preserve_format",
-        "qint32",
-        "qint8",
-        "quint2x4",
-        "quint4x2",
-        "quint8",
-        "short",
-        "sparse_bsc",
-        "sparse_bsr",
-        "sparse_coo",
-        "sparse_csc",
-        "sparse_csr",
-        "strided",
-        "uint1",
-        "uint16",
-        "uint2",
-        "uint3",
-        "uint32",
-        "uint4",
-        "uint5",
-        "uint6",
-        "uint64",
-        "uint7",
-        "uint8",
-    )
+        # dtypes
+        "bfloat16 bit bits16 bits1x8 bits2x4 bits4x2 bits8 bool cdouble cfloat chalf complex128 "
+        "complex32 complex64 double float float16 float32 float4_e2m1fn_x2 float64 float8_e4m3fn "
+        "float8_e4m3fnuz float8_e5m2 float8_e5m2fnuz float8_e8m0fnu half int int1 int16 int2 int3 "
+        "int32 int4 int5 int6 int64 int7 int8 long qint32 qint8 quint2x4 quint4x2 quint8 short "
+        "uint1 uint16 uint2 uint3 uint32 uint4 uint5 uint6 uint64 uint7 uint8 "
+        # layouts
+        "_mkldnn jagged sparse_bsc sparse_bsr sparse_coo sparse_csc sparse_csr strided "
+        # qschemes
+        "per_channel_affine per_channel_affine_float_qparams per_channel_symmetric "
+        "per_tensor_affine per_tensor_symmetric "
+        # memory formats
+        "channels_last channels_last_3d contiguous_format legacy_contiguous_format preserve_format"
+    ).split()
 )
 
 
@@ -267,28 +179,18 @@ class Decision:
     missing: bool = False
 
 
-def _valid_dotted(name: str) -> bool:
-    return bool(name) and all(part.isidentifier() for part in name.split("."))
-
-
 def _split_extra(entry: str) -> tuple[str, str | None]:
     """'module:qualname' -> (module, qualname); 'module.qualname' -> (dotted, None)."""
     text = entry.strip()
-    if ":" in text:
-        module, _, qualname = text.partition(":")
-        module, qualname = module.strip(), qualname.strip()
-        if not (_valid_dotted(module) and _valid_dotted(qualname)):
-            raise UsageError(
-                f"invalid safe-global entry {entry!r}",
-                fix="write it as module.qualname or module:qualname, e.g. mypkg.model:Net",
-            )
+    module, colon, qualname = (part.strip() for part in text.partition(":"))
+    if colon and _valid_dotted(module) and _valid_dotted(qualname):
         return module, qualname
-    if not _valid_dotted(text) or "." not in text:
-        raise UsageError(
-            f"invalid safe-global entry {entry!r}",
-            fix="write it as module.qualname or module:qualname, e.g. mypkg.model.Net",
-        )
-    return text, None
+    if not colon and _valid_dotted(text) and "." in text:
+        return text, None
+    raise UsageError(
+        f"invalid safe-global entry {entry!r}",
+        fix=f"write it as module.qualname or module:qualname, e.g. mypkg.model{colon or '.'}Net",
+    )
 
 
 class Allowlist:
@@ -362,10 +264,7 @@ class Allowlist:
         live = self.trust.allows(module, qualname, role, ref.shape)
         if live:
             return Decision(True, "live", "used this way by the live model's own pickle")
-        if key in self._extra_exact or (
-            f"{module}.{qualname}" in self._extra_dotted
-            and self._extra_split_matches(module, qualname)
-        ):
+        if self._extra_listed(module, qualname):
             return Decision(True, "extra", "listed in the extra safe globals")
         if role is not Role.REDUCE and self._in_extra_package(module):
             return Decision(True, "extra", "a class of a package listed in the safe globals")
@@ -479,11 +378,7 @@ class Allowlist:
                 if project.allowed:
                     return project
                 project_refusal = project
-        if (module, qualname) in self._extra_exact:
-            return Decision(True, "extra", "listed in the extra safe globals")
-        if f"{module}.{qualname}" in self._extra_dotted and self._extra_split_matches(
-            module, qualname
-        ):
+        if self._extra_listed(module, qualname):
             return Decision(True, "extra", "listed in the extra safe globals")
         if project_refusal is not None:
             return project_refusal
@@ -557,9 +452,13 @@ class Allowlist:
         where = Path(os.path.realpath(origin)).relative_to(self.project_root or "/")
         return Decision(True, "project", f"defined in the project ({where.as_posix()})")
 
-    def _extra_split_matches(self, module: str, qualname: str) -> bool:
-        """Is ``module`` where the dotted extra entry ``module.qualname`` splits?"""
+    def _extra_listed(self, module: str, qualname: str) -> bool:
+        """An exact extra entry, or a dotted one that splits at ``module``?"""
         entry = f"{module}.{qualname}"
+        if (module, qualname) in self._extra_exact:
+            return True
+        if entry not in self._extra_dotted:
+            return False
         split = self._splits.get(entry)
         if split is None:
             split = self._splits[entry] = _split_dotted(entry)
@@ -575,16 +474,12 @@ def _split_dotted(entry: str) -> tuple[str, str]:
     """
     parts = entry.split(".")
     for i in range(len(parts) - 1, 0, -1):
-        if _module_exists(".".join(parts[:i])):
+        if _module_locations(".".join(parts[:i])) is not False:
             return ".".join(parts[:i]), ".".join(parts[i:])
     for i in range(1, len(parts)):
         if parts[i][:1].isupper():
             return ".".join(parts[:i]), ".".join(parts[i:])
     return ".".join(parts[:-1]), parts[-1]
-
-
-def _module_exists(name: str) -> bool:
-    return _module_locations(name) is not False
 
 
 def _module_locations(name: str) -> list[str] | None | bool:
