@@ -45,6 +45,7 @@ from pytest_modelpack.safety.machine import (
     Refused,
     call_shape,
 )
+from pytest_modelpack.safety.policy import Kind
 from pytest_modelpack.safety.refs import GlobalRef, Role
 from pytest_modelpack.safety.values import INERT_DUNDERS, Latin1, Sym, TextRef, kind_of
 
@@ -410,7 +411,7 @@ def _build(
     if setstate is not None:
         if (
             decision is not None
-            and decision.kind == "project"
+            and decision.kind is Kind.PROJECT
             and not _default_setstate(type(inst))
         ):
             raise Refused(

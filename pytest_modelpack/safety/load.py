@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from pytest_modelpack.safety.machine import Refused, Session
+from pytest_modelpack.safety.policy import Missing
 from pytest_modelpack.safety.refs import ScanError
 from pytest_modelpack.safety.sources import Window
 from pytest_modelpack.safety.streams import interpret_file
@@ -104,12 +105,10 @@ def loads_bundle(data: bytes, allowlist: Allowlist, map_location: Any = "cpu") -
 def _judge(allowlist: Allowlist) -> Any:
     def judge(ref: Any) -> Any:
         decision = allowlist.judge(ref)
-        if not decision.allowed and decision.missing:
+        if not decision.allowed and decision.missing is Missing.ATTRIBUTE:
             # A renamed or moved class: fail as pickle.load would, for a LOAD ERROR report.
-            if "has no attribute" in decision.reason:
-                raise AttributeError(
-                    f"Can't get attribute {ref.qualname!r} on module {ref.module!r}"
-                )
+            raise AttributeError(f"Can't get attribute {ref.qualname!r} on module {ref.module!r}")
+        if not decision.allowed and decision.missing is Missing.MODULE:
             raise ModuleNotFoundError(f"No module named {ref.module!r}", name=ref.module)
         return decision
 

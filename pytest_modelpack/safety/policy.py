@@ -20,6 +20,7 @@ Four sources, nothing else (in particular nothing the golden itself says):
 from __future__ import annotations
 
 import _compat_pickle
+import enum
 import functools
 import importlib
 import importlib.machinery
@@ -163,20 +164,37 @@ class Trust:
         return any((module, qualname, role) in self.uses for role in Role)
 
 
+class Kind(str, enum.Enum):
+    """Why a global is allowed (or that it is not): its value is what manifests and reports say."""
+
+    BUILTIN = "builtin"  # the standard library, on the built-in set
+    THIRD_PARTY = "third-party"  # torch, numpy ... on the built-in set
+    PROJECT = "project"
+    EXTRA = "extra"  # the user's configured safe globals
+    LIVE = "live"  # used this way by the live model's own pickle
+    GOLDEN_CODE = "golden-code"  # the golden's own pinned code (--modelpack-trust-golden-code)
+    REFUSED = "refused"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Missing(enum.Enum):
+    """What of a refused name does not resolve: a renamed or moved class, not an attack."""
+
+    MODULE = "module"  # ModuleNotFoundError, as pickle.load would raise
+    ATTRIBUTE = "attribute"  # AttributeError
+
+
 @dataclass(frozen=True)
 class Decision:
-    """Whether one global may be unpickled, and why.
-
-    ``kind`` is ``"builtin"`` (standard library) or ``"third-party"`` for entries of the built-in
-    set, ``"project"``, ``"extra"`` (the user's configured entries) or ``"refused"``. ``missing`` is
-    True when a refused name does not resolve at all (module not found, attribute missing): a
-    renamed or moved class, a load error rather than an attack.
-    """
+    """Whether one global may be unpickled (``kind``), and why (``reason``). ``missing``: what
+    of a refused name does not resolve at all (a load error rather than an attack)."""
 
     allowed: bool
-    kind: str
+    kind: Kind
     reason: str
-    missing: bool = False
+    missing: Missing | None = None
 
 
 def _split_extra(entry: str) -> tuple[str, str | None]:
@@ -257,71 +275,77 @@ class Allowlist:
         make the same call (or an exact ``modelpack_safe_globals`` entry).
         """
         if ref.problem is not None:
-            return Decision(False, "refused", ref.problem)
+            return Decision(False, Kind.REFUSED, ref.problem)
         module, qualname, role = ref.module, ref.qualname, ref.role
         key = (module, qualname)
         name = self.check(module, qualname)
         live = self.trust.allows(module, qualname, role, ref.shape)
         if live:
-            return Decision(True, "live", "used this way by the live model's own pickle")
+            return Decision(True, Kind.LIVE, "used this way by the live model's own pickle")
         if self._extra_listed(module, qualname):
-            return Decision(True, "extra", "listed in the extra safe globals")
+            return Decision(True, Kind.EXTRA, "listed in the extra safe globals")
         if role is not Role.REDUCE and self._in_extra_package(module):
-            return Decision(True, "extra", "a class of a package listed in the safe globals")
+            return Decision(True, Kind.EXTRA, "a class of a package listed in the safe globals")
         if role is Role.REDUCE and key in CODE_BUILDERS:
             if self.trust_golden_code:
                 return Decision(
                     True,
-                    "golden-code",
+                    Kind.GOLDEN_CODE,
                     "the golden's own code, trusted by --modelpack-trust-golden-code",
                 )
-            return Decision(False, "refused", CODE_CHANGED)
+            return Decision(False, Kind.REFUSED, CODE_CHANGED)
         if role is Role.REFERENCE and qualname == MODULE:
             if self.trust.knows(module, qualname):
-                return Decision(True, "live", "a module the live model's own pickle imports")
-            return Decision(False, "refused", "a module the live model's own pickle never imports")
+                return Decision(True, Kind.LIVE, "a module the live model's own pickle imports")
+            return Decision(
+                False, Kind.REFUSED, "a module the live model's own pickle never imports"
+            )
         if role is Role.REFERENCE:
-            if name.allowed and name.kind == "project" and self._project_function(module, qualname):
+            if (
+                name.allowed
+                and name.kind is Kind.PROJECT
+                and self._project_function(module, qualname)
+            ):
                 # A function stored as a value is called by whoever reads it (a planted
                 # ``preprocess``, a hook): only where the live model's own pickle stores it too.
                 if self.trust.knows(module, qualname):
-                    return Decision(True, "live", "used by the live model's own pickle")
+                    return Decision(True, Kind.LIVE, "used by the live model's own pickle")
                 return Decision(
                     False,
-                    "refused",
+                    Kind.REFUSED,
                     "a project function the live model's own pickle never references: a golden "
                     "may neither call it nor store it (whoever reads it would call it)",
                 )
             if name.allowed:
                 return name
             if module.startswith(_REFERENCE_PREFIXES) and _public_name(qualname):
-                return Decision(True, "third-party", "a torch function")
+                return Decision(True, Kind.THIRD_PARTY, "a torch function")
             if self.trust.knows(module, qualname):
-                return Decision(True, "live", "used by the live model's own pickle")
+                return Decision(True, Kind.LIVE, "used by the live model's own pickle")
             return name
         if role is Role.REDUCE:
             if key in REDUCE_TABLE:
                 return Decision(True, name.kind, "on the built-in call table (arguments checked)")
-            if name.allowed and name.kind == "project":
+            if name.allowed and name.kind is Kind.PROJECT:
                 return Decision(
                     False,
-                    "refused",
+                    Kind.REFUSED,
                     "a project function or class called by the golden, but the live model's "
                     "own pickle never calls it this way",
                 )
             if key in BY_VALUE_TABLE:
                 return Decision(
                     False,
-                    "refused",
+                    Kind.REFUSED,
                     "a by-value builder called in a way the live model's own pickle never does",
                 )
             return self._refuse_role(name, role)
         # NEWOBJ / BUILD: torch modules, project classes, the built-in restorable types.
         if module.startswith(_TORCH_MODULE_PREFIX) and _class_name(qualname):
-            return Decision(True, "third-party", "a torch.nn module class")
+            return Decision(True, Kind.THIRD_PARTY, "a torch.nn module class")
         if key in BUILD_TYPES or (role is Role.NEWOBJ and key in _NEWOBJ_PLAIN):
             return Decision(True, name.kind, "on the built-in allowlist")
-        if name.allowed and name.kind == "project":
+        if name.allowed and name.kind is Kind.PROJECT:
             return name
         return self._refuse_role(name, role)
 
@@ -337,7 +361,7 @@ class Allowlist:
             return name
         return Decision(
             False,
-            "refused",
+            Kind.REFUSED,
             f"not allowed to be {role} by a golden (the live model's own pickle never does this)",
         )
 
@@ -356,10 +380,10 @@ class Allowlist:
     def _decide(self, module: str, qualname: str) -> Decision:
         if "<locals>" in qualname.split("."):
             return Decision(
-                False, "refused", "a class or function defined inside a function (<locals>)"
+                False, Kind.REFUSED, "a class or function defined inside a function (<locals>)"
             )
         if not (_valid_dotted(module) and _valid_dotted(qualname)):
-            return Decision(False, "refused", "not a valid module and qualified name")
+            return Decision(False, Kind.REFUSED, "not a valid module and qualified name")
         top = module.partition(".")[0]
         # Python 2 names (__builtin__, copy_reg...) are standard library too, never "renamed
         # project code": a protocol 3+ stream asking for them is refused, not aliased.
@@ -369,7 +393,7 @@ class Allowlist:
             or (module.startswith(_TORCH_MODULE_PREFIX) and _class_name(qualname))
             or (module == "numpy.dtypes" and qualname.endswith("DType"))
         ):
-            kind = "builtin" if stdlib else "third-party"
+            kind = Kind.BUILTIN if stdlib else Kind.THIRD_PARTY
             return Decision(True, kind, "on the built-in allowlist")
         project_refusal: Decision | None = None
         if self.project_root is not None and not stdlib:
@@ -379,7 +403,7 @@ class Allowlist:
                     return project
                 project_refusal = project
         if self._extra_listed(module, qualname):
-            return Decision(True, "extra", "listed in the extra safe globals")
+            return Decision(True, Kind.EXTRA, "listed in the extra safe globals")
         if project_refusal is not None:
             return project_refusal
         if stdlib:
@@ -388,7 +412,7 @@ class Allowlist:
             where = "third-party code"
         else:  # not installed, and not under the project root (the CLI without --root)
             where = "neither installed nor project code"
-        return Decision(False, "refused", f"not on the allowlist: {where}")
+        return Decision(False, Kind.REFUSED, f"not on the allowlist: {where}")
 
     def _decide_project(self, module: str, qualname: str) -> Decision | None:
         """The verdict for a project module; None when ``module`` is not project code."""
@@ -397,23 +421,25 @@ class Allowlist:
             return None
         if status is Location.MISSING:
             # Not found anywhere we may look: a renamed or moved project module, most likely.
-            return Decision(False, "refused", detail, missing=True)
+            return Decision(False, Kind.REFUSED, detail, missing=Missing.MODULE)
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:
-            return Decision(False, "refused", f"cannot import {module}: {exc}", missing=True)
+            return Decision(
+                False, Kind.REFUSED, f"cannot import {module}: {exc}", missing=Missing.MODULE
+            )
         except (Exception, SystemExit) as exc:
             # Project code failed at import: report, don't crash the scan. SystemExit too: a
             # golden naming e.g. ``setup.x`` makes us import a project's setup.py, whose setup()
             # exits on our argv; that must refuse the name, not end the scan (or the pytest run).
             return Decision(
-                False, "refused", f"importing {module} failed: {type(exc).__name__}: {exc}"
+                False, Kind.REFUSED, f"importing {module} failed: {type(exc).__name__}: {exc}"
             )
         # An import hook (sys.meta_path) could have loaded something other than the file found.
         origin = getattr(mod, "__file__", None)
         if origin is None or not self.project.contains_file(origin):
             return Decision(
-                False, "refused", f"module {module} was imported from outside the project"
+                False, Kind.REFUSED, f"module {module} was imported from outside the project"
             )
         obj: object = mod
         parts = qualname.split(".")
@@ -423,34 +449,34 @@ class Allowlist:
             except AttributeError:
                 return Decision(
                     False,
-                    "refused",
+                    Kind.REFUSED,
                     f"module {module} has no attribute {'.'.join(parts[: i + 1])}",
-                    missing=True,
+                    missing=Missing.ATTRIBUTE,
                 )
             except Exception as exc:
-                return Decision(False, "refused", f"looking up {qualname} failed: {exc}")
+                return Decision(False, Kind.REFUSED, f"looking up {qualname} failed: {exc}")
             if i < len(parts) - 1 and not isinstance(obj, type):
                 what = "a module object" if inspect.ismodule(obj) else type(obj).__name__
                 return Decision(
                     False,
-                    "refused",
+                    Kind.REFUSED,
                     f"{module}.{'.'.join(parts[: i + 1])} is {what}; a qualified name may only "
                     "pass through classes",
                 )
         if inspect.ismodule(obj):
-            return Decision(False, "refused", "resolves to a module object")
+            return Decision(False, Kind.REFUSED, "resolves to a module object")
         if not (isinstance(obj, type) or inspect.isfunction(obj)):
             return Decision(
-                False, "refused", f"resolves to a {type(obj).__name__}, not a class or function"
+                False, Kind.REFUSED, f"resolves to a {type(obj).__name__}, not a class or function"
             )
         if obj.__module__ != module or obj.__qualname__ != qualname:
             return Decision(
                 False,
-                "refused",
+                Kind.REFUSED,
                 f"resolves to {obj.__module__}.{obj.__qualname__}, defined elsewhere",
             )
         where = Path(os.path.realpath(origin)).relative_to(self.project_root or "/")
-        return Decision(True, "project", f"defined in the project ({where.as_posix()})")
+        return Decision(True, Kind.PROJECT, f"defined in the project ({where.as_posix()})")
 
     def _extra_listed(self, module: str, qualname: str) -> bool:
         """An exact extra entry, or a dotted one that splits at ``module``?"""
