@@ -145,3 +145,50 @@ def regenerated(seed_project: SeedProject) -> SeedProject:
     result = seed_project.run("--modelpack-regen")
     assert result.ret == 0, result.stdout.str()
     return seed_project
+
+
+# -- every golden regen writes passes the pre-commit scan (issue 22) ------------------------------
+
+#: What ``modelpack scan --root`` said of a golden an in-process regen had just written, when it
+#: refused it: (golden folder, exit code, output). Checked after each test.
+_SCAN_REFUSALS: list[tuple[str, int, str]] = []
+
+
+def _scan_what_regen_wrote() -> None:
+    """Wrap regen's last step (writing the golden's section of goldens.trust) so that every golden
+    any in-process regen of this suite writes is scanned right away, as the pre-commit hook scans
+    it: ``modelpack scan --root <project> <golden>``, with no trust written by hand."""
+    import contextlib
+    import io
+
+    from pytest_modelpack import cli
+    from pytest_modelpack.engine import regen
+
+    real = regen.write_trust
+
+    def write_trust(facts, store):  # type: ignore[no-untyped-def]
+        changed = real(facts, store)
+        if (
+            facts.request.settings.safe_globals
+        ):  # the project's own hand-written trust: not this claim
+            return changed
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = cli.main(["scan", "--root", str(facts.request.project_root), str(store.folder)])
+        if code != 0:
+            _SCAN_REFUSALS.append((str(store.folder), code, out.getvalue()))
+        return changed
+
+    regen.write_trust = write_trust
+
+
+_scan_what_regen_wrote()
+
+
+@pytest.fixture(autouse=True)
+def _goldens_regen_wrote_scan_safe() -> Iterator[None]:
+    yield
+    refusals, _SCAN_REFUSALS[:] = list(_SCAN_REFUSALS), []
+    assert not refusals, "modelpack scan refused a golden regen wrote:\n" + "\n".join(
+        f"{folder} (exit {code}):\n{output}" for folder, code, output in refusals
+    )
