@@ -8,7 +8,8 @@ golden's gate check runs alone (``pytest --modelpack-golden -k <test>``) in this
 counters on:
 
 * live walks: calls of ``walk.nodes`` whose root is the live model (the one state walk);
-* placements: ``placed()`` blocks per (model, device), for the live model and for the golden;
+* placements: ``placed()`` blocks per (model, device): the live model, and the loaded ones
+  (the round-trip's reloaded copy, then the golden), each walked once for its block;
 * live pickles: how often the live model is pickled, by any pickler at any protocol (counted
   in its class's ``__reduce_ex__``, which every pickler and ``torch.save`` calls once per dump);
 * opens: each file under the golden's folder, counted by the ``open`` audit event (``open()``,
@@ -105,7 +106,7 @@ def install(counters: Counters) -> None:
 
     def placed(model: Any, device: str | None, *args: Any, **kwargs: Any) -> Any:
         if counters.on:
-            who = "live" if model is counters.live else "golden"
+            who = "live" if model is counters.live else "loaded"
             counters.placements[(who, device)] += 1
         return real_placed(model, device, *args, **kwargs)
 
