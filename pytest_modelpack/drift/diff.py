@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from typing import Any
 
-from .fingerprint import _KIND_NOUNS, DIFF_LINE_LIMIT, ENV_KEYS
-
-# -- comparing ---------------------------------------------------------------------------------
+#: Environment keys whose change is reported as ENV DRIFT (platform/pytest-modelpack are noise).
+ENV_KEYS = ("python", "torch", "sentencepiece", "numpy")
+#: Diff lines shown per unit before the rest is elided (the manifest keeps the full source).
+DIFF_LINE_LIMIT = 40
+_KIND_NOUNS = {
+    "class": ("class", "classes"),
+    "method": ("method", "methods"),
+    "function": ("function", "functions"),
+    "global": ("module global", "module globals"),
+}
 
 
 def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -66,13 +74,11 @@ def _kind(name: str, unit: dict[str, Any], units: dict[str, Any]) -> str:
 
 
 def _count(names: list[str], units: dict[str, Any]) -> str:
-    counts: dict[str, int] = {}
-    for name in names:
-        kind = _kind(name, units[name], units)
-        counts[kind] = counts.get(kind, 0) + 1
+    counts = Counter(_kind(name, units[name], units) for name in names)
     parts = [
-        f"{n} {_KIND_NOUNS[kind][0 if n == 1 else 1]}"
-        for kind, n in sorted(counts.items(), key=lambda item: list(_KIND_NOUNS).index(item[0]))
+        f"{counts[kind]} {nouns[0 if counts[kind] == 1 else 1]}"
+        for kind, nouns in _KIND_NOUNS.items()
+        if counts[kind]
     ]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
@@ -85,14 +91,8 @@ def drift_summary(
     added: list[str],
 ) -> str:
     """``1 method changed, 1 function removed`` — what the headline counts."""
-    parts = []
-    if changed:
-        parts.append(f"{_count(changed, new)} changed")
-    if removed:
-        parts.append(f"{_count(removed, old)} removed")
-    if added:
-        parts.append(f"{_count(added, new)} added")
-    return ", ".join(parts)
+    counted = ((changed, new, "changed"), (removed, old, "removed"), (added, new, "added"))
+    return ", ".join(f"{_count(names, units)} {what}" for names, units, what in counted if names)
 
 
 _HUNK = re.compile(r"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@$")
@@ -145,12 +145,12 @@ def drift_detail(
         what = what if _kind(name, new[name], new) == "class" else ""
         detail.append(f"{name}  ({_where(new[name])}){what}")
         detail.extend(_diff(old[name], new[name]))
-    for name in removed:
-        detail.append(f"{name}  no longer exists (was {_where(old[name])})")
-        source = str(old[name].get("source") or "").splitlines()
-        detail.extend(_elide(["-" + line for line in source]))
-    for name in added:
-        detail.append(f"{name}  is new ({_where(new[name])})")
-        source = str(new[name].get("source") or "").splitlines()
-        detail.extend(_elide(["+" + line for line in source]))
+    for names, units, sign, said in (
+        (removed, old, "-", "no longer exists (was {})"),
+        (added, new, "+", "is new ({})"),
+    ):
+        for name in names:
+            detail.append(f"{name}  {said.format(_where(units[name]))}")
+            source = str(units[name].get("source") or "").splitlines()
+            detail.extend(_elide([sign + line for line in source]))
     return detail

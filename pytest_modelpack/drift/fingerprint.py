@@ -1,34 +1,27 @@
 """Code drift: fingerprint the project code a golden depends on, and show what changed.
 
-A pickle stores data and *references* to classes: loading an old pickle runs today's code. At regen
-we record, for every project-code class and function the pickle references — and transitively the
-project code they depend on — a fingerprint of the normalised source, the source text, file and
-line. The gate recomputes the fingerprints from today's code and reports every unit that changed,
-with a unified diff.
+Loading a pickle runs today's code for the classes it references. At regen we record, for every
+project class and function the pickle references, and transitively the project code they depend
+on, a fingerprint of the normalised source with its text, file and line; the gate recomputes the
+fingerprints from today's code and reports every unit that changed, with a unified diff.
 
-Units (the keys of the manifest's ``code`` section):
+Units (the keys of the manifest's ``code`` section): ``module.Class`` (kind ``class``: the class
+statement without its methods and nested classes); ``module.Class.method`` (``method``: one per
+``def`` in the body, decorators included; a property's setter is ``module.Class.name.setter``);
+``module.function`` (``function``); ``module.NAME`` (``global``: the module-level assignments
+binding a global the code reads that is not a class or function: a table, a partial, a lambda).
 
-* ``module.Class`` (kind ``class``): the class statement without its methods and nested classes —
-  decorators, bases, keywords, class attributes;
-* ``module.Class.method`` (kind ``method``): one per ``def`` in the class body, decorators included
-  (a property's setter is ``module.Class.name.setter``);
-* ``module.function`` (kind ``function``): a module-level function;
-* ``module.NAME`` (kind ``global``): the module-level assignment(s) binding a global the code
-  reads that is not a class or function (a constant table, a ``functools.partial``, a lambda).
+Dependencies followed: MRO bases and a project metaclass; names read in the class body and in
+decorators; every function stored on the class (methods, static/class methods, property accessors,
+``functools.wraps`` chains, closures, defaults) and the module globals their bytecode loads, nested
+code objects included, through ``module.attr`` chains and function-local ``from project import
+name``. "Project code" is a module whose file lies under the project root (pytest's rootdir),
+outside virtualenvs and site-packages. Nothing outside the project is ever imported here.
 
-Dependencies followed: base classes in the MRO (and a project metaclass); names read in the class
-body and in decorators; every function stored on the class (methods, static/class methods,
-property accessors, ``functools.wraps`` chains, closures, defaults) and the module globals their
-bytecode loads — nested code objects (lambdas, comprehensions, inner functions) included, through
-``module.attr`` chains of project modules and function-local ``from project import name``.
-"Project code" is a module whose file lies under the project root (pytest's rootdir), outside
-virtualenvs and site-packages. Nothing outside the project is ever imported here.
-
-Normalisation is AST-based: comments, docstrings, blank lines, line breaks, quotes and parentheses
-do not count. The AST is serialised by :func:`canonical` rather than ``ast.dump`` so that a
-fingerprint does not depend on how a Python version prints ASTs (3.13 omits empty fields, 3.12 added
-``type_params``); and a unit whose recorded source text is byte-identical to today's never counts
-as changed, whatever the fingerprints say.
+Normalisation is AST-based: comments, docstrings, layout, quotes and parentheses do not count.
+:func:`canonical` serialises the AST rather than ``ast.dump`` so that a fingerprint does not depend
+on how a Python version prints ASTs (3.13 omits empty fields, 3.12 added ``type_params``); and a
+unit whose recorded source text is byte-identical to today's never counts as changed.
 
 Third-party code (torch, sentencepiece, numpy, Python) is tracked by version instead: ENV DRIFT.
 """
@@ -57,26 +50,17 @@ from .source import (
     binds,
     block_statements,
     code_objects,
+    end,
     find_def,
     fingerprint_nodes,
     name_chains,
     start,
 )
 
-#: Environment keys whose change is reported as ENV DRIFT (platform/pytest-modelpack are noise).
-ENV_KEYS = ("python", "torch", "sentencepiece", "numpy")
-
-#: Diff lines shown per unit before the rest is elided (the manifest keeps the full source).
-DIFF_LINE_LIMIT = 40
-
 _LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
 _ATTRS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
-_KIND_NOUNS = {
-    "class": ("class", "classes"),
-    "method": ("method", "methods"),
-    "function": ("function", "functions"),
-    "global": ("module global", "module globals"),
-}
+_MISSING = object()
+_WRAPS_FUNC = (functools.partial, functools.partialmethod, functools.cached_property)
 
 
 # -- project code ------------------------------------------------------------------------------
@@ -85,9 +69,6 @@ _KIND_NOUNS = {
 def is_project_file(path: str | os.PathLike[str] | None, root: Path | str) -> bool:
     """Is ``path`` a file of the project under ``root``? (see :mod:`pytest_modelpack.project`)"""
     return Project(root).contains_file(path)
-
-
-_MISSING = object()
 
 
 # -- the fingerprinter -------------------------------------------------------------------------
@@ -124,7 +105,7 @@ class _Fingerprinter:
         A module not imported yet is first located without executing anything; only a module whose
         file lies in the project is imported. Nothing outside the project is ever imported.
         """
-        if name in sys.modules or not self.is_project_module_name(name):
+        if name in sys.modules or not self._project.is_project_module(name):
             return self.module(name)
         try:
             importlib.import_module(name)
@@ -132,10 +113,6 @@ class _Fingerprinter:
             return None
         self._modules.pop(name, None)
         return self.module(name)
-
-    def is_project_module_name(self, name: str) -> bool:
-        """Is ``name`` a project module (located without importing or executing anything)?"""
-        return self._project.is_project_module(name)
 
     def source(self, module: types.ModuleType) -> Source | None:
         name = module.__name__
@@ -164,9 +141,7 @@ class _Fingerprinter:
     def add_root(self, module_name: str, qualname: str) -> bool:
         """Start from ``module_name.qualname``; False unless it resolves to project code."""
         module = self.import_project_module(module_name)
-        if module is None:
-            return False
-        target = self.resolve(module, qualname)
+        target = _MISSING if module is None else self.resolve(module, qualname)
         if target is _MISSING:
             return False
         self.visit(target)
@@ -198,10 +173,7 @@ class _Fingerprinter:
             for accessor in (value.fget, value.fset, value.fdel):
                 self.visit(accessor)
             return
-        if isinstance(value, (functools.partial, functools.partialmethod)):
-            self.visit(value.func)
-            return
-        if isinstance(value, functools.cached_property):
+        if isinstance(value, _WRAPS_FUNC):
             self.visit(value.func)
             return
         try:  # static lookup: a project __getattr__/property must not run here
@@ -252,17 +224,19 @@ class _Fingerprinter:
         module: types.ModuleType,
         qualname: str,
         src: Source,
-        sha: str,
-        text: str,
-        line: int,
+        nodes: Sequence[Any],
+        text: str | None = None,
     ) -> None:
+        """Record ``nodes`` as a unit; ``text`` defaults to their source lines."""
+        if text is None:
+            text = "".join(src.text(start(node), end(node)) for node in nodes)
         self.units[f"{module.__name__}.{qualname}"] = {
             "kind": kind,
             "module": module.__name__,
             "qualname": qualname,
-            "sha256": sha,
+            "sha256": fingerprint_nodes(nodes, members=kind != "class"),
             "file": src.rel,
-            "line": line,
+            "line": start(nodes[0]),
             "source": text,
         }
 
@@ -280,21 +254,11 @@ class _Fingerprinter:
         for value in list(vars(cls).values()):
             self.visit(value)
         src = self.source(module)
-        node = None
-        if src is not None:
-            node = find_def(src.tree, qualname, getattr(cls, "__firstlineno__", None))
-        if not isinstance(node, ast.ClassDef) or src is None:
+        firstlineno = getattr(cls, "__firstlineno__", None)
+        node = None if src is None else find_def(src.tree, qualname, firstlineno)
+        if src is None or not isinstance(node, ast.ClassDef):
             return  # defined without source (type(), exec): nothing to fingerprint
-        header = self._header_text(src, node)
-        self._unit(
-            "class",
-            module,
-            qualname,
-            src,
-            fingerprint_nodes([node], members=False),
-            header,
-            start(node),
-        )
+        self._unit("class", module, qualname, src, [node], self._header_text(src, node))
         names: dict[str, int] = {}
         references: list[ast.AST] = [*node.decorator_list, *node.bases, *node.keywords]
         for stmt in node.body:
@@ -307,15 +271,7 @@ class _Fingerprinter:
                 continue
             references.extend(stmt.decorator_list)
             member = f"{qualname}.{self._member_name(stmt, names)}"
-            self._unit(
-                "method",
-                module,
-                member,
-                src,
-                fingerprint_nodes([stmt]),
-                src.text(start(stmt), stmt.end_lineno or stmt.lineno),
-                start(stmt),
-            )
+            self._unit("method", module, member, src, [stmt])
         for chain in name_chains(references):
             self.visit_chain(module, chain)
 
@@ -338,16 +294,16 @@ class _Fingerprinter:
     @staticmethod
     def _header_text(src: Source, node: ast.ClassDef) -> str:
         """The class's source lines without its methods and nested classes."""
-        cut: set[int] = set()
-        for stmt in node.body:
-            if isinstance(stmt, MEMBER_DEFS):
-                cut.update(range(start(stmt), (stmt.end_lineno or stmt.lineno) + 1))
+        cut = {
+            number
+            for stmt in node.body
+            if isinstance(stmt, MEMBER_DEFS)
+            for number in range(start(stmt), end(stmt) + 1)
+        }
         kept: list[str] = []
-        for number in range(start(node), (node.end_lineno or node.lineno) + 1):
-            if number in cut:
-                continue
+        for number in range(start(node), end(node) + 1):
             line = src.lines[number - 1]
-            if not line.strip() and (not kept or not kept[-1].strip()):
+            if number in cut or (not line.strip() and (not kept or not kept[-1].strip())):
                 continue
             kept.append(line)
         while kept and not kept[-1].strip():
@@ -391,15 +347,7 @@ class _Fingerprinter:
         node = find_def(src.tree, qualname, func.__code__.co_firstlineno)
         if not isinstance(node, DEFS):
             return
-        self._unit(
-            "function",
-            module,
-            qualname,
-            src,
-            fingerprint_nodes([node]),
-            src.text(start(node), node.end_lineno or node.lineno),
-            start(node),
-        )
+        self._unit("function", module, qualname, src, [node])
         for chain in name_chains(node.decorator_list):
             self.visit_chain(module, chain)
 
@@ -418,8 +366,7 @@ class _Fingerprinter:
         stmts: list[Any] = [s for s in block_statements(src.tree.body) if binds(s, name)]
         if not stmts:
             return  # bound by an import or a loop: nothing of ours to fingerprint
-        text = "".join(src.text(start(s), s.end_lineno or s.lineno) for s in stmts)
-        self._unit("global", module, name, src, fingerprint_nodes(stmts), text, start(stmts[0]))
+        self._unit("global", module, name, src, stmts)
         for chain in name_chains(stmts):
             if chain[0] != name:
                 self.visit_chain(module, chain)
@@ -493,6 +440,5 @@ def code_units(roots: Iterable[tuple[str, str]], project_root: Path) -> dict[str
     return fingerprinter.run()
 
 
-def fingerprint_model(globals_: Iterable[tuple[str, str]], project_root: Path) -> dict[str, Any]:
-    """The manifest's ``code`` section for a pickle referencing ``globals_``."""
-    return code_units(globals_, project_root)
+#: The manifest's ``code`` section for a pickle referencing these (module, qualname) globals.
+fingerprint_model = code_units

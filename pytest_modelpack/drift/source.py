@@ -1,8 +1,6 @@
 """Reading project source for fingerprints: normalised (AST) source, definitions, names read.
 
-Normalisation is AST-based: comments, docstrings, blank lines, line breaks, quotes and parentheses
-do not count. The AST is serialised by :func:`canonical` rather than ``ast.dump`` so that a
-fingerprint does not depend on how a Python version prints ASTs.
+Why :func:`canonical` rather than ``ast.dump``: see :mod:`.fingerprint`.
 """
 
 from __future__ import annotations
@@ -15,21 +13,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: Environment keys whose change is reported as ENV DRIFT (platform/pytest-modelpack are noise).
-
 DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
-MEMBER_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-DOC_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-BLOCKS: tuple[type[ast.stmt], ...] = (
-    ast.If,
-    ast.Try,
-    ast.With,
-    ast.AsyncWith,
-    ast.For,
-    ast.AsyncFor,
-    ast.While,
-    *((ast.TryStar,) if hasattr(ast, "TryStar") else ()),
-)
+MEMBER_DEFS = (*DEFS, ast.ClassDef)
+DOC_OWNERS = (ast.Module, *MEMBER_DEFS)
+_BLOCK_NAMES = ("If", "Try", "TryStar", "With", "AsyncWith", "For", "AsyncFor", "While")
+BLOCKS = tuple(getattr(ast, name) for name in _BLOCK_NAMES if hasattr(ast, name))  # TryStar: 3.11
 
 # -- normalised source -------------------------------------------------------------------------
 
@@ -49,8 +37,7 @@ def canonical(node: Any, out: list[str], members: bool = True) -> None:
     dropped; with ``members=False`` the top node's body also loses its ``def``/``class`` members.
     """
     if isinstance(node, ast.AST):
-        out.append(type(node).__name__)
-        out.append("(")
+        out += [type(node).__name__, "("]
         for name in node._fields:
             if name == "type_comment" or (name == "kind" and isinstance(node, ast.Constant)):
                 continue
@@ -62,8 +49,7 @@ def canonical(node: Any, out: list[str], members: bool = True) -> None:
                     value = [stmt for stmt in value if not isinstance(stmt, MEMBER_DEFS)]
             if value is None or (isinstance(value, list) and not value):
                 continue
-            out.append(name)
-            out.append("=")
+            out += [name, "="]
             canonical(value, out)
             out.append(",")
         out.append(")")
@@ -102,6 +88,10 @@ class Source:
 
     def text(self, start: int, end: int) -> str:
         return "".join(self.lines[start - 1 : end])
+
+
+def end(node: ast.AST) -> int:
+    return node.end_lineno or node.lineno  # type: ignore[attr-defined]
 
 
 def start(node: ast.AST) -> int:
@@ -160,20 +150,18 @@ def name_chains(nodes: Iterable[ast.AST]) -> list[list[str]]:
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.Attribute):
             parts = []
-            current: ast.AST = node
-            while isinstance(current, ast.Attribute):
-                parts.append(current.attr)
-                current = current.value
-            if isinstance(current, ast.Name):
-                chains.append([current.id, *reversed(parts)])
-                return
-            visit(current)
-            return
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            while isinstance(node, ast.Attribute):
+                parts.append(node.attr)
+                node = node.value
+            if isinstance(node, ast.Name):
+                chains.append([node.id, *reversed(parts)])
+            else:
+                visit(node)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
             chains.append([node.id])
-            return
-        for child in ast.iter_child_nodes(node):
-            visit(child)
+        else:
+            for child in ast.iter_child_nodes(node):
+                visit(child)
 
     for node in nodes:
         visit(node)
