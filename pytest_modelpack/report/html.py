@@ -67,14 +67,12 @@ def render_html(report: Report) -> str:
         f"{escape(totals)} — <b>{'FAILED' if failed else 'PASSED'}</b><br>"
         f"this run: {escape(_environment())}</div>",
     ]
-    body.extend(_problems(report))
-    for row in rows:
-        body.append(_row_card(row))
-    for skip in report.skips:
-        body.append(
-            f'<div class="note">skipped: {escape(str(skip.get("nodeid")))} — '
-            f"{escape(str(skip.get('reason')))}</div>"
-        )
+    body += _problems(report) + [_row_card(row) for row in rows]
+    body += [
+        f'<div class="note">skipped: {escape(str(skip.get("nodeid")))} — '
+        f"{escape(str(skip.get('reason')))}</div>"
+        for skip in report.skips
+    ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
@@ -94,9 +92,10 @@ def _environment() -> str:
 
 
 def _problems(report: Report) -> list[str]:
-    out = []
-    for problem in report.problems:
-        out.append(f'<div class="card failed"><div class="headline">{escape(problem)}</div></div>')
+    out = [
+        f'<div class="card failed"><div class="headline">{escape(problem)}</div></div>'
+        for problem in report.problems
+    ]
     cls = "failed" if report.unused_fails() else "warn"
     for error in report.unused:
         out.append(
@@ -152,10 +151,8 @@ def _row_card(row: dict[str, Any]) -> str:
     state_diff = row.get("state_diff")
     if state_diff:
         parts.append('<div class="stage">state diff</div>' + _pre(state_diff))
-    for comparison in row.get("comparisons") or []:
-        parts.append(_comparison(comparison))
-    parts.append(_manifest(Path(str(row.get("golden")))))
-    parts.append("</section>")
+    parts += [_comparison(c) for c in row.get("comparisons") or []]
+    parts += [_manifest(Path(str(row.get("golden")))), "</section>"]
     return "".join(parts)
 
 

@@ -47,10 +47,6 @@ def _panel(
         return TOP + log_h * (1 - min(max(t, 0.0), 1.0))
 
     n = max(len(values), 1)
-
-    def x_of(i: int) -> float:
-        return LEFT + plot_w * ((i + 0.5) / n)
-
     parts = [
         f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
         f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img">',
@@ -88,8 +84,9 @@ def _panel(
         )
     for i, (v, u) in enumerate(zip(values, used, strict=False)):
         cls = "ok" if u <= 1 else "bad"
+        x = LEFT + plot_w * ((i + 0.5) / n)
         parts.append(
-            f'<circle cx="{x_of(i):.1f}" cy="{y_of(v):.1f}" r="2.6" class="{cls}">'
+            f'<circle cx="{x:.1f}" cy="{y_of(v):.1f}" r="2.6" class="{cls}">'
             f"<title>input #{i + 1}: {fmt(v)} ({fmt(u * 100) if math.isfinite(u) else 'inf'}% of "
             f"the tolerance)</title></circle>"
         )
@@ -99,15 +96,12 @@ def _panel(
 
 def comparison_svg(comparison: dict[str, Any]) -> str:
     """Two panels for one comparison stage: max abs error vs atol, max rel error vs rtol."""
-    points = [p for p in comparison.get("points") or [] if isinstance(p, list) and len(p) == 3]
-    values = [[float(v) for v in p] for p in points]
-    abs_errs = [p[0] for p in values]
-    rel_errs = [p[1] for p in values]
+    points = comparison.get("points") or []
+    values = [[float(v) for v in p] for p in points if isinstance(p, list) and len(p) == 3]
     used = [p[2] for p in values]
-    atol = _number(comparison.get("atol"))
-    rtol = _number(comparison.get("rtol"))
-    return _panel(abs_errs, used, atol, "max abs error per input", "atol") + _panel(
-        rel_errs, used, rtol, "max rel error per input", "rtol"
+    atol, rtol = (_number(comparison.get(name)) for name in ("atol", "rtol"))
+    return _panel([p[0] for p in values], used, atol, "max abs error per input", "atol") + _panel(
+        [p[1] for p in values], used, rtol, "max rel error per input", "rtol"
     )
 
 

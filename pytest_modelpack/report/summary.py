@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import errors
 from ..fixes import test_of
+from ..golden.fileio import write_atomic
 from ..states import Verdict
 from .unused import Collection, find_unused, unused_error
 
@@ -24,11 +25,11 @@ def format_size(size: int | None) -> str:
     if size is None:
         return "-"
     value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
-    return f"{size} B"  # pragma: no cover
+    return f"{value:.1f} GiB"
 
 
 class Report:
@@ -89,37 +90,32 @@ class Report:
         if not self.rows and not self.skips and not self.unused and not self.unused_note:
             return []
         header = ("golden", "device", "mode", "verdict", "examples", "bundle", "time", "")
-        table = [header]
-        for row in self.sorted_rows():
-            table.append(
-                (
-                    row["name"],
-                    row["device"],
-                    row["mode"],
-                    row["verdict"],
-                    str(row.get("examples") or 0),
-                    format_size(row.get("bundle_size")),
-                    f"{row.get('seconds', 0.0):.2f}s",
-                    row.get("headline") or row.get("detail") or "",
-                )
+        table = [header] + [
+            (
+                row["name"],
+                row["device"],
+                row["mode"],
+                row["verdict"],
+                str(row.get("examples") or 0),
+                format_size(row.get("bundle_size")),
+                f"{row.get('seconds', 0.0):.2f}s",
+                row.get("headline") or row.get("detail") or "",
             )
-        widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)] if table else []
-        out = []
-        for r in table:
-            cells = [r[i].ljust(widths[i]) for i in range(len(widths))]
-            out.append("  ".join(cells + [r[-1]]).rstrip())
-        if len(table) == 1:
-            table = []
+            for row in self.sorted_rows()
+        ]
+        widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
+        out = ["  ".join([*map(str.ljust, r[:-1], widths), r[-1]]).rstrip() for r in table]
         counts = Counter(row["verdict"] for row in self.rows)
         names = {row["name"] for row in self.rows}
         totals = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
         out.append(f"{len(names)} golden(s), {len(self.rows)} check(s): {totals}")
-        for row in self.sorted_rows():
-            for warning in row.get("warnings") or []:
-                out.append(f"warning: {row['name']} [{row['device']}]: {warning}")
+        out.extend(
+            f"warning: {row['name']} [{row['device']}]: {warning}"
+            for row in self.sorted_rows()
+            for warning in row.get("warnings") or []
+        )
         reasons = Counter(skip["reason"] for skip in self.skips)
-        for reason, n in sorted(reasons.items()):
-            out.append(f"skipped: {n} check(s) — {reason}")
+        out.extend(f"skipped: {n} check(s) — {reason}" for reason, n in sorted(reasons.items()))
         out.extend(f"error: {problem}" for problem in self.problems)
         out.extend(self.unused_lines())
         return out
@@ -129,9 +125,7 @@ class Report:
             return [f"unused goldens: {self.unused_note}"]
         if not self.unused:
             return []
-        out: list[str] = []
-        for error in self.unused:
-            out.extend(error.render().splitlines())
+        out = [line for error in self.unused for line in error.render().splitlines()]
         effect = (
             "the run fails" if self.unused_policy == "fail" else "a warning, the run does not fail"
         )
@@ -167,7 +161,5 @@ class Report:
 
     def write(self, path: Path) -> None:
         """Write the JSON report atomically (the one atomic write of :mod:`.golden.fileio`)."""
-        from ..golden.fileio import write_atomic
-
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, (json.dumps(self.to_json(), indent=1) + "\n").encode())

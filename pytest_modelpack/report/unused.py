@@ -33,12 +33,7 @@ class Collection:
     deselected: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "golden_dirs": sorted(self.golden_dirs),
-            "tests": dict(self.tests),
-            "selected": self.selected,
-            "deselected": self.deselected,
-        }
+        return {**dataclasses.asdict(self), "golden_dirs": sorted(self.golden_dirs)}
 
     def merge(self, data: dict[str, Any]) -> None:
         """Merge a worker's collection (every worker collects the same tests)."""
@@ -73,13 +68,15 @@ def find_unused(
             entries = sorted(base.iterdir())
         except OSError:  # unreadable (mode 000): the checks in it said GOLDEN I/O ERROR
             continue
-        for folder in entries:
-            # A golden's name never starts with a dot: ``.NAME.new-*``/``.NAME.old-*`` folders
-            # are a killed regen's leftovers, which the store reports (and regen removes).
-            if folder.name.startswith("."):
-                continue
-            if looks_like_golden(folder) and _key(folder) not in skip:
-                found.append(folder)
+        # A golden's name never starts with a dot: ``.NAME.new-*``/``.NAME.old-*`` folders are a
+        # killed regen's leftovers, which the store reports (and regen removes).
+        found += [
+            folder
+            for folder in entries
+            if not folder.name.startswith(".")
+            and looks_like_golden(folder)
+            and _key(folder) not in skip
+        ]
     return found
 
 
@@ -120,13 +117,14 @@ def not_judged_reason(
 def unused_error(folder: Path, root: Path, rows: list[dict[str, Any]]) -> errors.UnusedGolden:
     """UNUSED GOLDEN for ``folder``, with the checks whose golden is missing beside it."""
     shown = _shown(folder, root)
-    renamed = [
-        (row.get("claimant") or row["nodeid"], _shown(Path(row["golden"]), root))
-        for row in rows
-        if row.get("kind") == errors.MissingGolden.kind
-        and Path(row["golden"]).parent == folder.parent
-    ]
-    renamed = list(dict.fromkeys(renamed))
+    renamed = list(
+        dict.fromkeys(
+            (row.get("claimant") or row["nodeid"], _shown(Path(row["golden"]), root))
+            for row in rows
+            if row.get("kind") == errors.MissingGolden.kind
+            and Path(row["golden"]).parent == folder.parent
+        )
+    )
     claimed = sorted(
         {Path(row["golden"]).name for row in rows if Path(row["golden"]).parent == folder.parent}
     )
