@@ -71,12 +71,8 @@ def _tensor_diff(golden: Any, live: Any) -> str | None:
     if a.is_floating_point() or a.is_complex():
         both_nan = torch.isnan(a) & torch.isnan(b)
         err = (a.double() - b.double()).abs().masked_fill(both_nan, 0.0)
-        if not bool(err.any()):
-            return None
-        worst = float(err.max())
-        return f"max abs diff {worst:.3g} (shape {_shape(a)})"
-    differ = int((a != b).sum())
-    return f"{differ} of {a.numel()} elements differ (shape {_shape(a)})"
+        return f"max abs diff {float(err.max()):.3g} (shape {_shape(a)})" if err.any() else None
+    return f"{int((a != b).sum())} of {a.numel()} elements differ (shape {_shape(a)})"
 
 
 def _vocabulary(value: Any) -> dict[str, int] | None:
@@ -127,14 +123,15 @@ def _leaf_diff(golden: Node, live: Node) -> str | None:
     a, b = golden.value, live.value
     if is_tensor(a) and is_tensor(b):
         return _tensor_diff(a, b)
+    line_change = f"{golden.line} -> {live.line}"
     if type(a) is not type(b):
-        return f"{golden.line} -> {live.line}"
+        return line_change
     if isinstance(a, (str, bytes, bytearray, int, float, complex, bool, type(None))):
         if a == b or (isinstance(a, float) and a != a and b != b):
             return None
-        if golden.line != live.line:
-            return f"{golden.line} -> {live.line}"
-        return f"{type(a).__name__} of the same length, other content"
+        if golden.line == live.line:
+            return f"{type(a).__name__} of the same length, other content"
+        return line_change
     vocab_a, vocab_b = _vocabulary(a), _vocabulary(b)
     if vocab_a is not None and vocab_b is not None:
         changed = _vocab_diff(vocab_a, vocab_b)
@@ -147,13 +144,10 @@ def _leaf_diff(golden: Node, live: Node) -> str | None:
         pass
     else:
         if isinstance(a, (dict, list, tuple, set, frozenset)):  # too long to walk item by item
-            if golden.line != live.line:
-                return f"{golden.line} -> {live.line}"
-            return f"{golden.line}, contents differ"
+            return line_change if golden.line != live.line else f"{golden.line}, contents differ"
     digest_a, digest_b = _digest(a), _digest(b)
-    if digest_a is None or digest_b is None:
-        return None  # neither comparable nor picklable: the round-trip reports that part
-    if digest_a == digest_b:
+    # None: neither comparable nor picklable, the round-trip reports that part
+    if digest_a is None or digest_b is None or digest_a == digest_b:
         return None
     return f"pickled state differs (sha256 {digest_a}… -> {digest_b}…)"
 
@@ -183,12 +177,15 @@ def _equal(a: Any, b: Any, seen: set[tuple[int, int]], budget: list[int]) -> boo
     return all(_equal(x, y, seen, budget) for x, y in zip(a, b, strict=True))
 
 
+def _by_path(walked: Any) -> dict[str, Node]:
+    return {n.path: n for n in walked if n.shown and not n.repeat}
+
+
 def state_diff(golden: Any, live: Any, root: str = "model", walked: Any = None) -> StateDiff:
     """Compare ``golden``'s state with ``live``'s path by path; see :class:`StateDiff`.
     ``walked``: the live model's :func:`~pytest_modelpack.walk.nodes`, if known."""
-    golden_nodes = {n.path: n for n in nodes(golden, root) if n.shown and not n.repeat}
-    live_walk = nodes(live, root) if walked is None else walked
-    live_nodes = {n.path: n for n in live_walk if n.shown and not n.repeat}
+    golden_nodes = _by_path(nodes(golden, root))
+    live_nodes = _by_path(nodes(live, root) if walked is None else walked)
     result = StateDiff()
     for path, node in golden_nodes.items():
         other = live_nodes.get(path)
