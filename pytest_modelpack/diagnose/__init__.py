@@ -1,16 +1,8 @@
 """Diagnoses: turning what pickle, torch and the user's code did into a headline, detail and fix.
 
-One module per diagnosis:
-
-* :mod:`.unpicklable` — UNPICKLABLE: the attribute path of each part pickle refuses;
-* :mod:`.lossy` — LOSSY ROUND-TRIP: state a ``__getstate__``/``__setstate__`` lost, and the
-  ``nn.Module.__setstate__`` pitfall;
-* :mod:`.nondeterminism` — NONDETERMINISTIC: train mode, randomness in forward;
-* :mod:`.missing` — renamed and moved code, classes that load nowhere else;
-* :mod:`.loading` — LOAD ERROR for a pickle that does not load back;
-* :mod:`.frames` — the user's own frame in a traceback.
-
-Nothing here imports pytest; torch is imported only when the object graph holds torch objects.
+One module per diagnosis (UNPICKLABLE, LOSSY ROUND-TRIP, NONDETERMINISTIC, renamed or moved code,
+LOAD ERROR), and :mod:`.frames` for the user's own frame in a traceback. Nothing here imports
+pytest; torch is imported only when the object graph holds torch objects.
 """
 
 from __future__ import annotations

@@ -94,11 +94,8 @@ def user_frame(exc: BaseException, relative_to: Any = None) -> Frame | None:
     summary = traceback.FrameSummary(
         frame.f_code.co_filename, chosen.tb_lineno, frame.f_code.co_name, lookup_line=True
     )
-    owner = None
     this = frame.f_locals.get("self")
-    if this is not None:
-        klass = type(this)
-        owner = f"{klass.__module__}.{klass.__qualname__}"
+    owner = None if this is None else f"{type(this).__module__}.{type(this).__qualname__}"
     return Frame(
         file=relative(summary.filename, relative_to),
         line=chosen.tb_lineno,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from ..project import is_library_module
 from ..walk import defines, is_module, nodes
 from .frames import where
-from .missing import parent_path
 
 
 def user_class(klass: type) -> bool:
@@ -48,6 +48,14 @@ def _culprit(owner: Any, attr: str, relative_to: Any) -> str | None:
     return None
 
 
+def parent_path(path: str) -> tuple[str, str] | None:
+    """``model.a.b`` -> (``model.a``, ``b``); ``model.a[0]`` -> (``model.a``, ``0``)."""
+    match = re.match(r"^(.*)(?:\.([^.\[\]]+)|\[([^\]]*)\])$", path)
+    if match is None:
+        return None
+    return match.group(1), match.group(2) or match.group(3)
+
+
 def _values(obj: Any, walked: Any = None) -> dict[str, Any]:
     """Path -> object of ``obj``'s structure tree."""
     return {n.path: n.value for n in (walked or nodes(obj)) if n.shown and not n.repeat}
@@ -65,8 +73,8 @@ def explain_lossy(
     entries: list[tuple[str, str, str]] = []  # (sign, path, text)
     for line in diff:
         sign, _, rest = line.partition(" ")
-        path = rest.split(": ", 1)[0]
-        entries.append((sign, path, rest.split(": ", 1)[1] if ": " in rest else ""))
+        path, _, text = rest.partition(": ")
+        entries.append((sign, path, text))
     missing = [p for s, p, _ in entries if s == "-"]
 
     def below(path: str, tops: Iterable[str]) -> bool:
@@ -79,11 +87,7 @@ def explain_lossy(
     culprits: list[str] = []
     values = _values(live, walked)
     for sign, path, text in entries:
-        if sign == "-" and below(path, missing):
-            continue
-        if sign == "+":
-            continue
-        if sign == "~" and below(path, missing):
+        if sign == "+" or below(path, missing):
             continue
         if sign == "~" and _rebuilt_function(text):
             continue  # a lambda/local function rebuilt by __setstate__: same role, new qualname
@@ -155,10 +159,9 @@ def lost_private_state(
         overrides = [m for m in (setter, getter) if m is not None and user_class(m)]
         if base is None or not overrides:
             continue
+        base_get, base_set = defines(base, "__getstate__"), defines(base, "__setstate__")
         try:  # what torch itself would have restored, without the user's override
             model = object.__new__(klass)
-            base_get = defines(base, "__getstate__")
-            base_set = defines(base, "__setstate__")
             get_state: Any = vars(base_get)["__getstate__"] if base_get else vars
             state = dict(get_state(before))
             if base_set is not None:
@@ -177,10 +180,9 @@ def lost_private_state(
         lost.extend(f"{path}.{k}" for k in gone)
         names = ", ".join(f"{path}.{k}" for k in gone[:4]) + (" ..." if len(gone) > 4 else "")
         lines.append(f"{names} missing after reload (torch's own state of {base.__qualname__})")
-        torch_set = defines(base, "__setstate__")
         rebuilt = (
-            f"{_qualified(torch_set)}.__setstate__ rebuilds it"
-            if torch_set is not None and torch_set.__module__.startswith("torch")
+            f"{_qualified(base_set)}.__setstate__ rebuilds it"
+            if base_set is not None and base_set.__module__.startswith("torch")
             else "torch's own __setstate__ restores it"
         )
         lines.append(

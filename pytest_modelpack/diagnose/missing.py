@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import inspect
 import os
 import re
@@ -40,17 +41,24 @@ def not_importable_reason(module: str, qualname: str) -> str | None:
             "while pytest runs them (from the tests' folder, under the name pytest gave them), "
             "so production or any other process fails with ModuleNotFoundError"
         )
-    target: Any = sys.modules.get(module)
+    target = sys.modules.get(module)
     if target is None or qualname == "<module>":  # a module itself (cloudpickle's subimport)
         return None
+    if _lookup(target, qualname) is None:
+        return (
+            f"{module}.{qualname} cannot be found by that name: it was renamed, deleted or "
+            "created dynamically"
+        )
+    return None
+
+
+def _lookup(target: Any, qualname: str) -> Any:
+    """``target.<qualname>`` by attribute lookup, or None."""
     for part in qualname.split("."):
         target = getattr(target, part, None)
         if target is None:
-            return (
-                f"{module}.{qualname} cannot be found by that name: it was renamed, deleted or "
-                "created dynamically"
-            )
-    return None
+            return None
+    return target
 
 
 def locate_globals(
@@ -66,17 +74,6 @@ def locate_globals(
         if key in wanted and len(found.setdefault(key, [])) < limit:
             found[key].append(path)
     return found
-
-
-# -- lossy round-trips -------------------------------------------------------------------------
-
-
-def parent_path(path: str) -> tuple[str, str] | None:
-    """``model.a.b`` -> (``model.a``, ``b``); ``model.a[0]`` -> (``model.a``, ``0``)."""
-    match = re.match(r"^(.*)(?:\.([^.\[\]]+)|\[([^\]]*)\])$", path)
-    if match is None:
-        return None
-    return match.group(1), match.group(2) or match.group(3)
 
 
 # -- renamed and moved classes -----------------------------------------------------------------
@@ -121,11 +118,7 @@ def rename_hints(
             continue
         if is_library_module(name) or _test_module(name):
             continue
-        target: Any = mod
-        for part in qualname.split("."):
-            target = getattr(target, part, None)
-            if target is None:
-                break
+        target = _lookup(mod, qualname)
         if target is not None and getattr(target, "__module__", None) == name:
             how = "class moved?" if current_exists else "module renamed or moved?"
             hints.append(f"{module}.{qualname} -> {name}.{qualname} ({how})")
@@ -152,8 +145,6 @@ def rename_hints(
 
 
 def _module_gone(module: str) -> bool:
-    import importlib.util
-
     try:
         return importlib.util.find_spec(module) is None
     except (ImportError, ValueError):

@@ -59,11 +59,8 @@ def _lock_type(value: Any) -> bool:
 
 def _script_module(value: Any) -> bool:
     """A TorchScript module or function (``torch.jit.script`` / ``torch.jit.trace``)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return False
-    jit = torch.jit
-    return isinstance(value, (jit.ScriptModule, jit.ScriptFunction))
+    jit = getattr(sys.modules.get("torch"), "jit", None)
+    return jit is not None and isinstance(value, (jit.ScriptModule, jit.ScriptFunction))
 
 
 def _log_handler(value: Any) -> bool:
@@ -257,8 +254,7 @@ def find_unpicklable(
     errors_: dict[int, Exception] = {}
 
     def descend(value: Any) -> bool:
-        error = errors_.get(id(value))
-        return error is not None and not opaque_part(value)
+        return id(value) in errors_ and not opaque_part(value)
 
     for path, value, depth in pickled_nodes(obj, root, descend):
         error = pickles(value, pickler)
@@ -312,13 +308,10 @@ def unpicklable_error(
             detail=finding.lines(nested=False),
             fix=finding.fix,
         )
-    detail: list[str] = []
-    for finding in findings:
-        detail.extend(finding.lines())
     return errors.Unpicklable(
         f"{len(findings)} parts of the model cannot be pickled: "
         + ", ".join(f.path for f in findings),
-        detail=detail,
+        detail=[line for finding in findings for line in finding.lines()],
         fix="fix each part as shown above: a module-level function instead of a lambda or local "
         "function, and process state (files, locks, generators) left out in __getstate__",
     )
