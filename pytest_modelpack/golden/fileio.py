@@ -37,7 +37,6 @@ from typing import IO, Any
 #: The first bytes of a Git LFS pointer file: the real content was never fetched.
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/v1"
 
-_CHUNK = 1 << 20
 #: Large writes go down in pieces of this size (see :class:`HashingWriter`).
 _WRITE_CHUNK = 16 << 20
 #: How many bytes :class:`HashingWriter` lets pile up before it asks for them on disk.
@@ -49,13 +48,9 @@ _NEW_MARK = ".new-"
 _OLD_MARK = ".old-"
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
+# The umask can only be read by setting it: read once, at import.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class HashingWriter:
@@ -109,29 +104,21 @@ class HashingWriter:
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         n = view.nbytes
-        if type(data) is not bytes and n > _WRITE_CHUNK:
-            # A big buffer lent for this call only (torch.save's records are views of tensor
-            # memory): hashed in place while it is written, the call returns once both are done.
+        if n <= _WRITE_CHUNK:
+            # bytes are immutable: hashed later they are what was written. Anything else is copied.
+            self._queue.put(data if type(data) is bytes else view.tobytes())
+            self._raw.write(view)
+        else:
             for start in range(0, n, _WRITE_CHUNK):
                 piece = view[start : start + _WRITE_CHUNK]
                 self._queue.put(piece)
                 self._raw.write(piece)
-            done = threading.Event()
-            self._queue.put(done)
-            done.wait()
-            self.size += n
-            return n
-        # bytes are immutable: hashed later they are what was written. Anything else is copied.
-        whole = data if type(data) is bytes else view.tobytes()
-        if n <= _WRITE_CHUNK:
-            self._queue.put(whole)
-            self._raw.write(view)
-        else:
-            pieces = memoryview(whole)
-            for start in range(0, n, _WRITE_CHUNK):
-                piece = pieces[start : start + _WRITE_CHUNK]
-                self._queue.put(piece)
-                self._raw.write(piece)
+            if type(data) is not bytes:
+                # A big buffer lent for this call only (torch.save's records are views of tensor
+                # memory): hashed in place, so the call returns only once the hash caught up.
+                done = threading.Event()
+                self._queue.put(done)
+                done.wait()
         self.size += n
         return n
 
@@ -166,17 +153,6 @@ def open_regular(path: Path) -> Iterator[tuple[IO[bytes], os.stat_result] | None
     with os.fdopen(fd, "rb") as f:
         stat_ = os.fstat(f.fileno())
         yield (f, stat_) if stat.S_ISREG(stat_.st_mode) else None
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """Streaming sha256 and size of a file."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 @dataclass(frozen=True)
@@ -457,13 +433,8 @@ def leftovers(target: Path) -> list[Path]:
     live writer holds): ``.<name>.new-*`` / ``.<name>.old-*`` beside it, ``.*.tmp`` inside it."""
     found: list[Path] = []
     with contextlib.suppress(OSError):
-        for entry in target.parent.iterdir():
-            name = entry.name
-            if name.startswith(f".{target.name}{_NEW_MARK}") or name.startswith(
-                f".{target.name}{_OLD_MARK}"
-            ):
-                if not _held(entry):
-                    found.append(entry)
+        marks = (f".{target.name}{_NEW_MARK}", f".{target.name}{_OLD_MARK}")
+        found += [e for e in target.parent.iterdir() if e.name.startswith(marks) and not _held(e)]
     with contextlib.suppress(OSError):
         if target.is_dir() and not target.is_symlink():
             found += [

@@ -143,11 +143,11 @@ class Manifest:
         version = obj.get("format_version")
         if version != FORMAT_VERSION or isinstance(version, bool):
             raise UnknownVersion(version)
-        created = _obj(_need(obj, "created_by", "manifest"), "created_by")
+        created = _section(obj, "created_by")
         return cls(
-            format=_typed(_need(obj, "format", "manifest"), str, "format"),
+            format=_typed(_need(obj, "format"), str, "format"),
             format_version=FORMAT_VERSION,
-            name=_typed(_need(obj, "name", "manifest"), str, "name"),
+            name=_typed(_need(obj, "name"), str, "name"),
             serializer=_serializer(obj),
             bundle=_file_entry(obj, "bundle", "protocol"),
             examples=_file_entry(obj, "examples", "count"),
@@ -157,16 +157,18 @@ class Manifest:
             ),
             environment={
                 key: _optional(value, str, f"environment.{key}")
-                for key, value in _obj(_need(obj, "environment", "manifest"), "environment").items()
+                for key, value in _section(obj, "environment").items()
             },
-            globals=[_global(item, i) for i, item in enumerate(_list(obj, "globals"))],
+            globals=[
+                _global(item, i)
+                for i, item in enumerate(_typed(_need(obj, "globals"), list, "globals"))
+            ],
             code={
-                key: _code_unit(unit, f"code.{key}")
-                for key, unit in _obj(_need(obj, "code", "manifest"), "code").items()
+                key: _code_unit(unit, f"code.{key}") for key, unit in _section(obj, "code").items()
             },
             structure={
                 key: _typed(value, str, f"structure.{key}")
-                for key, value in _obj(_need(obj, "structure", "manifest"), "structure").items()
+                for key, value in _section(obj, "structure").items()
             },
         )
 
@@ -232,7 +234,7 @@ def _serializer(obj: dict[str, Any]) -> dict[str, str | None]:
         found: dict[str, str | None] = {"name": "pickle", "version": None}
     else:
         entry = _obj(raw, "serializer")
-        name = _typed(_need(entry, "name", "serializer"), str, "serializer.name")
+        name = _typed(_need(entry, "name"), str, "serializer.name")
         if name not in NAMES:
             raise InvalidManifest("serializer.name", f"{name!r} is not one of {', '.join(NAMES)}")
         found = {
@@ -273,29 +275,32 @@ def _obj(value: Any, field: str) -> dict[str, Any]:
     return _typed(value, dict, field)  # type: ignore[no-any-return]
 
 
-def _need(obj: dict[str, Any], key: str, where: str) -> Any:
+def _need(obj: dict[str, Any], key: str) -> Any:
     if key not in obj:
         raise InvalidManifest(key, "missing (the gate needs it)")
     return obj[key]
 
 
-def _list(obj: dict[str, Any], key: str) -> list[Any]:
-    return _typed(_need(obj, key, "manifest"), list, key)  # type: ignore[no-any-return]
+def _section(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """A required top-level object of the manifest."""
+    return _obj(_need(obj, key), key)
+
+
+def _require(entry: dict[str, Any], field: str, parts: tuple[str, ...]) -> None:
+    for part in parts:
+        if part not in entry:
+            raise InvalidManifest(f"{field}.{part}", "missing")
 
 
 def _file_entry(obj: dict[str, Any], key: str, extra: str) -> FileEntry:
-    entry = _obj(_need(obj, key, "manifest"), key)
-    for part in ("file", "size", "sha256"):
-        if part not in entry:
-            raise InvalidManifest(f"{key}.{part}", "missing")
+    entry = _section(obj, key)
+    _require(entry, key, ("file", "size", "sha256"))
     size = _typed(entry["size"], int, f"{key}.size")
     if size < 0:
         raise InvalidManifest(f"{key}.size", f"expected a size in bytes, got {size}")
     sha = _sha256(entry["sha256"], f"{key}.sha256")
     value = _optional(entry.get(extra), int, f"{key}.{extra}")
-    storages, pickle_sha = (None, None)
-    if key == "bundle":
-        storages, pickle_sha = _storages(entry, size)
+    storages, pickle_sha = _storages(entry, size) if key == "bundle" else (None, None)
     return FileEntry(
         file=_typed(entry["file"], str, f"{key}.file"),
         size=size,
@@ -343,9 +348,7 @@ def _storages(
 def _global(item: Any, index: int) -> GlobalEntry:
     field = f"globals[{index}]"
     entry = _obj(item, field)
-    for part in ("module", "qualname", "kind"):
-        if part not in entry:
-            raise InvalidManifest(f"{field}.{part}", "missing")
+    _require(entry, field, ("module", "qualname", "kind"))
     return GlobalEntry(
         module=_typed(entry["module"], str, f"{field}.module"),
         qualname=_typed(entry["qualname"], str, f"{field}.qualname"),
@@ -368,12 +371,8 @@ _UNIT_FIELDS: dict[str, tuple[type, bool]] = {
 def _code_unit(unit: Any, field: str) -> CodeUnit:
     entry = _obj(unit, field)
     for part, (kind, required) in _UNIT_FIELDS.items():
-        if part not in entry:
-            if required:
-                raise InvalidManifest(f"{field}.{part}", "missing")
-            continue
-        if required:
-            _typed(entry[part], kind, f"{field}.{part}")
-        else:
-            _optional(entry[part], kind, f"{field}.{part}")
+        if part in entry:
+            (_typed if required else _optional)(entry[part], kind, f"{field}.{part}")
+        elif required:
+            raise InvalidManifest(f"{field}.{part}", "missing")
     return dict(entry)
