@@ -53,9 +53,7 @@ def collate(items: Sequence[Any]) -> Any:
         return {key: collate([item[key] for item in items]) for key in first}
     if isinstance(first, (list, tuple)):
         fields = [collate(list(group)) for group in zip(*items, strict=True)]
-        if hasattr(first, "_fields"):  # namedtuple
-            return type(first)(*fields)
-        return type(first)(fields)
+        return type(first)(*fields) if hasattr(first, "_fields") else type(first)(fields)
     return list(items)
 
 
@@ -81,9 +79,8 @@ def uncollate(batch: Any, n: int) -> list[Any]:
             return list(batch)
         columns = [uncollate(value, n) for value in batch]
         rows = [[column[i] for column in columns] for i in range(n)]
-        if hasattr(batch, "_fields"):
-            return [type(batch)(*row) for row in rows]
-        return [type(batch)(row) for row in rows]
+        make = type(batch)
+        return [make(*row) if hasattr(batch, "_fields") else make(row) for row in rows]
     return [batch] * n
 
 
@@ -116,10 +113,8 @@ def to_device(value: Any, device: Any) -> Any:
             out.extend(move(x, depth + 1) for x in v)
             return out
         if type(v) is dict:
-            out = {}
-            memo[id(v)] = out
-            for k, x in v.items():
-                out[k] = move(x, depth + 1)
+            out = memo[id(v)] = {}
+            out.update((k, move(x, depth + 1)) for k, x in v.items())
             return out
         if isinstance(v, dict):
             out = type(v)((k, move(x, depth + 1)) for k, x in v.items())
@@ -213,14 +208,6 @@ def placed(model: Any, device: str | None, walked: Iterable[Node] | None = None)
             module.training = flag
 
 
-def _set_eval(model: Any, modules: list[Any]) -> None:
-    if callable(getattr(model, "eval", None)):
-        model.eval()
-        return
-    for module in modules:
-        module.eval()
-
-
 def apply_model(
     model: Any,
     x: Any,
@@ -244,7 +231,11 @@ def apply_model(
         with placed(model, None):
             return apply_model(model, x, single, batch_size, device)
     with torch.no_grad():
-        _set_eval(model, modules)
+        if callable(getattr(model, "eval", None)):
+            model.eval()
+        else:
+            for module in modules:
+                module.eval()
         if single:
             return _apply_batch(model, [x], device)[0]
         inputs = list(x)
@@ -259,12 +250,10 @@ def _apply_batch(model: Any, inputs: list[Any], device: str | None) -> list[Any]
     if not is_compound(model):
         call: Callable[[Any], Any] = model
         return [call(to_device(item, device) if device else item) for item in inputs]
-    prepared = [model.preprocess(item) for item in inputs]
-    batch = collate(prepared)
+    batch = collate([model.preprocess(item) for item in inputs])
     if device is not None:
         batch = to_device(batch, device)
-    output = model.forward(batch)
-    items = uncollate(output, len(inputs))
+    items = uncollate(model.forward(batch), len(inputs))
     post = getattr(model, "postprocess", None)
     if callable(post):
         items = [post(item) for item in items]

@@ -99,15 +99,13 @@ def _load_golden(arg: str) -> tuple[Any, Manifest]:
     from .golden import GoldenStore
 
     folder = _folder(arg)
-    if not os.path.lexists(folder) or not folder.is_dir():
+    exists = os.path.lexists(folder)
+    if not exists or not folder.is_dir():
         # A typo, or a file that is not part of a golden (never "remove it", never "git checkout
         # -- ." of the folder around it): there is no golden here.
         raise errors.MissingGolden(
             f"no golden at {arg}",
-            detail=[
-                f"{folder} "
-                + ("does not exist" if not os.path.lexists(folder) else "is not a folder")
-            ],
+            detail=[f"{folder} " + ("is not a folder" if exists else "does not exist")],
             fix="check the path: a golden is a folder holding bundle.pkl, manifest.json and "
             f"examples.json, written by {regen_command()}",
         )
@@ -123,16 +121,16 @@ def _project_importable(root: Path | None) -> Iterator[None]:
     find them when the project root is importable (``modelpack`` as a console script does not put
     the working directory on ``sys.path``).
     """
-    entry = None if root is None else str(root)
-    added = entry is not None and entry not in sys.path
+    entry = str(root)
+    added = root is not None and entry not in sys.path
     if added:
-        sys.path.insert(0, str(entry))
+        sys.path.insert(0, entry)
     try:
         yield
     finally:
         if added:
             with contextlib.suppress(ValueError):
-                sys.path.remove(str(entry))
+                sys.path.remove(entry)
 
 
 def _allowlist(args: argparse.Namespace) -> Any:
@@ -144,13 +142,11 @@ def _allowlist(args: argparse.Namespace) -> Any:
     """
     from .safety import Allowlist
 
-    root = None
-    if args.root is not None:
-        root = Path(args.root).resolve()
-        if not root.is_dir():
-            raise errors.UsageError(
-                f"--root {args.root}: not a directory", fix="pass the project's root folder"
-            )
+    root = None if args.root is None else Path(args.root).resolve()
+    if root is not None and not root.is_dir():
+        raise errors.UsageError(
+            f"--root {args.root}: not a directory", fix="pass the project's root folder"
+        )
     return Allowlist(root, args.allow)
 
 
@@ -174,11 +170,11 @@ class _Trusted:
         lines = self.files[golden_dir].get(name)
         if not lines:
             return self.base
-        key = (golden_dir, name)
-        if key not in self.made:
+        if (golden_dir, name) not in self.made:
             trust = trustfile.trust_of(lines)
-            self.made[key] = Allowlist(self.base.project_root, self.args.allow, trust=trust)
-        return self.made[key]
+            allowlist = Allowlist(self.base.project_root, self.args.allow, trust=trust)
+            self.made[golden_dir, name] = allowlist
+        return self.made[golden_dir, name]
 
 
 def _root_hint(allowlist: Any, refused: list[tuple[Any, str]]) -> str | None:
@@ -214,11 +210,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .safety import scan_file
 
     allowlist = _allowlist(args)
-    try:
-        store, manifest = _load_golden(args.golden)
-    except errors.ModelpackError as exc:
-        print(exc.render(), file=sys.stderr)
-        return EXIT_UNREADABLE
+    store, manifest = _load_golden(args.golden)  # an error: main() reports it, exit 2
     bundle = manifest.bundle
     corrupt = False
     _out(f"golden: {manifest.name}  ({store.folder})")
@@ -360,28 +352,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from .drift import describe_code_change, env_changes
     from .walk import diff_trees
 
-    try:
-        # Both goldens verified before anything is compared: "no differences" against an empty
-        # or missing bundle would be a lie.
-        store_a, a = _load_golden(args.golden_a)
-        store_a.verify(a)
-        store_b, b = _load_golden(args.golden_b)
-        store_b.verify(b)
-    except errors.ModelpackError as exc:
-        print(exc.render(), file=sys.stderr)
-        return EXIT_UNREADABLE
+    # Both goldens verified before anything is compared: "no differences" against an empty or
+    # missing bundle would be a lie. An error: main() reports it, exit 2.
+    store_a, a = _load_golden(args.golden_a)
+    store_a.verify(a)
+    store_b, b = _load_golden(args.golden_b)
+    store_b.verify(b)
     _out(f"a: {store_a.folder}")
     _out(f"b: {store_b.folder}")
-    lines: list[str] = []
-    env = env_changes(a.environment, b.environment)
-    lines += [f"environment: {line}" for line in env]
-    code = describe_code_change(a.code, b.code)
-    lines += [f"code changed: {name}" for name in code]
     ga, gb = _claimed_globals(a), _claimed_globals(b)
+    lines = [f"environment: {line}" for line in env_changes(a.environment, b.environment)]
+    lines += [f"code changed: {name}" for name in describe_code_change(a.code, b.code)]
     lines += [f"global removed: {m}.{q}" for m, q in sorted(ga - gb)]
     lines += [f"global added: {m}.{q}" for m, q in sorted(gb - ga)]
-    structure = diff_trees(a.structure, b.structure)
-    lines += [f"structure {line}" for line in structure]
+    lines += [f"structure {line}" for line in diff_trees(a.structure, b.structure)]
     try:
         lines += _diff_examples(store_a, store_b)
         unreadable = False
@@ -421,8 +405,7 @@ def _diff_examples(store_a: Any, store_b: Any) -> list[str]:
     by_key_b = {key(e): (i, e) for i, e in enumerate(eb)}
     keys_a = {key(e) for e in ea}
     lines: list[str] = []
-    differing = 0
-    common = 0
+    differing = common = 0
     for index, x in enumerate(ea):
         match = by_key_b.get(key(x))
         if match is None:
@@ -464,6 +447,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def command(name: str, func: Any, help: str, description: str, epilog: str) -> Any:
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=description,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.set_defaults(func=func)
+        return p
+
     def allow_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--root",
@@ -482,24 +476,23 @@ def build_parser() -> argparse.ArgumentParser:
             "(repeatable; MODULE:QUALNAME for an exact split)",
         )
 
-    p = sub.add_parser(
+    p = command(
         "inspect",
-        help="manifest, structure tree, globals with safety verdicts",
-        description="Show a golden: manifest, integrity, the globals bundle.pkl references with\n"
+        cmd_inspect,
+        "manifest, structure tree, globals with safety verdicts",
+        "Show a golden: manifest, integrity, the globals bundle.pkl references with\n"
         "their safety verdicts, project code fingerprints and the structure tree.",
-        epilog=_INSPECT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        _INSPECT_EPILOG,
     )
     p.add_argument("golden", metavar="GOLDEN", help="golden folder (or a file in it)")
     allow_options(p)
-    p.set_defaults(func=cmd_inspect)
-    p = sub.add_parser(
+    p = command(
         "scan",
-        help="safety verdict for pickles and torch files (exit 1 if unsafe)",
-        description="Safety verdict for each FILE: safe, UNSAFE (with the globals that are not\n"
+        cmd_scan,
+        "safety verdict for pickles and torch files (exit 1 if unsafe)",
+        "Safety verdict for each FILE: safe, UNSAFE (with the globals that are not\n"
         "allowed and where they occur) or unreadable.",
-        epilog=_SCAN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        _SCAN_EPILOG,
     )
     p.add_argument(
         "files",
@@ -508,18 +501,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a pickle, a torch.save file (zip or legacy), or a golden folder (its bundle.pkl)",
     )
     allow_options(p)
-    p.set_defaults(func=cmd_scan)
-    p = sub.add_parser(
+    p = command(
         "diff",
-        help="what differs between two goldens",
-        description="What differs between two goldens: environment, project code, globals,\n"
+        cmd_diff,
+        "what differs between two goldens",
+        "What differs between two goldens: environment, project code, globals,\n"
         "structure tree and the outputs recorded for shared inputs.",
-        epilog=_DIFF_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        _DIFF_EPILOG,
     )
     p.add_argument("golden_a", metavar="GOLDEN_A", help="golden folder (the expected side)")
     p.add_argument("golden_b", metavar="GOLDEN_B", help="golden folder (the side compared)")
-    p.set_defaults(func=cmd_diff)
     return parser
 
 

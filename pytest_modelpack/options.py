@@ -75,17 +75,8 @@ INI_HELP: dict[str, tuple[str, str]] = {
 DEFAULT_DEVICE_RTOL = 1e-3
 DEFAULT_DEVICE_ATOL = 1e-3
 
-MARKER_KEYS = (
-    "devices",
-    "examples",
-    "recorded",
-    "rtol",
-    "atol",
-    "device_rtol",
-    "device_atol",
-    "drift",
-    "dir",
-    "serializer",
+MARKER_KEYS = tuple(
+    "devices examples recorded rtol atol device_rtol device_atol drift dir serializer".split()
 )
 
 
@@ -170,27 +161,22 @@ def parse_tolerance(value: Any, where: str) -> float | None:
     return number
 
 
+def _parse_choice(value: Any, where: str, choices: Iterable[str]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ValueError(f"{where}: expected one of {', '.join(choices)}, got {value!r}")
+    return text
+
+
 def parse_drift(value: Any, where: str) -> str:
-    text = str(value).strip().lower()
-    if text not in DRIFT_POLICIES:
-        raise ValueError(f"{where}: expected one of {', '.join(DRIFT_POLICIES)}, got {value!r}")
-    return text
-
-
-def parse_unused(value: Any, where: str) -> str:
-    text = str(value).strip().lower()
-    if text not in UNUSED_POLICIES:
-        raise ValueError(f"{where}: expected one of {', '.join(UNUSED_POLICIES)}, got {value!r}")
-    return text
+    return _parse_choice(value, where, DRIFT_POLICIES)
 
 
 def parse_serializer(value: Any, where: str) -> str:
     """One of :data:`~pytest_modelpack.serializers.NAMES`, installed (else the pip line)."""
     from .serializers import NAMES, SerializerMissing, serializer
 
-    text = str(value).strip().lower()
-    if text not in NAMES:
-        raise ValueError(f"{where}: expected one of {', '.join(NAMES)}, got {value!r}")
+    text = _parse_choice(value, where, NAMES)
     try:
         serializer(text).module()
     except SerializerMissing as exc:
@@ -211,30 +197,28 @@ def settings_from_ini(
             return " ".join(str(r) for r in raw)
         return str(raw)
 
-    devices_source = device_flag if device_flag else text(INI_DEVICES)
-    devices_where = FLAG_DEVICE if device_flag else INI_DEVICES
+    def listed(name: str) -> list[str]:
+        raw = ini.get(name) or ()
+        return [str(s) for s in (raw.split() if isinstance(raw, str) else raw) if str(s).strip()]
+
     device_rtol = parse_tolerance(text(INI_DEVICE_RTOL), INI_DEVICE_RTOL)
     device_atol = parse_tolerance(text(INI_DEVICE_ATOL), INI_DEVICE_ATOL)
-    safe = ini.get(INI_SAFE_GLOBALS) or ()
-    if isinstance(safe, str):
-        safe = safe.split()
-    by_value = ini.get(INI_BY_VALUE) or ()
-    if isinstance(by_value, str):
-        by_value = by_value.split()
     return Settings(
         mode=mode,
         golden_dir=text(INI_DIR).strip() or "goldens",
-        devices=parse_devices(devices_source, devices_where),
+        devices=parse_devices(
+            device_flag or text(INI_DEVICES), FLAG_DEVICE if device_flag else INI_DEVICES
+        ),
         examples=parse_count(text(INI_EXAMPLES), INI_EXAMPLES, minimum=1),
         recorded=parse_count(text(INI_RECORDED), INI_RECORDED, minimum=1),
         rtol=parse_tolerance(text(INI_RTOL), INI_RTOL),
         atol=parse_tolerance(text(INI_ATOL), INI_ATOL),
         device_rtol=DEFAULT_DEVICE_RTOL if device_rtol is None else device_rtol,
         device_atol=DEFAULT_DEVICE_ATOL if device_atol is None else device_atol,
-        safe_globals=tuple(str(s) for s in safe if str(s).strip()),
+        safe_globals=tuple(listed(INI_SAFE_GLOBALS)),
         drift=parse_drift(text(INI_DRIFT), INI_DRIFT),
-        unused=parse_unused(text(INI_UNUSED), INI_UNUSED),
+        unused=_parse_choice(text(INI_UNUSED), INI_UNUSED, UNUSED_POLICIES),
         serializer=parse_serializer(text(INI_SERIALIZER), INI_SERIALIZER),
-        by_value=tuple(str(s).strip() for s in by_value if str(s).strip()),
+        by_value=tuple(s.strip() for s in listed(INI_BY_VALUE)),
         trust_golden_code=trust_golden_code,
     )

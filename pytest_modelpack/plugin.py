@@ -41,17 +41,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup(
         "modelpack", "model serialization regression testing (pytest-modelpack)"
     )
+    switch: dict[str, Any] = {"action": "store_true", "default": False}
+    path: dict[str, Any] = {"default": None, "metavar": "PATH"}
     group.addoption(
         FLAG_GOLDEN,
-        action="store_true",
-        default=False,
+        **switch,
         help="CI regression gate: also verify, scan, load and compare the committed goldens "
         "(derandomized; never writes)",
     )
     group.addoption(
         FLAG_REGEN,
-        action="store_true",
-        default=False,
+        **switch,
         help="(re)write goldens after the round-trip passes; the summary says "
         "created / unchanged / changed",
     )
@@ -62,22 +62,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="devices to check on, comma-separated (cpu,cuda); overrides modelpack_devices",
     )
     group.addoption(
-        FLAG_REPORT,
-        default=None,
-        metavar="PATH",
-        help="write a JSON report of every modelpack check to PATH",
+        FLAG_REPORT, **path, help="write a JSON report of every modelpack check to PATH"
     )
     group.addoption(
         FLAG_HTML,
-        default=None,
-        metavar="PATH",
+        **path,
         help="write one self-contained HTML page of every modelpack check to PATH (verdicts, "
         "diffs, per-input error plots against the tolerance)",
     )
     group.addoption(
         FLAG_TRUST_CODE,
-        action="store_true",
-        default=False,
+        **switch,
         help="with --modelpack-golden: let a dill/cloudpickle golden run its own pinned code "
         "(for goldens from a trusted branch), so code drift is judged by running old code "
         "against new on the same inputs; off by default",
@@ -131,12 +126,11 @@ class _Termination:
         self.received = False
 
     def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return
-        signal.signal(signal.SIGTERM, self._handle)
-        self.installed = True
+        if threading.current_thread() is threading.main_thread() and (
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):
+            signal.signal(signal.SIGTERM, self._handle)
+            self.installed = True
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = True
@@ -164,9 +158,8 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     state = config.stash.get(STATE, None)
     if state is None or collection_path.name != Path(state.settings.golden_dir).name:
         return None
-    if str(collection_path).endswith(os.sep + os.path.normpath(state.settings.golden_dir)):
-        return True
-    return None
+    ends = str(collection_path).endswith(os.sep + os.path.normpath(state.settings.golden_dir))
+    return True if ends else None
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -298,7 +291,7 @@ class FinishedTests:
 def _narrowing_options(config: pytest.Config) -> list[str]:
     """The options given that narrow or reorder what runs (a run with any never judges)."""
     option = config.option
-    found = [
+    return [
         flag
         for flag, attr in (
             ("-k", "keyword"),
@@ -312,7 +305,6 @@ def _narrowing_options(config: pytest.Config) -> list[str]:
         )
         if getattr(option, attr, None)
     ]
-    return found
 
 
 def _judge_unused(session: pytest.Session, state: SessionState) -> None:
@@ -390,11 +382,11 @@ def _write_report(
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: merge a worker's rows into the one summary."""
     state = node.config.stash.get(STATE, None)
-    output = getattr(node, "workeroutput", None) or {}
-    if state is not None and WORKER_KEY in output:
-        state.report.merge(output[WORKER_KEY]["rows"])
-        state.report.skips.extend(output[WORKER_KEY]["skips"])
-        state.report.collection.merge(output[WORKER_KEY]["collection"])
+    output = (getattr(node, "workeroutput", None) or {}).get(WORKER_KEY)
+    if state is not None and output is not None:
+        state.report.merge(output["rows"])
+        state.report.skips.extend(output["skips"])
+        state.report.collection.merge(output["collection"])
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -402,8 +394,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if state is None or getattr(config, "workeroutput", None) is not None:
         return
     lines = state.report.lines()
-    if not lines:
-        return
-    terminalreporter.section("modelpack")
-    for line in lines:
-        terminalreporter.line(line)
+    if lines:
+        terminalreporter.section("modelpack")
+        for line in lines:
+            terminalreporter.line(line)
