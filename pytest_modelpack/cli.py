@@ -280,7 +280,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _claimed_globals(manifest: Manifest) -> set[tuple[str, str]]:
-    """The ``(module, qualname)`` pairs the manifest says the bundle references."""
     return {(g.module, g.qualname) for g in manifest.globals}
 
 

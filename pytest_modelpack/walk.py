@@ -76,12 +76,7 @@ def is_module(value: Any) -> bool:
 
 def defines(klass: type, name: str) -> type | None:
     """The class in ``klass``'s MRO that defines ``name`` (None: only ``object`` does)."""
-    for base in klass.__mro__:
-        if base is object:
-            return None
-        if name in vars(base):
-            return base
-    return None
+    return next((base for base in klass.__mro__[:-1] if name in vars(base)), None)
 
 
 def slot_names(klass: type) -> list[str]:
