@@ -58,13 +58,9 @@ class Frame:
 
 
 def _library_dirs() -> list[str]:
-    dirs = [os.path.dirname(os.path.abspath(__file__))]
-    for name in ("torch", "hypothesis", "_pytest", "pluggy"):
-        module = sys.modules.get(name)
-        file = getattr(module, "__file__", None)
-        if file:
-            dirs.append(os.path.dirname(os.path.abspath(file)))
-    return [d + os.sep for d in dirs]
+    names = ("torch", "hypothesis", "_pytest", "pluggy")
+    files = [__file__, *(getattr(sys.modules.get(name), "__file__", None) for name in names)]
+    return [os.path.dirname(os.path.abspath(file)) + os.sep for file in files if file]
 
 
 _LIBRARY_FILES = ("pickle.py", "copyreg.py", "_compat_pickle.py")

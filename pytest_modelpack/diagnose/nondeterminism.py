@@ -55,12 +55,9 @@ def nondeterminism_hints(model: Any, relative_to: Any = None, walked: Any = None
                 + (" ..." if len(training) > 5 else "")
                 + " (eval() does not reach them, so dropout/batch-norm stay random)"
             )
-    classes: list[type] = [type(model)] + [type(m) for _, m in modules]
-    seen: set[type] = set()
-    for klass in classes:
-        if klass in seen or not user_class(klass):
+    for klass in dict.fromkeys([type(model), *(type(m) for _, m in modules)]):
+        if not user_class(klass):
             continue
-        seen.add(klass)
         for name in ("preprocess", "forward", "postprocess", "__call__"):
             method = vars(klass).get(name)
             if not isinstance(method, types.FunctionType):
