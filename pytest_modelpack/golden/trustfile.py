@@ -38,6 +38,8 @@ _LINE = re.compile(
     r"^(?P<role>[a-z]+) (?P<module>[\w.]+):(?P<qualname>[\w.<>]+)(?: \((?P<shape>.*)\))?$"
 )
 _SECTION = re.compile(r"^\[(?P<name>[^\[\]\s]+)\]$")
+#: No trust file regen writes is larger (a line per use a live model's pickle makes).
+LIMIT = 16 << 20
 
 
 def trust_path(golden_dir: Path) -> Path:
@@ -71,10 +73,7 @@ def parse(text: str, path: Path) -> dict[str, list[str]]:
             continue
         match = _LINE.match(line)
         if current is None or match is None or match["role"] not in _ROLES:
-            raise UsageError(
-                f"{path}:{number}: not a trust line: {line[:80]!r}",
-                fix="regenerate it with pytest --modelpack-regen (never edit it by hand)",
-            )
+            raise _broken(f"{path}:{number}", f"not a trust line: {line[:80]!r}", path)
         current.append(line)
     return sections
 
@@ -94,17 +93,42 @@ def trust_of(lines: Iterable[str]) -> Trust:
     return Trust(frozenset(uses), frozenset(shapes))
 
 
+def _broken(where: str, why: str, path: Path) -> UsageError:
+    return UsageError(
+        f"{where}: {why}",
+        fix=f"regenerate it: remove {path}, then run pytest --modelpack-regen (the whole suite: "
+        "every golden's section is written anew from its live model; never edit it by hand)",
+    )
+
+
+def _text(path: Path) -> str | None:
+    """The trust file's text (None when there is none): a regular file only (a FIFO would block
+    the pre-commit hook for good), at most :data:`LIMIT` bytes, UTF-8."""
+    try:
+        with fileio.open_regular(path) as opened:
+            if opened is None:
+                raise _broken(str(path), "not a regular file", path)
+            if opened[1].st_size > LIMIT:
+                why = f"too large ({opened[1].st_size} bytes; regen never writes one over {LIMIT})"
+                raise _broken(str(path), why, path)
+            data = opened[0].read(LIMIT + 1)
+    except FileNotFoundError:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        why = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise _broken(str(path), why, path) from None
+
+
 def read(golden_dir: Path) -> dict[str, list[str]]:
     """The sections of the trust file beside ``golden_dir`` ({} when there is none; none lies
     beside the root, the golden folder of a file such as /tmp/model.pkl)."""
     if not golden_dir.name:
         return {}
     path = trust_path(golden_dir)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    return parse(text, path)
+    text = _text(path)
+    return {} if text is None else parse(text, path)
 
 
 def render(sections: dict[str, list[str]]) -> str:
@@ -121,10 +145,7 @@ def update(golden_dir: Path, name: str, lines: list[str]) -> bool:
     Under the golden folder's lock (other regens of the same folder under xdist), atomically."""
     path = trust_path(golden_dir)
     with fileio.folder_lock(golden_dir, shared=False):
-        try:
-            old_text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            old_text = None
+        old_text = _text(path)
         sections = parse(old_text, path) if old_text is not None else {}
         if sections.get(name, []) == lines:
             return False
