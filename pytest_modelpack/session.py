@@ -65,6 +65,8 @@ class SessionState:
 
 #: How much of a manifest is read to learn which test wrote it (``created_by`` comes early).
 _HEAD = 256 << 10
+#: At most this many bytes of manifests are kept for the gate to take (then it reads them again).
+_KEPT = 32 << 20
 
 
 def _head(path: Path, root: Path) -> tuple[bytes, tuple[int, ...] | None]:
@@ -93,6 +95,7 @@ def _goldens_by_test(
     from .golden.manifest import created_by_test
 
     found: dict[str, list[Path]] = {}
+    kept = 0
     for directory in sorted(set(golden_dirs)):
         try:
             folders = sorted(Path(directory).iterdir())
@@ -108,6 +111,7 @@ def _goldens_by_test(
                 continue
             if test is not None:
                 found.setdefault(test, []).append(folder)
-                if identity is not None:
+                if identity is not None and kept + len(head) <= _KEPT:
                     manifests[folder] = (identity, head)
+                    kept += len(head)
     return found
