@@ -91,7 +91,8 @@ def _goldens_by_test(
     golden_dirs: Iterable[str], root: Path, manifests: dict[Path, Any]
 ) -> dict[str, list[Path]]:
     """Test node id -> the golden folders its manifests say it wrote, in ``golden_dirs``; each
-    manifest read whole is kept in ``manifests`` (folder -> (identity, bytes))."""
+    manifest read whole is kept in ``manifests`` (folder -> (identity, bytes)), up to
+    :data:`_KEPT` bytes in all."""
     from .golden.manifest import created_by_test
 
     found: dict[str, list[Path]] = {}
