@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -638,11 +639,19 @@ def test_manifest_heads_are_read_only_inside_the_project(tmp_path: Path) -> None
     (project / "goldens" / "mine" / "manifest.json").write_bytes(head)
     (outside / "manifest.json").write_bytes(head)
     (project / "goldens" / "linked" / "manifest.json").symlink_to(outside / "manifest.json")
+    an_hour_ago = time.time() - 3600  # written long before the run, as a committed golden is
+    os.utime(project / "goldens" / "mine" / "manifest.json", (an_hour_ago, an_hour_ago))
+    os.utime(outside / "manifest.json", (an_hour_ago, an_hour_ago))
     manifests: dict[Path, Any] = {}
     found = _goldens_by_test([str(project / "goldens")], project, manifests)
     assert found == {"t.py::t": [project / "goldens" / "mine"]}
     assert list(manifests) == [project / "goldens" / "mine"]
     assert manifests[project / "goldens" / "mine"][1] == head
+    # Changed a moment ago: it could change again within its timestamp's tick, unseen (racy).
+    os.utime(project / "goldens" / "mine" / "manifest.json")
+    manifests.clear()
+    _goldens_by_test([str(project / "goldens")], project, manifests)
+    assert manifests == {}
 
 
 def test_the_manifest_read_to_route_the_prefetch_is_read_once_while_it_is_that_file(
@@ -672,3 +681,26 @@ def test_a_node_id_without_its_parameters() -> None:
     assert test_of("a.py::C::t[m1-cuda]") == "a.py::C::t"
     assert test_of("dir[x]/a.py::t") == "dir[x]/a.py::t"
     assert test_of("dir[x]/a.py::t[cpu]") == "dir[x]/a.py::t"
+
+
+def test_the_background_hash_without_positional_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where there is no ``os.preadv`` (Windows), the hash reads at the descriptor's offset: the
+    prefetch does not keep its file for the verification (which opens the bundle again), and
+    both hashes still give the file's sha256."""
+    from pytest_modelpack.golden.integrity import DeferredHash
+
+    monkeypatch.setattr(fileio, "POSITIONAL", False)
+    path = tmp_path / "bundle.pkl"
+    path.write_bytes(os.urandom(DEFER_MIN + 12345))
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    hashes = DeferredHash()
+    hashes.prefetch(path)
+    early = hashes.take_early(path)
+    assert early is not None and early[1] is None
+    assert early[0].result() == expected
+    with open(path, "rb") as f:
+        background = fileio.BackgroundHash(f)
+        f.read(10)  # the verification reads beside it
+        assert background.result() == expected

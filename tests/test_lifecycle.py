@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 import torch
@@ -117,6 +119,8 @@ def test_the_gate_opens_each_golden_file_once(regenerated: SeedProject) -> None:
     examples.json is verified and parsed from one read."""
     conftest = regenerated.path / "conftest.py"
     conftest.write_text(conftest.read_text() + OPENS_CONFTEST)
+    an_hour_ago = time.time() - 3600  # committed long before the run (not "racy")
+    os.utime(regenerated.golden() / "manifest.json", (an_hour_ago, an_hour_ago))
     result = regenerated.pytester.runpytest_subprocess(*QUIET, "--modelpack-golden", timeout=300)
     assert result.ret == 0, result.stdout.str()
     opens = json.loads((regenerated.path / "opens.json").read_text())

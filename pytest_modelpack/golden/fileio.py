@@ -37,6 +37,8 @@ from typing import IO, Any
 #: The first bytes of a Git LFS pointer file: the real content was never fetched.
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/v1"
 
+#: ``os.preadv`` reads at an offset without moving the descriptor's (none on Windows).
+POSITIONAL = hasattr(os, "preadv")
 #: Large writes go down in pieces of this size (see :class:`HashingWriter`).
 _WRITE_CHUNK = 16 << 20
 #: How many bytes :class:`HashingWriter` lets pile up before it asks for them on disk.
@@ -242,9 +244,12 @@ class BackgroundHash:
         try:
             with self._file as f, memoryview(bytearray(_HASH_CHUNK)) as view:
                 fd, offset = f.fileno(), 0
+                if not POSITIONAL:
+                    f.seek(0)
                 while not self._cancelled.is_set():
-                    # positional reads: the descriptor's offset is shared with the verification's
-                    n = os.preadv(fd, [view], offset)
+                    # positional reads where there are (not on Windows): the descriptor's offset
+                    # is shared with the verification's, which reads the file prefetched
+                    n = os.preadv(fd, [view], offset) if POSITIONAL else f.readinto(view)
                     if not n:
                         self._digest = digest.hexdigest()
                         return

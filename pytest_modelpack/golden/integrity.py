@@ -49,7 +49,7 @@ class DeferredHash:
     def __init__(self) -> None:
         #: the prefetched hash, the identity of the file it reads, and that file (kept open:
         #: the verification reads it, so the bundle is opened once)
-        self._early: tuple[fileio.BackgroundHash, tuple[int, ...], IO[bytes]] | None = None
+        self._early: tuple[fileio.BackgroundHash, tuple[int, ...], IO[bytes] | None] | None = None
         self._pending: tuple[fileio.BackgroundHash, FileEntry] | None = None
 
     def prefetch(self, path: Path) -> None:
@@ -65,6 +65,10 @@ class DeferredHash:
             with fileio.open_regular(path) as opened:
                 if opened is None or opened[1].st_size < DEFER_MIN:
                     return
+                if not fileio.POSITIONAL:  # the hash reads at the shared offset: not kept
+                    background = fileio.BackgroundHash(opened[0])
+                    self._early = (background, file_identity(opened[1]), None)
+                    return
                 kept = os.fdopen(os.dup(opened[0].fileno()), "rb")
                 try:
                     self._early = (fileio.BackgroundHash(kept), file_identity(opened[1]), kept)
@@ -74,8 +78,9 @@ class DeferredHash:
         except (OSError, ValueError, RuntimeError):  # RuntimeError: no thread to be had
             return
 
-    def take_early(self, path: Path) -> tuple[fileio.BackgroundHash, IO[bytes]] | None:
-        """The prefetched hash and the open file it reads, if ``path`` is still that file."""
+    def take_early(self, path: Path) -> tuple[fileio.BackgroundHash, IO[bytes] | None] | None:
+        """The prefetched hash and the open file it reads (None: not kept, open the path), if
+        ``path`` is still that file."""
         early, self._early = self._early, None
         if early is None:
             return None
@@ -85,7 +90,8 @@ class DeferredHash:
             same = False
         if not same:  # another file now (a regen swapped it in): hash this one
             early[0].cancel()
-            early[2].close()
+            if early[2] is not None:
+                early[2].close()
             return None
         return early[0], early[2]
 
@@ -106,6 +112,6 @@ class DeferredHash:
         for started in (self._early, self._pending):
             if started is not None:
                 started[0].cancel()
-        if self._early is not None:
+        if self._early is not None and self._early[2] is not None:
             self._early[2].close()
         self._early = None

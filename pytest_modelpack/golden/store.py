@@ -367,9 +367,9 @@ class GoldenStore:
         path = self.bundle_path
         self._open_checked(path)
         prefetched = self._hashes.take_early(path)  # its file: the bundle is opened once
-        early = prefetched[0] if prefetched else None
+        early, kept = prefetched or (None, None)
         try:
-            with self.io("read", path), prefetched[1] if prefetched else open(path, "rb") as f:
+            with self.io("read", path), kept or open(path, "rb") as f:
                 if f.read(len(fileio.LFS_MAGIC)).startswith(fileio.LFS_MAGIC):
                     raise self._lfs_error(path)
                 self._check_size(path, entry, os.fstat(f.fileno()).st_size)

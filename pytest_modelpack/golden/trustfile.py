@@ -112,6 +112,8 @@ def _text(path: Path) -> str | None:
                 why = f"too large ({opened[1].st_size} bytes; regen never writes one over {LIMIT})"
                 raise _broken(str(path), why, path)
             data = opened[0].read(LIMIT + 1)
+            if len(data) > LIMIT:  # it grew while read
+                raise _broken(str(path), f"too large (over {LIMIT} bytes)", path)
     except FileNotFoundError:
         return None
     try:

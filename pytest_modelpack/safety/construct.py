@@ -411,7 +411,7 @@ def _build(
     if setstate is not None:
         if (
             decision is not None
-            and decision.kind is Kind.PROJECT
+            and decision.kind == Kind.PROJECT
             and not _default_setstate(type(inst))
         ):
             raise Refused(

@@ -108,7 +108,7 @@ def _judge(allowlist: Allowlist) -> Any:
         if not decision.allowed and decision.missing is Missing.ATTRIBUTE:
             # A renamed or moved class: fail as pickle.load would, for a LOAD ERROR report.
             raise AttributeError(f"Can't get attribute {ref.qualname!r} on module {ref.module!r}")
-        if not decision.allowed and decision.missing is Missing.MODULE:
+        if not decision.allowed and decision.missing:  # Missing.MODULE
             raise ModuleNotFoundError(f"No module named {ref.module!r}", name=ref.module)
         return decision
 

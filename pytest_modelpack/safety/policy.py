@@ -303,7 +303,7 @@ class Allowlist:
         if role is Role.REFERENCE:
             if (
                 name.allowed
-                and name.kind is Kind.PROJECT
+                and name.kind == Kind.PROJECT
                 and self._project_function(module, qualname)
             ):
                 # A function stored as a value is called by whoever reads it (a planted
@@ -326,7 +326,7 @@ class Allowlist:
         if role is Role.REDUCE:
             if key in REDUCE_TABLE:
                 return Decision(True, name.kind, "on the built-in call table (arguments checked)")
-            if name.allowed and name.kind is Kind.PROJECT:
+            if name.allowed and name.kind == Kind.PROJECT:
                 return Decision(
                     False,
                     Kind.REFUSED,
@@ -345,7 +345,7 @@ class Allowlist:
             return Decision(True, Kind.THIRD_PARTY, "a torch.nn module class")
         if key in BUILD_TYPES or (role is Role.NEWOBJ and key in _NEWOBJ_PLAIN):
             return Decision(True, name.kind, "on the built-in allowlist")
-        if name.allowed and name.kind is Kind.PROJECT:
+        if name.allowed and name.kind == Kind.PROJECT:
             return name
         return self._refuse_role(name, role)
 
