@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,46 +26,46 @@ def _fifo(path: Path) -> None:
     os.mkfifo(path)
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
-def test_a_fifo_in_place_of_the_trust_file_is_refused_not_waited_on(
+def _not_utf8(path: Path) -> None:
+    path.write_bytes(b"\xff\xfe not text\n")
+
+
+@pytest.mark.parametrize(
+    ("put", "why"),
+    [
+        pytest.param(
+            _fifo,
+            "not a regular file",
+            id="fifo",  # a read would block for good
+            marks=pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo"),
+        ),
+        pytest.param(_not_utf8, "not UTF-8 text", id="not-utf8"),
+    ],
+)
+def test_what_stands_in_place_of_the_trust_file_is_named_with_its_remedy(
     project: Path,  # noqa: F811
     pytester: pytest.Pytester,
+    put: Any,
+    why: str,
 ) -> None:
     path = project / "goldens.trust"
-    _fifo(path)
+    put(path)
+    before = path.stat()
     done = scan(project, "--root", ".", "goldens/")  # 120 s timeout: a hang fails the test
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "goldens.trust" in done.stderr and "not a regular file" in done.stderr
-    result = _regen(pytester)
-    assert result.ret == 1, result.stdout.str()
-    result.stdout.fnmatch_lines(
-        [
-            "*goldens.trust*not a regular file*",
-            "*fix: regenerate it: remove*goldens.trust*--modelpack-regen*",
-        ]
-    )
-    assert path.is_fifo()  # nothing written through it
-
-
-def test_a_trust_file_that_is_not_utf8_is_named_with_its_remedy(
-    project: Path,  # noqa: F811
-    pytester: pytest.Pytester,
-) -> None:
-    path = project / "goldens.trust"
-    path.write_bytes(b"\xff\xfe not text\n")
-    done = scan(project, "--root", ".", "goldens/")
-    assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
-    assert "goldens.trust" in done.stderr and "not UTF-8 text" in done.stderr
+    assert "goldens.trust" in done.stderr and why in done.stderr
     result = _regen(pytester)
     assert result.ret == 1, result.stdout.str()
     result.stdout.fnmatch_lines(
-        [
-            "*goldens.trust*not UTF-8 text*",
-            "*fix: regenerate it: remove*goldens.trust*--modelpack-regen*",
-        ]
+        [f"*goldens.trust*{why}*", "*fix: regenerate it: remove*goldens.trust*--modelpack-regen*"]
     )
-    assert path.read_bytes() == b"\xff\xfe not text\n"  # left for the user to look at
+    after = path.stat()  # left as it was, for the user to look at: nothing written through it
+    assert (after.st_ino, after.st_mode, after.st_size) == (
+        before.st_ino,
+        before.st_mode,
+        before.st_size,
+    )
 
 
 def test_a_trust_file_too_large_to_be_one_regen_wrote_is_not_read(
