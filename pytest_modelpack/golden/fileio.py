@@ -283,9 +283,9 @@ def temporary_file(folder: Path, final_name: str) -> Iterator[tuple[IO[bytes], P
     fd, name = tempfile.mkstemp(dir=folder, prefix=f".{final_name}.", suffix=_TMP_SUFFIX)
     path = Path(name)
     try:
-        # mkstemp creates 0600 files; a golden is committed and read by others like any source.
-        os.chmod(path, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # owns fd from here: closed whatever happens next
+            # mkstemp creates 0600 files; a golden is committed and read by others like any source.
+            os.chmod(path, 0o666 & ~_UMASK)
             yield f, path
     except BaseException:
         path.unlink(missing_ok=True)
@@ -331,6 +331,10 @@ def folder_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -427,7 +431,10 @@ def swap_folder(new: NewFolder, target: Path) -> None:
     try:
         os.rename(new.path, target)
     except BaseException:
-        os.rename(old, target)
+        # Put the old golden back; if that fails too, the original error is the news (the
+        # interrupted swap is left for regen to repair).
+        with contextlib.suppress(OSError):
+            os.rename(old, target)
         raise
     fsync_dir(parent)
     shutil.rmtree(old, ignore_errors=True)
