@@ -17,7 +17,8 @@ classes).
 
 :data:`FORMAT` gives each name's format (payloads and benign files alike), :data:`REQUIRES` the
 modules that building and loading it needs, and :data:`BENIGN` ``make(folder) -> path``: three
-everyday bundles per format, which a scanner must not refuse.
+everyday bundles per format (four for dill and cloudpickle: one pins a class by value), which
+a scanner must not refuse.
 
 The payloads whose code objects are built field by field (``*-bytecode`` / ``*-codetype``) hold
 CPython bytecode, hand-assembled for the running interpreter (3.11 to 3.13): like every dill or
@@ -85,6 +86,39 @@ def by_value(source: str) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": PAYLOAD_MODULE}
     exec(compile(source, f"<{PAYLOAD_MODULE}>", "exec"), namespace)
     return namespace
+
+
+class Built:
+    """Pickles as an instance of ``cls`` restored with ``state`` (NEWOBJ, then BUILD): what
+    pickle writes for an object whose ``__getstate__`` returns ``state``, with no code of this
+    class in the file."""
+
+    def __init__(self, cls: type, state: Any) -> None:
+        self.cls = cls
+        self.state = state
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # (pickle checks that __newobj__'s class is the object's)
+        return self.cls
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import copyreg
+
+        return (copyreg.__newobj__, (self.cls,), self.state)
+
+
+#: A by-value class of everyday code: a model with a method that writes a file. The benign
+#: bundles hold it as it is; the ``*-class-reused-*`` payloads rebuild it from the very same
+#: code objects, arranged differently.
+SAVING_MODEL = (
+    "class Model:\n"
+    "    def __init__(self):\n"
+    "        self.checkpoint = 'model.ckpt'\n"
+    "    def save(self, path):\n"
+    "        open(path, 'w').close()\n"
+    "    def forward(self, x):\n"
+    "        return x\n"
+)
 
 
 def _op(name: str, arg: int = 0) -> bytes:
@@ -536,6 +570,7 @@ def _benign_closure_model() -> Any:
 #: The by-value benign models, each dumped by dill and by cloudpickle: a lambda attribute, a
 #: local function (closure and defaults) attribute, a plain model in a bundle dict.
 _BY_VALUE_BENIGN: dict[str, Callable[[], Any]] = {
+    "class-with-save": lambda: _bundle(by_value(SAVING_MODEL)["Model"]()),
     "linear-lambda": _benign_lambda_model,
     "sequential-closure": _benign_closure_model,
     "plain-sequential": lambda: _bundle(_small_model()),
@@ -588,7 +623,21 @@ def torch_benign_checkpoint(folder: Path) -> Path:
 Make = Callable[[Path, Path], Path]
 MakeBenign = Callable[[Path], Path]
 
+
 #: name -> make(folder, canary) -> path of the file written in folder
+def _reused_setstate(dump: Callable[[Any, Path], Path]) -> Make:
+    """Trust leaking through a class: the benign model's own by-value class, built from exactly
+    its code objects (each one the live model's pickle builds too), with one more key:
+    ``__setstate__ = save``. Restoring an instance whose state is the canary's path calls
+    ``save(path)``."""
+
+    def make(folder: Path, canary: Path) -> Path:
+        cls = by_value(SAVING_MODEL + "Model.__setstate__ = Model.save\n")["Model"]
+        return dump(_bundle(Built(cls, str(canary))), folder)
+
+    return make
+
+
 PAYLOADS: dict[str, Make] = {
     "dill-lambda-os-system": dill_lambda_os_system,
     "dill-function-open-write": dill_function_open_write,
@@ -609,6 +658,8 @@ PAYLOADS: dict[str, Make] = {
     "cloudpickle-subimport-posix-system": cloudpickle_subimport_posix_system,
     "cloudpickle-defaults-code-object": cloudpickle_defaults_code_object,
     "cloudpickle-closure-eval": cloudpickle_closure_eval,
+    "cloudpickle-class-reused-setstate": _reused_setstate(_dump_cloudpickle),
+    "dill-class-reused-setstate": _reused_setstate(_dump_dill),
     "torch-reduce-os-system": torch_reduce_os_system,
     "torch-data-pkl-replaced": torch_data_pkl_replaced,
     "torch-persistent-id-not-storage": torch_persistent_id_not_storage,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -292,18 +293,97 @@ def test_replaced_pinned_code_is_refused_before_anything_runs(
     assert not canary.exists()
 
 
-def test_a_class_pinned_by_value_is_refused_at_regen(pytester: pytest.Pytester) -> None:
+def test_a_class_pinned_by_value_round_trips_gates_and_drifts(pytester: pytest.Pytester) -> None:
+    """``modelpack_by_value = models``: cloudpickle pins the class ``Net`` itself (its methods,
+    its dict) by value. Regen writes it, the gate builds it (only as today's code builds it)
+    and passes, the pre-commit scan accepts it, production loads it without ``models``; a
+    change to one of its methods is CODE DRIFT with the source diff, never UNSAFE."""
     golden = _project(pytester, "cloudpickle", extra="modelpack_by_value = models\n")
     result = _run(pytester, "--modelpack-regen")
+    assert result.ret == 0, result.stdout.str()
+    trust = (pytester.path / "goldens.trust").read_text()
+    assert "called cloudpickle.cloudpickle:_class_setstate (class:Net:" in trust
+    assert "instantiated __by_value__:Net" in trust
+    manifest = json.loads((golden / "manifest.json").read_text())
+    assert "models.Net" in json.dumps(manifest["code"])
+    result = _run(pytester, "--modelpack-golden")
+    assert result.ret == 0, result.stdout.str()
+    scan = _scan_goldens(pytester)
+    assert scan.returncode == 0, scan.stdout + scan.stderr
+    # Production: the class travels in the golden; models.py is not needed to load it.
+    moved = pytester.path / "elsewhere"
+    moved.mkdir()
+    done = _python(
+        f"path = {str(golden / 'bundle.pkl')!r}\n"
+        + LOADERS["cloudpickle"]
+        + "import sys, torch\nassert 'models' not in sys.modules\n"
+        "print(type(model).__qualname__, tuple(model(torch.ones(2, 4)).shape))\n",
+        moved,
+    )
+    assert done.stdout.strip() == "Net (2, 3)", done.stderr
+
+    models = pytester.path / "models.py"
+    models.write_text(
+        MODELS.replace("return self.post(self.act(", "return 2 * self.post(self.act(")
+    )
+    result = _run(pytester, "--modelpack-golden")
     assert result.ret == 1
     result.stdout.fnmatch_lines(
         [
-            "*UNSAFE GOLDEN — the live model pickles into * the gate would refuse to load",
-            "*_make_skeleton_class (called): call refused: builds a class from the golden*",
-            "*nothing was written*",
+            "*CODE DRIFT — 1 * changed since the golden was made",
+            "*models.Net*",
+            "*-        return self.post(self.act(self.lin(x)))",
+            "*+        return 2 * self.post(self.act(self.lin(x)))",
+            "*behaviour: not compared: the golden pins its own code by value*",
         ]
     )
-    assert not golden.exists()
+    assert "UNSAFE" not in result.stdout.str()
+    # The golden's own class is never built, not even for a golden from a trusted branch.
+    result = _run(pytester, "--modelpack-golden", "--modelpack-trust-golden-code")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*CODE DRIFT*",
+            "*behaviour: not compared: the golden pins its own code by value (class Net)*",
+            "*a class is never built from a golden, even with --modelpack-trust-golden-code*",
+        ]
+    )
+    assert "was built and runs" not in result.stdout.str()
+    assert _run(pytester, "--modelpack-regen").ret == 0
+    assert _run(pytester, "--modelpack-golden").ret == 0
+
+
+def test_a_local_class_is_pinned_by_dill(pytester: pytest.Pytester) -> None:
+    """dill pins a class defined inside a function (and cloudpickle too, without by_value)."""
+    pytester.makepyfile(
+        models=MODELS + "\n\ndef make_head():\n"
+        "    class Head(torch.nn.Module):\n"
+        "        def __init__(self):\n"
+        "            super().__init__()\n"
+        "            self.lin = torch.nn.Linear(3, 2)\n"
+        "        def forward(self, x):\n"
+        "            return self.lin(x).tanh()\n"
+        "    return Head()\n",
+        test_models=TESTS.format(lock=False)
+        .replace("import Net", "import Net, make_head")
+        .replace(
+            "modelpack.check(Net(False), inputs=X)",
+            "modelpack.check(torch.nn.Sequential(Net(False), make_head()), inputs=X)",
+        ),
+    )
+    for serializer in SERIALIZERS:
+        pytester.makeini(
+            "[pytest]\nmodelpack_devices = cpu\nmodelpack_examples = 5\n"
+            f"modelpack_recorded = 4\nmodelpack_serializer = {serializer}\n"
+        )
+        result = _run(pytester, "--modelpack-regen")
+        assert result.ret == 0, result.stdout.str()
+        result = _run(pytester, "--modelpack-golden")
+        assert result.ret == 0, result.stdout.str()
+        assert "(class:Head:" in (pytester.path / "goldens.trust").read_text()
+        scan = _scan_goldens(pytester)
+        assert scan.returncode == 0, scan.stdout + scan.stderr
+        shutil.rmtree(pytester.path / "goldens")
 
 
 def test_the_seeds_lambda_passes_under_dill(seed_project: SeedProject) -> None:

@@ -1,9 +1,9 @@
 """Every payload of tests/serializer_payloads.py (each proven live under its format's own loader
 by tests/test_serializer_payloads_live.py) is refused by the scan and by the loader, with nothing
 run — judged with the trust of everyday by-value models of the same serializer, which use the
-same globals as the payloads (a lambda, a closure with defaults, a plain model), and again with
-``--modelpack-trust-golden-code``, which lets a golden build its own code but never run it while
-loading. The benign files pass the scan and load with their own live trust."""
+same globals as the payloads (a lambda, a closure with defaults, a by-value class, a plain
+model), and again with ``--modelpack-trust-golden-code``, which lets a golden build its own code
+(never its own classes) but never run it while loading. The benign files pass the scan and load with their own live trust."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .. import errors, walk
 from ..project import is_library_module
 from ..safety.byvalue import GETATTR_FOUND
+from ..safety.classes import BY_VALUE
 
 if TYPE_CHECKING:
     from ..golden.manifest import Manifest
@@ -253,8 +254,9 @@ def refuse_unimportable(model: Any, refs: Iterable[Any]) -> None:
     conftest.py)."""
     reasons: dict[str, str] = {}
     for ref in refs:
-        if ref.shape == GETATTR_FOUND:
-            continue  # getattr's default stands in where the name does not exist
+        if ref.shape == GETATTR_FOUND or ref.module == BY_VALUE:
+            continue  # getattr's default stands in where the name does not exist; a class
+            # built by value is named by no module
         name = f"{ref.module}.{ref.qualname}"
         if name not in reasons:
             reason = not_importable_reason(ref.module, ref.qualname)

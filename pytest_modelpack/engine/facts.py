@@ -140,9 +140,10 @@ class LiveFacts:
     @functools.cached_property
     def pinned_roots(self) -> list[tuple[str, str]]:
         """Where the code this serializer pins by value is defined: (module, qualname) of the
-        function or class enclosing each lambda and local function of the live model (and each
-        function of a ``modelpack_by_value`` module), fingerprinted like the globals the bundle
-        names, so a change to pinned code is CODE DRIFT with its source diff."""
+        function or class enclosing each lambda, local function and local class of the live
+        model (and each function and class of a ``modelpack_by_value`` module), fingerprinted
+        like the globals the bundle names, so a change to pinned code is CODE DRIFT with its
+        source diff."""
         if not self.serializer.by_value:
             return []
         by_value = tuple(self.request.settings.by_value)
@@ -150,7 +151,7 @@ class LiveFacts:
         for node in self.nodes:
             func = node.value
             if not isinstance(func, types.FunctionType):
-                continue
+                func = type(func)  # its class: pinned too where it is local or by_value's
             module, qualname = func.__module__, func.__qualname__
             outer = qualname.split(".<locals>", 1)[0]
             pinned = outer != qualname or any(

@@ -26,7 +26,7 @@ from ..golden import GoldenStore, Manifest
 from ..golden.examples import Example
 from ..golden.integrity import deferred_spans
 from ..safety import Allowlist, load_bundle, scan_file, verdict_error
-from ..safety.byvalue import CODE_BUILDERS
+from ..safety.byvalue import is_pinned
 from ..safety.scan import scan_stream
 from ..statediff import state_diff
 from ..walk import Node, nodes, tree_of
@@ -81,15 +81,16 @@ def scan_or_refuse(
 
 
 def pinned_code_changes(verdict: Any) -> list[str]:
-    """The qualnames of the by-value code objects the scan refused only because today's code
-    differs (none when anything else was refused)."""
+    """The qualnames of the by-value code objects (``class <name>`` of the classes) the scan
+    refused only because today's code differs (none when anything else was refused)."""
     if verdict.error is not None or not verdict.refused:
         return []
     names = []
     for ref, _ in verdict.refused:
-        if ref.problem is not None or (ref.module, ref.qualname) not in CODE_BUILDERS:
+        if ref.problem is not None or not is_pinned(ref):
             return []
-        names.append((ref.shape or "code:?:").split(":")[1])
+        kind, name = (ref.shape or "code:?:").split(":")[:2]
+        names.append(f"class {name}" if kind == "class" else name)
     return names
 
 
@@ -216,11 +217,11 @@ def open_golden(
         {
             (ref.shape or "code:?:").split(":")[1]
             for ref in verdict.uses
-            if (ref.module, ref.qualname) in CODE_BUILDERS
+            if is_pinned(ref)
             and not allowlist.trust.allows(ref.module, ref.qualname, ref.role, ref.shape)
         }
     )
-    if context.golden_code:
+    if context.golden_code and not pinned:  # (a refused class: nothing of the golden is built)
         result.warnings.append(
             "--modelpack-trust-golden-code: the golden's own pinned code was built and runs "
             "where it differs from today's (trust this golden's branch)"
@@ -318,6 +319,11 @@ def judge_drift(gate: Gate) -> None:
             "  to compare the golden's code with today's on the same inputs (for a golden from "
             "a trusted branch): rerun with --modelpack-trust-golden-code",
         ]
+        if any(name.startswith("class ") for name in names):
+            behaviour[1] = (
+                "  a class is never built from a golden, even with --modelpack-trust-golden-code "
+                "(its metaclass, and its instances' own methods, would run while it loads)"
+            )
         report_drift(
             drift, name=request.name, nodeid=request.nodeid, policy="fail", behaviour=behaviour
         )

@@ -17,9 +17,8 @@ Three "resolver" calls fetch a named thing by its name, and their result is judg
 imports (``subimport``/``_import_module``). ``getattr(subimport('os'), 'system')`` is judged as
 ``os.system``, never as a trusted call shape.
 
-Classes pinned by value (``_make_skeleton_class``, ``_create_type`` ...) are refused: a class
-built from a golden runs its bases' ``__init_subclass__`` and its metaclass, and its methods'
-names are the golden's to choose.
+Classes pinned by value (``_make_skeleton_class``, ``_create_type`` ...) are trusted by value
+only too, by the fingerprint of :mod:`.classes`.
 """
 
 from __future__ import annotations
@@ -31,6 +30,13 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_modelpack.safety.calls import Check, Context, _arity, _first, _kinds
+from pytest_modelpack.safety.classes import (
+    CLASS_CALLS,
+    CLASS_TABLE,
+    FUNCTION_BUILDERS,
+    SETATTR,
+    is_class_setattr,
+)
 from pytest_modelpack.safety.refs import BytesRef
 from pytest_modelpack.safety.values import Latin1, Sym, TextRef, is_text, kind_of
 
@@ -38,23 +44,21 @@ _DILL = "dill._dill"
 _CP = "cloudpickle.cloudpickle"
 
 CODE_BUILDERS = frozenset({("types", "CodeType"), (_DILL, "_create_code")})
-FUNCTION_BUILDERS = frozenset(
-    {(_DILL, "_create_function"), (_CP, "_make_function"), ("types", "FunctionType")}
-)
 CELL_MAKERS = frozenset(
     {(_DILL, "_create_cell"), (_CP, "_make_cell"), (_CP, "_make_empty_cell"), ("types", "CellType")}
 )
-CLASS_BUILDERS = frozenset(
-    {
-        (_DILL, "_create_type"),
-        (_DILL, "_create_namedtuple"),
-        (_CP, "_make_skeleton_class"),
-        (_CP, "_make_skeleton_enum"),
-        (_CP, "_class_setstate"),
-        (_CP, "_enum_setstate"),
-        ("types", "new_class"),
-    }
-)
+#: Code trusted by value only: code objects and classes (see :mod:`.classes`).
+PINNED_BUILDERS = CODE_BUILDERS | CLASS_CALLS
+
+
+def is_pinned(ref: Any) -> bool:
+    """A call that builds code by value (a code object, a class or a part of one): trusted only
+    where the live model's own pickle makes it, its shape a digest (``code:`` / ``class:``)."""
+    return (ref.module, ref.qualname) in PINNED_BUILDERS or (
+        (ref.module, ref.qualname) == SETATTR and (ref.shape or "").startswith("class:")
+    )
+
+
 #: Calls whose result is a named global, judged as a reference to that name.
 RESOLVERS = frozenset(
     {
@@ -86,8 +90,13 @@ FUNCTION_STATE = frozenset(
         "__closure__",
         "__globals__",
         "_cloudpickle_submodules",
+        "__isabstractmethod__",  # an abstract method of a class pinned by value (abc)
+        "__wrapped__",  # functools.wraps (a dataclass's __repr__): only introspection reads it
     }
 )
+#: The dunder names ``getattr(G, name)`` may fetch: cloudpickle's by-value enum keeps its
+#: ``_new_member_`` as ``getattr(object, '__new__')`` (judged as the name ``object.__new__``).
+_GETATTR_DUNDERS = frozenset({"__new__"})
 _TEXT_STATE = frozenset({"__name__", "__qualname__", "__module__"})
 #: A string annotation ``typing.get_type_hints`` may evaluate: names, dots, subscripts, unions;
 #: no call, no operator that runs anything but a lookup.
@@ -98,8 +107,7 @@ CODE_CHANGED = (
     "names differ from today's code"
 )
 CLASS_REFUSED = (
-    "builds a class from the golden (a class pinned by value): the gate builds by value only "
-    "functions, never classes (a class runs its bases' __init_subclass__ and its metaclass)"
+    "builds a class from its own parts (types.new_class): dill and cloudpickle never write it"
 )
 
 
@@ -261,9 +269,13 @@ def _empty_cell(args: tuple[Any, ...], ctx: Context) -> str | None:
 
 
 def _set_cell(args: tuple[Any, ...], ctx: Context) -> str | None:
-    """``setattr(cell, 'cell_contents', value)`` (dill fills a cell so): on a cell only."""
+    """``setattr(cell, 'cell_contents', value)`` (dill fills a cell so): on a cell only; or
+    dill's ``setattr(cls, name, value)`` on a class this golden built by value, trusted by value
+    as its other parts (see :func:`.classes.is_class_setattr`)."""
     if problem := _arity(args, 3):
         return problem
+    if is_class_setattr(SETATTR, args, ctx):
+        return None if isinstance(args[1], str) and args[1].isidentifier() else "not a name"
     if ctx.producer(args[0]) not in CELL_MAKERS or args[1] != "cell_contents":
         return "only setattr(cell, 'cell_contents', value) of a cell this golden built"
     return None
@@ -326,6 +338,8 @@ def _state_value(key: str, value: Any, ctx: Context) -> str | None:
         "None",
     ):
         return f"its {key} is a {kind_of(value)}, not a dict"
+    if key == "__isabstractmethod__" and not isinstance(value, bool):
+        return "its __isabstractmethod__ is not a bool"
     if key == "__defaults__" and kind_of(value) not in ("tuple", "None"):
         return "its __defaults__ are not a tuple"
     if key == "__annotations__":
@@ -351,9 +365,10 @@ BY_VALUE_TABLE: dict[tuple[str, str], Check] = {
     (_CP, "_make_cell"): _cell,
     (_CP, "_make_empty_cell"): _empty_cell,
     ("types", "CellType"): _cell,
-    ("builtins", "setattr"): _set_cell,
+    SETATTR: _set_cell,
     (_CP, "_function_setstate"): _function_setstate,
-    **{name: _class_builder for name in CLASS_BUILDERS},
+    **CLASS_TABLE,
+    ("types", "new_class"): _class_builder,
 }
 
 
@@ -371,7 +386,11 @@ def resolved_name(
         attr = args[1]
         if base is None:
             return "getattr of a value the golden built, not of a named global"
-        if not (isinstance(attr, str) and attr.isidentifier() and not attr.startswith("__")):
+        if not (
+            isinstance(attr, str)
+            and attr.isidentifier()
+            and (not attr.startswith("__") or attr in _GETATTR_DUNDERS)
+        ):
             return "getattr of a name that is not a plain attribute name"
         if len(args) == 3:
             default = ctx.global_name(args[2])

@@ -37,6 +37,17 @@ from pytest_modelpack.safety.calls import (
     is_latin1_call,
     load_from_bytes_arg,
 )
+from pytest_modelpack.safety.classes import (
+    CLASS_CALLS,
+    CLASS_MAKERS,
+    SETSTATES,
+    SKELETONS,
+    WRAPPERS,
+    NotFingerprinted,
+    by_value_name,
+    class_shape,
+    is_class_setattr,
+)
 from pytest_modelpack.safety.machine import (
     LOAD_FROM_BYTES,
     RECONSTRUCTOR_BASES,
@@ -125,10 +136,12 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     if name == ("builtins", "bytes") and not call:
         return b""  # protocols 0-2 write b"" so: a literal in both modes (a code's parts)
     if not m.loading:
-        kept = (digest,) if name in CODE_BUILDERS else call if name == ("numpy", "dtype") else ()
-        return Sym("obj", name, kept)
+        return _made(m, name, call, Sym("obj", name, _kept(m, name, call, digest)), digest)
     if name in CODE_BUILDERS:
         call = location_free(name, call)
+    elif name in SKELETONS:  # never the class this process tracks by that id: a fresh one
+        at = SKELETONS[name]
+        call = (*call[:at], None, *call[at + 1 :])
     if name in REDUCE_TABLE or name in BY_VALUE_TABLE:
         try:
             result = func(*call)
@@ -138,6 +151,8 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
         result = func(*call)  # trusted code: its own errors are the LOAD ERROR diagnosis's
     if name in CODE_BUILDERS:
         m.s.digests[id(result)] = (result, digest)
+    elif name in WRAPPERS:
+        m.s.wrapped[id(result)] = (call, result)
     if name == ("torch._utils", "_rebuild_sparse_tensor"):
         import torch
 
@@ -145,6 +160,34 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     if result is not None and not isinstance(result, bool | int | float | str | bytes):
         # (a setter's None, an interned value: never a producer's own object)
         m.s.produced[id(result)] = (result, name)
+    return _made(m, name, call, result, digest)
+
+
+def _kept(m: Machine, name: tuple[str, str], call: tuple[Any, ...], digest: str) -> tuple[Any, ...]:
+    """What a scan-mode result keeps of its call: a code object or class its digest, a function
+    its code's, a descriptor what it wraps, a numpy dtype its arguments."""
+    if name in CODE_BUILDERS or name in CLASS_MAKERS:
+        return (digest,)
+    if name in FUNCTION_BUILDERS:
+        return (m.digest_of(call[0]),) if call else ()
+    return call if name in WRAPPERS or name == ("numpy", "dtype") else ()
+
+
+def _made(
+    m: Machine, name: tuple[str, str], call: tuple[Any, ...], result: Any, digest: str
+) -> Any:
+    """A class built by value: it stands as its ``<by_value>`` global from now on (both modes),
+    and once its dict is set, its digest covers that dict too."""
+    if name in CLASS_MAKERS:
+        m.s.globals_by_id[id(result)] = (result, by_value_name(name, call))
+        if m.loading:
+            m.s.digests[id(result)] = (result, digest)
+    elif name in SETSTATES or digest.startswith("class:"):  # (its dict set; dill's setattr)
+        cls = call[0]
+        if isinstance(cls, Sym):
+            cls.args = (digest,)
+        else:
+            m.s.digests[id(cls)] = (cls, digest)
     return result
 
 
@@ -155,12 +198,17 @@ def _no_check(args: tuple[Any, ...], ctx: Any) -> None:
 def _shape(
     m: Machine, name: tuple[str, str], call: tuple[Any, ...], why: str | None
 ) -> tuple[str | None, str]:
-    """(the call's shape, the code digest of a code builder's) or (None, why it has none)."""
-    if name not in CODE_BUILDERS or why is not None:
+    """(the call's shape, the digest of a code builder's or class call's) or (None, why it has
+    none)."""
+    by_class = name in CLASS_CALLS or is_class_setattr(name, call, m)
+    if why is not None or not (name in CODE_BUILDERS or by_class):
         return call_shape(call, m.s), ""
     try:
-        shape = code_shape(name, call, m.read_ref, m.digest_of, m)
-    except NotLiteral as exc:
+        if by_class:
+            shape = class_shape(name, call, m)
+        else:
+            shape = code_shape(name, call, m.read_ref, m.digest_of, m)
+    except (NotLiteral, NotFingerprinted) as exc:
         return None, str(exc)
     return shape, shape
 

@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any
 
 from pytest_modelpack.safety.byvalue import CODE_BUILDERS
+from pytest_modelpack.safety.classes import CLASS_MAKERS
 from pytest_modelpack.safety.refs import GlobalRef, Role, ScanError
 from pytest_modelpack.safety.sources import Source
 from pytest_modelpack.safety.values import Sym, TextRef, kind_of
@@ -73,8 +74,11 @@ class Session:
     globals_by_id: dict[int, tuple[Any, tuple[str, str]]] = field(default_factory=dict)
     produced: dict[int, tuple[Any, tuple[str, str]]] = field(default_factory=dict)
     placeholders: dict[int, Any] = field(default_factory=dict)
-    #: Load mode: the digest of each code object built by value (see :mod:`.byvalue`).
+    #: Load mode: the digest of each code object and class built by value (:mod:`.byvalue`).
     digests: dict[int, tuple[Any, str]] = field(default_factory=dict)
+    #: Load mode: the arguments of each property, staticmethod and classmethod built (a class
+    #: fingerprints it by them, see :mod:`.classes`).
+    wrapped: dict[int, tuple[tuple[Any, ...], Any]] = field(default_factory=dict)
     # Scan mode: where storages' bytes lie in the file (offset, length), found as the loader finds
     # them; None once a storage's place is unknown (text payloads, malformed streams).
     spans: list[tuple[int, int]] | None = field(default_factory=list)
@@ -236,9 +240,10 @@ class Machine:
         return obj
 
     def digest_of(self, value: object) -> str | None:
-        """The digest of a code object this stream built by value, else None."""
+        """The digest of a code object or class this stream built by value, else None."""
         if isinstance(value, Sym):
-            return str(value.args[0]) if value.producer in CODE_BUILDERS and value.args else None
+            made = value.producer
+            return str(value.args[0]) if value.args and (made in _DIGESTED) else None
         hit = self.s.digests.get(id(value))
         return hit[1] if hit is not None and hit[0] is value else None
 
@@ -372,6 +377,9 @@ class Machine:
                 raise self.fail(pos, f"{type(exc).__name__}: {exc}") from None
             if result is not None:
                 return result[0]
+
+
+_DIGESTED = CODE_BUILDERS | CLASS_MAKERS
 
 
 class _LoadFromBytes:

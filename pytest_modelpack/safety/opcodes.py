@@ -297,7 +297,7 @@ def op_dict(m: Machine, pos: int) -> None:
             raise m.fail(pos, f"DICT: {exc}") from None
     else:
         made = Sym("dict")
-        made.note_keys(items[0::2])
+        made.note_items(items)
         made.named_values = any(m.global_name(v) is not None for v in items[1::2])
         m.stack.append(made)
 
@@ -353,7 +353,7 @@ def op_setitem(m: Machine, pos: int) -> None:
     key, value = m.pop(2, pos)
     target = _target(m, pos, (dict,), "dict", "SETITEM")
     if isinstance(target, Sym):
-        target.note_keys((key,))
+        target.note_items([key, value])
         target.named_values |= m.global_name(value) is not None
     if m.loading and target is not None:
         try:
@@ -368,7 +368,7 @@ def op_setitems(m: Machine, pos: int) -> None:
         raise m.fail(pos, "SETITEMS with an odd number of items")
     target = _target(m, pos, (dict,), "dict", "SETITEMS")
     if isinstance(target, Sym):
-        target.note_keys(items[0::2])
+        target.note_items(items)
         target.named_values |= any(m.global_name(v) is not None for v in items[1::2])
     if m.loading and target is not None:
         try:

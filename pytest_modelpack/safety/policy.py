@@ -40,8 +40,15 @@ from pytest_modelpack.project import (
     is_library_module,
     is_stdlib_module,
 )
-from pytest_modelpack.safety.byvalue import BY_VALUE_TABLE, CODE_BUILDERS, CODE_CHANGED, MODULE
+from pytest_modelpack.safety.byvalue import (
+    BY_VALUE_TABLE,
+    CODE_BUILDERS,
+    CODE_CHANGED,
+    MODULE,
+    is_pinned,
+)
 from pytest_modelpack.safety.calls import BUILD_TYPES, REDUCE_TABLE
+from pytest_modelpack.safety.classes import BY_VALUE, CLASS_CHANGED
 from pytest_modelpack.safety.refs import GlobalRef, Role
 
 #: Module prefixes whose classes torch builds and restores as nn.Modules (NEWOBJ + BUILD).
@@ -286,14 +293,18 @@ class Allowlist:
             return Decision(True, Kind.EXTRA, "listed in the extra safe globals")
         if role is not Role.REDUCE and self._in_extra_package(module):
             return Decision(True, Kind.EXTRA, "a class of a package listed in the safe globals")
-        if role is Role.REDUCE and key in CODE_BUILDERS:
-            if self.trust_golden_code:
+        if role is Role.REDUCE and is_pinned(ref):
+            if self.trust_golden_code and key in CODE_BUILDERS:
+                # (never a class: its metaclass, __init_subclass__ and __setstate__ would run
+                # the golden's own code while it loads)
                 return Decision(
                     True,
                     Kind.GOLDEN_CODE,
                     "the golden's own code, trusted by --modelpack-trust-golden-code",
                 )
-            return Decision(False, Kind.REFUSED, CODE_CHANGED)
+            return Decision(
+                False, Kind.REFUSED, CODE_CHANGED if key in CODE_BUILDERS else CLASS_CHANGED
+            )
         if role is Role.REFERENCE and qualname == MODULE:
             if self.trust.knows(module, qualname):
                 return Decision(True, Kind.LIVE, "a module the live model's own pickle imports")
@@ -378,6 +389,13 @@ class Allowlist:
     # -- decisions -----------------------------------------------------------------------------
 
     def _decide(self, module: str, qualname: str) -> Decision:
+        if module == BY_VALUE:
+            return Decision(
+                False,
+                Kind.REFUSED,
+                "a class the golden built by value that the live model's own pickle does not "
+                "use this way",
+            )
         if "<locals>" in qualname.split("."):
             return Decision(
                 False, Kind.REFUSED, "a class or function defined inside a function (<locals>)"

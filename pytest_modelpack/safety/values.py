@@ -20,13 +20,15 @@ from pytest_modelpack.safety.refs import BytesRef
 #: (``inspect.unwrap``), nothing calls it. ``__annotations__`` is not among them:
 #: ``typing.get_type_hints`` evaluates string annotations.
 INERT_DUNDERS = frozenset({"__module__", "__name__", "__qualname__", "__doc__", "__wrapped__"})
+#: The items a scan-mode dict keeps: more than any class dict holds.
+ITEMS_KEPT = 4096
 
 
 class Sym:
     """A container or object in scan mode: ``kind`` (list, dict, set, bytearray, obj, storage)
     and ``producer`` (the global whose call or instantiation made it, for BUILD judgement)."""
 
-    __slots__ = ("kind", "producer", "args", "special_keys", "named_values")
+    __slots__ = ("kind", "producer", "args", "special_keys", "named_values", "items")
 
     def __init__(
         self, kind: str, producer: tuple[str, str] | None = None, args: tuple[object, ...] = ()
@@ -38,9 +40,22 @@ class Sym:
         self.special_keys: list[str] = []
         #: A value set in this dict is a named global (a module's dict, a registry...).
         self.named_values = False
+        #: A dict's (key, value) pairs, in order, while it has at most :data:`ITEMS_KEPT` (None
+        #: beyond): a by-value class's dict is fingerprinted from them (see :mod:`.classes`).
+        self.items: list[tuple[object, object]] | None = []
+
+    def note_items(self, items: list[object]) -> None:
+        """Remember the dunder string keys among ``items`` (key, value, key, value...) and the
+        pairs themselves, as far as :data:`ITEMS_KEPT` (scan mode builds no dict)."""
+        keys = items[0::2]
+        self.note_keys(keys)
+        if self.items is not None:
+            self.items.extend(zip(keys, items[1::2], strict=True))
+            if len(self.items) > ITEMS_KEPT:
+                self.items = None
 
     def note_keys(self, keys: object) -> None:
-        """Remember the dunder string keys among ``keys`` (scan mode builds no dict)."""
+        """Remember the dunder string keys among ``keys``."""
         for key in keys:  # type: ignore[attr-defined]
             if (
                 isinstance(key, str)
