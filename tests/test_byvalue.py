@@ -303,7 +303,7 @@ def test_a_class_pinned_by_value_round_trips_gates_and_drifts(pytester: pytest.P
     assert result.ret == 0, result.stdout.str()
     trust = (pytester.path / "goldens.trust").read_text()
     assert "called cloudpickle.cloudpickle:_class_setstate (class:Net:" in trust
-    assert "instantiated __by_value__:Net" in trust
+    assert "instantiated __by_value__:Net." in trust
     manifest = json.loads((golden / "manifest.json").read_text())
     assert "models.Net" in json.dumps(manifest["code"])
     result = _run(pytester, "--modelpack-golden")

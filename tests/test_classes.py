@@ -221,10 +221,74 @@ def test_a_class_arranged_otherwise_from_the_same_code_is_refused(
     path.write_bytes(dumps(model(True), protocol=4))
     verdict = scan_file(path, allowlist)
     assert not verdict.safe
-    assert {reason for _, reason in verdict.refused} == {CLASS_CHANGED}
+    assert CLASS_CHANGED in {reason for _, reason in verdict.refused}
     with pytest.raises(ModelpackError) as caught:
         load_bundle(path, allowlist)
     assert caught.value.kind == "UNSAFE GOLDEN" and CLASS_CHANGED in str(caught.value)
     # and the same class, arranged as today's, passes
     path.write_bytes(dumps(model(False), protocol=4))
     assert scan_file(path, allowlist).safe
+
+
+ANNOTATED = """\
+class Model:
+    x: "int"
+
+    def first(self):
+        return 1
+"""
+
+
+@pytest.mark.parametrize("serializer", ["cloudpickle", "dill"])
+def test_a_class_whose_text_differs_is_refused(serializer: str, tmp_path: Path) -> None:
+    """Text is part of a class's fingerprint: an annotation ``typing.get_type_hints`` would
+    evaluate, a name, a module."""
+    dumps = __import__(serializer).dumps
+
+    def model(annotation: str) -> Any:
+        namespace: dict[str, Any] = {"__name__": "pinned_nowhere"}
+        exec(ANNOTATED.replace('"int"', repr(annotation)), namespace)
+        return namespace["Model"]()
+
+    allowlist = _trust(serializer, model("int"), 4)
+    path = tmp_path / "bundle.pkl"
+    path.write_bytes(dumps(model("__import__('os').getcwd()"), protocol=4))
+    verdict = scan_file(path, allowlist)
+    assert CLASS_CHANGED in {reason for _, reason in verdict.refused}
+
+
+def test_a_namedtuple_of_another_module_is_refused_before_it_imports(tmp_path: Path) -> None:
+    """dill's ``_create_namedtuple(name, fields, module)`` imports ``module`` first: a golden
+    naming another module than the live model's namedtuple runs that module's import-time code
+    under plain ``dill.load`` (proven in a subprocess), and is refused here before anything
+    imports."""
+    import dill
+
+    from .serializer_payloads import Call
+
+    canary = tmp_path / "canary"
+    (tmp_path / "planted.py").write_text(f"open({str(canary)!r}, 'w').close()\n")
+    payload = dill.dumps(Call(dill._dill._create_namedtuple, "Point", ("x", "y"), "planted"))
+    path = tmp_path / "bundle.pkl"
+    path.write_bytes(payload)
+    subprocess.run(
+        [sys.executable, "-c", f"import dill; dill.load(open({str(path)!r}, 'rb'))"],
+        cwd=tmp_path,
+        timeout=120,
+        capture_output=True,
+    )
+    assert canary.exists(), "the payload is not live under plain dill.load"
+    canary.unlink()
+
+    namespace: dict[str, Any] = {"__name__": "pinned_nowhere"}
+    exec("import collections\nPoint = collections.namedtuple('Point', 'x y')\n", namespace)
+    allowlist = _trust("dill", namespace["Point"](1, 2), dill.DEFAULT_PROTOCOL)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert not scan_file(path, allowlist).safe
+        with pytest.raises(ModelpackError) as caught:
+            load_bundle(path, allowlist)
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert caught.value.kind == "UNSAFE GOLDEN"
+    assert not canary.exists() and "planted" not in sys.modules

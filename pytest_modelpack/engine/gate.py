@@ -89,7 +89,9 @@ def pinned_code_changes(verdict: Any) -> list[str]:
     for ref, _ in verdict.refused:
         if ref.problem is not None or not is_pinned(ref):
             return []
-        kind, name = (ref.shape or "code:?:").split(":")[:2]
+        if not (ref.shape or "").startswith(("code:", "class:")):
+            continue  # an instance of a refused class
+        kind, name = (ref.shape or "").split(":")[:2]
         names.append(f"class {name}" if kind == "class" else name)
     return names
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from pytest_modelpack.safety.calls import Check, Context, _arity, _first, _kinds
 from pytest_modelpack.safety.classes import (
+    BY_VALUE,
     CLASS_CALLS,
     CLASS_TABLE,
     FUNCTION_BUILDERS,
@@ -54,8 +55,10 @@ PINNED_BUILDERS = CODE_BUILDERS | CLASS_CALLS
 def is_pinned(ref: Any) -> bool:
     """A call that builds code by value (a code object, a class or a part of one): trusted only
     where the live model's own pickle makes it, its shape a digest (``code:`` / ``class:``)."""
-    return (ref.module, ref.qualname) in PINNED_BUILDERS or (
-        (ref.module, ref.qualname) == SETATTR and (ref.shape or "").startswith("class:")
+    return (
+        (ref.module, ref.qualname) in PINNED_BUILDERS
+        or ref.module == BY_VALUE  # an instance of such a class (refused with it)
+        or ((ref.module, ref.qualname) == SETATTR and (ref.shape or "").startswith("class:"))
     )
 
 

@@ -14,15 +14,15 @@ model's own pickle, made in the same check, makes one of the same shape.
 A class's fingerprint is its metaclass, its bases and every key of its dict with what the key
 holds: a function by its code's digest (no method can be swapped for another), a property or
 static or class method by the functions it wraps, a global by its name, a class built by value
-by its own fingerprint; plain data (numbers, text: a docstring, ``__firstlineno__``) by its kind
-only, as an instance's data is. cloudpickle's tracker id (random per process) is left out and
-never used: the loader builds every class afresh, never one of this process's
-(``_lookup_class_or_track`` would return the live class itself for ``_class_setstate`` to
-rewrite).
+by its own fingerprint; text by its value (a name, a field, an annotation); numbers by their
+kind only, as an instance's data is (``__firstlineno__`` moves with unrelated edits).
+cloudpickle's tracker id (random per process) is left out and never used: the loader builds
+every class afresh, never one of this process's (``_lookup_class_or_track`` would return the
+live class itself for ``_class_setstate`` to rewrite).
 
 A class built by value then stands, for the rest of the stream, as the global
-``__by_value__:<name>``: a module nothing defines, so only the live model's own pickle can make
-its instances (NEWOBJ) and restore their state (BUILD) trusted.
+``__by_value__:<name>.<digest>``: a module nothing defines, so only the live model's own pickle
+can make instances (NEWOBJ) of that very class, complete, and restore their state (BUILD).
 """
 
 from __future__ import annotations
@@ -96,6 +96,12 @@ def fingerprint(value: Any, ctx: Any, depth: int = 0) -> str:
         return f"({_all(value, ctx, depth)})"
     if isinstance(value, dict) or (isinstance(value, Sym) and value.kind == "dict"):
         return "{" + ",".join(_entries(value, ctx, depth)) + "}"
+    if isinstance(value, str | TextRef | bytes):
+        # Text by its value: a name, a module, a field, an annotation that get_type_hints
+        # evaluates (numbers stay kinds: a line number moves with unrelated edits).
+        text = ctx.read_ref(value) if isinstance(value, TextRef) else value
+        data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+        return f"{kind_of(value)}:{hashlib.sha256(data).hexdigest()[:16]}"
     return kind_of(value)
 
 
@@ -149,11 +155,13 @@ def _label(value: Any) -> str:
     return re.sub(r"[^\w]", "_", value)[:200] if isinstance(value, str) else "?"
 
 
-def by_value_name(name: tuple[str, str], args: tuple[Any, ...]) -> tuple[str, str]:
-    """The global a class built by value stands as: ``('__by_value__', <its name>)``. Not its
-    module's name: the class travels without its module (a renamed module loads as it is)."""
-    label = args[0] if name[1] == "_create_namedtuple" else args[1]
-    return BY_VALUE, _label(label)
+def by_value_name(digest: str) -> tuple[str, str]:
+    """The global a class built by value stands as: ``('__by_value__', '<name>.<digest>')``, its
+    digest the class's as built so far (a skeleton whose dict is not set yet is not the class
+    the live model instantiates). Not its module's name: the class travels without it."""
+    parts = digest.split(":")
+    label, tail = (parts[1], parts[2]) if len(parts) == 3 else ("_", "_")
+    return BY_VALUE, f"{label}.{tail}"
 
 
 # --------------------------------------------------------------------------- argument checks

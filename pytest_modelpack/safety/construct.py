@@ -179,7 +179,7 @@ def _made(
     """A class built by value: it stands as its ``<by_value>`` global from now on (both modes),
     and once its dict is set, its digest covers that dict too."""
     if name in CLASS_MAKERS:
-        m.s.globals_by_id[id(result)] = (result, by_value_name(name, call))
+        m.s.globals_by_id[id(result)] = (result, by_value_name(digest))
         if m.loading:
             m.s.digests[id(result)] = (result, digest)
     elif name in SETSTATES or digest.startswith("class:"):  # (its dict set; dill's setattr)
@@ -188,6 +188,9 @@ def _made(
             cls.args = (digest,)
         else:
             m.s.digests[id(cls)] = (cls, digest)
+        m.s.globals_by_id[id(cls)] = (cls, by_value_name(digest))
+        if name in SETSTATES:
+            return cls  # what _class_setstate returns, in scan mode too
     return result
 
 
