@@ -130,7 +130,7 @@ def is_class_setattr(name: tuple[str, str], args: tuple[Any, ...], ctx: Any) -> 
         name == SETATTR
         and len(args) == 3
         and str(ctx.digest_of(args[0])).startswith("class:")
-        and ctx.producer(args[0]) in CLASS_MAKERS | SETSTATES
+        and _made_by_value(args[0], ctx)
     )
 
 
@@ -168,7 +168,7 @@ def by_value_name(digest: str) -> tuple[str, str]:
 
 
 def _made_by_value(value: Any, ctx: Context) -> bool:
-    return ctx.producer(value) in CLASS_MAKERS or ctx.producer(value) in SETSTATES
+    return ctx.producer(value) in CLASS_CALLS
 
 
 def _named(value: Any, ctx: Context, what: str) -> str | None:
