@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import Counter
 
 from .. import errors
 from ..states import Mode, Verdict
@@ -26,10 +27,7 @@ def all_inputs_raised(runner: Runner) -> errors.AllInputsRaised:
     """EVERY INPUT RAISED: the round-trip compared exceptions only, which proves nothing about
     what the model computes (raising is behaviour, but at least one input must run normally)."""
     raised = runner.live_raised
-    kinds: dict[str, int] = {}
-    for error in raised:
-        kinds[str(error)] = kinds.get(str(error), 0) + 1
-    shown = sorted(kinds.items(), key=lambda item: -item[1])
+    shown = Counter(str(error) for error in raised).most_common()
     how = "apply=" if runner.request.apply is not None else "the model"
     return errors.AllInputsRaised(
         f"all {len(raised)} of {runner.live_calls} inputs raised; at least one must run normally",

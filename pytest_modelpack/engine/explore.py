@@ -35,50 +35,44 @@ def hypothesis_settings(max_examples: int, derandomize: bool, **extra: Any) -> A
     )
 
 
-class _Abort:
-    """Carries an error that must not be shrunk (nondeterminism) out of a Hypothesis run."""
-
-    error: errors.ModelpackError | None = None
-
-
 def run_property(request: CheckRequest, prop: Callable[[Any, int], None], derandomize: bool) -> int:
     """Run ``prop(x, n)`` on Hypothesis inputs (``n``: how many ran before); return how many
     inputs ran. Errors come out shrunk, but for NONDETERMINISTIC."""
     from hypothesis import errors as hyp_errors
     from hypothesis import given
 
-    count = [0]
-    abort = _Abort()
+    count = 0
+    #: An error that must not be shrunk (nondeterminism), carried out of the Hypothesis run.
+    abort: errors.ModelpackError | None = None
 
     def counted(x: Any) -> None:
-        if abort.error is not None:
+        nonlocal count, abort
+        if abort is not None:
             # Without the old traceback: re-raising one exception object grows its traceback
             # on every call, and Hypothesis formats it each time (quadratic while shrinking).
-            raise abort.error.with_traceback(None)
-        count[0] += 1
+            raise abort.with_traceback(None)
+        count += 1
         try:
-            prop(x, count[0] - 1)
+            prop(x, count - 1)
         except errors.Nondeterministic as exc:
-            abort.error = exc
+            abort = exc
             raise
 
     examples = request.examples or request.settings.examples
     test = hypothesis_settings(examples, derandomize)(given(request.inputs)(counted))
     try:
         test()
-    except errors.ModelpackError:
-        if abort.error is not None:
-            raise abort.error from None
-        raise
     except hyp_errors.Unsatisfiable as exc:
         raise errors.UsageError(
             "the inputs strategy produced no usable example",
             detail=[str(exc)],
             fix="loosen filters/assume() in the strategy passed as inputs=",
         ) from None
-    except hyp_errors.HypothesisException as exc:
-        if abort.error is not None:
-            raise abort.error from None
+    except (errors.ModelpackError, hyp_errors.HypothesisException) as exc:
+        if abort is not None:
+            raise abort from None
+        if isinstance(exc, errors.ModelpackError):
+            raise
         flaky = getattr(hyp_errors, "FlakyFailure", None) or getattr(hyp_errors, "Flaky", None)
         if flaky is not None and isinstance(exc, flaky):
             raise errors.Nondeterministic(
@@ -90,7 +84,7 @@ def run_property(request: CheckRequest, prop: Callable[[Any, int], None], derand
         raise errors.UsageError(
             "Hypothesis could not run the check", detail=[f"{type(exc).__name__}: {exc}"]
         ) from None
-    return count[0]
+    return count
 
 
 def draw_inputs(request: CheckRequest, n: int) -> list[Any]:

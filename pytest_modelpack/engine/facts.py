@@ -45,25 +45,36 @@ class LiveFacts:
         #: What the golden is written with: the live model is pickled as it pickles.
         self.serializer: Serializer = SERIALIZERS[request.settings.serializer]
 
-    def _dump(self, buffer: io.BytesIO, storages: list[Any], protocol: int) -> None:
-        serializer = self.serializer
-        with serializer.pinning(self.request.settings.by_value):
-            pickler = storage_pickler(serializer.pickler_class())
+    def _dump(self, protocol: int) -> LiveDump:
+        """The live model pickled at ``protocol``, its storages out of band (not fingerprinted)."""
+        storages: list[Any] = []
+        buffer = io.BytesIO()
+        with self.serializer.pinning(self.request.settings.by_value):
+            pickler = storage_pickler(self.serializer.pickler_class())
             pickler(buffer, storages, protocol=protocol).dump(self.request.model)
+        return LiveDump(buffer.getvalue(), storages)
+
+    def _allowlist(self, trust: Trust) -> Allowlist:
+        settings = self.request.settings
+        return Allowlist(
+            self.request.project_root,
+            settings.safe_globals,
+            trust=trust,
+            trust_golden_code=settings.trust_golden_code,
+        )
 
     @functools.cached_property
     def pickled(self) -> LiveDump:
         """The live model's pickle; UNPICKLABLE names the parts pickle refuses."""
         request = self.request
-        storages: list[Any] = []
-        buffer = io.BytesIO()
         try:
-            self._dump(buffer, storages, self.serializer.protocol)
+            dump = self._dump(self.serializer.protocol)
         except Exception as exc:
             raise unpicklable_error(
                 request.model, exc, request.project_root, self.serializer
             ) from None
-        return LiveDump(buffer.getvalue(), storages, storage_fingerprints(storages))
+        dump.fingerprints = storage_fingerprints(dump.storages)
+        return dump
 
     @functools.cached_property
     def refs(self) -> list[GlobalRef]:
@@ -85,13 +96,7 @@ class LiveFacts:
     @functools.cached_property
     def allowlist(self) -> Allowlist:
         """The policy for this check's golden: built-in ∪ the live model's own pickle ∪ ini."""
-        request = self.request
-        return Allowlist(
-            request.project_root,
-            request.settings.safe_globals,
-            trust=self.trust,
-            trust_golden_code=request.settings.trust_golden_code,
-        )
+        return self._allowlist(self.trust)
 
     def allowlist_for(self, protocol: int | None) -> Allowlist:
         """The policy for a golden written at pickle ``protocol``: the live model's trust covers
@@ -102,24 +107,16 @@ class LiveFacts:
             return self.allowlist
         cached = self._by_protocol.get(protocol)
         if cached is None:
-            storages: list[Any] = []
-            buffer = io.BytesIO()
             if protocol < 2 and self._holds_script_objects():
                 # torch aborts the process (not an exception) pickling a ScriptObject (packed
                 # quantized params) at protocols 0-1: no real golden is one; the live trust only.
                 return self.allowlist
             try:  # storages out of band: only the model's other state is pickled again
-                self._dump(buffer, storages, protocol)
+                data = self._dump(protocol).data
             except Exception:
                 return self.allowlist  # not picklable at that protocol: the live trust only
-            refs = self.refs + scan_live(buffer.getvalue())
-            request = self.request
-            cached = self._by_protocol[protocol] = Allowlist(
-                request.project_root,
-                request.settings.safe_globals,
-                trust=trust_from_refs(refs),
-                trust_golden_code=request.settings.trust_golden_code,
-            )
+            trust = trust_from_refs(self.refs + scan_live(data))
+            cached = self._by_protocol[protocol] = self._allowlist(trust)
         return cached
 
     def _holds_script_objects(self) -> bool:

@@ -256,12 +256,8 @@ def golden_protocol(manifest: Manifest, head: bytes) -> int | None:
     bundle's own first bytes."""
     if manifest.serializer_name == "torch":
         return manifest.bundle.protocol
-    return pickle_protocol(head)
-
-
-def pickle_protocol(head: bytes) -> int | None:
-    """The protocol a pickle declares in its first two bytes (its PROTO opcode; none: 0 or 1,
-    read as 1); None for what is no pickle (the scan then says what it is)."""
+    # The PROTO opcode of the first two bytes (none: protocol 0 or 1, read as 1); None for what
+    # is no pickle (the scan then says what it is).
     if len(head) == 2 and head[0] == 0x80:
         return head[1] if head[1] <= 5 else None
     return 1 if head else None
@@ -461,7 +457,9 @@ def refuse_planted_callables(gate: Gate) -> None:
     )
 
 
-def _mismatch(gate: Gate, found: Found, summary: str, expected: str, extra: list[str]) -> Any:
+def _mismatch(
+    gate: Gate, found: Found, summary: str, expected: str, why: str | None = None, fix: str = ""
+) -> Any:
     pair = found.pair
     where = (
         f"input: {short_repr(found.input)}"
@@ -476,9 +474,9 @@ def _mismatch(gate: Gate, found: Found, summary: str, expected: str, extra: list
             *found.lines(),
             tolerance_line(pair.rtol, pair.atol, exact=False),
             *gate.notes,
-            *extra,
+            *([why] if why else []),
         ],
-        fix=accept(gate.request.nodeid),
+        fix=fix or accept(gate.request.nodeid),
     )
 
 
@@ -507,40 +505,26 @@ def compare_golden(gate: Gate) -> int:
                 )
                 shown = display_path(gate.store.folder, request.project_root)
                 fix = restore_or_regen(request.nodeid, shown)
-            error = _mismatch(
+            raise _mismatch(
                 gate,
                 found,
                 f"the golden no longer reproduces recorded example #{found.index}",
                 "expected = recorded in examples.json, got = golden loaded today",
-                [why],
+                why,
+                fix,
             )
-            error.fix = fix
-            raise error
         with placed(request.model, gate.reference, gate.facts.nodes):
             checked, found = gate.explored or explore(request, runner, result, live, True)
+            if found is None:
+                found = replay(runner, result, live_recorded, records)
             if found is not None:
-                raise explain_mismatch(
-                    gate,
-                    _mismatch(
-                        gate,
-                        found,
-                        "the live model disagrees with the golden",
-                        "expected = golden, got = live model",
-                        [],
-                    ),
-                )
-            found = replay(runner, result, live_recorded, records)
-            if found is not None:
-                raise explain_mismatch(
-                    gate,
-                    _mismatch(
-                        gate,
-                        found,
-                        f"the live model disagrees with recorded example #{found.index}",
-                        "expected = recorded in examples.json, got = live model",
-                        [],
-                    ),
-                )
+                if found.index is None:
+                    summary = "the live model disagrees with the golden"
+                    expected = "expected = golden, got = live model"
+                else:
+                    summary = f"the live model disagrees with recorded example #{found.index}"
+                    expected = "expected = recorded in examples.json, got = live model"
+                raise explain_mismatch(gate, _mismatch(gate, found, summary, expected))
     return 2 * len(records) + checked
 
 

@@ -18,7 +18,7 @@ import io
 from typing import Any
 
 from .. import errors
-from ..apply import apply_model, placed
+from ..apply import placed
 from ..diagnose.frames import user_frame
 from ..diagnose.loading import load_error
 from ..diagnose.lossy import explain_lossy, lost_private_state, setstate_pitfall
@@ -98,15 +98,12 @@ def check_state_kept(facts: LiveFacts, reloaded: Any, walked: list[Any]) -> None
     )
 
 
-def _where_reloaded_fails(facts: LiveFacts, reloaded: Any, x: Any) -> tuple[list[str], str]:
+def _where_reloaded_fails(runner: Runner, reloaded: Any, x: Any) -> tuple[list[str], str]:
     """Run the reloaded model again, uncaught, for the traceback: where in the user's code it
     failed, and the fix when it is the ``__setstate__`` pitfall."""
-    request = facts.request
+    request = runner.request
     try:
-        if request.apply is not None:
-            request.apply(reloaded, x)
-        else:
-            apply_model(reloaded, x, device=request.device)
+        runner.apply(reloaded, x, request.device)
     except Exception as exc:
         frame = user_frame(exc, request.project_root)
         extra = [f"where: {frame}"] if frame else []
@@ -153,7 +150,7 @@ def compare_reloaded(
     extra: list[str] = []
     fix = SETSTATE_FIX
     if isinstance(found.got, RaisedError) and not isinstance(found.expected, RaisedError):
-        extra, fix = _where_reloaded_fails(facts, reloaded, found.input)
+        extra, fix = _where_reloaded_fails(runner, reloaded, found.input)
     raise errors.LossyRoundTrip(
         "the reloaded model disagrees with the live model",
         detail=[

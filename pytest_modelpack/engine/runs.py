@@ -32,14 +32,17 @@ class Runner:
         self.live_raised: list[Any] = []
         self.live_none = 0
 
+    def apply(self, model: Any, x: Any, device: str) -> Any:
+        """``apply=`` or :func:`apply_model` on one input, uncaught and not counted."""
+        if self.request.apply is not None:
+            return self.request.apply(model, x)
+        return apply_model(model, x, device=device)
+
     def __call__(self, model: Any, x: Any, device: str) -> Any:
         live = model is self.request.model
         self.live_calls += live
         try:
-            if self.request.apply is not None:
-                output = self.request.apply(model, x)
-            else:
-                output = apply_model(model, x, device=device)
+            output = self.apply(model, x, device)
         except Exception as exc:  # raising is behaviour too: compared by type and message
             raised = raised_from(exc)
             if live:
