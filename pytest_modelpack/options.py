@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .states import Mode
@@ -25,16 +25,7 @@ FLAG_TRUST_CODE = "--modelpack-trust-golden-code"
 # ini options.
 INI_DIR = "modelpack_dir"
 INI_DEVICES = "modelpack_devices"
-INI_EXAMPLES = "modelpack_examples"
-INI_RECORDED = "modelpack_recorded"
-INI_RTOL = "modelpack_rtol"
-INI_ATOL = "modelpack_atol"
-INI_DEVICE_RTOL = "modelpack_device_rtol"
-INI_DEVICE_ATOL = "modelpack_device_atol"
 INI_SAFE_GLOBALS = "modelpack_safe_globals"
-INI_DRIFT = "modelpack_drift"
-INI_UNUSED = "modelpack_unused"
-INI_SERIALIZER = "modelpack_serializer"
 INI_BY_VALUE = "modelpack_by_value"
 
 
@@ -47,20 +38,26 @@ _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps)$")
 INI_HELP: dict[str, tuple[str, str]] = {
     INI_DIR: ("folder for goldens, relative to each test module (default: goldens)", "goldens"),
     INI_DEVICES: ("devices the modelpack fixture runs on (default: cpu cuda)", "cpu cuda"),
-    INI_EXAMPLES: ("Hypothesis examples per check (default: 30)", "30"),
-    INI_RECORDED: ("examples recorded into examples.json at regen (default: 16)", "16"),
-    INI_RTOL: ("relative tolerance for golden comparisons (default: per dtype)", ""),
-    INI_ATOL: ("absolute tolerance for golden comparisons (default: per dtype)", ""),
-    INI_DEVICE_RTOL: ("relative tolerance across devices, e.g. CUDA vs CPU (default: 1e-3)", ""),
-    INI_DEVICE_ATOL: ("absolute tolerance across devices, e.g. CUDA vs CPU (default: 1e-3)", ""),
+    "modelpack_examples": ("Hypothesis examples per check (default: 30)", "30"),
+    "modelpack_recorded": ("examples recorded into examples.json at regen (default: 16)", "16"),
+    "modelpack_rtol": ("relative tolerance for golden comparisons (default: per dtype)", ""),
+    "modelpack_atol": ("absolute tolerance for golden comparisons (default: per dtype)", ""),
+    "modelpack_device_rtol": (
+        "relative tolerance across devices, e.g. CUDA vs CPU (default: 1e-3)",
+        "",
+    ),
+    "modelpack_device_atol": (
+        "absolute tolerance across devices, e.g. CUDA vs CPU (default: 1e-3)",
+        "",
+    ),
     INI_SAFE_GLOBALS: ("extra module.qualname globals a golden may reference", ""),
-    INI_DRIFT: ("what code drift does: fail or warn (default: fail)", "fail"),
-    INI_UNUSED: (
+    "modelpack_drift": ("what code drift does: fail or warn (default: fail)", "fail"),
+    "modelpack_unused": (
         "what a full --modelpack-golden run does with golden folders no check claimed: "
         "fail, warn or ignore (default: fail)",
         "fail",
     ),
-    INI_SERIALIZER: (
+    "modelpack_serializer": (
         "what goldens are written with: pickle, torch, dill or cloudpickle (default: pickle)",
         "pickle",
     ),
@@ -108,22 +105,15 @@ class Settings:
             )
         changes: dict[str, Any] = {}
         for key, value in values.items():
-            if key == "devices":
-                changes["devices"] = parse_devices(value, where)
-            elif key in ("examples", "recorded"):
-                changes[key] = parse_count(value, f"{where} {key}", minimum=1)
-            elif key in ("rtol", "atol"):
-                changes[key] = parse_tolerance(value, f"{where} {key}")
-            elif key in ("device_rtol", "device_atol"):
-                parsed = parse_tolerance(value, f"{where} {key}")
-                if parsed is not None:
-                    changes[key] = parsed
-            elif key == "drift":
-                changes["drift"] = parse_drift(value, where)
-            elif key == "dir":
+            if key == "dir":
                 changes["golden_dir"] = str(value)
-            elif key == "serializer":
-                changes["serializer"] = parse_serializer(value, f"{where} serializer")
+                continue
+            parsed = _PARSERS[key](
+                value, where if key in ("devices", "drift") else f"{where} {key}"
+            )
+            # rtol=None asks for the per-dtype default; device tolerances always have a number.
+            if parsed is not None or key in ("rtol", "atol"):
+                changes[key] = parsed
         return dataclasses.replace(self, **changes)
 
 
@@ -139,7 +129,7 @@ def parse_devices(value: str | Iterable[str], where: str) -> tuple[str, ...]:
     return devices
 
 
-def parse_count(value: Any, where: str, minimum: int = 0) -> int:
+def parse_count(value: Any, where: str, minimum: int = 1) -> int:
     try:
         number = int(str(value).strip())
     except ValueError:
@@ -168,10 +158,6 @@ def _parse_choice(value: Any, where: str, choices: Iterable[str]) -> str:
     return text
 
 
-def parse_drift(value: Any, where: str) -> str:
-    return _parse_choice(value, where, DRIFT_POLICIES)
-
-
 def parse_serializer(value: Any, where: str) -> str:
     """One of :data:`~pytest_modelpack.serializers.NAMES`, installed (else the pip line)."""
     from .serializers import NAMES, SerializerMissing, serializer
@@ -182,6 +168,21 @@ def parse_serializer(value: Any, where: str) -> str:
     except SerializerMissing as exc:
         raise ValueError(f"{where}: {exc}") from None
     return text
+
+
+#: Setting (marker key, ini name without ``modelpack_``) -> its parser ``(value, where)``.
+_PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "devices": parse_devices,
+    "examples": parse_count,
+    "recorded": parse_count,
+    "rtol": parse_tolerance,
+    "atol": parse_tolerance,
+    "device_rtol": parse_tolerance,
+    "device_atol": parse_tolerance,
+    "drift": lambda value, where: _parse_choice(value, where, DRIFT_POLICIES),
+    "unused": lambda value, where: _parse_choice(value, where, UNUSED_POLICIES),
+    "serializer": parse_serializer,
+}
 
 
 def settings_from_ini(
@@ -201,24 +202,19 @@ def settings_from_ini(
         raw = ini.get(name) or ()
         return [str(s) for s in (raw.split() if isinstance(raw, str) else raw) if str(s).strip()]
 
-    device_rtol = parse_tolerance(text(INI_DEVICE_RTOL), INI_DEVICE_RTOL)
-    device_atol = parse_tolerance(text(INI_DEVICE_ATOL), INI_DEVICE_ATOL)
+    changes: dict[str, Any] = {}
+    for name in INI_HELP:
+        key = name.removeprefix("modelpack_")
+        if key in _PARSERS:
+            flag = key == "devices" and device_flag
+            parsed = _PARSERS[key](flag or text(name), FLAG_DEVICE if flag else name)
+            if parsed is not None:  # an empty tolerance keeps the default
+                changes[key] = parsed
     return Settings(
         mode=mode,
         golden_dir=text(INI_DIR).strip() or "goldens",
-        devices=parse_devices(
-            device_flag or text(INI_DEVICES), FLAG_DEVICE if device_flag else INI_DEVICES
-        ),
-        examples=parse_count(text(INI_EXAMPLES), INI_EXAMPLES, minimum=1),
-        recorded=parse_count(text(INI_RECORDED), INI_RECORDED, minimum=1),
-        rtol=parse_tolerance(text(INI_RTOL), INI_RTOL),
-        atol=parse_tolerance(text(INI_ATOL), INI_ATOL),
-        device_rtol=DEFAULT_DEVICE_RTOL if device_rtol is None else device_rtol,
-        device_atol=DEFAULT_DEVICE_ATOL if device_atol is None else device_atol,
         safe_globals=tuple(listed(INI_SAFE_GLOBALS)),
-        drift=parse_drift(text(INI_DRIFT), INI_DRIFT),
-        unused=_parse_choice(text(INI_UNUSED), INI_UNUSED, UNUSED_POLICIES),
-        serializer=parse_serializer(text(INI_SERIALIZER), INI_SERIALIZER),
         by_value=tuple(s.strip() for s in listed(INI_BY_VALUE)),
         trust_golden_code=trust_golden_code,
+        **changes,
     )
