@@ -37,46 +37,46 @@ STATE = pytest.StashKey["SessionState"]()
 WORKER_KEY = "modelpack_rows"
 
 
+#: The command-line flags, in ``--help`` order: flag -> (None for a switch, else its metavar; help).
+FLAGS: dict[str, tuple[str | None, str]] = {
+    FLAG_GOLDEN: (
+        None,
+        "CI regression gate: also verify, scan, load and compare the committed goldens "
+        "(derandomized; never writes)",
+    ),
+    FLAG_REGEN: (
+        None,
+        "(re)write goldens after the round-trip passes; the summary says "
+        "created / unchanged / changed",
+    ),
+    FLAG_DEVICE: (
+        "DEVICES",
+        "devices to check on, comma-separated (cpu,cuda); overrides modelpack_devices",
+    ),
+    FLAG_REPORT: ("PATH", "write a JSON report of every modelpack check to PATH"),
+    FLAG_HTML: (
+        "PATH",
+        "write one self-contained HTML page of every modelpack check to PATH (verdicts, "
+        "diffs, per-input error plots against the tolerance)",
+    ),
+    FLAG_TRUST_CODE: (
+        None,
+        "with --modelpack-golden: let a dill/cloudpickle golden run its own pinned code "
+        "(for goldens from a trusted branch), so code drift is judged by running old code "
+        "against new on the same inputs; off by default",
+    ),
+}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup(
         "modelpack", "model serialization regression testing (pytest-modelpack)"
     )
-    switch: dict[str, Any] = {"action": "store_true", "default": False}
-    path: dict[str, Any] = {"default": None, "metavar": "PATH"}
-    group.addoption(
-        FLAG_GOLDEN,
-        **switch,
-        help="CI regression gate: also verify, scan, load and compare the committed goldens "
-        "(derandomized; never writes)",
-    )
-    group.addoption(
-        FLAG_REGEN,
-        **switch,
-        help="(re)write goldens after the round-trip passes; the summary says "
-        "created / unchanged / changed",
-    )
-    group.addoption(
-        FLAG_DEVICE,
-        default=None,
-        metavar="DEVICES",
-        help="devices to check on, comma-separated (cpu,cuda); overrides modelpack_devices",
-    )
-    group.addoption(
-        FLAG_REPORT, **path, help="write a JSON report of every modelpack check to PATH"
-    )
-    group.addoption(
-        FLAG_HTML,
-        **path,
-        help="write one self-contained HTML page of every modelpack check to PATH (verdicts, "
-        "diffs, per-input error plots against the tolerance)",
-    )
-    group.addoption(
-        FLAG_TRUST_CODE,
-        **switch,
-        help="with --modelpack-golden: let a dill/cloudpickle golden run its own pinned code "
-        "(for goldens from a trusted branch), so code drift is judged by running old code "
-        "against new on the same inputs; off by default",
-    )
+    for flag, (metavar, text) in FLAGS.items():
+        if metavar is None:
+            group.addoption(flag, action="store_true", default=False, help=text)
+        else:
+            group.addoption(flag, default=None, metavar=metavar, help=text)
     for name, (text, default) in INI_HELP.items():
         if name in (INI_SAFE_GLOBALS, INI_BY_VALUE):
             parser.addini(name, text, type="linelist", default=[])
@@ -384,7 +384,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     state = node.config.stash.get(STATE, None)
     output = (getattr(node, "workeroutput", None) or {}).get(WORKER_KEY)
     if state is not None and output is not None:
-        state.report.merge(output["rows"])
+        state.report.rows.extend(output["rows"])
         state.report.skips.extend(output["skips"])
         state.report.collection.merge(output["collection"])
 
