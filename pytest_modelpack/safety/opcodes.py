@@ -69,34 +69,37 @@ def op_frame(m: Machine, pos: int) -> None:
     m.read_raw(8, pos)  # framing only groups opcodes
 
 
-def _int_line(m: Machine, pos: int, long: bool) -> None:
-    text = m.short_line(pos, "integer")
-    if long and text.endswith(b"L"):
-        text = text[:-1]
-    if text in (b"00", b"01") and not long:
-        m.stack.append(text == b"01")
-        return
-    m.stack.append(int(text))
+def _int_line(long: bool) -> Callable[[Machine, int], None]:
+    """INT (``00``/``01`` are protocol 0's False/True) or LONG (a trailing ``L``)."""
+
+    def handler(m: Machine, pos: int) -> None:
+        text = m.short_line(pos, "integer")
+        if long and text.endswith(b"L"):
+            text = text[:-1]
+        if text in (b"00", b"01") and not long:
+            m.stack.append(text == b"01")
+            return
+        m.stack.append(int(text))
+
+    return handler
 
 
-def op_int(m: Machine, pos: int) -> None:
-    _int_line(m, pos, False)
+def _unpacked(fmt: str) -> Callable[[Machine, int], None]:
+    """BININT, BININT1, BININT2, BINFLOAT: one value of a fixed size."""
+
+    def handler(m: Machine, pos: int) -> None:
+        m.stack.append(struct.unpack(fmt, m.read_raw(struct.calcsize(fmt), pos))[0])
+
+    return handler
 
 
-def op_long(m: Machine, pos: int) -> None:
-    _int_line(m, pos, True)
+def _sized(fmt: str, then: Callable[[Machine, int, int], None]) -> Callable[[Machine, int], None]:
+    """An opcode whose argument is a length (of ``fmt``) followed by that many bytes."""
 
+    def handler(m: Machine, pos: int) -> None:
+        then(m, m.sized(fmt, pos), pos)
 
-def op_binint(m: Machine, pos: int) -> None:
-    m.stack.append(struct.unpack("<i", m.read_raw(4, pos))[0])
-
-
-def op_binint1(m: Machine, pos: int) -> None:
-    m.stack.append(m.read_raw(1, pos)[0])
-
-
-def op_binint2(m: Machine, pos: int) -> None:
-    m.stack.append(struct.unpack("<H", m.read_raw(2, pos))[0])
+    return handler
 
 
 def op_long1(m: Machine, pos: int) -> None:
@@ -115,27 +118,11 @@ def op_float(m: Machine, pos: int) -> None:
     m.stack.append(float(m.short_line(pos, "float")))
 
 
-def op_binfloat(m: Machine, pos: int) -> None:
-    m.stack.append(struct.unpack(">d", m.read_raw(8, pos))[0])
-
-
 def _text(m: Machine, n: int, pos: int) -> None:
     if not m.loading and n > TEXT_LIMIT:
         m.stack.append(TextRef(m.skip(n, pos), n, "utf-8"))
         return
     m.stack.append(m.read(n, pos).decode("utf-8", "surrogatepass"))
-
-
-def op_short_binunicode(m: Machine, pos: int) -> None:
-    _text(m, m.read_raw(1, pos)[0], pos)
-
-
-def op_binunicode(m: Machine, pos: int) -> None:
-    _text(m, m.sized("<I", pos), pos)
-
-
-def op_binunicode8(m: Machine, pos: int) -> None:
-    _text(m, m.sized("<Q", pos), pos)
 
 
 def op_unicode(m: Machine, pos: int) -> None:
@@ -168,10 +155,6 @@ def op_binstring(m: Machine, pos: int) -> None:
     if n < 0:
         raise m.fail(pos, "BINSTRING with negative length")
     _str2(m, n, pos)
-
-
-def op_short_binstring(m: Machine, pos: int) -> None:
-    _str2(m, m.read_raw(1, pos)[0], pos)
 
 
 def op_string(m: Machine, pos: int) -> None:
@@ -233,18 +216,6 @@ def _materialised(m: Machine, value: Any, pos: int) -> Any:
     return value
 
 
-def op_short_binbytes(m: Machine, pos: int) -> None:
-    _bytes(m, m.read_raw(1, pos)[0], pos)
-
-
-def op_binbytes(m: Machine, pos: int) -> None:
-    _bytes(m, m.sized("<I", pos), pos)
-
-
-def op_binbytes8(m: Machine, pos: int) -> None:
-    _bytes(m, m.sized("<Q", pos), pos)
-
-
 def op_bytearray8(m: Machine, pos: int) -> None:
     n = m.sized("<Q", pos)
     if m.loading:
@@ -292,13 +263,12 @@ def op_dict(m: Machine, pos: int) -> None:
         raise m.fail(pos, "DICT with an odd number of items")
     if m.loading:
         try:
-            m.stack.append({items[i]: items[i + 1] for i in range(0, len(items), 2)})
+            m.stack.append(dict(zip(items[0::2], items[1::2], strict=True)))
         except TypeError as exc:  # an unhashable key
             raise m.fail(pos, f"DICT: {exc}") from None
     else:
         made = Sym("dict")
-        made.note_items(items)
-        made.named_values = any(m.global_name(v) is not None for v in items[1::2])
+        _note(m, made, items)
         m.stack.append(made)
 
 
@@ -335,47 +305,42 @@ def _target(m: Machine, pos: int, kinds: tuple[type, ...], what: str, op: str) -
 _APPENDABLE = (list, collections.deque)
 
 
-def op_append(m: Machine, pos: int) -> None:
-    (value,) = m.pop(1, pos)
-    target = _target(m, pos, _APPENDABLE, "list", "APPEND")
-    if m.loading and target is not None:
-        target.append(value)
+def _appends(op: str, n: int | None) -> Callable[[Machine, int], None]:
+    """APPEND (``n`` = 1 item) or APPENDS (``n`` None: the items above the MARK)."""
+
+    def handler(m: Machine, pos: int) -> None:
+        items = m.pop_mark(pos) if n is None else m.pop(n, pos)
+        target = _target(m, pos, _APPENDABLE, "list", op)
+        if m.loading and target is not None:
+            target.extend(items)
+
+    return handler
 
 
-def op_appends(m: Machine, pos: int) -> None:
-    items = m.pop_mark(pos)
-    target = _target(m, pos, _APPENDABLE, "list", "APPENDS")
-    if m.loading and target is not None:
-        target.extend(items)
+def _setitems(op: str, n: int | None) -> Callable[[Machine, int], None]:
+    """SETITEM (``n`` = 2: a key and its value) or SETITEMS (the pairs above the MARK)."""
+
+    def handler(m: Machine, pos: int) -> None:
+        items = m.pop_mark(pos) if n is None else m.pop(n, pos)
+        if len(items) % 2:
+            raise m.fail(pos, f"{op} with an odd number of items")
+        target = _target(m, pos, (dict,), "dict", op)
+        if isinstance(target, Sym):
+            _note(m, target, items)
+        if m.loading and target is not None:
+            try:
+                for key, value in zip(items[0::2], items[1::2], strict=True):
+                    target[key] = value  # (never update(): Counter's adds counts)
+            except TypeError as exc:
+                raise m.fail(pos, f"{op}: {exc}") from None
+
+    return handler
 
 
-def op_setitem(m: Machine, pos: int) -> None:
-    key, value = m.pop(2, pos)
-    target = _target(m, pos, (dict,), "dict", "SETITEM")
-    if isinstance(target, Sym):
-        target.note_items([key, value])
-        target.named_values |= m.global_name(value) is not None
-    if m.loading and target is not None:
-        try:
-            target[key] = value
-        except TypeError as exc:
-            raise m.fail(pos, f"SETITEM: {exc}") from None
-
-
-def op_setitems(m: Machine, pos: int) -> None:
-    items = m.pop_mark(pos)
-    if len(items) % 2:
-        raise m.fail(pos, "SETITEMS with an odd number of items")
-    target = _target(m, pos, (dict,), "dict", "SETITEMS")
-    if isinstance(target, Sym):
-        target.note_items(items)
-        target.named_values |= any(m.global_name(v) is not None for v in items[1::2])
-    if m.loading and target is not None:
-        try:
-            for i in range(0, len(items), 2):
-                target[items[i]] = items[i + 1]
-        except TypeError as exc:
-            raise m.fail(pos, f"SETITEMS: {exc}") from None
+def _note(m: Machine, made: Sym, items: list[Any]) -> None:
+    """Scan mode: what a dict's (key, value, ...) ``items`` tell of it (see :class:`Sym`)."""
+    made.note_items(items)
+    made.named_values |= any(m.global_name(v) is not None for v in items[1::2])
 
 
 def op_additems(m: Machine, pos: int) -> None:
@@ -444,21 +409,17 @@ def _get(fmt: str | None) -> Callable[[Machine, int], None]:
     return handler
 
 
-def op_ext(m: Machine, pos: int) -> None:
-    m.problem(
-        pos,
-        "<extension registry>",
-        "EXT",
-        Role.REFERENCE,
-        "names a global through the copyreg extension registry, which cannot be checked",
-    )
-    m.stack.append(Sym("obj"))
-
-
 def _ext(n: int) -> Callable[[Machine, int], None]:
     def handler(m: Machine, pos: int) -> None:
         m.read_raw(n, pos)
-        op_ext(m, pos)
+        m.problem(
+            pos,
+            "<extension registry>",
+            "EXT",
+            Role.REFERENCE,
+            "names a global through the copyreg extension registry, which cannot be checked",
+        )
+        m.stack.append(Sym("obj"))
 
     return handler
 
