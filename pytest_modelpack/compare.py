@@ -26,6 +26,7 @@ from typing import Any
 from pytest_modelpack.elementwise import Mismatch, array_mismatch, plain_cpu, tensor_mismatch
 from pytest_modelpack.golden.examples import RaisedError, _type_name, raised_from
 from pytest_modelpack.tolerance import Tolerance, default_tolerance
+from pytest_modelpack.walk import is_tensor
 
 #: Roughly how long a value's repr may be in a message before it is cut.
 REPR_LIMIT = 80
@@ -144,11 +145,17 @@ def compared(
 # ----------------------------------------------------------------------------------- internals
 
 
+def safe_repr(v: Any) -> str:
+    try:
+        return repr(v)
+    except Exception as exc:  # a broken __repr__ must not hide the failure it is part of
+        return f"<{type(v).__qualname__}: repr failed with {type(exc).__name__}>"
+
+
 def _short(v: Any) -> str:
     """A one-line repr of at most about REPR_LIMIT characters."""
-    torch = sys.modules.get("torch")
     np = sys.modules.get("numpy")
-    if torch is not None and isinstance(v, torch.Tensor):
+    if is_tensor(v):
         dtype = str(v.dtype).removeprefix("torch.")
         text = f"tensor(shape={list(v.shape)}, dtype={dtype})"
     elif np is not None and isinstance(v, np.ndarray):
@@ -156,26 +163,19 @@ def _short(v: Any) -> str:
     elif isinstance(v, RaisedError):
         text = f"raised {v}"
     else:
-        try:
-            text = repr(v)
-        except Exception as exc:  # a broken __repr__ must not hide the difference itself
-            text = f"<{type(v).__qualname__}: repr failed with {type(exc).__name__}>"
+        text = safe_repr(v)
     return _cut(text)
 
 
 def _cut(text: str) -> str:
-    """``text`` on one line, cut to about REPR_LIMIT characters."""
     text = " ".join(text.split()) if "\n" in text else text
-    if len(text) > REPR_LIMIT:
-        text = text[: REPR_LIMIT - 3] + "..."
-    return text
+    return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."
 
 
 def _kind(v: Any) -> str:
     """What a value is, for type-mismatch messages ("a list", "a torch tensor")."""
-    torch = sys.modules.get("torch")
     np = sys.modules.get("numpy")
-    if torch is not None and isinstance(v, torch.Tensor):
+    if is_tensor(v):
         return "a torch tensor"
     if np is not None and isinstance(v, np.ndarray):
         return "a numpy array"
@@ -184,12 +184,6 @@ def _kind(v: Any) -> str:
 
 def _got(e: Any, a: Any) -> str:
     return f"expected {_short(e)}, got {_short(a)}"
-
-
-def _rel(abs_err: float, expected_mag: float) -> float:
-    if abs_err == 0:
-        return 0.0
-    return abs_err / expected_mag if expected_mag else math.inf
 
 
 #: Limits of one comparison (an output built from a crafted golden can be any graph).
@@ -356,8 +350,7 @@ class _Comparer:
 
     def compare_sequences(self, e: Any, a: Any, path: str) -> None:
         # list vs tuple is a change in the output's type, even with equal items.
-        e_kind = "list" if isinstance(e, list) else "tuple"
-        a_kind = "list" if isinstance(a, list) else "tuple"
+        e_kind, a_kind = ("list" if isinstance(v, list) else "tuple" for v in (e, a))
         if e_kind != a_kind:
             self.add(path, e, a, f"expected a {e_kind}, got a {a_kind}: {_got(e, a)}")
             return
@@ -414,8 +407,10 @@ class _Comparer:
     def compare_numbers(self, e: Any, a: Any, path: str) -> None:
         # int vs float (or complex) is a type change even when the values are equal: 1 and 1.0
         # serialize, index and format differently downstream.
-        e_type = complex if isinstance(e, complex) else float if isinstance(e, float) else int
-        a_type = complex if isinstance(a, complex) else float if isinstance(a, float) else int
+        e_type, a_type = (
+            complex if isinstance(v, complex) else float if isinstance(v, float) else int
+            for v in (e, a)
+        )
         if e_type is not a_type:
             self.type_mismatch(path, e, a)
             return
@@ -436,7 +431,7 @@ class _Comparer:
         # otherwise let anything match.
         if isfinite(e) and isfinite(a) and abs_err <= tol.atol + tol.rtol * abs(e):
             return
-        rel_err = _rel(abs_err, abs(e))
+        rel_err = abs_err / abs(e) if e else math.inf  # abs_err > 0: e != a
         self.add(path, e, a, _got(e, a), abs_err=abs_err, rel_err=rel_err, tolerance=tol)
 
     def compare_text(self, e: Any, a: Any, path: str) -> None:
@@ -456,17 +451,22 @@ class _Comparer:
 
     # ---------------------------------------------------------------------- tensors, arrays
 
+    def layout_differs(self, path: str, e: Any, a: Any, dtypes: Any, shapes: Any) -> bool:
+        """Add the dtype change (``dtypes``: the two shown; None when they agree) or the shape
+        change of a tensor or array pair; True when there was one."""
+        if dtypes is not None:
+            self.add(path, e, a, "expected dtype {}, got dtype {}".format(*dtypes))
+        elif shapes[0] != shapes[1]:
+            self.add(path, e, a, f"expected shape {list(shapes[0])}, got shape {list(shapes[1])}")
+        return dtypes is not None or shapes[0] != shapes[1]
+
     def compare_tensors(self, torch: Any, e: Any, a: Any, path: str) -> None:
-        e_dtype = str(e.dtype).removeprefix("torch.")
-        a_dtype = str(a.dtype).removeprefix("torch.")
-        if e.dtype != a.dtype:
-            self.add(path, e, a, f"expected dtype {e_dtype}, got dtype {a_dtype}")
-            return
-        if e.shape != a.shape:
-            self.add(path, e, a, f"expected shape {list(e.shape)}, got shape {list(a.shape)}")
-            return
-        tol = self.tolerance(e.dtype)
-        self.compare_elements(torch, plain_cpu(torch, e), plain_cpu(torch, a), path, tol)
+        dtypes = [str(t.dtype).removeprefix("torch.") for t in (e, a)]
+        if not self.layout_differs(
+            path, e, a, dtypes if e.dtype != a.dtype else None, (e.shape, a.shape)
+        ):
+            tol = self.tolerance(e.dtype)
+            self.compare_elements(torch, plain_cpu(torch, e), plain_cpu(torch, a), path, tol)
 
     def compare_elements(self, torch: Any, e: Any, a: Any, path: str, tol: Tolerance) -> None:
         """Elementwise comparison of two same-dtype, same-shape dense CPU tensors."""
@@ -486,13 +486,8 @@ class _Comparer:
         # Fixed-width strings of different widths ("<U4" vs "<U7") differ in their values, not in
         # their type: compare the values and report which one changed.
         same_text = e_dtype.kind == a_dtype.kind and e_dtype.kind in "US"
-        if e_dtype != a_dtype and not same_text:
-            self.add(path, e, a, f"expected dtype {e_arr.dtype}, got dtype {a_arr.dtype}")
-            return
-        if e_arr.shape != a_arr.shape:
-            self.add(
-                path, e, a, f"expected shape {list(e_arr.shape)}, got shape {list(a_arr.shape)}"
-            )
+        dtypes = (e_arr.dtype, a_arr.dtype) if e_dtype != a_dtype and not same_text else None
+        if self.layout_differs(path, e, a, dtypes, (e_arr.shape, a_arr.shape)):
             return
         tol = self.tolerance(e_dtype)
         if e_dtype.kind in "biufc":

@@ -34,23 +34,18 @@ def tensor_mismatch(
             note(0.0, 0.0, 0.0, tol)
         return None
     dtype = e.dtype
-    if dtype == torch.bool:
-        matches = e == a
-        e_wide, a_wide = e.to(torch.float64), a.to(torch.float64)
-    elif dtype.is_complex:
-        # Widening is exact and keeps the tolerance arithmetic (atol + rtol*|e|) and the error
-        # statistics from overflowing or rounding in half precision.
-        e_wide, a_wide = e.to(torch.complex128), a.to(torch.complex128)
-        matches = torch.isclose(a_wide, e_wide, rtol=tol.rtol, atol=tol.atol, equal_nan=True)
-    elif dtype.is_floating_point:
-        e_wide, a_wide = e.to(torch.float64), a.to(torch.float64)
+    floating = dtype.is_floating_point or dtype.is_complex
+    # Widening is exact and keeps the tolerance arithmetic (atol + rtol*|e|) and the error
+    # statistics from overflowing or rounding in half precision.
+    wide = torch.complex128 if dtype.is_complex else torch.float64
+    e_wide, a_wide = e.to(wide), a.to(wide)
+    if floating:
         matches = torch.isclose(a_wide, e_wide, rtol=tol.rtol, atol=tol.atol, equal_nan=True)
     else:
-        # Integers: exact equality first, so int64 values beyond 2**53 are never judged by
-        # their rounded float64 images; then the tolerance, if one was given, in float64.
+        # Integers and bools: exact equality first, so int64 values beyond 2**53 are never
+        # judged by their rounded float64 images; then an integer tolerance, if one was given.
         matches = e == a
-        e_wide, a_wide = e.to(torch.float64), a.to(torch.float64)
-        if tol.rtol or tol.atol:
+        if dtype != torch.bool and (tol.rtol or tol.atol):
             matches |= torch.isclose(a_wide, e_wide, rtol=tol.rtol, atol=tol.atol)
     e_wide, a_wide = e_wide.reshape(-1), a_wide.reshape(-1)
     if dtype != torch.bool:
@@ -62,7 +57,7 @@ def tensor_mismatch(
     first = int(mismatch.nonzero()[0, 0])
     abs_err = rel_err = None
     if dtype != torch.bool:  # an "error" between True and False means nothing
-        if dtype.is_floating_point or dtype.is_complex:
+        if floating:
             # float64 (complex128's abs() is float64 too): exact widening, no overflow.
             abs_diff = (a_wide - e_wide).abs()
         else:

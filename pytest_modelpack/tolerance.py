@@ -36,11 +36,7 @@ _DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "complex64": (1.3e-6, 1e-5),
     "complex128": (1e-7, 1e-7),
     # torch compares quantized tensors dequantized, with float32's tolerance.
-    "quint8": (1.3e-6, 1e-5),
-    "quint2x4": (1.3e-6, 1e-5),
-    "quint4x2": (1.3e-6, 1e-5),
-    "qint8": (1.3e-6, 1e-5),
-    "qint32": (1.3e-6, 1e-5),
+    **dict.fromkeys(("quint8", "quint2x4", "quint4x2", "qint8", "qint32"), (1.3e-6, 1e-5)),
 }
 
 

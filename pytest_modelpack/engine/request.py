@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
+from ..compare import safe_repr
 from ..options import Settings
 from ..states import Mode, Verdict
 
@@ -134,8 +135,5 @@ def display_path(path: Path, root: Path) -> str:
 
 
 def short_repr(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception as exc:  # a broken __repr__ must not hide the failure it is part of
-        text = f"<{type(value).__qualname__}: repr failed with {type(exc).__name__}>"
+    text = safe_repr(value)
     return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."
