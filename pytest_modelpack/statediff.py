@@ -177,15 +177,16 @@ def _equal(a: Any, b: Any, seen: set[tuple[int, int]], budget: list[int]) -> boo
     return all(_equal(x, y, seen, budget) for x, y in zip(a, b, strict=True))
 
 
-def _by_path(walked: Any) -> dict[str, Node]:
+def by_path(walked: Any) -> dict[str, Node]:
+    """Path -> node of a walk's structure tree, repeats left out."""
     return {n.path: n for n in walked if n.shown and not n.repeat}
 
 
 def state_diff(golden: Any, live: Any, root: str = "model", walked: Any = None) -> StateDiff:
     """Compare ``golden``'s state with ``live``'s path by path; see :class:`StateDiff`.
     ``walked``: the live model's :func:`~pytest_modelpack.walk.nodes`, if known."""
-    golden_nodes = _by_path(nodes(golden, root))
-    live_nodes = _by_path(nodes(live, root) if walked is None else walked)
+    golden_nodes = by_path(nodes(golden, root))
+    live_nodes = by_path(nodes(live, root) if walked is None else walked)
     result = StateDiff()
     for path, node in golden_nodes.items():
         other = live_nodes.get(path)

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..project import is_library_module
-from ..walk import defines, is_module, nodes
+from ..statediff import by_path
+from ..walk import defines, is_module, nodes, qualified_name
 from .frames import where
 
 
@@ -17,12 +18,8 @@ def user_class(klass: type) -> bool:
     return not is_library_module(klass.__module__)
 
 
-def _qualified(klass: type) -> str:
-    return f"{klass.__module__}.{klass.__qualname__}"
-
-
 def _method_where(klass: type, name: str, relative_to: Any) -> str:
-    return f"{_qualified(klass)}.{name} ({where(vars(klass)[name], relative_to)})"
+    return f"{qualified_name(klass)}.{name} ({where(vars(klass)[name], relative_to)})"
 
 
 def _culprit(owner: Any, attr: str, relative_to: Any) -> str | None:
@@ -58,7 +55,7 @@ def parent_path(path: str) -> tuple[str, str] | None:
 
 def _values(obj: Any, walked: Any = None) -> dict[str, Any]:
     """Path -> object of ``obj``'s structure tree."""
-    return {n.path: n.value for n in (walked or nodes(obj)) if n.shown and not n.repeat}
+    return {path: node.value for path, node in by_path(walked or nodes(obj)).items()}
 
 
 def explain_lossy(
@@ -124,13 +121,6 @@ def _rebuilt_function(change: str) -> bool:
     return all(side.startswith("function ") and "<locals>" in side for side in (before, after))
 
 
-def _torch_base(klass: type) -> type | None:
-    for base in klass.__mro__:
-        if base.__module__.startswith("torch."):
-            return base
-    return None
-
-
 def lost_private_state(
     live: Any,
     reloaded: Any,
@@ -154,7 +144,7 @@ def lost_private_state(
         if not is_module(before) or after is None:
             continue
         klass = type(before)
-        base = _torch_base(klass)
+        base = next((b for b in klass.__mro__ if b.__module__.startswith("torch.")), None)
         setter, getter = defines(klass, "__setstate__"), defines(klass, "__getstate__")
         overrides = [m for m in (setter, getter) if m is not None and user_class(m)]
         if base is None or not overrides:
@@ -181,7 +171,7 @@ def lost_private_state(
         names = ", ".join(f"{path}.{k}" for k in gone[:4]) + (" ..." if len(gone) > 4 else "")
         lines.append(f"{names} missing after reload (torch's own state of {base.__qualname__})")
         rebuilt = (
-            f"{_qualified(base_set)}.__setstate__ rebuilds it"
+            f"{qualified_name(base_set)}.__setstate__ rebuilds it"
             if base_set is not None and base_set.__module__.startswith("torch")
             else "torch's own __setstate__ restores it"
         )
@@ -214,6 +204,3 @@ def setstate_pitfall(exc: BaseException) -> tuple[str, str] | None:
             "it), or make the wrapper a plain class that holds the RNN",
         )
     return None
-
-
-# -- nondeterminism ----------------------------------------------------------------------------

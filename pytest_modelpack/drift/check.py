@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import errors
 from ..fixes import regen_command, restore_or_regen, revert_or_accept
@@ -68,39 +68,37 @@ def assess_drift(
     from ..golden import environment
 
     drift = Drift(env=env_changes(manifest.environment, environment()))
-    code: tuple[list[str], list[str], list[str]] = ([], [], [])
     recorded = manifest.code
     pairs = roots if roots is not None else manifest.project_globals
-    current: dict[str, Any] = {}
     fingerprinter = _Fingerprinter(project_root)
     resolved = [fingerprinter.add_root(m, q) for m, q in pairs]
     # A project class or module the bundle names is gone (or no longer project code): loading
     # fails next, and its LOAD ERROR (renamed or moved? restore, alias or regenerate) says more
     # than a list of removed names would.
-    if pairs and all(resolved):
-        current = fingerprinter.run()
-        if current and not recorded:
-            # The bundle runs project code, and the manifest records none of it: drift detection
-            # would switch off silently. Regen always records it, so the manifest was edited.
-            raise errors.CorruptGolden(
-                "manifest.json records no project code, but the bundle references some",
-                name=name,
-                detail=[
-                    "project globals in bundle.pkl: "
-                    + ", ".join(f"{m}.{q}" for m, q in pairs[:5])
-                    + (" ..." if len(pairs) > 5 else ""),
-                    "without the recorded code, code drift cannot be checked",
-                ],
-                fix=restore_or_regen(nodeid),
-            )
-        code = compare_code(recorded, current)
+    if not (pairs and all(resolved)):
+        return drift
+    current = fingerprinter.run()
+    if current and not recorded:
+        # The bundle runs project code, and the manifest records none of it: drift detection
+        # would switch off silently. Regen always records it, so the manifest was edited.
+        raise errors.CorruptGolden(
+            "manifest.json records no project code, but the bundle references some",
+            name=name,
+            detail=[
+                "project globals in bundle.pkl: "
+                + ", ".join(f"{m}.{q}" for m, q in pairs[:5])
+                + (" ..." if len(pairs) > 5 else ""),
+                "without the recorded code, code drift cannot be checked",
+            ],
+            fix=restore_or_regen(nodeid),
+        )
+    code = compare_code(recorded, current)
     if any(code):
-        summary = drift_summary(recorded, current, *code)
         detail = drift_detail(recorded, current, *code)
         if drift.env:
             detail.append("also: " + drift.env_note)
         drift.code = errors.CodeDrift(
-            f"{summary} since the golden was made",
+            f"{drift_summary(recorded, current, *code)} since the golden was made",
             name=name,
             detail=detail,
             fix=revert_or_accept(nodeid),

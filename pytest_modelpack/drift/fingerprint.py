@@ -391,13 +391,11 @@ class _Fingerprinter:
             elif op == "IMPORT_NAME":
                 imported = self._imported(module, ins.argval, consts, code)
             elif op == "IMPORT_FROM" and imported is not None:
-                value = imported.__dict__.get(ins.argval, _MISSING)
+                value = imported.__dict__.get(ins.argval)
                 if isinstance(value, types.ModuleType):
                     self._module_names(value, code)
-                elif value is not _MISSING:
-                    self.visit(value)
-                    if not isinstance(value, (type, types.FunctionType)):
-                        self._global(imported, ins.argval)
+                else:
+                    self.visit_chain(imported, [ins.argval])
         if chain is not None:
             self.visit_chain(module, chain)
 

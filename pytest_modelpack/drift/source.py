@@ -22,14 +22,6 @@ BLOCKS = tuple(getattr(ast, name) for name in _BLOCK_NAMES if hasattr(ast, name)
 # -- normalised source -------------------------------------------------------------------------
 
 
-def is_docstring(stmt: ast.stmt) -> bool:
-    return (
-        isinstance(stmt, ast.Expr)
-        and isinstance(stmt.value, ast.Constant)
-        and isinstance(stmt.value.value, str)
-    )
-
-
 def canonical(node: Any, out: list[str], members: bool = True) -> None:
     """Serialise an AST deterministically, leaving out what is cosmetic.
 
@@ -44,7 +36,7 @@ def canonical(node: Any, out: list[str], members: bool = True) -> None:
             value = getattr(node, name, None)
             if name == "body" and isinstance(node, DOC_OWNERS):
                 value = list(value or [])
-                value = value[1:] if value and is_docstring(value[0]) else value
+                value = value[1:] if ast.get_docstring(node, clean=False) is not None else value
                 if not members:
                     value = [stmt for stmt in value if not isinstance(stmt, MEMBER_DEFS)]
             if value is None or (isinstance(value, list) and not value):
