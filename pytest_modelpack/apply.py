@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from .compare import MAX_NESTING
 from .walk import Node, nodes
 
 
@@ -82,11 +83,6 @@ def uncollate(batch: Any, n: int) -> list[Any]:
         make = type(batch)
         return [make(*row) if hasattr(batch, "_fields") else make(row) for row in rows]
     return [batch] * n
-
-
-#: Containers nested deeper than this are left as they are (never recursed into): an output
-#: nested that deep comes from a crafted golden, not a model.
-MAX_NESTING = 200
 
 
 def to_device(value: Any, device: Any) -> Any:

@@ -186,7 +186,8 @@ def _got(e: Any, a: Any) -> str:
     return f"expected {_short(e)}, got {_short(a)}"
 
 
-#: Limits of one comparison (an output built from a crafted golden can be any graph).
+#: Limits of one comparison, and of ``apply.to_device`` (an output built from a crafted golden
+#: can be any graph: nested deeper than this, it is left as it is).
 MAX_NESTING = 200
 MAX_CONTAINERS = 200_000
 

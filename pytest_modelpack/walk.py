@@ -328,13 +328,6 @@ def diff_trees(before: dict[str, str], after: dict[str, str]) -> list[str]:
 # -- the pickle view -----------------------------------------------------------------------------
 
 
-def custom_reduce(klass: type) -> bool:
-    return (
-        getattr(klass, "__reduce_ex__", None) is not object.__reduce_ex__
-        or getattr(klass, "__reduce__", None) is not object.__reduce__
-    )
-
-
 def state_of(value: Any) -> tuple[Any, bool]:
     """What pickle saves as ``value``'s state, and whether a custom ``__getstate__`` made it."""
     if defines(type(value), "__getstate__") is not None:
@@ -393,7 +386,11 @@ def children(value: Any, path: str) -> Iterator[tuple[str, Any]]:
         yield f"{path}.__self__", value.__self__
         return
     klass = type(value)
-    if custom_reduce(klass) and not isinstance(value, (dict, list, tuple, set, frozenset)):
+    custom_reduce = (
+        getattr(klass, "__reduce_ex__", None) is not object.__reduce_ex__
+        or getattr(klass, "__reduce__", None) is not object.__reduce__
+    )
+    if custom_reduce and not isinstance(value, (dict, list, tuple, set, frozenset)):
         try:
             reduced = value.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
         except Exception:

@@ -149,10 +149,8 @@ class Gate:
     def request(self) -> CheckRequest:
         return self.facts.request
 
-    @property
-    def reference(self) -> str:
-        """Where the live model runs: the CPU, the reference every other device is compared with."""
-        return "cpu" if self.request.device != "cpu" else self.request.device
+    #: Where the live model runs: the CPU, the reference every other device is compared with.
+    reference = "cpu"
 
     def pairs(self) -> tuple[Pair, Pair, Pair]:
         """Golden vs its recorded examples; golden vs live; live vs the recorded examples."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import errors
 from ..apply import placed
+from ..compare import compared, describe_differences
 from ..diagnose.frames import user_frame
 from ..diagnose.loading import load_error
 from ..diagnose.lossy import explain_lossy, lost_private_state, setstate_pitfall
@@ -29,7 +30,7 @@ from ..states import Mode
 from ..walk import diff_trees, nodes, tree_of
 from .facts import LiveFacts
 from .request import NONDETERMINISM_PROBES, CheckResult, short_repr
-from .runs import Pair, Runner, Side, explore, nondeterminism_error, tolerance_line
+from .runs import Pair, Runner, Side, explore, tolerance_line
 from .storages import changed_storages, storage_unpickler, tensors_at
 
 SETSTATE_FIX = (
@@ -114,39 +115,57 @@ def _where_reloaded_fails(runner: Runner, reloaded: Any, x: Any) -> tuple[list[s
     return [], SETSTATE_FIX
 
 
+def refuse_nondeterminism(facts: LiveFacts, runner: Runner, x: Any, first: Any) -> None:
+    """NONDETERMINISTIC when the live model, run on ``x`` again, disagrees with ``first``."""
+    request = facts.request
+    diffs = compared(first, runner(request.model, x, request.device), exact=True).diffs
+    if not diffs:
+        return
+    raise errors.Nondeterministic(
+        "the live model gives different outputs for the same input",
+        detail=[
+            f"input: {short_repr(x)}",
+            "expected = first call, got = second call on the same live model",
+            *describe_differences(diffs),
+            *(
+                nondeterminism_hints(request.model, request.project_root, facts.nodes)
+                or [
+                    "usual causes: a module left in train mode that eval() does not reach, "
+                    "dropout via torch.nn.functional with training=True, torch.rand* or random.* "
+                    "in forward/postprocess"
+                ]
+            ),
+            "checked before any comparison with the reloaded model or a golden",
+        ],
+        fix="make the model deterministic in eval mode (nn.Dropout instead of functional "
+        "dropout, no sampling or noise in forward), or seed the randomness inside apply=",
+    )
+
+
 def compare_reloaded(
     facts: LiveFacts, runner: Runner, reloaded: Any, result: CheckResult | None = None
 ) -> int:
     """Live vs reloaded on Hypothesis inputs; returns how many inputs ran."""
     request = facts.request
-    live = Side(request.model, request.device)
     pair = Pair(
         "reloaded vs live",
-        live,
+        Side(request.model, request.device),
         Side(reloaded, request.device),
         request.rtol,
         request.atol,
         exact=True,
     )
 
-    def hints() -> list[str]:
-        return nondeterminism_hints(request.model, request.project_root, facts.nodes)
-
     def probe(x: Any, n: int) -> None:
         if n < NONDETERMINISM_PROBES:
-            first = runner(request.model, x, request.device)
-            error = nondeterminism_error(request, runner, x, first, hints)
-            if error is not None:
-                raise error
+            refuse_nondeterminism(facts, runner, x, runner(request.model, x, request.device))
 
     count, found = explore(
         request, runner, result, pair, request.settings.mode is Mode.GOLDEN, before=probe
     )
     if found is None:
         return count
-    error = nondeterminism_error(request, runner, found.input, found.expected, hints)
-    if error is not None:
-        raise error
+    refuse_nondeterminism(facts, runner, found.input, found.expected)
     extra: list[str] = []
     fix = SETSTATE_FIX
     if isinstance(found.got, RaisedError) and not isinstance(found.expected, RaisedError):

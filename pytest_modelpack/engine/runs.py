@@ -14,12 +14,11 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from .. import errors
 from ..apply import apply_model, to_device
 from ..compare import Difference, compared, describe_differences
 from ..golden.examples import raised_from
 from .explore import run_property
-from .request import CheckRequest, CheckResult, short_repr
+from .request import CheckRequest, CheckResult
 
 
 class Runner:
@@ -155,32 +154,3 @@ def explore(
         return run_property(request, prop, derandomize), None
     except _Differs as differs:
         return 0, differs.found
-
-
-def nondeterminism_error(
-    request: CheckRequest, runner: Runner, x: Any, first: Any, hints: Callable[[], list[str]]
-) -> errors.Nondeterministic | None:
-    """NONDETERMINISTIC when the live model, run on ``x`` again, disagrees with ``first``."""
-    again = runner(request.model, x, request.device)
-    diffs = compared(first, again, exact=True).diffs
-    if not diffs:
-        return None
-    return errors.Nondeterministic(
-        "the live model gives different outputs for the same input",
-        detail=[
-            f"input: {short_repr(x)}",
-            "expected = first call, got = second call on the same live model",
-            *describe_differences(diffs),
-            *(
-                hints()
-                or [
-                    "usual causes: a module left in train mode that eval() does not reach, "
-                    "dropout via torch.nn.functional with training=True, torch.rand* or random.* "
-                    "in forward/postprocess"
-                ]
-            ),
-            "checked before any comparison with the reloaded model or a golden",
-        ],
-        fix="make the model deterministic in eval mode (nn.Dropout instead of functional "
-        "dropout, no sampling or noise in forward), or seed the randomness inside apply=",
-    )

@@ -30,12 +30,6 @@ from .. import walk
 _CHUNKS = 64
 
 
-def _storage_types() -> tuple[type, ...]:
-    import torch
-
-    return (torch.UntypedStorage, torch.storage.TypedStorage)
-
-
 @functools.cache
 def storage_pickler(base: type[pickle.Pickler] = pickle.Pickler) -> Any:
     """``base`` (the serializer's pickler) writing torch storages as persistent ids into
@@ -45,9 +39,11 @@ def storage_pickler(base: type[pickle.Pickler] = pickle.Pickler) -> Any:
         def __init__(
             self, file: io.BytesIO, storages: list[Any], protocol: int = pickle.DEFAULT_PROTOCOL
         ) -> None:
+            import torch
+
             super().__init__(file, protocol=protocol)
             self.storages = storages
-            self._types = _storage_types()
+            self._types = (torch.UntypedStorage, torch.storage.TypedStorage)
 
         def persistent_id(self, obj: Any) -> int | None:
             if isinstance(obj, self._types):
@@ -79,14 +75,6 @@ StoragePickler = storage_pickler()
 StorageUnpickler = storage_unpickler()
 
 
-def _untyped(storage: Any) -> Any:
-    import torch
-
-    if isinstance(storage, torch.storage.TypedStorage):
-        return storage._untyped_storage
-    return storage
-
-
 def _key(untyped: Any) -> tuple[str, int]:
     return str(untyped.device), untyped.data_ptr()
 
@@ -101,7 +89,8 @@ def storage_fingerprints(storages: Iterable[Any]) -> dict[tuple[str, int], Any]:
 
     found: dict[tuple[str, int], Any] = {}
     for storage in storages:
-        untyped = _untyped(storage)
+        typed = isinstance(storage, torch.storage.TypedStorage)
+        untyped = storage._untyped_storage if typed else storage
         key = _key(untyped)
         if key in found or untyped.device.type == "meta" or untyped.nbytes() == 0:
             continue
