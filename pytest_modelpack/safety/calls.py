@@ -123,23 +123,21 @@ def _first(*problems: str | None) -> str | None:
 
 
 def _rebuild_tensor_v2(args: tuple[Any, ...], ctx: Context) -> str | None:
+    if problem := _arity(args, 6, 7):
+        return problem
     return _first(
-        _arity(args, 6, 7),
-        *((_storage(args[0], ctx), tensor_fits(args[0], *args[1:4])) if len(args) >= 6 else ()),
-        *((_kinds(args[4:5], ("bool",)), _hooks(args[5])) if len(args) >= 6 else ()),
-        _kinds(args[6:7], ("dict", "None")) if len(args) == 7 else None,
+        _storage(args[0], ctx),
+        tensor_fits(args[0], *args[1:4]),
+        _kinds(args[4:5], ("bool",)),
+        _hooks(args[5]),
+        _kinds(args[6:7], ("dict", "None")),
     )
 
 
 def _rebuild_parameter(args: tuple[Any, ...], ctx: Context) -> str | None:
-    return _first(
-        _arity(args, 3),
-        *(
-            (_tensor(args[0], ctx), _kinds(args[1:2], ("bool",)), _hooks(args[2]))
-            if len(args) == 3
-            else ()
-        ),
-    )
+    if problem := _arity(args, 3):
+        return problem
+    return _first(_tensor(args[0], ctx), _kinds(args[1:2], ("bool",)), _hooks(args[2]))
 
 
 def _obj_state(state: Any) -> str | None:
@@ -182,6 +180,9 @@ def _rebuild_qtensor(args: tuple[Any, ...], ctx: Context) -> str | None:
     )
 
 
+_SPARSE = ("sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc")
+
+
 def _rebuild_sparse_tensor(args: tuple[Any, ...], ctx: Context) -> str | None:
     if problem := _arity(args, 2):
         return problem
@@ -193,24 +194,8 @@ def _rebuild_sparse_tensor(args: tuple[Any, ...], ctx: Context) -> str | None:
     if ctx.loading:
         import torch
 
-        if layout not in (
-            torch.sparse_coo,
-            torch.sparse_csr,
-            torch.sparse_csc,
-            torch.sparse_bsr,
-            torch.sparse_bsc,
-        ):
-            return "not a sparse layout"
-        return None
-    return _global_in(
-        layout,
-        ctx,
-        frozenset(
-            ("torch", n)
-            for n in ("sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc")
-        ),
-        "the layout",
-    )
+        return None if layout in [getattr(torch, n) for n in _SPARSE] else "not a sparse layout"
+    return _global_in(layout, ctx, frozenset(("torch", n) for n in _SPARSE), "the layout")
 
 
 def _get_layout(args: tuple[Any, ...], ctx: Context) -> str | None:
@@ -218,12 +203,11 @@ def _get_layout(args: tuple[Any, ...], ctx: Context) -> str | None:
 
 
 def _meta_tensor(args: tuple[Any, ...], ctx: Context) -> str | None:
+    if problem := _arity(args, 4):
+        return problem
     return _first(
-        _arity(args, 4),
-        *((_kinds(args[3:4], ("bool",)),) if len(args) == 4 else ()),
-        None
-        if len(args) == 4 and is_ints(args[1]) and is_ints(args[2])
-        else "size/stride are not int tuples",
+        _kinds(args[3:4], ("bool",)),
+        None if is_ints(args[1]) and is_ints(args[2]) else "size/stride are not int tuples",
     )
 
 
@@ -320,17 +304,11 @@ def _numbers(low: int, high: int, *kinds: str) -> Check:
 
 
 def _np_reconstruct(args: tuple[Any, ...], ctx: Context) -> str | None:
-    ndarray = frozenset({("numpy", "ndarray")})
+    if problem := _arity(args, 3):
+        return problem
     return _first(
-        _arity(args, 3),
-        *(
-            (
-                _global_in(args[0], ctx, ndarray, "the array type"),
-                _kinds(args[1:3], ("tuple",), ("bytes",)),
-            )
-            if len(args) == 3
-            else ()
-        ),
+        _global_in(args[0], ctx, frozenset({("numpy", "ndarray")}), "the array type"),
+        _kinds(args[1:3], ("tuple",), ("bytes",)),
     )
 
 
@@ -398,6 +376,11 @@ REDUCE_TABLE: dict[tuple[str, str], Check] = {
     **{name: _special for name in SPECIAL},
 }
 
+#: The builtin types whose plain instances NEWOBJ and ``copyreg._reconstructor`` may make.
+PLAIN_TYPES = frozenset(
+    ("builtins", n) for n in ("object", "dict", "list", "set", "tuple", "int", "float", "str")
+)
+
 #: Producers whose objects BUILD may restore (numpy checks its own state; dtype state must be
 #: the dtype's own, see the interpreter), besides torch.nn modules and project classes.
 BUILD_TYPES = frozenset(
@@ -405,18 +388,14 @@ BUILD_TYPES = frozenset(
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
+        # A pickled SentencePieceProcessor references only this class (checked with a real one);
+        # its __setstate__ reloads the serialized model proto.
         ("sentencepiece", "SentencePieceProcessor"),
         ("collections", "OrderedDict"),  # a state_dict's _metadata attribute
         # io.BytesIO(): __setstate__ takes (bytes, position, dict): a buffer of the bytes present
         ("_io", "BytesIO"),
     }
 )
-
-
-def check_call(name: tuple[str, str], args: tuple[Any, ...], ctx: Context) -> str | None:
-    """Why ``name(*args)`` is refused by its table check (None: allowed or not a table name)."""
-    check = REDUCE_TABLE.get(name)
-    return None if check is None else check(args, ctx)
 
 
 def is_latin1_call(args: tuple[Any, ...]) -> bool:

@@ -31,9 +31,9 @@ from pytest_modelpack.safety.byvalue import (
     resolved_name,
 )
 from pytest_modelpack.safety.calls import (
+    PLAIN_TYPES,
     REDUCE_TABLE,
     SPECIAL,
-    check_call,
     is_latin1_call,
     load_from_bytes_arg,
 )
@@ -50,7 +50,6 @@ from pytest_modelpack.safety.classes import (
 )
 from pytest_modelpack.safety.machine import (
     LOAD_FROM_BYTES,
-    RECONSTRUCTOR_BASES,
     Machine,
     Persid,
     Refused,
@@ -121,7 +120,8 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     if name in RESOLVERS and (name != GETATTR or (call and m.global_name(call[0]) is not None)):
         # (getattr of an object the stream built is a bound method: a call judged as any other)
         return _resolve(m, pos, func, name, call)
-    why = check_call(name, call, m) or BY_VALUE_TABLE.get(name, _no_check)(call, m)
+    check = REDUCE_TABLE.get(name) or BY_VALUE_TABLE.get(name)
+    why = None if check is None else check(call, m)
     shape, digest = _shape(m, name, call, why)
     if shape is None:
         why, shape = digest, ""
@@ -194,10 +194,6 @@ def _made(
     return result
 
 
-def _no_check(args: tuple[Any, ...], ctx: Any) -> None:
-    return None
-
-
 def _shape(
     m: Machine, name: tuple[str, str], call: tuple[Any, ...], why: str | None
 ) -> tuple[str | None, str]:
@@ -259,7 +255,7 @@ def _special_problem(m: Machine, name: tuple[str, str], call: tuple[Any, ...]) -
     if not call or m.global_name(call[0]) is None:
         return "the class it instantiates is not a named global"
     if name == ("copyreg", "_reconstructor"):
-        if len(call) != 3 or m.global_name(call[1]) not in RECONSTRUCTOR_BASES:
+        if len(call) != 3 or m.global_name(call[1]) not in PLAIN_TYPES:
             return "the base class is not a plain builtin type"
     return None
 
@@ -312,12 +308,19 @@ def op_newobj_ex(m: Machine, pos: int) -> None:
     m.stack.append(_newobj(m, pos, cls, args, kwargs))
 
 
-def _newobj(m: Machine, pos: int, cls: Any, args: Any, kwargs: Any) -> Any:
+def _class_named(m: Machine, pos: int, cls: Any, op: str) -> tuple[str, str] | None:
+    """The name of the class NEWOBJ/OBJ instantiates; None (a problem noted) for a value that
+    is not a named global."""
     name = m.global_name(cls)
     if name is None:
-        m.problem(
-            pos, "<value>", kind_of(cls), Role.NEWOBJ, "NEWOBJ of a value that is not a named class"
-        )
+        why = f"{op} of a value that is not a named class"
+        m.problem(pos, "<value>", kind_of(cls), Role.NEWOBJ, why)
+    return name
+
+
+def _newobj(m: Machine, pos: int, cls: Any, args: Any, kwargs: Any) -> Any:
+    name = _class_named(m, pos, cls, "NEWOBJ")
+    if name is None:
         return Sym("obj")
     call = _call_args(m, pos, args, "NEWOBJ")
     if call is None:
@@ -325,10 +328,7 @@ def _newobj(m: Machine, pos: int, cls: Any, args: Any, kwargs: Any) -> Any:
     if kwargs is not None and not isinstance(kwargs, dict | Sym):
         raise m.fail(pos, "NEWOBJ_EX keyword arguments are not a dict")
     if not kwargs or isinstance(kwargs, Sym):
-        obj = _instantiate(m, pos, cls, name, call)
-        if isinstance(kwargs, Sym) or not m.loading:
-            return obj
-        return obj
+        return _instantiate(m, pos, cls, name, call)
     m.use(GlobalRef(name[0], name[1], m.where, pos, role=Role.NEWOBJ))
     obj = cls.__new__(cls, *call, **kwargs)
     m.s.produced[id(obj)] = (obj, name)
@@ -339,13 +339,8 @@ def _inst_like(m: Machine, pos: int, cls: Any, items: list[Any]) -> Any:
     """INST/OBJ (protocols 0-1): ``cls(*args)`` with arguments (a call), else ``cls.__new__``."""
     if items:
         return _call(m, pos, cls, tuple(items), "INST")
-    name = m.global_name(cls)
-    if name is None:
-        m.problem(
-            pos, "<value>", kind_of(cls), Role.NEWOBJ, "OBJ of a value that is not a named class"
-        )
-        return Sym("obj")
-    return _instantiate(m, pos, cls, name, ())
+    name = _class_named(m, pos, cls, "OBJ")
+    return Sym("obj") if name is None else _instantiate(m, pos, cls, name, ())
 
 
 def op_inst(m: Machine, pos: int) -> None:
@@ -394,11 +389,9 @@ def op_build(m: Machine, pos: int) -> None:
         named = [p for p in call_shape(state, m.s).split(",") if p.startswith("G:")]
         ref = replace(ref, shape=",".join(named))
     why = _build_problem(inst, made, state) or _special_keys_problem(state)
-    if not m.loading:
-        m.use(ref if why is None else replace(ref, problem=why))
-        return
     decision = m.use(ref if why is None else replace(ref, problem=why))
-    _build(m, inst, made, state, decision, ref)
+    if m.loading:
+        _build(m, inst, made, state, decision, ref)
 
 
 def _build_function(func: Any, state: Any) -> None:

@@ -29,9 +29,6 @@ LONG_LIMIT = 64 * 1024  # bytes of a LONG4 integer: no model needs a 500k-digit 
 CHUNK = 1 << 20
 
 LOAD_FROM_BYTES = ("torch.storage", "_load_from_bytes")
-RECONSTRUCTOR_BASES = frozenset(
-    ("builtins", n) for n in ("object", "dict", "list", "set", "tuple", "int", "float", "str")
-)
 
 
 class Persid(Enum):

@@ -47,9 +47,9 @@ from pytest_modelpack.safety.byvalue import (
     MODULE,
     is_pinned,
 )
-from pytest_modelpack.safety.calls import BUILD_TYPES, REDUCE_TABLE
+from pytest_modelpack.safety.calls import BUILD_TYPES, PLAIN_TYPES, REDUCE_TABLE
 from pytest_modelpack.safety.classes import BY_VALUE, CLASS_CHANGED
-from pytest_modelpack.safety.refs import GlobalRef, Role
+from pytest_modelpack.safety.refs import STORAGE_ELEMENT_SIZE, GlobalRef, Role
 
 #: Module prefixes whose classes torch builds and restores as nn.Modules (NEWOBJ + BUILD).
 _TORCH_MODULE_PREFIX = "torch.nn.modules."
@@ -57,57 +57,20 @@ _TORCH_MODULE_PREFIX = "torch.nn.modules."
 #: activation functions of nn.TransformerEncoderLayer, HF's ACT2FN... pure tensor functions.
 _REFERENCE_PREFIXES = ("torch.nn.functional", "torch._C._nn", "torch.nn.modules.")
 
-_TORCH_REBUILD = (
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"),
-    ("torch._utils", "_rebuild_device_tensor_from_numpy"),
-    ("torch._utils", "_rebuild_qtensor"),
-    ("torch._utils", "_rebuild_sparse_tensor"),
-    ("torch._utils", "_rebuild_meta_tensor_no_storage"),
-    ("torch._tensor", "_rebuild_from_type_v2"),
-    # Safe only because the scanner follows the payload and the loader replaces it with a
-    # weights_only torch.load; see scan.py and load.py.
-    ("torch.storage", "_load_from_bytes"),
+#: Beside the names of the call table and of BUILD_TYPES (:mod:`.calls`): what a golden may
+#: reference (and instantiate, as the policy's roles say).
+_REFERENCED = (
+    ("torch", "Tensor"),
     ("torch.storage", "UntypedStorage"),
     ("torch.storage", "TypedStorage"),
-    ("torch", "Size"),
-    ("torch", "device"),
     ("torch.nn.parameter", "Parameter"),
-)
-_LEGACY_STORAGES = (
-    *("FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage", "LongStorage"),
-    *("IntStorage", "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage"),
-    *("ComplexFloatStorage", "ComplexDoubleStorage"),
-    # Quantized tensors' storages (a quantize_dynamic Linear's packed params pickle one nested).
-    *("QInt8Storage", "QUInt8Storage", "QInt32Storage", "QUInt4x2Storage", "QUInt2x4Storage"),
-)
-_PLAIN = (
-    ("collections", "OrderedDict"),
-    ("collections", "defaultdict"),
-    ("collections", "deque"),
-    ("collections", "Counter"),
+    *(("torch", f"{t}Storage") for t in STORAGE_ELEMENT_SIZE),
     # Plain value types: constructing them runs no user-controlled code. int is what a pickled
     # SentencePieceProcessor references (its _return_type attribute).
-    *(
-        ("builtins", name)
-        for name in ("set", "frozenset", "bytearray", "bytes", "complex", "slice", "range")
-        + ("object", "int", "float", "str", "bool", "list", "dict", "tuple")
-    ),
-    ("copyreg", "_reconstructor"),  # protocols 0-1 objects
-    ("_codecs", "encode"),  # protocols 0-2 bytes
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    # Protocol 5 arrays: numpy rebuilds them from a (here in-band) buffer.
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
+    *PLAIN_TYPES,
+    ("builtins", "bytes"),
+    ("builtins", "bool"),
     ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    # A pickled SentencePieceProcessor references only this class (checked with a real one);
-    # its __setstate__ reloads the serialized model proto.
-    ("sentencepiece", "SentencePieceProcessor"),
 )
 
 
@@ -140,16 +103,9 @@ def builtin_globals() -> frozenset[tuple[str, str]]:
     Besides these, every class of ``torch.nn.modules.*`` and ``numpy.dtypes.*DType`` is allowed
     by pattern (see :meth:`Allowlist.check`).
     """
-    pairs = set(_TORCH_REBUILD) | set(_PLAIN) | set(REDUCE_TABLE) | set(BUILD_TYPES)
-    pairs.add(("torch", "Tensor"))
-    pairs.update(("torch", name) for name in _LEGACY_STORAGES)
+    pairs = set(_REFERENCED) | set(REDUCE_TABLE) | set(BUILD_TYPES)
     pairs.update(("torch", name) for name in TORCH_VALUE_NAMES)
     return frozenset(pairs)
-
-
-_NEWOBJ_PLAIN = frozenset(
-    ("builtins", name) for name in ("object", "dict", "list", "set", "tuple", "int", "float", "str")
-)
 
 
 @dataclass(frozen=True)
@@ -354,7 +310,7 @@ class Allowlist:
         # NEWOBJ / BUILD: torch modules, project classes, the built-in restorable types.
         if module.startswith(_TORCH_MODULE_PREFIX) and _class_name(qualname):
             return Decision(True, Kind.THIRD_PARTY, "a torch.nn module class")
-        if key in BUILD_TYPES or (role is Role.NEWOBJ and key in _NEWOBJ_PLAIN):
+        if key in BUILD_TYPES or (role is Role.NEWOBJ and key in PLAIN_TYPES):
             return Decision(True, name.kind, "on the built-in allowlist")
         if name.allowed and name.kind == Kind.PROJECT:
             return name

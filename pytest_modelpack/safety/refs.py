@@ -10,6 +10,16 @@ from enum import Enum
 
 #: ``torch.serialization.MAGIC_NUMBER``: the first pickle of a legacy ``torch.save`` stream.
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+#: Bytes per element of each legacy ``torch.<T>Storage`` (torch's _element_size), known without
+#: torch; an untyped storage's are single bytes. The quantized ones: a quantize_dynamic
+#: Linear's packed params pickle one nested.
+STORAGE_ELEMENT_SIZE = {
+    **dict.fromkeys(("Double", "Long", "ComplexFloat"), 8),
+    **dict.fromkeys(("Float", "Int", "QInt32"), 4),
+    **dict.fromkeys(("Half", "BFloat16", "Short"), 2),
+    **dict.fromkeys(("Char", "Byte", "Bool", "QInt8", "QUInt8", "QUInt4x2", "QUInt2x4"), 1),
+    "ComplexDouble": 16,
+}
 
 
 class ScanError(Exception):

@@ -21,58 +21,22 @@ import struct
 from typing import Any
 
 from pytest_modelpack.safety.interpreter import interpret
-from pytest_modelpack.safety.machine import Machine, Persid, Refused, Session
-from pytest_modelpack.safety.refs import TORCH_LEGACY_MAGIC, BytesRef, GlobalRef, Role, ScanError
+from pytest_modelpack.safety.machine import LOAD_FROM_BYTES, Machine, Persid, Refused, Session
+from pytest_modelpack.safety.refs import (
+    STORAGE_ELEMENT_SIZE,
+    TORCH_LEGACY_MAGIC,
+    BytesRef,
+    GlobalRef,
+    Role,
+    ScanError,
+)
 from pytest_modelpack.safety.sources import Latin1Reader, Source, Window
 from pytest_modelpack.safety.torchzip import ZIP_MAGIC, inflate, scan_zip, zip_members
 from pytest_modelpack.safety.values import Latin1, Sym
 
 _LEGACY_PROTOCOL = 1001
-_LOAD_FROM_BYTES = ("torch.storage", "_load_from_bytes")
-#: Bytes per element of each legacy storage type (torch's _element_size), known without torch.
-_ELEMENT_SIZE = {
-    "Float": 4,
-    "Double": 8,
-    "Half": 2,
-    "BFloat16": 2,
-    "Long": 8,
-    "Int": 4,
-    "Short": 2,
-    "Char": 1,
-    "Byte": 1,
-    "Bool": 1,
-    "ComplexFloat": 8,
-    "ComplexDouble": 16,
-    "QInt8": 1,
-    "QUInt8": 1,
-    "QInt32": 4,
-    "QUInt4x2": 1,
-    "QUInt2x4": 1,
-    "Untyped": 1,
-}
 _STORAGE_TYPES = frozenset(
-    [
-        ("torch", f"{t}Storage")
-        for t in (
-            "Float",
-            "Double",
-            "Half",
-            "BFloat16",
-            "Long",
-            "Int",
-            "Short",
-            "Char",
-            "Byte",
-            "Bool",
-            "ComplexFloat",
-            "ComplexDouble",
-            "QInt8",
-            "QUInt8",
-            "QInt32",
-            "QUInt4x2",
-            "QUInt2x4",
-        )
-    ]
+    [("torch", f"{t}Storage") for t in STORAGE_ELEMENT_SIZE]
     + [("torch.storage", "UntypedStorage"), ("torch", "UntypedStorage")]
 )
 
@@ -120,7 +84,7 @@ class Reader:
             return self.torch_payload(Window(io.BytesIO(data), 0, len(data)), where, m)
         key = (offset, value.length if isinstance(value, BytesRef) else -1)
         if key in self.s.seen_payloads:  # one payload memoized and loaded N times: read once
-            return Sym("storage", _LOAD_FROM_BYTES)
+            return Sym("storage", LOAD_FROM_BYTES)
         self.s.seen_payloads[key] = True
         saved = m.src.tell()
         try:
@@ -141,7 +105,7 @@ class Reader:
             self.torch_payload(sub, where, m)
         finally:
             m.src.seek(saved)
-        return Sym("storage", _LOAD_FROM_BYTES)
+        return Sym("storage", LOAD_FROM_BYTES)
 
     def torch_payload(self, sub: Source, where: str, m: Machine) -> Any:
         head = sub.read(4)
@@ -185,7 +149,7 @@ class Reader:
             return Sym("storage")
         name = m.global_name(pid[1])
         assert name is not None
-        size = _ELEMENT_SIZE.get(name[1][: -len("Storage")], 1) * pid[4]
+        size = STORAGE_ELEMENT_SIZE.get(name[1][: -len("Storage")], 1) * pid[4]
         self.declared.append((pid[2], size, m, pos))
         if not self.s.loading:
             self.numels.setdefault(pid[2], pid[4])
