@@ -88,9 +88,9 @@ def explain_lossy(
             continue
         if sign == "~" and _rebuilt_function(text):
             continue  # a lambda/local function rebuilt by __setstate__: same role, new qualname
-        inner = sum(1 for p in missing if below(p, [path])) if sign == "-" else 0
         text = text.removesuffix("  (missing)")
         if sign == "-":
+            inner = sum(1 for p in missing if below(p, [path]))
             more = f", and {inner} attribute{'s' if inner != 1 else ''} below it" if inner else ""
             detail.append(f"{path} is missing after reload (was {text}{more})")
         else:
@@ -99,16 +99,12 @@ def explain_lossy(
         lost.append(path)
         parent = parent_path(path)
         if parent is not None and parent[0] in values:
-            owner = values[parent[0]]
-            culprit = _culprit(owner, parent[1], relative_to)
+            culprit = _culprit(values[parent[0]], parent[1], relative_to)
             if culprit and culprit not in culprits:
                 culprits.append(culprit)
                 detail.append(f"  {culprit}")
-    added = [
-        p
-        for s, p, _ in entries
-        if s == "+" and not below(p, [q for t, q, _ in entries if t == "+"])
-    ]
+    new = [p for s, p, _ in entries if s == "+"]
+    added = [p for p in new if not below(p, new)]
     if added and len(detail) < 20:
         detail.append(
             "new after reload: " + ", ".join(added[:5]) + (" ..." if len(added) > 5 else "")
@@ -164,8 +160,7 @@ def lost_private_state(
         gone = sorted(k for k in expected - set(vars(after)) if k.startswith("_"))
         if not gone:
             continue
-        culprit = setter if setter is not None and user_class(setter) else getter
-        assert culprit is not None
+        culprit = overrides[0]  # the user's __setstate__, else their __getstate__
         method = "__setstate__" if culprit is setter else "__getstate__"
         lost.extend(f"{path}.{k}" for k in gone)
         names = ", ".join(f"{path}.{k}" for k in gone[:4]) + (" ..." if len(gone) > 4 else "")

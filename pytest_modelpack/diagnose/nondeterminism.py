@@ -32,8 +32,7 @@ def nondeterminism_hints(model: Any, relative_to: Any = None, walked: Any = None
     if torch is not None:
         walked = nodes(model) if walked is None else walked
         modules = [(n.path, n.value) for n in walked if n.shown and n.line.endswith("(nn.Module)")]
-        everything = [m for _, top in modules for m in top.modules()]
-        flags = [(m, m.training) for m in everything]
+        flags = [(m, m.training) for _, top in modules for m in top.modules()]
         try:
             if callable(getattr(model, "eval", None)):
                 model.eval()
