@@ -281,13 +281,12 @@ def nodes(obj: Any, root: str = "model") -> Iterator[Node]:
         name = qualified_name(value)
         parts: list[tuple[str, Any, Any, Any]]
         module = torch is not None and isinstance(value, torch.nn.Module)
-        if isinstance(value, dict):
-            parts = [(f"[{k!r}]", v, value, k) for k, v in value.items()]
-            line, walked = f"{name} ({len(value)} items)", len(value) <= TREE_ITEMS
-            leaf = not walked
-        elif isinstance(value, (list, tuple, set, frozenset)):
-            held = value if isinstance(value, list) else None
-            parts = [(f"[{i}]", v, held, i) for i, v in enumerate(value)]
+        if isinstance(value, (dict, list, tuple, set, frozenset)):
+            if isinstance(value, dict):
+                parts = [(f"[{k!r}]", v, value, k) for k, v in value.items()]
+            else:
+                held = value if isinstance(value, list) else None
+                parts = [(f"[{i}]", v, held, i) for i, v in enumerate(value)]
             line = f"{name} ({len(value)} items)"
             walked = len(value) <= TREE_ITEMS and not isinstance(value, (set, frozenset))
             leaf = not walked

@@ -32,7 +32,7 @@ from ..statediff import state_diff
 from ..walk import Node, nodes, tree_of
 from .facts import LiveFacts
 from .request import CheckRequest, CheckResult, display_path, short_repr
-from .runs import Found, Pair, Runner, Side, explore, replay, tolerance_line
+from .runs import Found, Pair, Runner, Side, explore, replay
 
 PRESERVING = "the change looks behaviour-preserving"
 
@@ -458,7 +458,6 @@ def refuse_planted_callables(gate: Gate) -> None:
 def _mismatch(
     gate: Gate, found: Found, summary: str, expected: str, why: str | None = None, fix: str = ""
 ) -> Any:
-    pair = found.pair
     where = (
         f"input: {short_repr(found.input)}"
         if found.index is not None
@@ -470,7 +469,7 @@ def _mismatch(
             where,
             expected,
             *found.lines(),
-            tolerance_line(pair.rtol, pair.atol, exact=False),
+            found.pair.tolerance_line(),
             *gate.notes,
             *([why] if why else []),
         ],

@@ -147,15 +147,6 @@ def write_trust(facts: LiveFacts, store: GoldenStore) -> bool:
         return trustfile.update(store.folder.parent, request.name, lines)
 
 
-def _kind_of(allowlist: Allowlist, module: str, qualname: str) -> str:
-    """What a referenced global is, for the manifest: project / third-party / builtin / extra.
-
-    A name trusted only because the live model's own pickle uses it is not "refused": say what it
-    is."""
-    decision = allowlist.check(module, qualname)
-    return str(decision.kind if decision.allowed else allowlist.classify(module))
-
-
 def regenerate(facts: LiveFacts, runner: Runner, result: CheckResult) -> None:
     """Record fresh examples and write the golden all-or-nothing; say created/unchanged/changed
     (and what was repaired: a damaged golden, an interrupted regen's leftovers)."""
@@ -179,14 +170,13 @@ def regenerate(facts: LiveFacts, runner: Runner, result: CheckResult) -> None:
         refuse_unloadable(facts, pending.bundle_tmp)
         pending.add_storages(verdict.storages)
         pending.add_examples(data, len(records))
-        globals_ = [
-            GlobalEntry(
-                module=ref.module,
-                qualname=ref.qualname,
-                kind=_kind_of(allowlist, ref.module, ref.qualname),
-            )
-            for ref in verdict.globals
-        ]
+        globals_ = []
+        for ref in verdict.globals:
+            # What it is: project / third-party / builtin / extra; a name trusted only because
+            # the live model's own pickle uses it is not "refused".
+            decision = allowlist.check(ref.module, ref.qualname)
+            kind = decision.kind if decision.allowed else allowlist.classify(ref.module)
+            globals_.append(GlobalEntry(module=ref.module, qualname=ref.qualname, kind=str(kind)))
         manifest = pending.manifest(
             created_by=CreatedBy(test=request.nodeid, device=request.device),
             globals_=globals_,

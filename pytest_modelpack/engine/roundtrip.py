@@ -30,7 +30,7 @@ from ..states import Mode
 from ..walk import diff_trees, nodes, tree_of
 from .facts import LiveFacts
 from .request import NONDETERMINISM_PROBES, CheckResult, short_repr
-from .runs import Pair, Runner, Side, explore, tolerance_line
+from .runs import Pair, Runner, Side, explore
 from .storages import changed_storages, storage_unpickler, tensors_at
 
 SETSTATE_FIX = (
@@ -176,7 +176,7 @@ def compare_reloaded(
             f"input (minimal, found by Hypothesis): {short_repr(found.input)}",
             "expected = live model, got = reloaded model",
             *found.lines(),
-            tolerance_line(request.rtol, request.atol, exact=True),
+            found.pair.tolerance_line(),
             *extra,
         ],
         fix=fix,

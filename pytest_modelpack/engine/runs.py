@@ -74,6 +74,11 @@ class Pair:
     atol: float | None = None
     exact: bool = False
 
+    def tolerance_line(self) -> str:
+        if self.rtol is None and self.atol is None:
+            return f"tolerance: {'exact' if self.exact else 'torch.testing defaults per dtype'}"
+        return f"tolerance: rtol={self.rtol}, atol={self.atol}"
+
 
 @dataclasses.dataclass(frozen=True)
 class Found:
@@ -95,12 +100,6 @@ class _Differs(Exception):
     def __init__(self, found: Found) -> None:
         super().__init__(found.pair.stage)
         self.found = found
-
-
-def tolerance_line(rtol: float | None, atol: float | None, exact: bool) -> str:
-    if rtol is None and atol is None:
-        return "tolerance: exact" if exact else "tolerance: torch.testing defaults per dtype"
-    return f"tolerance: rtol={rtol}, atol={atol}"
 
 
 def compare_on(
