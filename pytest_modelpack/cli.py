@@ -155,26 +155,24 @@ class _Trusted:
     (``goldens.trust``, written by regen: the live model's own uses, reviewable in the diff)."""
 
     def __init__(self, args: argparse.Namespace, base: Any) -> None:
-        self.args, self.base = args, base
+        self.allow, self.base = args.allow, base
         self.files: dict[Path, dict[str, list[str]]] = {}
-        self.made: dict[tuple[Path, str], Any] = {}
+        self.made: dict[Path, Any] = {}
 
     def for_bundle(self, bundle: Path) -> Any:
         from .golden import trustfile
         from .safety import Allowlist
 
         folder = bundle.resolve().parent
-        golden_dir, name = folder.parent, folder.name
-        if golden_dir not in self.files:
-            self.files[golden_dir] = trustfile.read(golden_dir)
-        lines = self.files[golden_dir].get(name)
+        if folder.parent not in self.files:
+            self.files[folder.parent] = trustfile.read(folder.parent)
+        lines = self.files[folder.parent].get(folder.name)
         if not lines:
             return self.base
-        if (golden_dir, name) not in self.made:
+        if folder not in self.made:
             trust = trustfile.trust_of(lines)
-            allowlist = Allowlist(self.base.project_root, self.args.allow, trust=trust)
-            self.made[golden_dir, name] = allowlist
-        return self.made[golden_dir, name]
+            self.made[folder] = Allowlist(self.base.project_root, self.allow, trust=trust)
+        return self.made[folder]
 
 
 def _root_hint(allowlist: Any, refused: list[tuple[Any, str]]) -> str | None:
@@ -235,18 +233,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         claimed = _claimed_globals(manifest)
         if verdict is None:
             _out("verdict: unreadable — bundle.pkl is missing or not a file")
-        elif verdict.refused:
-            _out(f"verdict: UNSAFE — {len(verdict.refused)} global(s) not on the allowlist")
-            if verdict.error is not None:
-                _out(f"  (the scan then stopped: {verdict.error})")
-            hint = _root_hint(allowlist, verdict.refused)
+        else:
+            _out(f"verdict: {_judged(verdict)[1]}")
+            hint = _stopped_and_hint(verdict, allowlist)
             if hint:
                 _out("  " + hint)
-        elif verdict.error is not None:
-            _out(f"verdict: unreadable — {verdict.error}")
-        else:
-            _out(f"verdict: safe — {len(verdict.globals)} global(s), all allowed")
-        if verdict is not None:
             reasons = {(ref.module, ref.qualname): why for ref, why in verdict.refused}
             _out("globals (scanned from bundle.pkl; nothing unpickled):")
             for ref in verdict.globals:
@@ -283,6 +274,26 @@ def _claimed_globals(manifest: Manifest) -> set[tuple[str, str]]:
     return {(g.module, g.qualname) for g in manifest.globals}
 
 
+def _judged(verdict: Any) -> tuple[str, str]:
+    """safe, unsafe or unreadable, and the line that says it."""
+    # Refused globals first: a payload followed by garbage still runs when unpickled, so
+    # "unsafe" is the news even when the scan then stopped.
+    if verdict.refused:
+        return "unsafe", f"UNSAFE — {len(verdict.refused)} global(s) not on the allowlist"
+    if verdict.error is not None:
+        return "unreadable", f"unreadable — {verdict.error}"
+    return "safe", f"safe — {len(verdict.globals)} global(s), all allowed"
+
+
+def _stopped_and_hint(verdict: Any, allowlist: Any) -> str | None:
+    """An unsafe file's "scan then stopped" line, if it stopped; returns its --root hint."""
+    if not verdict.refused:
+        return None
+    if verdict.error is not None:
+        _out(f"  (the scan then stopped: {verdict.error})")
+    return _root_hint(allowlist, verdict.refused)
+
+
 # -- scan --------------------------------------------------------------------------------------
 
 
@@ -317,24 +328,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 counts["unreadable"] += 1
                 continue
             verdict = scan_file(path, trusted.for_bundle(path))
-            # Refused globals first: a payload followed by garbage still runs when unpickled,
-            # so "unsafe" is the news even when the scan then stopped.
-            if verdict.refused:
-                _out(f"{path}: UNSAFE — {len(verdict.refused)} global(s) not on the allowlist")
-                for line in refusal_lines(verdict.refused):
-                    _out(f"  {line}")
-                if verdict.error is not None:
-                    _out(f"  (the scan then stopped: {verdict.error})")
-                counts["unsafe"] += 1
-                hint = _root_hint(allowlist, verdict.refused)
-                if hint and hint not in hints:
-                    hints.append(hint)
-            elif verdict.error is not None:
-                _out(f"{path}: unreadable — {verdict.error}")
-                counts["unreadable"] += 1
-            else:
-                _out(f"{path}: safe — {len(verdict.globals)} global(s), all allowed")
-                counts["safe"] += 1
+            judged, text = _judged(verdict)
+            _out(f"{path}: {text}")
+            counts[judged] += 1
+            for line in refusal_lines(verdict.refused):
+                _out(f"  {line}")
+            hint = _stopped_and_hint(verdict, allowlist)
+            if hint and hint not in hints:
+                hints.append(hint)
     for hint in hints:
         _out(hint)
     if len(paths) > 1:
