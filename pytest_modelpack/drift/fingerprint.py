@@ -240,18 +240,24 @@ class _Fingerprinter:
             "source": text,
         }
 
+    def _home(self, obj: type | types.FunctionType) -> types.ModuleType | None:
+        """The project module that defines ``obj`` (None: not project code). A local class or
+        function is fingerprinted as part of the function that defines it: that one is followed
+        instead, and None returned."""
+        module = self.module(obj.__module__)
+        if module is not None and "<locals>" in obj.__qualname__.split("."):
+            outer = self.resolve(module, obj.__qualname__.split(".<locals>", 1)[0])
+            if outer is not _MISSING:
+                self.visit(outer)
+            return None
+        return module
+
     def _class(self, cls: type) -> None:
-        module = self.module(cls.__module__)
+        module = self._home(cls)
         if module is None:
             return
         qualname = cls.__qualname__
-        if "<locals>" in qualname.split("."):
-            self._enclosing(module, qualname)
-            return
-        for base in cls.__mro__[1:]:
-            self.visit(base)
-        self.visit(type(cls))
-        for value in list(vars(cls).values()):
+        for value in (*cls.__mro__[1:], type(cls), *vars(cls).values()):
             self.visit(value)
         src = self.source(module)
         firstlineno = getattr(cls, "__firstlineno__", None)
@@ -327,14 +333,11 @@ class _Fingerprinter:
         if home is not None and home.__dict__ is func.__globals__:
             for code in code_objects(func.__code__):
                 self._scan_bytecode(home, code)
-        module = self.module(func.__module__)
+        module = self._home(func)
         if module is None:
             return
         qualname = func.__qualname__
         parts = qualname.split(".")
-        if "<locals>" in parts:
-            self._enclosing(module, qualname)
-            return
         if len(parts) > 1:
             owner = self.resolve(module, ".".join(parts[:-1]))
             if isinstance(owner, type):
@@ -350,13 +353,6 @@ class _Fingerprinter:
         self._unit("function", module, qualname, src, [node])
         for chain in name_chains(node.decorator_list):
             self.visit_chain(module, chain)
-
-    def _enclosing(self, module: types.ModuleType, qualname: str) -> None:
-        """A local class/function is fingerprinted as part of the function that defines it."""
-        outer = qualname.split(".<locals>", 1)[0]
-        target = self.resolve(module, outer)
-        if target is not _MISSING:
-            self.visit(target)
 
     def _global(self, module: types.ModuleType, name: str) -> None:
         key = f"{module.__name__}.{name}"
