@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import linecache
 import os
 import sys
-import traceback
 from typing import Any
 
 # -- locations ---------------------------------------------------------------------------------
@@ -86,16 +86,12 @@ def user_frame(exc: BaseException, relative_to: Any = None) -> Frame | None:
         tb = tb.tb_next
     if chosen is None:
         return None
-    frame = chosen.tb_frame
-    summary = traceback.FrameSummary(
-        frame.f_code.co_filename, chosen.tb_lineno, frame.f_code.co_name, lookup_line=True
-    )
-    this = frame.f_locals.get("self")
-    owner = None if this is None else f"{type(this).__module__}.{type(this).__qualname__}"
+    code = chosen.tb_frame.f_code
+    this = chosen.tb_frame.f_locals.get("self")
     return Frame(
-        file=relative(summary.filename, relative_to),
+        file=relative(code.co_filename, relative_to),
         line=chosen.tb_lineno,
-        function=frame.f_code.co_qualname if hasattr(frame.f_code, "co_qualname") else summary.name,
-        text=(summary.line or "").strip(),
-        owner=owner,
+        function=getattr(code, "co_qualname", code.co_name),  # co_qualname: Python 3.11
+        text=linecache.getline(code.co_filename, chosen.tb_lineno).strip(),
+        owner=None if this is None else f"{type(this).__module__}.{type(this).__qualname__}",
     )
