@@ -186,11 +186,8 @@ def _owner_attr(path: str) -> str:
 def _fix_for(value: Any, path: str, relative_to: Any = None) -> str:
     attr = leaf_name(path)
     top = _owner_attr(path)
-    leave_out = (
-        f"or leave {top!r} out in __getstate__ and rebuild it in __setstate__"
-        if top.isidentifier()
-        else "or leave it out in __getstate__ and rebuild it in __setstate__"
-    )
+    held = repr(top) if top.isidentifier() else "it"
+    leave_out = f"or leave {held} out in __getstate__ and rebuild it in __setstate__"
     if _script_module(value):
         return (
             "keep the eager nn.Module on the object and script it where it runs (torch.jit.script "
@@ -203,7 +200,7 @@ def _fix_for(value: Any, path: str, relative_to: Any = None) -> str:
             "logging.getLogger(name)) and attach handlers where logging is configured; "
             f"{leave_out}"
         )
-    if "_hooks" in path or "_hooks_" in path:
+    if "_hooks" in path:
         return (
             "register a module-level function as the hook (pickle saves a reference to it), or "
             "remove the hook (handle.remove()) before pickling and register it again after loading"
@@ -251,15 +248,15 @@ def find_unpicklable(
     ``relative_to`` (default: the working directory).
     """
     failing: list[tuple[str, Any, int, Exception]] = []
-    errors_: dict[int, Exception] = {}
+    refused: set[int] = set()  # only a part pickle refuses is walked into
 
     def descend(value: Any) -> bool:
-        return id(value) in errors_ and not opaque_part(value)
+        return id(value) in refused and not opaque_part(value)
 
     for path, value, depth in pickled_nodes(obj, root, descend):
         error = pickles(value, pickler)
         if error is not None:
-            errors_[id(value)] = error
+            refused.add(id(value))
             failing.append((path, value, depth, error))
     findings: list[Finding] = []
     for i, (path, value, depth, error) in enumerate(failing):
