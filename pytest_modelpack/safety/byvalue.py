@@ -330,27 +330,25 @@ def function_state_problem(state: Any, ctx: Context) -> str | None:
 
 
 def _state_value(key: str, value: Any, ctx: Context) -> str | None:
+    kind = kind_of(value)
     if key in _TEXT_STATE and not is_text(value):
-        return f"its {key} is a {kind_of(value)}, not text"
+        return f"its {key} is a {kind}, not text"
     if key == "__doc__" and not (value is None or is_text(value)):
         return "its __doc__ is not text"
     if key == "__closure__":
         return _closure(value, ctx)
-    if key in ("__globals__", "__kwdefaults__", "__dict__") and kind_of(value) not in (
-        "dict",
-        "None",
-    ):
-        return f"its {key} is a {kind_of(value)}, not a dict"
+    if key in ("__globals__", "__kwdefaults__", "__dict__") and kind not in ("dict", "None"):
+        return f"its {key} is a {kind}, not a dict"
     if key == "__isabstractmethod__" and not isinstance(value, bool):
         return "its __isabstractmethod__ is not a bool"
-    if key == "__defaults__" and kind_of(value) not in ("tuple", "None"):
+    if key == "__defaults__" and kind not in ("tuple", "None"):
         return "its __defaults__ are not a tuple"
     if key == "__annotations__":
         if isinstance(value, dict):
             for text in value.values():
                 if isinstance(text, str) and not _SAFE_ANNOTATION.match(text):
                     return "a string annotation that evaluating would run code"
-        elif kind_of(value) not in ("dict", "None"):
+        elif kind not in ("dict", "None"):
             return "its __annotations__ are not a dict"
     return None
 
@@ -447,19 +445,8 @@ def _serializer_type(name: tuple[str, str], text: str) -> Any:
 def nameable(value: Any) -> bool:
     """May a resolver's result stand as a named global (a module, class, function, method or
     descriptor: never a plain value, whose identity other values of the stream could share)?"""
-    return not isinstance(
-        value,
-        bool
-        | int
-        | float
-        | complex
-        | str
-        | bytes
-        | bytearray
-        | tuple
-        | list
-        | dict
-        | set
-        | frozenset
-        | type(None),
-    )
+    return value is not None and not isinstance(value, _PLAIN_VALUES)
+
+
+#: Plain values (a bool is an int; None is tested apart).
+_PLAIN_VALUES = (int, float, complex, str, bytes, bytearray, tuple, list, dict, set, frozenset)

@@ -53,7 +53,6 @@ from pytest_modelpack.safety.machine import (
     Machine,
     Persid,
     Refused,
-    call_shape,
 )
 from pytest_modelpack.safety.policy import Kind
 from pytest_modelpack.safety.refs import GlobalRef, Role
@@ -201,7 +200,7 @@ def _shape(
     none)."""
     by_class = name in CLASS_CALLS or is_class_setattr(name, call, m)
     if why is not None or not (name in CODE_BUILDERS or by_class):
-        return call_shape(call, m.s), ""
+        return m.call_shape(call), ""
     try:
         if by_class:
             shape = class_shape(name, call, m)
@@ -386,7 +385,7 @@ def op_build(m: Machine, pos: int) -> None:
     # (the globals a tuple state names: partial's function; kinds may differ, a __dict__ set
     # since the live pickle was made)
     if isinstance(state, tuple):
-        named = [p for p in call_shape(state, m.s).split(",") if p.startswith("G:")]
+        named = [p for p in m.call_shape(state).split(",") if p.startswith("G:")]
         ref = replace(ref, shape=",".join(named))
     why = _build_problem(inst, made, state) or _special_keys_problem(state)
     decision = m.use(ref if why is None else replace(ref, problem=why))

@@ -62,13 +62,11 @@ def load_bundle(
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size == 0:
                 return _load(f, allowlist, map_location, path, whole_file=True, making=making)
-            mapping = map_file(f)
-            mapping.seek(0)
+            # Copy-on-write: writes to the mapping stay in this process.
+            mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
             return _load_mapped(mapping, allowlist, map_location, path, making, f.fileno())
-    mapping = source.mapping
-    mapping.seek(0)
     fd = getattr(source, "fd", None)
-    return _load_mapped(mapping, allowlist, map_location, os.fspath(source.path), making, fd)
+    return _load_mapped(source.mapping, allowlist, map_location, os.fspath(source.path), making, fd)
 
 
 def _load_mapped(
@@ -80,6 +78,7 @@ def _load_mapped(
     golden_fd: int | None,
 ) -> Any:
     """:func:`_load` of a whole mapped file; ``golden_fd`` reads misaligned storages."""
+    mapping.seek(0)
     return _load(
         mapping,
         allowlist,
@@ -90,11 +89,6 @@ def _load_mapped(
         making=making,
         golden_fd=golden_fd,
     )
-
-
-def map_file(f: IO[bytes]) -> mmap.mmap:
-    """The whole (non-empty) file ``f`` mapped copy-on-write: writes to it stay in this process."""
-    return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
 
 
 def loads_bundle(data: bytes, allowlist: Allowlist, map_location: Any = "cpu") -> Any:

@@ -70,7 +70,6 @@ class Session:
     seen_payloads: dict[tuple[int, int], Any] = field(default_factory=dict)
     globals_by_id: dict[int, tuple[Any, tuple[str, str]]] = field(default_factory=dict)
     produced: dict[int, tuple[Any, tuple[str, str]]] = field(default_factory=dict)
-    placeholders: dict[int, Any] = field(default_factory=dict)
     #: Load mode: the digest of each code object and class built by value (:mod:`.byvalue`).
     digests: dict[int, tuple[Any, str]] = field(default_factory=dict)
     #: Load mode: the arguments of each property, staticmethod and classmethod built (a class
@@ -100,35 +99,6 @@ class Session:
             )
 
 
-def call_shape(args: object, session: Session) -> str:
-    """The kinds of a call's arguments, the same in both modes: ``str,str`` / ``G:mod.name``."""
-    if not isinstance(args, tuple):
-        return f"*{kind_of(args)}"
-    parts = []
-    for value in args:
-        name = _global_name(session, value)
-        if name is not None:
-            parts.append(f"G:{name[0]}.{name[1]}")
-            continue
-        made = _producer(session, value)
-        parts.append(f"O:{made[0]}.{made[1]}" if made is not None else kind_of(value))
-    return ",".join(parts)
-
-
-def _global_name(session: Session, value: object) -> tuple[str, str] | None:
-    if isinstance(value, _GlobalSym):
-        return value.name
-    hit = session.globals_by_id.get(id(value))
-    return hit[1] if hit is not None and hit[0] is value else None
-
-
-def _producer(session: Session, value: object) -> tuple[str, str] | None:
-    if isinstance(value, Sym):
-        return value.producer
-    hit = session.produced.get(id(value))
-    return hit[1] if hit is not None and hit[0] is value else None
-
-
 class _GlobalSym:
     """Scan mode: what GLOBAL pushes."""
 
@@ -136,10 +106,6 @@ class _GlobalSym:
 
     def __init__(self, name: tuple[str, str]) -> None:
         self.name = name
-
-
-class _Mark:
-    __slots__ = ()
 
 
 class Machine:
@@ -173,10 +139,30 @@ class Machine:
     # -- the Context protocol of calls.py -----------------------------------------------------
 
     def global_name(self, value: object) -> tuple[str, str] | None:
-        return _global_name(self.s, value)
+        if isinstance(value, _GlobalSym):
+            return value.name
+        hit = self.s.globals_by_id.get(id(value))
+        return hit[1] if hit is not None and hit[0] is value else None
 
     def producer(self, value: object) -> tuple[str, str] | None:
-        return _producer(self.s, value)
+        if isinstance(value, Sym):
+            return value.producer
+        hit = self.s.produced.get(id(value))
+        return hit[1] if hit is not None and hit[0] is value else None
+
+    def call_shape(self, args: object) -> str:
+        """The kinds of a call's arguments, the same in both modes: ``str,str`` / ``G:mod.name``."""
+        if not isinstance(args, tuple):
+            return f"*{kind_of(args)}"
+        parts = []
+        for value in args:
+            name = self.global_name(value)
+            if name is not None:
+                parts.append(f"G:{name[0]}.{name[1]}")
+                continue
+            made = self.producer(value)
+            parts.append(f"O:{made[0]}.{made[1]}" if made is not None else kind_of(value))
+        return ",".join(parts)
 
     # -- errors and uses ----------------------------------------------------------------------
 

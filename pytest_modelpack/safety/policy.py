@@ -508,15 +508,11 @@ def _module_locations(name: str) -> list[str] | None | bool:
     return list(locations) if locations is not None else None
 
 
-def _plain_name(qualname: str) -> bool:
-    """One identifier, no dots: a prefix-trusted torch module's own name, never an attribute walk
-    (``torch.nn.functional`` + ``torch.os.system`` resolves to ``os.system``)."""
-    return qualname.isidentifier() and not qualname.startswith("__")
-
-
 def _public_name(qualname: str) -> bool:
-    """A plain public name (never ``_global_forward_pre_hooks``, a process-wide registry)."""
-    return _plain_name(qualname) and not qualname.startswith("_")
+    """One public identifier, no dots: a prefix-trusted torch module's own name, never an
+    attribute walk (``torch.nn.functional`` + ``torch.os.system`` resolves to ``os.system``)
+    nor ``_global_forward_pre_hooks``, a process-wide registry."""
+    return qualname.isidentifier() and not qualname.startswith("_")
 
 
 def _class_name(qualname: str) -> bool:

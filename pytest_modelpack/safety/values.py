@@ -9,6 +9,7 @@ real values alike, through the predicates below, so both modes judge the same ca
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import UnionType
 
 from pytest_modelpack.safety.refs import BytesRef
 
@@ -86,33 +87,28 @@ class Latin1:
     offset: int
 
 
+#: In order: a bool is an int too.
+_KINDS: tuple[tuple[type | UnionType, str], ...] = (
+    (bool, "bool"),
+    (int, "int"),
+    (float, "float"),
+    (str | TextRef, "str"),
+    (bytes | BytesRef | Latin1, "bytes"),
+    (bytearray, "bytearray"),
+    (tuple, "tuple"),
+    (dict, "dict"),
+    (list, "list"),
+    (set | frozenset, "set"),
+)
+
+
 def kind_of(value: object) -> str:
     """A short, mode-independent kind: ``int``, ``str``, ``bytes``, ``tuple``, ``dict``..."""
     if isinstance(value, Sym):
         return value.kind
     if value is None:
         return "None"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str | TextRef):
-        return "str"
-    if isinstance(value, bytes | BytesRef | Latin1):
-        return "bytes"
-    if isinstance(value, bytearray):
-        return "bytearray"
-    if isinstance(value, tuple):
-        return "tuple"
-    if isinstance(value, dict):
-        return "dict"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, set | frozenset):
-        return "set"
-    return "obj"
+    return next((kind for types, kind in _KINDS if isinstance(value, types)), "obj")
 
 
 def is_int(value: object) -> bool:

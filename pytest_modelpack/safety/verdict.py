@@ -61,17 +61,16 @@ def refusal_lines(refused: list[tuple[GlobalRef, str]]) -> list[str]:
     lines = []
     for ref, reason in refused:
         where = "" if ref.where == "top level" else f" in {ref.where}"
-        lines.append(f"{ref.name} ({_role_words(ref.role)}{where}): {reason}")
+        lines.append(f"{ref.name} ({_ROLE_WORDS[ref.role]}{where}): {reason}")
     return lines
 
 
-def _role_words(role: Role) -> str:
-    return {
-        Role.REFERENCE: "referenced",
-        Role.NEWOBJ: "instantiated",
-        Role.REDUCE: "called",
-        Role.BUILD: "state set by BUILD",
-    }[role]
+_ROLE_WORDS = {
+    Role.REFERENCE: "referenced",
+    Role.NEWOBJ: "instantiated",
+    Role.REDUCE: "called",
+    Role.BUILD: "state set by BUILD",
+}
 
 
 def corrupt_error(
