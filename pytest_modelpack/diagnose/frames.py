@@ -9,8 +9,6 @@ import os
 import sys
 from typing import Any
 
-# -- locations ---------------------------------------------------------------------------------
-
 
 def relative(file: str, relative_to: str | os.PathLike[str] | None) -> str:
     base = os.fspath(relative_to) if relative_to is not None else os.getcwd()

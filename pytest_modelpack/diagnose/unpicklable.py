@@ -279,9 +279,6 @@ def find_unpicklable(
     return findings
 
 
-# -- classes that pickle here but will not load elsewhere --------------------------------------
-
-
 def unpicklable_error(
     model: Any, exc: Exception, project_root: Path, serializer: Any = None
 ) -> errors.ModelpackError:

@@ -5,7 +5,7 @@ or a warning with ``modelpack_drift = warn``; ENV DRIFT warnings).
 
 from __future__ import annotations
 
-from .check import Drift, EnvDrift, assess_drift, report_drift
+from .check import Drift, assess_drift, report_drift
 from .diff import ENV_KEYS, compare_code, describe_code_change, drift_detail, env_changes
 from .fingerprint import code_units, fingerprint_model, is_project_file
 from .source import normalized_source
@@ -13,7 +13,6 @@ from .source import normalized_source
 __all__ = [
     "ENV_KEYS",
     "Drift",
-    "EnvDrift",
     "assess_drift",
     "code_units",
     "compare_code",

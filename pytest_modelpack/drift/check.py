@@ -16,11 +16,6 @@ from .fingerprint import _Fingerprinter
 if TYPE_CHECKING:
     from ..golden.manifest import Manifest
 
-EnvDrift = errors.EnvDrift
-
-
-# -- the gate ----------------------------------------------------------------------------------
-
 
 def _warn(warning: ModelpackWarning, error: errors.ModelpackError) -> None:
     """Emit ``warning``; when a warnings filter makes it an error, fail with ``error`` instead
@@ -135,7 +130,7 @@ def report_drift(
         notes.append(drift.env_note)
         _warn(
             EnvDriftWarning(f"{name}: {drift.env_note}"),
-            EnvDrift(
+            errors.EnvDrift(
                 f"{', '.join(drift.env)} since the golden was made",
                 name=name,
                 detail=[

@@ -63,15 +63,9 @@ _MISSING = object()
 _WRAPS_FUNC = (functools.partial, functools.partialmethod, functools.cached_property)
 
 
-# -- project code ------------------------------------------------------------------------------
-
-
 def is_project_file(path: str | os.PathLike[str] | None, root: Path | str) -> bool:
     """Is ``path`` a file of the project under ``root``? (see :mod:`pytest_modelpack.project`)"""
     return Project(root).contains_file(path)
-
-
-# -- the fingerprinter -------------------------------------------------------------------------
 
 
 class _Fingerprinter:
