@@ -384,7 +384,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     state = node.config.stash.get(STATE, None)
     output = (getattr(node, "workeroutput", None) or {}).get(WORKER_KEY)
     if state is not None and output is not None:
-        state.report.rows.extend(output["rows"])
+        state.report.merge(output["rows"])
         state.report.skips.extend(output["skips"])
         state.report.collection.merge(output["collection"])
 

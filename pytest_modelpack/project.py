@@ -20,6 +20,8 @@ import sys
 from enum import Enum
 from pathlib import Path
 
+from .states import Word
+
 #: Folders whose files are never project code, wherever they sit under the project root.
 NOT_PROJECT_DIRS = frozenset(
     {
@@ -46,17 +48,12 @@ class Location(Enum):
     MISSING = "missing"
 
 
-class ModuleKind(str, Enum):
+class ModuleKind(Word):
     """What a module is to the user: their code, the standard library, or an installed package."""
 
     BUILTIN = "builtin"
     PROJECT = "project"
     THIRD_PARTY = "third-party"
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    __format__ = str.__format__  # type: ignore[assignment]
 
 
 @functools.lru_cache(maxsize=1)
@@ -74,9 +71,7 @@ def is_stdlib_module(module: str) -> bool:
     return top in sys.stdlib_module_names or top in sys.builtin_module_names
 
 
-def _in_library_folder(real: Path) -> bool:
-    if any(part in NOT_PROJECT_DIRS for part in real.parts):
-        return True
+def _installed(real: Path) -> bool:
     return any(real.is_relative_to(installed) for installed in installed_dirs())
 
 
@@ -96,7 +91,8 @@ def is_library_module(module: str) -> bool:
         file = spec and (spec.origin or next(iter(spec.submodule_search_locations or []), None))
     if not isinstance(file, str):
         return False
-    return _in_library_folder(Path(os.path.realpath(file)))
+    real = Path(os.path.realpath(file))
+    return any(part in NOT_PROJECT_DIRS for part in real.parts) or _installed(real)
 
 
 def _valid_dotted(name: str) -> bool:
@@ -118,9 +114,7 @@ class Project:
             rel = real.relative_to(self.root)
         except (ValueError, OSError):
             return False
-        if any(part in NOT_PROJECT_DIRS for part in rel.parts):
-            return False
-        return not any(real.is_relative_to(installed) for installed in installed_dirs())
+        return not any(part in NOT_PROJECT_DIRS for part in rel.parts) and not _installed(real)
 
     def locate_module(self, module: str) -> tuple[Location, str]:
         """Where ``module`` is, and why (for messages), executing no module code."""

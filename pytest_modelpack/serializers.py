@@ -43,14 +43,11 @@ class Serializer:
     protocol: int
     #: The distribution that provides it (None: the standard library).
     dist: str | None
-    #: What it pins by value, for messages and the README.
-    pins: str
 
     def module(self) -> Any:
         """The serializer's module; :class:`SerializerMissing` with the pip line when absent."""
-        target = {"pickle": "pickle", "torch": "torch"}.get(self.name, self.name)
         try:
-            return __import__(target)
+            return __import__(self.name)
         except ImportError:
             raise SerializerMissing(
                 f"the serializer {self.name!r} is not installed: pip install "
@@ -69,11 +66,7 @@ class Serializer:
 
     def pickler_class(self) -> Any:
         """The pickler class this serializer pickles objects with."""
-        if self.name == "dill":
-            return self.module().Pickler  # type: ignore[no-any-return]
-        if self.name == "cloudpickle":
-            return self.module().Pickler  # type: ignore[no-any-return]
-        return pickle.Pickler
+        return self.module().Pickler if self.by_value else pickle.Pickler
 
     def unpickler_class(self) -> Any:
         """The unpickler that loads what it writes (dill resolves its own ``__builtin__`` names)."""
@@ -89,10 +82,7 @@ class Serializer:
             torch.save(model, f)
             return
         with self.pinning(by_value):
-            if self.name == "pickle":
-                pickle.dump(model, f, protocol=self.protocol)
-            else:
-                self.module().dump(model, f, protocol=self.protocol)
+            self.module().dump(model, f, protocol=self.protocol)
 
     @contextlib.contextmanager
     def pinning(self, modules: Iterable[str]) -> Iterator[None]:
@@ -123,23 +113,10 @@ class Serializer:
 
 
 SERIALIZERS = {
-    "pickle": Serializer("pickle", "bundle.pkl", pickle.DEFAULT_PROTOCOL, None, "nothing"),
-    "torch": Serializer("torch", "bundle.pt", 2, "torch", "nothing"),
-    "dill": Serializer(
-        "dill",
-        "bundle.pkl",
-        pickle.DEFAULT_PROTOCOL,
-        "dill",
-        "lambdas, closures, local functions and classes, and __main__ code",
-    ),
-    "cloudpickle": Serializer(
-        "cloudpickle",
-        "bundle.pkl",
-        pickle.DEFAULT_PROTOCOL,
-        "cloudpickle",
-        "lambdas, closures, local functions and classes, __main__ code, and the modules in "
-        "modelpack_by_value",
-    ),
+    "pickle": Serializer("pickle", "bundle.pkl", pickle.DEFAULT_PROTOCOL, None),
+    "torch": Serializer("torch", "bundle.pt", 2, "torch"),
+    "dill": Serializer("dill", "bundle.pkl", pickle.DEFAULT_PROTOCOL, "dill"),
+    "cloudpickle": Serializer("cloudpickle", "bundle.pkl", pickle.DEFAULT_PROTOCOL, "cloudpickle"),
 }
 BUNDLE_NAMES = tuple(sorted({s.bundle for s in SERIALIZERS.values()}))
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 from enum import Enum
 
 
-class _Word(str, Enum):
+class Word(str, Enum):
+    """A ``str`` Enum that prints as its value."""
+
     def __str__(self) -> str:
         return str(self.value)
 
     __format__ = str.__format__  # type: ignore[assignment]
 
 
-class Mode(_Word):
+class Mode(Word):
     """What a run does: the command line picks one for the whole session."""
 
     ROUNDTRIP = "roundtrip"  # plain ``pytest``: dump -> load in memory, writes nothing
@@ -24,7 +26,7 @@ class Mode(_Word):
     REGEN = "regen"  # ``--modelpack-regen``: (re)write goldens
 
 
-class Verdict(_Word):
+class Verdict(Word):
     """How one check (a golden on a device) ended."""
 
     PASSED = "passed"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,9 @@ class Report:
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
+
+    def merge(self, rows: Iterable[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
 
     def duplicate_names(self) -> list[str]:
         """Goldens claimed by more than one test (across xdist workers too)."""
