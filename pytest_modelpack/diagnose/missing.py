@@ -42,10 +42,8 @@ def not_importable_reason(module: str, qualname: str) -> str | None:
             "while pytest runs them (from the tests' folder, under the name pytest gave them), "
             "so production or any other process fails with ModuleNotFoundError"
         )
-    target = sys.modules.get(module)
-    if target is None or qualname == "<module>":  # a module itself (cloudpickle's subimport)
-        return None
-    if _lookup(target, qualname) is None:
+    target = sys.modules.get(module)  # qualname <module>: a module itself (cloudpickle's subimport)
+    if target is not None and qualname != "<module>" and _lookup(target, qualname) is None:
         return (
             f"{module}.{qualname} cannot be found by that name: it was renamed, deleted or "
             "created dynamically"

@@ -223,7 +223,7 @@ class _Fingerprinter:
     ) -> None:
         """Record ``nodes`` as a unit; ``text`` defaults to their source lines."""
         if text is None:
-            text = "".join(src.text(start(node), end(node)) for node in nodes)
+            text = "".join(line for n in nodes for line in src.lines[start(n) - 1 : end(n)])
         self.units[f"{module.__name__}.{qualname}"] = {
             "kind": kind,
             "module": module.__name__,

@@ -78,9 +78,6 @@ class Source:
     lines: list[str]
     tree: ast.Module
 
-    def text(self, start: int, end: int) -> str:
-        return "".join(self.lines[start - 1 : end])
-
 
 def end(node: ast.AST) -> int:
     return node.end_lineno or node.lineno  # type: ignore[attr-defined]
