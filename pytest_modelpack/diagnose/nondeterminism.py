@@ -27,9 +27,8 @@ def nondeterminism_hints(model: Any, relative_to: Any = None, walked: Any = None
     methods for random number calls and functional dropout.
     """
     hints: list[str] = []
-    torch = sys.modules.get("torch")
     modules: list[tuple[str, Any]] = []
-    if torch is not None:
+    if sys.modules.get("torch") is not None:
         walked = nodes(model) if walked is None else walked
         modules = [(n.path, n.value) for n in walked if n.shown and n.line.endswith("(nn.Module)")]
         flags = [(m, m.training) for _, top in modules for m in top.modules()]
