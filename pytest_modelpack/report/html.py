@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import platform
 import sys
-from collections import Counter
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -57,17 +56,13 @@ def write_html(report: Report, path: Path) -> None:
 
 
 def render_html(report: Report) -> str:
-    rows = report.sorted_rows()
-    counts = Counter(str(row["verdict"]) for row in rows)
-    totals = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())) or "no checks"
-    failed = report.failed()
     body = [
         "<h1>pytest-modelpack report</h1>",
-        f'<div class="meta">{len({r["name"] for r in rows})} golden(s), {len(rows)} check(s): '
-        f"{escape(totals)} — <b>{'FAILED' if failed else 'PASSED'}</b><br>"
+        f'<div class="meta">{escape(report.totals("no checks"))} — '
+        f"<b>{'FAILED' if report.failed() else 'PASSED'}</b><br>"
         f"this run: {escape(_environment())}</div>",
     ]
-    body += _problems(report) + [_row_card(row) for row in rows]
+    body += _problems(report) + [_row_card(row) for row in report.sorted_rows()]
     body += [
         f'<div class="note">skipped: {escape(str(skip.get("nodeid")))} — '
         f"{escape(str(skip.get('reason')))}</div>"

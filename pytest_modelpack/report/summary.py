@@ -105,10 +105,7 @@ class Report:
         ]
         widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
         out = ["  ".join([*map(str.ljust, r[:-1], widths), r[-1]]).rstrip() for r in table]
-        counts = Counter(row["verdict"] for row in self.rows)
-        names = {row["name"] for row in self.rows}
-        totals = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
-        out.append(f"{len(names)} golden(s), {len(self.rows)} check(s): {totals}")
+        out.append(self.totals())
         out.extend(
             f"warning: {row['name']} [{row['device']}]: {warning}"
             for row in self.sorted_rows()
@@ -119,6 +116,13 @@ class Report:
         out.extend(f"error: {problem}" for problem in self.problems)
         out.extend(self.unused_lines())
         return out
+
+    def totals(self, none: str = "") -> str:
+        """``N golden(s), M check(s): 2 passed, 1 failed`` (``none`` for the verdicts of none)."""
+        counts = Counter(str(row["verdict"]) for row in self.rows)
+        verdicts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
+        goldens = len({row["name"] for row in self.rows})
+        return f"{goldens} golden(s), {len(self.rows)} check(s): {verdicts or none}"
 
     def unused_lines(self) -> list[str]:
         if self.unused_note:
