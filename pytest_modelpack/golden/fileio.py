@@ -34,6 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: no locks; the swap is still two renames, detected if interrupted
+    fcntl = None  # type: ignore[assignment]
+
 #: The first bytes of a Git LFS pointer file: the real content was never fetched.
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/v1"
 
@@ -292,18 +297,23 @@ def temporary_file(folder: Path, final_name: str) -> Iterator[tuple[IO[bytes], P
         raise
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, replace.
-
-    On any error (or interrupt) the temporary file is removed and ``path`` keeps its old content.
-    """
-    path = Path(path)
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[IO[bytes]]:
+    """A temporary file beside ``path``, fsynced and moved onto ``path`` when the block ends
+    without error; on any error (or interrupt) it is removed and ``path`` keeps its content."""
     with temporary_file(path.parent, path.name) as (f, tmp):
-        f.write(data)
+        yield f
         f.flush()
         os.fsync(f.fileno())
         f.close()
         os.replace(tmp, path)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, replace."""
+    path = Path(path)
+    with replacing(path) as f:
+        f.write(data)
     fsync_dir(path.parent)
 
 
@@ -317,9 +327,7 @@ def folder_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
     The lock is on the *parent* of the golden folders: the golden folder itself is swapped, so a
     lock on its inode would not be seen by the next writer.
     """
-    try:
-        import fcntl
-    except ImportError:  # Windows: the swap is still two renames, detected if interrupted
+    if fcntl is None:
         yield
         return
     try:
@@ -355,11 +363,10 @@ class NewFolder:
             raise OSError(exc.errno, exc.strerror, str(target.parent)) from None
         os.chmod(self.path, 0o777 & ~_UMASK)
         self._fd: int | None = None
-        with contextlib.suppress(ImportError, OSError):
-            import fcntl
-
-            self._fd = os.open(self.path, os.O_RDONLY)
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if fcntl is not None:
+            with contextlib.suppress(OSError):
+                self._fd = os.open(self.path, os.O_RDONLY)
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -371,8 +378,7 @@ class NewFolder:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def new_folder(target: Path) -> NewFolder:
-    return NewFolder(target)
+new_folder = NewFolder
 
 
 _RENAME_EXCHANGE = 2
@@ -459,9 +465,7 @@ def leftovers(target: Path) -> list[Path]:
 
 def _held(folder: Path) -> bool:
     """Whether a live writer holds ``folder`` (its flock): then it is not a leftover."""
-    try:
-        import fcntl
-    except ImportError:
+    if fcntl is None:
         return False
     try:
         fd = os.open(folder, os.O_RDONLY)

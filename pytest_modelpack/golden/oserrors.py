@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import fixes
-from ..errors import GoldenIOError, ModelpackError
+from ..errors import GoldenIOError
 
 if TYPE_CHECKING:
     from .store import GoldenStore
@@ -50,38 +52,32 @@ def remedy(err: int | None, action: str, where: str, regen: str) -> tuple[str, s
         return "an I/O error: the disk or file system failed", (
             f"check the disk (dmesg, fsck) or restore {where} from version control, {then}"
         )
-    if err in (errno.ENAMETOOLONG,):
+    if err == errno.ENAMETOOLONG:
         return "the path is too long", f"shorten the golden's name or folder, {then}"
     return "the operating system refused", f"check {where}, {then}"
 
 
-class IOErrors:
+@contextlib.contextmanager
+def io_errors(store: GoldenStore, action: str, path: Path) -> Iterator[None]:
     """A context that turns an OSError into a GoldenIOError naming the path and the fix."""
-
-    def __init__(self, store: GoldenStore, action: str, path: Path) -> None:
-        self.store, self.action, self.path = store, action, path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        if not isinstance(exc, OSError) or isinstance(exc, ModelpackError):
-            return
+    try:
+        yield
+    except OSError as exc:
         # The summary names the file the user knows (goldens/x/bundle.pkl); the detail and the
         # fix name the path the OS refused (a temporary file, or the folder lacking permission).
-        path = Path(exc.filename) if exc.filename else self.path
+        refused = Path(exc.filename) if exc.filename else path
         name = errno.errorcode.get(exc.errno or 0, "")
         why, fix = remedy(
-            exc.errno, self.action, self.store.shown(path), fixes.regen_command(self.store.nodeid)
+            exc.errno, action, store.shown(refused), fixes.regen_command(store.nodeid)
         )
         raise GoldenIOError(
-            f"cannot {self.action} {self.store.shown(self.path)}: {why}",
-            name=self.store.name,
+            f"cannot {action} {store.shown(path)}: {why}",
+            name=store.name,
             detail=[
-                f"path: {path}",
+                f"path: {refused}",
                 f"{name or 'OSError'}: {exc.strerror or exc}",
                 "nothing was half-written: the golden on disk is unchanged"
-                if self.action != "read"
+                if action != "read"
                 else "the gate writes nothing",
             ],
             fix=fix,

@@ -28,7 +28,7 @@ from .. import fixes
 from ..errors import CorruptGolden, MissingGolden, ModelpackError, UnsafeGolden
 from ..serializers import SERIALIZERS, Serializer
 from . import fileio
-from .examples import load_examples, parse_examples
+from .examples import parse_examples
 from .integrity import DeferredHash, file_identity, is_interrupt
 from .manifest import (
     FORMAT_VERSION,
@@ -38,7 +38,7 @@ from .manifest import (
     UnknownVersion,
     parse_manifest,
 )
-from .oserrors import IOErrors
+from .oserrors import io_errors
 from .writing import BUNDLE, EXAMPLES, MANIFEST, PendingGolden, prepare
 
 #: No manifest regen writes is larger (the structure tree and code sources are capped well below).
@@ -94,12 +94,13 @@ class GoldenStore:
     def examples_path(self) -> Path:
         return self.folder / EXAMPLES
 
-    def lstat(self, path: Path) -> os.stat_result | None:
-        """``os.lstat(path)``, None only when nothing is there (ENOENT; ENOTDIR: a file stands
-        where a folder on the path belongs, which the folder check names). Any other error
-        (EACCES, EPERM, EIO, ELOOP...) is a GOLDEN I/O ERROR naming the path: never "missing"."""
+    def lstat(self, path: Path, *, follow: bool = False) -> os.stat_result | None:
+        """``os.lstat(path)`` (``os.stat`` with ``follow``), None only when nothing is there
+        (ENOENT; ENOTDIR: a file stands where a folder on the path belongs, which the folder
+        check names). Any other error (EACCES, EPERM, EIO, ELOOP...) is a GOLDEN I/O ERROR naming
+        the path: never "missing"."""
         try:
-            return os.lstat(path)
+            return os.stat(path) if follow else os.lstat(path)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                 return None
@@ -154,9 +155,9 @@ class GoldenStore:
             fix=fix or fixes.restore_or_regen(self.nodeid, self.shown()),
         )
 
-    def io(self, action: str, path: Path) -> IOErrors:
+    def io(self, action: str, path: Path) -> contextlib.AbstractContextManager[None]:
         """A context that turns an OSError into a GoldenIOError naming the path and the fix."""
-        return IOErrors(self, action, path)
+        return io_errors(self, action, path)
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -252,11 +253,7 @@ class GoldenStore:
     def read_manifest(self) -> Manifest:
         self._check_folder()
         path = self.manifest_path
-        if not self.lexists(path):
-            raise self._corrupt(
-                "manifest.json is missing", path, "the golden folder has no manifest.json"
-            )
-        self._check_file(path)
+        self._open_checked(path, "the golden folder has no manifest.json")
         with self.io("read", path):
             found = path.stat()
             size = found.st_size
@@ -269,8 +266,7 @@ class GoldenStore:
             seen, self.manifest_seen = self.manifest_seen, None
             same = seen is not None and seen[0] == file_identity(found)
             raw = seen[1] if seen is not None and same else path.read_bytes()
-        if raw.startswith(fileio.LFS_MAGIC):
-            raise self._lfs_error(path)
+        self._refuse_lfs(path, raw)
         try:
             manifest = parse_manifest(raw)
             self.bundle_name = manifest.bundle.file  # validated: one of the serializers' names
@@ -294,23 +290,19 @@ class GoldenStore:
         except ValueError as exc:  # e.g. an integer past Python's digit limit
             raise self._corrupt("manifest.json is not decodable", path, str(exc)) from None
 
-    def _lfs_error(self, path: Path) -> CorruptGolden:
-        return self._corrupt(
-            "Git LFS pointer instead of the file",
-            path,
-            "the file holds a Git LFS pointer: the real content was never fetched",
-            fix="run `git lfs pull` (and install git-lfs in CI), or stop tracking goldens with LFS",
-        )
+    def _refuse_lfs(self, path: Path, head: bytes) -> None:
+        if head.startswith(fileio.LFS_MAGIC):
+            raise self._corrupt(
+                "Git LFS pointer instead of the file",
+                path,
+                "the file holds a Git LFS pointer: the real content was never fetched",
+                fix="run `git lfs pull` (and install git-lfs in CI), or stop tracking goldens "
+                "with LFS",
+            )
 
     def _check_file(self, path: Path) -> None:
-        try:
-            regular = stat.S_ISREG(os.stat(path).st_mode)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # a dangling link: not a file
-                with self.io("read", path):
-                    raise
-            regular = False
-        if not regular:
+        info = self.lstat(path, follow=True)  # None: a dangling link, not a file
+        if info is None or not stat.S_ISREG(info.st_mode):
             raise self._corrupt(f"{path.name} is not a file", path, "it is a directory or special")
 
     def _check_size(self, path: Path, entry: FileEntry, size: int) -> None:
@@ -331,24 +323,21 @@ class GoldenStore:
             f"manifest sha256 {entry.sha256}, file sha256 {digest or 'unreadable'}",
         )
 
-    def _open_checked(self, path: Path) -> None:
+    def _open_checked(self, path: Path, why: str = "the manifest lists it") -> None:
         if not self.lexists(path):
-            raise self._corrupt(f"{path.name} is missing", path, "the manifest lists it")
+            raise self._corrupt(f"{path.name} is missing", path, why)
         self._check_file(path)
 
-    def _verify(self, path: Path, entry: FileEntry) -> None:
-        """Size and sha256 of a small file (examples.json): read once, and kept, so that what
-        is parsed is the very bytes that were verified (and the file is opened once)."""
+    def _verify_examples(self, entry: FileEntry) -> None:
+        """Size and sha256 of examples.json: read once, and kept, so that what is parsed is the
+        very bytes that were verified (and the file is opened once)."""
+        path = self.examples_path
         self._open_checked(path)
-        with self.io("read", path):
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size != entry.size:  # read nothing more than the manifest allows
-                    data = f.read(len(fileio.LFS_MAGIC))
-                else:
-                    data = f.read(entry.size + 1)
-        if data.startswith(fileio.LFS_MAGIC):
-            raise self._lfs_error(path)
+        with self.io("read", path), open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            # read nothing more than the manifest allows
+            data = f.read(entry.size + 1 if size == entry.size else len(fileio.LFS_MAGIC))
+        self._refuse_lfs(path, data)
         self._check_size(path, entry, size if size != entry.size else len(data))
         digest = hashlib.sha256(data).hexdigest()
         if digest != entry.sha256:
@@ -370,8 +359,7 @@ class GoldenStore:
         early, kept = prefetched or (None, None)
         try:
             with self.io("read", path), kept or open(path, "rb") as f:
-                if f.read(len(fileio.LFS_MAGIC)).startswith(fileio.LFS_MAGIC):
-                    raise self._lfs_error(path)
+                self._refuse_lfs(path, f.read(len(fileio.LFS_MAGIC)))
                 self._check_size(path, entry, os.fstat(f.fileno()).st_size)
                 mapped = fileio.map_copy(f, path)
                 if entry.storages is not None:
@@ -409,7 +397,7 @@ class GoldenStore:
         :meth:`settle` (or run inside :meth:`settled`) before trusting anything computed from it.
         """
         self._bundle = self._verify_bundle(manifest.bundle, defer)
-        self._verify(self.examples_path, manifest.examples)
+        self._verify_examples(manifest.examples)
 
     def settle(self) -> None:
         """Wait for the bundle's deferred sha256: CORRUPT GOLDEN when the file differs from it."""
@@ -461,13 +449,13 @@ class GoldenStore:
 
     def read_examples(self) -> list[Any]:
         data, self._examples = self._examples, None
+        path = self.examples_path
         if data is None:
-            self._check_file(self.examples_path)
+            self._check_file(path)
+            with self.io("read", path):
+                data = path.read_bytes()
         try:
-            if data is not None:
-                return parse_examples(data)
-            with self.io("read", self.examples_path):
-                return load_examples(self.examples_path)
+            return parse_examples(data)
         except CorruptGolden as exc:
             # The store knows the test: its fix names it (the codec's own fix cannot).
             raise self._corrupt(

@@ -8,11 +8,12 @@ writers' lock.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import mmap
-import os
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,21 +67,16 @@ def prepare(store: GoldenStore, model: Any, by_value: tuple[str, ...] = ()) -> P
         store.folder.parent.mkdir(parents=True, exist_ok=True)
     with store.io("write", store.folder):
         new = fileio.new_folder(store.folder)
+    bundle_name = store.serializer.bundle
     try:
-        with store.io("write", store.bundle_path):
-            bundle_name = store.serializer.bundle
-            with fileio.temporary_file(new.path, bundle_name) as (f, tmp):
-                writer = fileio.HashingWriter(f, f.fileno())
-                try:
-                    store.serializer.dump(model, writer, by_value)
-                except BaseException:
-                    writer.close(raise_error=False)
-                    raise
-                writer.close()
-                f.flush()
-                os.fsync(f.fileno())
-                f.close()
-                os.replace(tmp, new.path / bundle_name)
+        with store.io("write", store.bundle_path), fileio.replacing(new.path / bundle_name) as f:
+            writer = fileio.HashingWriter(f, f.fileno())
+            try:
+                store.serializer.dump(model, writer, by_value)
+            except BaseException:
+                writer.close(raise_error=False)
+                raise
+            writer.close()
     except BaseException:
         new.discard()
         raise
@@ -109,20 +105,26 @@ class PendingGolden:
     def discard(self) -> None:
         self.new.discard()
 
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """OS errors as GOLDEN I/O ERROR naming ``path``; on any error the new folder goes."""
+        try:
+            with self.store.io("write", path):
+                yield
+        except BaseException:
+            self.discard()
+            raise
+
     def commit(self, manifest: Manifest) -> list[Path]:
         """Write the manifest and swap the new folder in, under the writers' lock. Returns the
         leftovers of interrupted earlier writes that were removed on the way."""
         store = self.store
-        try:
-            with store.io("write", store.manifest_path):
-                fileio.write_atomic(self.new.path / MANIFEST, manifest_bytes(manifest))
-                fileio.fsync_dir(self.new.path)
-                with fileio.folder_lock(store.folder.parent):
-                    removed = fileio.remove_leftovers(store.folder)
-                    fileio.swap_folder(self.new, store.folder)
-        except BaseException:
-            self.discard()
-            raise
+        with self._writing(store.manifest_path):
+            fileio.write_atomic(self.new.path / MANIFEST, manifest_bytes(manifest))
+            fileio.fsync_dir(self.new.path)
+            with fileio.folder_lock(store.folder.parent):
+                removed = fileio.remove_leftovers(store.folder)
+                fileio.swap_folder(self.new, store.folder)
         return removed
 
     def add_storages(self, spans: list[tuple[int, int]] | None) -> None:
@@ -131,25 +133,14 @@ class PendingGolden:
         big = deferred_spans(spans)
         if not big:
             return
-        try:
-            with self.store.io("write", self.store.bundle_path), open(self.bundle_tmp, "rb") as f:
-                mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                try:
-                    outside = fileio.sha256_outside(mapping, big)
-                finally:
-                    mapping.close()
-        except BaseException:
-            self.discard()
-            raise
+        with self._writing(self.store.bundle_path), open(self.bundle_tmp, "rb") as f:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapping:
+                outside = fileio.sha256_outside(mapping, big)
         self.bundle = dataclasses.replace(self.bundle, storages=big, pickle_sha256=outside)
 
     def add_examples(self, data: bytes, count: int) -> None:
-        try:
-            with self.store.io("write", self.store.examples_path):
-                fileio.write_atomic(self.new.path / EXAMPLES, data)
-        except BaseException:
-            self.discard()
-            raise
+        with self._writing(self.store.examples_path):
+            fileio.write_atomic(self.new.path / EXAMPLES, data)
         self.examples = FileEntry(
             file=EXAMPLES, size=len(data), sha256=hashlib.sha256(data).hexdigest(), count=count
         )
