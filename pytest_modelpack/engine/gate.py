@@ -365,7 +365,7 @@ def code_change_behaviour(gate: Gate) -> list[str]:
             ]
         with placed(request.model, gate.reference, gate.facts.nodes):
             try:
-                gate.explored = explore(request, gate.runner, gate.result, live, True)
+                gate.explored = explore(gate.runner, gate.result, live, True)
             except errors.ModelpackError as exc:
                 return [f"behaviour: not compared on Hypothesis inputs: {exc.headline}"]
     checked, found = gate.explored
@@ -511,7 +511,7 @@ def compare_golden(gate: Gate) -> int:
                 fix,
             )
         with placed(request.model, gate.reference, gate.facts.nodes):
-            checked, found = gate.explored or explore(request, runner, result, live, True)
+            checked, found = gate.explored or explore(runner, result, live, True)
             if found is None:
                 found = replay(runner, result, live_recorded, records)
             if found is not None:

@@ -160,9 +160,8 @@ def compare_reloaded(
         if n < NONDETERMINISM_PROBES:
             refuse_nondeterminism(facts, runner, x, runner(request.model, x, request.device))
 
-    count, found = explore(
-        request, runner, result, pair, request.settings.mode is Mode.GOLDEN, before=probe
-    )
+    derandomize = request.settings.mode is Mode.GOLDEN
+    count, found = explore(runner, result, pair, derandomize, before=probe)
     if found is None:
         return count
     refuse_nondeterminism(facts, runner, found.input, found.expected)

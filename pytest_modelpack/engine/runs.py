@@ -103,9 +103,12 @@ class _Differs(Exception):
 
 
 def compare_on(
-    runner: Runner, result: CheckResult | None, pair: Pair, x: Any, expected: Any
+    runner: Runner, result: CheckResult | None, pair: Pair, x: Any, recorded: Any
 ) -> Found | None:
-    """Run ``pair.got`` on ``x`` against ``expected``; note the metrics; the difference, if any."""
+    """Run ``pair.got`` on ``x`` against ``pair.expected`` (None: ``recorded``); note the
+    metrics; the difference, if any."""
+    side = pair.expected
+    expected = recorded if side is None else runner(side.model, x, side.device)
     got = runner(pair.got.model, x, pair.got.device)
     comparison = compared(expected, got, exact=pair.exact, rtol=pair.rtol, atol=pair.atol)
     if result is not None:
@@ -119,16 +122,13 @@ def replay(
     """Each recorded input, against its recorded output or ``pair.expected``'s: the first
     difference, or None."""
     for index, record in enumerate(records):
-        side = pair.expected
-        expected = record.output if side is None else runner(side.model, record.input, side.device)
-        found = compare_on(runner, result, pair, record.input, expected)
+        found = compare_on(runner, result, pair, record.input, record.output)
         if found is not None:
             return dataclasses.replace(found, index=index)
     return None
 
 
 def explore(
-    request: CheckRequest,
     runner: Runner,
     result: CheckResult | None,
     pair: Pair,
@@ -140,16 +140,15 @@ def explore(
     ``before(x, n)`` runs first on the ``n``-th input; an error it raises is not shrunk (a
     nondeterministic model is reported on the input where it showed)."""
     assert pair.expected is not None
-    side = pair.expected
 
     def prop(x: Any, n: int) -> None:
         if before is not None:
             before(x, n)
-        found = compare_on(runner, result, pair, x, runner(side.model, x, side.device))
+        found = compare_on(runner, result, pair, x, None)
         if found is not None:
             raise _Differs(found)
 
     try:
-        return run_property(request, prop, derandomize), None
+        return run_property(runner.request, prop, derandomize), None
     except _Differs as differs:
         return 0, differs.found
