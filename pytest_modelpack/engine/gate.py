@@ -289,6 +289,7 @@ def judge_drift(gate: Gate) -> None:
         project_root=request.project_root,
     )
     behaviour: list[str] | None = None
+    policy = request.settings.drift
     if gate.pinned is not None:
         refused, names = gate.pinned
         if drift.code is None:
@@ -320,10 +321,8 @@ def judge_drift(gate: Gate) -> None:
                 "  a class is never built from a golden, even with --modelpack-trust-golden-code "
                 "(its metaclass, and its instances' own methods, would run while it loads)"
             )
-        report_drift(
-            drift, name=request.name, nodeid=request.nodeid, policy="fail", behaviour=behaviour
-        )
-    if drift.code is not None:
+        policy = "fail"  # the golden's own code is never run: CODE DRIFT, whatever the ini says
+    elif drift.code is not None:
         # Whether the change altered behaviour is what a reviewer decides on: load the golden
         # anyway (today's code) and compare, before CODE DRIFT is raised or warned.
         try:
@@ -333,11 +332,7 @@ def judge_drift(gate: Gate) -> None:
         else:
             behaviour = code_change_behaviour(gate)
     gate.notes = report_drift(
-        drift,
-        name=request.name,
-        nodeid=request.nodeid,
-        policy=request.settings.drift,
-        behaviour=behaviour,
+        drift, name=request.name, nodeid=request.nodeid, policy=policy, behaviour=behaviour
     )
     gate.result.warnings.extend(gate.notes)
 
