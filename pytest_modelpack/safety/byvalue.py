@@ -29,8 +29,10 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from pytest_modelpack.safety.calls import Check, Context, _arity, _first, _kinds
+from pytest_modelpack.safety.calls import Check, Context, _arity, _first, _kinds, _takes
 from pytest_modelpack.safety.classes import (
+    _CP,
+    _DILL,
     BY_VALUE,
     CLASS_CALLS,
     CLASS_TABLE,
@@ -40,9 +42,6 @@ from pytest_modelpack.safety.classes import (
 )
 from pytest_modelpack.safety.refs import BytesRef
 from pytest_modelpack.safety.values import Latin1, Sym, TextRef, is_text, kind_of
-
-_DILL = "dill._dill"
-_CP = "cloudpickle.cloudpickle"
 
 CODE_BUILDERS = frozenset({("types", "CodeType"), (_DILL, "_create_code")})
 CELL_MAKERS = frozenset(
@@ -263,14 +262,6 @@ def _function_builder(module_dict: bool, high: int) -> Check:
     return check
 
 
-def _cell(args: tuple[Any, ...], ctx: Context) -> str | None:
-    return _arity(args, 0, 1)
-
-
-def _empty_cell(args: tuple[Any, ...], ctx: Context) -> str | None:
-    return _arity(args, 0)
-
-
 def _set_cell(args: tuple[Any, ...], ctx: Context) -> str | None:
     """``setattr(cell, 'cell_contents', value)`` (dill fills a cell so): on a cell only; or
     dill's ``setattr(cls, name, value)`` on a class this golden built by value, trusted by value
@@ -362,10 +353,10 @@ BY_VALUE_TABLE: dict[tuple[str, str], Check] = {
     (_DILL, "_create_function"): _function_builder(True, 7),
     (_CP, "_make_function"): _function_builder(False, 5),
     ("types", "FunctionType"): _function_builder(False, 5),
-    (_DILL, "_create_cell"): _cell,
-    (_CP, "_make_cell"): _cell,
-    (_CP, "_make_empty_cell"): _empty_cell,
-    ("types", "CellType"): _cell,
+    (_DILL, "_create_cell"): _takes(0, 1),
+    (_CP, "_make_cell"): _takes(0, 1),
+    (_CP, "_make_empty_cell"): _takes(0, 0),
+    ("types", "CellType"): _takes(0, 1),
     SETATTR: _set_cell,
     (_CP, "_function_setstate"): _function_setstate,
     **CLASS_TABLE,

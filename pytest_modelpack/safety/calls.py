@@ -198,10 +198,6 @@ def _rebuild_sparse_tensor(args: tuple[Any, ...], ctx: Context) -> str | None:
     return _global_in(layout, ctx, frozenset(("torch", n) for n in _SPARSE), "the layout")
 
 
-def _get_layout(args: tuple[Any, ...], ctx: Context) -> str | None:
-    return _first(_arity(args, 1), _kinds(args, ("str",)))
-
-
 def _meta_tensor(args: tuple[Any, ...], ctx: Context) -> str | None:
     if problem := _arity(args, 4):
         return problem
@@ -259,18 +255,7 @@ def _size(args: tuple[Any, ...], ctx: Context) -> str | None:
     return _first(_arity(args, 1), None if args and is_ints(args[0]) else "not a tuple of ints")
 
 
-def _device(args: tuple[Any, ...], ctx: Context) -> str | None:
-    return _first(_arity(args, 1, 2), _kinds(args, ("str",), ("int",)))
-
-
 # --------------------------------------------------------------------------- builtins, numpy
-
-
-def _container(*kinds: str) -> Check:
-    def check(args: tuple[Any, ...], ctx: Context) -> str | None:
-        return _first(_arity(args, 0, 1), _kinds(args, kinds))
-
-    return check
 
 
 _FACTORIES = frozenset(
@@ -287,20 +272,18 @@ def _defaultdict(args: tuple[Any, ...], ctx: Context) -> str | None:
     return _global_in(args[0], ctx, _FACTORIES, "the default factory")
 
 
-def _deque(args: tuple[Any, ...], ctx: Context) -> str | None:
-    return _first(_arity(args, 0, 2), _kinds(args, ("list", "tuple"), ("int", "None")))
+def _takes(low: int, high: int, *kinds: tuple[str, ...]) -> Check:
+    """``low`` to ``high`` arguments, the first ones of these kinds (in order)."""
 
+    def check(args: tuple[Any, ...], ctx: Context) -> str | None:
+        return _first(_arity(args, low, high), _kinds(args, *kinds))
 
-def _bytearray(args: tuple[Any, ...], ctx: Context) -> str | None:
-    # Never bytearray(n): n zero bytes from a few bytes of pickle.
-    return _first(_arity(args, 0, 1), _kinds(args, ("bytes", "list")))
+    return check
 
 
 def _numbers(low: int, high: int, *kinds: str) -> Check:
-    def check(args: tuple[Any, ...], ctx: Context) -> str | None:
-        return _first(_arity(args, low, high), _kinds(args, *([kinds] * len(args))))
-
-    return check
+    """``low`` to ``high`` arguments, each of these kinds."""
+    return _takes(low, high, *[kinds] * high)
 
 
 def _np_reconstruct(args: tuple[Any, ...], ctx: Context) -> str | None:
@@ -312,32 +295,19 @@ def _np_reconstruct(args: tuple[Any, ...], ctx: Context) -> str | None:
     )
 
 
-def _np_dtype(args: tuple[Any, ...], ctx: Context) -> str | None:
-    # dtype('f8', False, True); its state is checked at BUILD (never flags from a golden).
-    return _first(_arity(args, 1, 3), _kinds(args, ("str",), ("bool",), ("bool",)))
-
-
-def _np_scalar(args: tuple[Any, ...], ctx: Context) -> str | None:
-    return _first(_arity(args, 1, 2), _kinds(args, ("obj",), ("bytes",)))
-
-
-def _np_frombuffer(args: tuple[Any, ...], ctx: Context) -> str | None:
-    # Protocol 5 arrays: numpy's own bytearray buffer, reshaped by numpy (which checks sizes).
-    return _first(
-        _arity(args, 4), _kinds(args, ("bytes", "bytearray"), ("obj",), ("tuple",), ("str",))
-    )
-
-
 def _special(args: tuple[Any, ...], ctx: Context) -> str | None:
     return None  # carried out (and checked) by the interpreter itself
 
 
-_NUMPY = {}
+_NUMPY: dict[tuple[str, str], Check] = {}
 for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
     _NUMPY[(_mod, "_reconstruct")] = _np_reconstruct
-    _NUMPY[(_mod, "scalar")] = _np_scalar
+    _NUMPY[(_mod, "scalar")] = _takes(1, 2, ("obj",), ("bytes",))
 for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
-    _NUMPY[(_mod, "_frombuffer")] = _np_frombuffer
+    # Protocol 5 arrays: numpy's own bytearray buffer, reshaped by numpy (which checks sizes).
+    _NUMPY[(_mod, "_frombuffer")] = _takes(
+        4, 4, ("bytes", "bytearray"), ("obj",), ("tuple",), ("str",)
+    )
 
 #: Carried out by the interpreter: a nested torch storage, protocol 0-2 bytes, copyreg objects.
 SPECIAL = frozenset(
@@ -358,20 +328,22 @@ REDUCE_TABLE: dict[tuple[str, str], Check] = {
     ("torch._utils", "_rebuild_meta_tensor_no_storage"): _meta_tensor,
     ("torch._utils", "_rebuild_device_tensor_from_numpy"): _from_numpy,
     ("torch._tensor", "_rebuild_from_type_v2"): _from_type_v2,
-    ("torch.serialization", "_get_layout"): _get_layout,
+    ("torch.serialization", "_get_layout"): _takes(1, 1, ("str",)),
     ("torch", "Size"): _size,
-    ("torch", "device"): _device,
-    ("collections", "OrderedDict"): _container("list", "dict"),
-    ("collections", "Counter"): _container("dict"),
+    ("torch", "device"): _takes(1, 2, ("str",), ("int",)),
+    ("collections", "OrderedDict"): _takes(0, 1, ("list", "dict")),
+    ("collections", "Counter"): _takes(0, 1, ("dict",)),
     ("collections", "defaultdict"): _defaultdict,
-    ("collections", "deque"): _deque,
-    ("builtins", "set"): _container("list"),
-    ("builtins", "frozenset"): _container("list"),
-    ("builtins", "bytearray"): _bytearray,
+    ("collections", "deque"): _takes(0, 2, ("list", "tuple"), ("int", "None")),
+    ("builtins", "set"): _takes(0, 1, ("list",)),
+    ("builtins", "frozenset"): _takes(0, 1, ("list",)),
+    # Never bytearray(n): n zero bytes from a few bytes of pickle.
+    ("builtins", "bytearray"): _takes(0, 1, ("bytes", "list")),
     ("builtins", "complex"): _numbers(0, 2, "int", "float"),
     ("builtins", "slice"): _numbers(1, 3, "int", "None"),
     ("builtins", "range"): _numbers(1, 3, "int"),  # lazy: never materialised by a call
-    ("numpy", "dtype"): _np_dtype,
+    # dtype('f8', False, True); its state is checked at BUILD (never flags from a golden).
+    ("numpy", "dtype"): _takes(1, 3, ("str",), ("bool",), ("bool",)),
     **_NUMPY,
     **{name: _special for name in SPECIAL},
 }

@@ -31,7 +31,7 @@ import hashlib
 import re
 from typing import Any
 
-from pytest_modelpack.safety.calls import Check, Context, _arity, _first, _kinds
+from pytest_modelpack.safety.calls import Check, Context, _arity, _first, _kinds, _takes
 from pytest_modelpack.safety.values import Sym, TextRef, kind_of
 
 _DILL = "dill._dill"
@@ -225,17 +225,13 @@ def _create_type(args: tuple[Any, ...], ctx: Context) -> str | None:
     )
 
 
-def _create_namedtuple(args: tuple[Any, ...], ctx: Context) -> str | None:
-    if problem := _arity(args, 3, 4):
-        return problem
-    return _kinds(args, ("str",), ("tuple",), ("str",), ("list", "tuple", "None"))
-
-
 CLASS_TABLE: dict[tuple[str, str], Check] = {
     (_CP, "_make_skeleton_class"): _skeleton_class,
     (_CP, "_make_skeleton_enum"): _skeleton_enum,
     (_CP, "_class_setstate"): _setstate,
     (_CP, "_enum_setstate"): _setstate,
     (_DILL, "_create_type"): _create_type,
-    (_DILL, "_create_namedtuple"): _create_namedtuple,
+    (_DILL, "_create_namedtuple"): _takes(
+        3, 4, ("str",), ("tuple",), ("str",), ("list", "tuple", "None")
+    ),
 }

@@ -127,7 +127,7 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     ref = GlobalRef(name[0], name[1], m.where, pos, role=Role.REDUCE, shape=shape)
     if why is None and name in SPECIAL:
         why = _special_problem(m, name, call)
-    m.use(ref if why is None else replace(ref, problem=f"call refused: {why}"))
+    m.s.use(ref if why is None else replace(ref, problem=f"call refused: {why}"))
     if why is not None:  # scan mode goes on (load mode raised): the call never happens
         return Sym("obj", name)
     if name in SPECIAL:
@@ -141,7 +141,7 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     elif name in SKELETONS:  # never the class this process tracks by that id: a fresh one
         at = SKELETONS[name]
         call = (*call[:at], None, *call[at + 1 :])
-    if name in REDUCE_TABLE or name in BY_VALUE_TABLE:
+    if check is not None:
         try:
             result = func(*call)
         except Exception as exc:  # a table callable on arguments its check let through
@@ -218,7 +218,7 @@ def _resolve(m: Machine, pos: int, func: Any, name: tuple[str, str], call: tuple
     if isinstance(target, str):
         m.problem(pos, name[0], name[1], Role.REDUCE, f"call refused: {target}")
         return Sym("obj")
-    m.use(GlobalRef(target[0], target[1], m.where, pos, role=Role.REFERENCE))
+    m.s.use(GlobalRef(target[0], target[1], m.where, pos, role=Role.REFERENCE))
     found: tuple[str, str] | None = None
     if len(call) == 3:
         # getattr(G, name, default): the attribute, where it exists, is what the call returns;
@@ -226,7 +226,7 @@ def _resolve(m: Machine, pos: int, func: Any, name: tuple[str, str], call: tuple
         base = m.global_name(call[0])
         assert base is not None
         found = (base[0], call[1] if base[1] == MODULE else f"{base[1]}.{call[1]}")
-        m.use(GlobalRef(*found, m.where, pos, role=Role.REFERENCE, shape=GETATTR_FOUND))
+        m.s.use(GlobalRef(*found, m.where, pos, role=Role.REFERENCE, shape=GETATTR_FOUND))
     if not m.loading:
         return m.named(None, target)
     sys.audit("pickle.find_class", *target)
@@ -278,7 +278,7 @@ def _instantiate(
     m: Machine, pos: int, cls: Any, cls_name: tuple[str, str], args: tuple[Any, ...], rc: Any = None
 ) -> Any:
     """``cls.__new__(cls, *args)`` (NEWOBJ, copyreg), judged as an instantiation of ``cls``."""
-    m.use(GlobalRef(cls_name[0], cls_name[1], m.where, pos, role=Role.NEWOBJ))
+    m.s.use(GlobalRef(cls_name[0], cls_name[1], m.where, pos, role=Role.NEWOBJ))
     if not m.loading:
         return Sym("obj", cls_name)
     if not isinstance(cls, type):
@@ -328,7 +328,7 @@ def _newobj(m: Machine, pos: int, cls: Any, args: Any, kwargs: Any) -> Any:
         raise m.fail(pos, "NEWOBJ_EX keyword arguments are not a dict")
     if not kwargs or isinstance(kwargs, Sym):
         return _instantiate(m, pos, cls, name, call)
-    m.use(GlobalRef(name[0], name[1], m.where, pos, role=Role.NEWOBJ))
+    m.s.use(GlobalRef(name[0], name[1], m.where, pos, role=Role.NEWOBJ))
     obj = cls.__new__(cls, *call, **kwargs)
     m.s.produced[id(obj)] = (obj, name)
     return obj
@@ -373,7 +373,7 @@ def op_build(m: Machine, pos: int) -> None:
     ref = GlobalRef(made[0], made[1], m.where, pos, role=Role.BUILD)
     if made in FUNCTION_BUILDERS:  # dill: a by-value function's attributes
         why = function_state_problem(state, m)
-        m.use(ref if why is None else replace(ref, problem=why))
+        m.s.use(ref if why is None else replace(ref, problem=why))
         if m.loading:
             try:
                 _build_function(inst, state)
@@ -388,7 +388,7 @@ def op_build(m: Machine, pos: int) -> None:
         named = [p for p in m.call_shape(state).split(",") if p.startswith("G:")]
         ref = replace(ref, shape=",".join(named))
     why = _build_problem(inst, made, state) or _special_keys_problem(state)
-    decision = m.use(ref if why is None else replace(ref, problem=why))
+    decision = m.s.use(ref if why is None else replace(ref, problem=why))
     if m.loading:
         _build(m, inst, made, state, decision, ref)
 

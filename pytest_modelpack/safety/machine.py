@@ -89,6 +89,16 @@ class Session:
     def loading(self) -> bool:
         return self.judge is not None
 
+    def use(self, ref: GlobalRef) -> Any:
+        """Record (scan) or judge (load) one use; a refusal in load mode raises :class:`Refused`."""
+        if self.judge is None:
+            self.refs.append(ref)
+            return None
+        decision = self.judge(ref)
+        if not decision.allowed:
+            raise Refused(ref, decision.reason)
+        return decision
+
     def take(self, n: int, what: str) -> None:
         """Account ``n`` bytes materialised in load mode; refuse beyond the file's own size."""
         self.materialised += n
@@ -174,19 +184,8 @@ class Machine:
             f"truncated pickle ({self.where}): data ends inside the opcode at byte {pos}"
         )
 
-    def use(self, ref: GlobalRef) -> Any:
-        """Record (scan) or judge (load) one use; a refusal in load mode raises :class:`Refused`."""
-        if not self.loading:
-            self.s.refs.append(ref)
-            return None
-        assert self.s.judge is not None
-        decision = self.s.judge(ref)
-        if not decision.allowed:
-            raise Refused(ref, decision.reason)
-        return decision
-
     def problem(self, pos: int, module: str, qualname: str, role: Role, why: str) -> None:
-        self.use(GlobalRef(module, qualname, self.where, pos, problem=why, role=role))
+        self.s.use(GlobalRef(module, qualname, self.where, pos, problem=why, role=role))
 
     # -- stack ---------------------------------------------------------------------------------
 
@@ -314,7 +313,7 @@ class Machine:
                 module = _compat_pickle.IMPORT_MAPPING[module]
         name = (module, qualname)
         ref = GlobalRef(module, qualname, self.where, pos, role=Role.REFERENCE)
-        decision = self.use(ref)
+        decision = self.s.use(ref)
         if not self.loading:
             return _GlobalSym(name)
         sys.audit("pickle.find_class", module, qualname)  # as pickle's own find_class does

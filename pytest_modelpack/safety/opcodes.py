@@ -201,18 +201,14 @@ def _mapped_payload(m: Machine, n: int) -> bool:
         src.seek(start)
 
 
-def _materialised(m: Machine, value: Any, pos: int) -> Any:
+def _materialised(m: Machine, value: Any) -> Any:
     """A memoized value, with a mapped payload (:func:`_mapped_payload`) read into bytes: used
     anywhere but its own ``_load_from_bytes`` call, it is plain bytes as pickle would make."""
     if isinstance(value, BytesRef):
-        saved = m.src.tell()
-        try:
-            m.src.seek(value.offset)
-            return m.read(value.length, pos)
-        finally:
-            m.src.seek(saved)
+        m.s.take(value.length, "a bytes value")
+        return m.read_ref(value)
     if type(value) is tuple and any(isinstance(v, BytesRef) for v in value):
-        return tuple(_materialised(m, v, pos) for v in value)
+        return tuple(_materialised(m, v) for v in value)
     return value
 
 
@@ -404,7 +400,7 @@ def _get(fmt: str | None) -> Callable[[Machine, int], None]:
             value = m.memo[idx]
         else:
             raise m.fail(pos, f"memo key {idx} was never stored")
-        m.stack.append(_materialised(m, value, pos) if m.loading else value)
+        m.stack.append(_materialised(m, value) if m.loading else value)
 
     return handler
 

@@ -112,7 +112,7 @@ class Reader:
         sub.seek(0)
         if head == ZIP_MAGIC:
             why = "a zip archive inside a pickled storage: torch never writes one"
-            m.use(GlobalRef("<zip archive>", "data.pkl", where, 0, problem=why))
+            m.s.use(GlobalRef("<zip archive>", "data.pkl", where, 0, problem=why))
             return Sym("storage")
         return self.legacy(sub, where, 1)
 
@@ -232,7 +232,7 @@ class Reader:
                 f"its storages declare {total} bytes, {left} are present: a memory bomb for "
                 "torch.load"
             )
-            m.use(GlobalRef("<storage>", "size", where, pos, problem=why))
+            m.s.use(GlobalRef("<storage>", "size", where, pos, problem=why))
 
     def _fill(self, src: Source, where: str, obj: Any, keys: Any) -> Any:
         import torch
@@ -396,10 +396,7 @@ def _load_zip(session: Session, src: Window, where: str) -> Any:
     probe.nested = Reader(probe)
     scan_zip(probe, src, where)
     for ref in probe.refs:
-        assert session.judge is not None
-        decision = session.judge(ref)
-        if not decision.allowed:
-            raise Refused(ref, decision.reason)
+        session.use(ref)
     members = zip_members(session, src, where)
     if members is None:
         raise ScanError(f"unreadable zip file ({where})")
@@ -508,10 +505,7 @@ def interpret_file(
             "a legacy torch tar archive: torch.load would unpickle its members, which a "
             "pickle reader never sees"
         )
-        ref = GlobalRef("<tar archive>", "members", where, problem=why)
-        if session.loading:
-            raise Refused(ref, why)
-        session.refs.append(ref)
+        session.use(GlobalRef("<tar archive>", "members", where, problem=why))
     value = interpret(session, src, where, 0, Persid.REFUSE)
     if not session.loading and type(value) is int and value == TORCH_LEGACY_MAGIC:
         # A legacy torch.save file: torch.load reads four more pickles after the magic number.

@@ -13,18 +13,15 @@ import struct
 import zlib
 
 from pytest_modelpack.safety.interpreter import interpret
-from pytest_modelpack.safety.machine import Persid, Refused, Session
+from pytest_modelpack.safety.machine import Persid, Session
 from pytest_modelpack.safety.refs import GlobalRef, ScanError
 from pytest_modelpack.safety.sources import Window
 
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-def _zip_problem(m_or_session: Session, where: str, why: str) -> None:
-    ref = GlobalRef("<zip archive>", "central directory", where, problem=why)
-    if m_or_session.loading:
-        raise Refused(ref, why)
-    m_or_session.refs.append(ref)
+def _zip_problem(session: Session, where: str, why: str) -> None:
+    session.use(GlobalRef("<zip archive>", "central directory", where, problem=why))
 
 
 def zip_members(
