@@ -174,6 +174,10 @@ def _split_extra(entry: str) -> tuple[str, str | None]:
     )
 
 
+def _refused(reason: str, missing: Missing | None = None) -> Decision:
+    return Decision(False, Kind.REFUSED, reason, missing)
+
+
 class Allowlist:
     """Decides, per exact ``(module, qualname)``, whether a golden may import a global.
 
@@ -238,12 +242,11 @@ class Allowlist:
         make the same call (or an exact ``modelpack_safe_globals`` entry).
         """
         if ref.problem is not None:
-            return Decision(False, Kind.REFUSED, ref.problem)
+            return _refused(ref.problem)
         module, qualname, role = ref.module, ref.qualname, ref.role
         key = (module, qualname)
         name = self.check(module, qualname)
-        live = self.trust.allows(module, qualname, role, ref.shape)
-        if live:
+        if self.trust.allows(module, qualname, role, ref.shape):
             return Decision(True, Kind.LIVE, "used this way by the live model's own pickle")
         if self._extra_listed(module, qualname):
             return Decision(True, Kind.EXTRA, "listed in the extra safe globals")
@@ -258,15 +261,11 @@ class Allowlist:
                     Kind.GOLDEN_CODE,
                     "the golden's own code, trusted by --modelpack-trust-golden-code",
                 )
-            return Decision(
-                False, Kind.REFUSED, CODE_CHANGED if key in CODE_BUILDERS else CLASS_CHANGED
-            )
+            return _refused(CODE_CHANGED if key in CODE_BUILDERS else CLASS_CHANGED)
         if role is Role.REFERENCE and qualname == MODULE:
             if self.trust.knows(module, qualname):
                 return Decision(True, Kind.LIVE, "a module the live model's own pickle imports")
-            return Decision(
-                False, Kind.REFUSED, "a module the live model's own pickle never imports"
-            )
+            return _refused("a module the live model's own pickle never imports")
         if role is Role.REFERENCE:
             if (
                 name.allowed
@@ -277,11 +276,9 @@ class Allowlist:
                 # ``preprocess``, a hook): only where the live model's own pickle stores it too.
                 if self.trust.knows(module, qualname):
                     return Decision(True, Kind.LIVE, "used by the live model's own pickle")
-                return Decision(
-                    False,
-                    Kind.REFUSED,
+                return _refused(
                     "a project function the live model's own pickle never references: a golden "
-                    "may neither call it nor store it (whoever reads it would call it)",
+                    "may neither call it nor store it (whoever reads it would call it)"
                 )
             if name.allowed:
                 return name
@@ -294,17 +291,13 @@ class Allowlist:
             if key in REDUCE_TABLE:
                 return Decision(True, name.kind, "on the built-in call table (arguments checked)")
             if name.allowed and name.kind == Kind.PROJECT:
-                return Decision(
-                    False,
-                    Kind.REFUSED,
+                return _refused(
                     "a project function or class called by the golden, but the live model's "
-                    "own pickle never calls it this way",
+                    "own pickle never calls it this way"
                 )
             if key in BY_VALUE_TABLE:
-                return Decision(
-                    False,
-                    Kind.REFUSED,
-                    "a by-value builder called in a way the live model's own pickle never does",
+                return _refused(
+                    "a by-value builder called in a way the live model's own pickle never does"
                 )
             return self._refuse_role(name, role)
         # NEWOBJ / BUILD: torch modules, project classes, the built-in restorable types.
@@ -326,10 +319,8 @@ class Allowlist:
     def _refuse_role(self, name: Decision, role: Role) -> Decision:
         if not name.allowed:
             return name
-        return Decision(
-            False,
-            Kind.REFUSED,
-            f"not allowed to be {role} by a golden (the live model's own pickle never does this)",
+        return _refused(
+            f"not allowed to be {role} by a golden (the live model's own pickle never does this)"
         )
 
     def _in_extra_package(self, module: str) -> bool:
@@ -346,18 +337,14 @@ class Allowlist:
 
     def _decide(self, module: str, qualname: str) -> Decision:
         if module == BY_VALUE:
-            return Decision(
-                False,
-                Kind.REFUSED,
+            return _refused(
                 "a class the golden built by value that the live model's own pickle does not "
-                "use this way",
+                "use this way"
             )
         if "<locals>" in qualname.split("."):
-            return Decision(
-                False, Kind.REFUSED, "a class or function defined inside a function (<locals>)"
-            )
+            return _refused("a class or function defined inside a function (<locals>)")
         if not (_valid_dotted(module) and _valid_dotted(qualname)):
-            return Decision(False, Kind.REFUSED, "not a valid module and qualified name")
+            return _refused("not a valid module and qualified name")
         top = module.partition(".")[0]
         # Python 2 names (__builtin__, copy_reg...) are standard library too, never "renamed
         # project code": a protocol 3+ stream asking for them is refused, not aliased.
@@ -386,7 +373,7 @@ class Allowlist:
             where = "third-party code"
         else:  # not installed, and not under the project root (the CLI without --root)
             where = "neither installed nor project code"
-        return Decision(False, Kind.REFUSED, f"not on the allowlist: {where}")
+        return _refused(f"not on the allowlist: {where}")
 
     def _decide_project(self, module: str, qualname: str) -> Decision | None:
         """The verdict for a project module; None when ``module`` is not project code."""
@@ -395,60 +382,44 @@ class Allowlist:
             return None
         if status is Location.MISSING:
             # Not found anywhere we may look: a renamed or moved project module, most likely.
-            return Decision(False, Kind.REFUSED, detail, missing=Missing.MODULE)
+            return _refused(detail, missing=Missing.MODULE)
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:
-            return Decision(
-                False, Kind.REFUSED, f"cannot import {module}: {exc}", missing=Missing.MODULE
-            )
+            return _refused(f"cannot import {module}: {exc}", missing=Missing.MODULE)
         except (Exception, SystemExit) as exc:
             # Project code failed at import: report, don't crash the scan. SystemExit too: a
             # golden naming e.g. ``setup.x`` makes us import a project's setup.py, whose setup()
             # exits on our argv; that must refuse the name, not end the scan (or the pytest run).
-            return Decision(
-                False, Kind.REFUSED, f"importing {module} failed: {type(exc).__name__}: {exc}"
-            )
+            return _refused(f"importing {module} failed: {type(exc).__name__}: {exc}")
         # An import hook (sys.meta_path) could have loaded something other than the file found.
         origin = getattr(mod, "__file__", None)
         if origin is None or not self.project.contains_file(origin):
-            return Decision(
-                False, Kind.REFUSED, f"module {module} was imported from outside the project"
-            )
+            return _refused(f"module {module} was imported from outside the project")
         obj: object = mod
         parts = qualname.split(".")
         for i, part in enumerate(parts):
             try:
                 obj = getattr(obj, part)
             except AttributeError:
-                return Decision(
-                    False,
-                    Kind.REFUSED,
+                return _refused(
                     f"module {module} has no attribute {'.'.join(parts[: i + 1])}",
                     missing=Missing.ATTRIBUTE,
                 )
             except Exception as exc:
-                return Decision(False, Kind.REFUSED, f"looking up {qualname} failed: {exc}")
+                return _refused(f"looking up {qualname} failed: {exc}")
             if i < len(parts) - 1 and not isinstance(obj, type):
                 what = "a module object" if inspect.ismodule(obj) else type(obj).__name__
-                return Decision(
-                    False,
-                    Kind.REFUSED,
+                return _refused(
                     f"{module}.{'.'.join(parts[: i + 1])} is {what}; a qualified name may only "
-                    "pass through classes",
+                    "pass through classes"
                 )
         if inspect.ismodule(obj):
-            return Decision(False, Kind.REFUSED, "resolves to a module object")
+            return _refused("resolves to a module object")
         if not (isinstance(obj, type) or inspect.isfunction(obj)):
-            return Decision(
-                False, Kind.REFUSED, f"resolves to a {type(obj).__name__}, not a class or function"
-            )
+            return _refused(f"resolves to a {type(obj).__name__}, not a class or function")
         if obj.__module__ != module or obj.__qualname__ != qualname:
-            return Decision(
-                False,
-                Kind.REFUSED,
-                f"resolves to {obj.__module__}.{obj.__qualname__}, defined elsewhere",
-            )
+            return _refused(f"resolves to {obj.__module__}.{obj.__qualname__}, defined elsewhere")
         where = Path(os.path.realpath(origin)).relative_to(self.project_root or "/")
         return Decision(True, Kind.PROJECT, f"defined in the project ({where.as_posix()})")
 
