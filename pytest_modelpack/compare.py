@@ -421,16 +421,14 @@ class _Comparer:
             if e != a:  # no abs_err: float() of a huge int overflows, and ints are exact anyway
                 self.add(path, e, a, _got(e, a))
             return
-        isnan = cmath.isnan if e_type is complex else math.isnan
-        isfinite = cmath.isfinite if e_type is complex else math.isfinite
-        if e == a or (isnan(e) and isnan(a)):
+        if e == a or (cmath.isnan(e) and cmath.isnan(a)):
             return
         assert tol.rtol is not None and tol.atol is not None
         abs_err = abs(a - e)
         # Same test as torch.isclose: |a - e| <= atol + rtol * |e|, where non-finite values only
         # match themselves (handled by == above): with e = inf, rtol * |e| is inf and would
         # otherwise let anything match.
-        if isfinite(e) and isfinite(a) and abs_err <= tol.atol + tol.rtol * abs(e):
+        if cmath.isfinite(e) and cmath.isfinite(a) and abs_err <= tol.atol + tol.rtol * abs(e):
             return
         rel_err = abs_err / abs(e) if e else math.inf  # abs_err > 0: e != a
         self.add(path, e, a, _got(e, a), abs_err=abs_err, rel_err=rel_err, tolerance=tol)

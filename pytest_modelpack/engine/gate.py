@@ -292,6 +292,7 @@ def judge_drift(gate: Gate) -> None:
     policy = request.settings.drift
     if gate.pinned is not None:
         refused, names = gate.pinned
+        shown = ", ".join(sorted(set(names))[:3])
         if drift.code is None:
             made = (gate.manifest.environment or {}).get("python")
             today = platform.python_version()
@@ -303,13 +304,12 @@ def judge_drift(gate: Gate) -> None:
                     detail=[
                         "dill and cloudpickle store a function's bytecode, which differs between "
                         "Python versions: the gate builds only code identical to today's",
-                        f"pinned code: {', '.join(sorted(set(names))[:3])}",
+                        f"pinned code: {shown}",
                     ],
                     fix=f"run the gate on Python {'.'.join(made.split('.')[:2])}, or regenerate "
                     f"the golden on this Python: {regen_command(request.nodeid)}",
                 )
             raise refused  # code no source change explains: never built, never run
-        shown = ", ".join(sorted(set(names))[:3])
         behaviour = [
             f"behaviour: not compared: the golden pins its own code by value ({shown}), which "
             "differs from today's, and the gate never runs a golden's own code unless asked",
