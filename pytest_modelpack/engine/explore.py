@@ -91,16 +91,11 @@ def draw_inputs(request: CheckRequest, n: int) -> list[Any]:
     """``n`` distinct inputs from the strategy, the same ones every time (derandomized)."""
     from hypothesis import Phase, given, seed
 
-    collected: list[Any] = []
-    keys: set[str] = set()
+    collected: dict[str, Any] = {}  # by the input's recorded JSON: the first of equal ones
 
     def collect(x: Any) -> None:
-        if len(collected) >= n:
-            return
-        key = json.dumps(encode_value(x, path="input"), sort_keys=True)
-        if key not in keys:
-            keys.add(key)
-            collected.append(x)
+        if len(collected) < n:
+            collected.setdefault(json.dumps(encode_value(x, path="input"), sort_keys=True), x)
 
     # A seed of the golden's name, not derandomize: derandomize seeds from this function's own
     # source, so any edit to pytest-modelpack would re-draw every golden's recorded inputs.
@@ -113,4 +108,4 @@ def draw_inputs(request: CheckRequest, n: int) -> list[Any]:
         raise errors.UsageError(
             "could not draw inputs to record", detail=[f"{type(exc).__name__}: {exc}"]
         ) from None
-    return collected
+    return list(collected.values())
