@@ -78,8 +78,9 @@ def zip_members(
         return None
     entries = _central_directory(src, cd_offset, cd_size, n_total, where)
     spans = []
+    members = []
     names: dict[str, str] = {}
-    for name, _method, csize, _usize, local in entries:
+    for name, method, csize, usize, local in entries:
         src.seek(local)
         head = src.read(30)
         if len(head) != 30 or not head.startswith(ZIP_MAGIC):
@@ -90,6 +91,7 @@ def zip_members(
             _zip_problem(session, where, f"zip entry {name}: its local name differs")
             return None
         spans.append((local, start + csize, name))
+        members.append((name, method, csize, usize, start))
         folded = name.casefold()
         if folded in names:
             _zip_problem(
@@ -108,11 +110,6 @@ def zip_members(
         if start < end:
             _zip_problem(session, where, f"zip entries {name} and {other} overlap")
             return None
-    members = []
-    for name, method, csize, usize, local in entries:
-        src.seek(local + 26)
-        n_len, e_len = struct.unpack("<HH", src.read(4))
-        members.append((name, method, csize, usize, local + 30 + n_len + e_len))
     return members
 
 

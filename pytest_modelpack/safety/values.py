@@ -49,22 +49,14 @@ class Sym:
         """Remember the dunder string keys among ``items`` (key, value, key, value...) and the
         pairs themselves, as far as :data:`ITEMS_KEPT` (scan mode builds no dict)."""
         keys = items[0::2]
-        self.note_keys(keys)
+        for key in keys:
+            if isinstance(key, str) and key.startswith("__") and key.endswith("__"):
+                if key not in INERT_DUNDERS:
+                    self.special_keys.append(key)
         if self.items is not None:
             self.items.extend(zip(keys, items[1::2], strict=True))
             if len(self.items) > ITEMS_KEPT:
                 self.items = None
-
-    def note_keys(self, keys: object) -> None:
-        """Remember the dunder string keys among ``keys``."""
-        for key in keys:  # type: ignore[attr-defined]
-            if (
-                isinstance(key, str)
-                and key.startswith("__")
-                and key.endswith("__")
-                and key not in INERT_DUNDERS
-            ):
-                self.special_keys.append(key)
 
     def __repr__(self) -> str:
         return f"<{self.kind}>"
