@@ -31,6 +31,7 @@ from .states import Mode
 if TYPE_CHECKING:
     from .fixture import Modelpack
     from .options import Settings
+    from .report import Report
     from .session import SessionState
 
 STATE = pytest.StashKey["SessionState"]()
@@ -349,24 +350,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     state.report.problems.extend(state.report.duplicate_names())
     _judge_unused(session, state)
-    path = config.getoption(FLAG_REPORT)
-    if path:
-        _write_report(state, FLAG_REPORT, Path(path), state.report.write)
-    html = config.getoption(FLAG_HTML)
-    if html:
-        from .report.html import write_html
+    from .report import Report
+    from .report.html import write_html
 
-        _write_report(state, FLAG_HTML, Path(html), lambda p: write_html(state.report, p))
+    for flag, write in ((FLAG_REPORT, Report.write), (FLAG_HTML, write_html)):
+        if config.getoption(flag):
+            _write_report(state, flag, Path(config.getoption(flag)), write)
     if (state.report.problems or state.report.unused_fails()) and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _write_report(
-    state: SessionState, flag: str, path: Path, write: Callable[[Path], None]
+    state: SessionState, flag: str, path: Path, write: Callable[[Report, Path], None]
 ) -> None:
     """Write one report; an OS error is a modelpack failure naming the path, not a traceback."""
     try:
-        write(path)
+        write(state.report, path)
     except OSError as exc:
         from .errors import ReportIOError
 

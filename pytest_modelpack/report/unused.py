@@ -117,17 +117,15 @@ def not_judged_reason(
 def unused_error(folder: Path, root: Path, rows: list[dict[str, Any]]) -> errors.UnusedGolden:
     """UNUSED GOLDEN for ``folder``, with the checks whose golden is missing beside it."""
     shown = _shown(folder, root)
+    beside = [row for row in rows if Path(row["golden"]).parent == folder.parent]
     renamed = list(
         dict.fromkeys(
             (row.get("claimant") or row["nodeid"], _shown(Path(row["golden"]), root))
-            for row in rows
+            for row in beside
             if row.get("kind") == errors.MissingGolden.kind
-            and Path(row["golden"]).parent == folder.parent
         )
     )
-    claimed = sorted(
-        {Path(row["golden"]).name for row in rows if Path(row["golden"]).parent == folder.parent}
-    )
+    claimed = sorted({Path(row["golden"]).name for row in beside})
     detail = [
         f"folder: {shown} ({', '.join(n for n in GOLDEN_FILES if (folder / n).is_file())})",
         "checks in this run claimed: " + (", ".join(claimed) if claimed else "nothing here"),
