@@ -94,15 +94,14 @@ def _folder(arg: str) -> Path:
 
 
 def _load_golden(arg: str) -> tuple[Any, Manifest]:
-    """The golden at ``arg`` and its validated manifest; "no golden at PATH" when nothing is
-    there (a typo is not a corrupt golden)."""
+    """The golden at ``arg`` and its validated manifest. A typo, or a file that is not part of a
+    golden, is "no golden at PATH": never a corrupt golden to remove or to "git checkout -- ."
+    the folder around it."""
     from .golden import GoldenStore
 
     folder = _folder(arg)
     exists = os.path.lexists(folder)
     if not exists or not folder.is_dir():
-        # A typo, or a file that is not part of a golden (never "remove it", never "git checkout
-        # -- ." of the folder around it): there is no golden here.
         raise errors.MissingGolden(
             f"no golden at {arg}",
             detail=[f"{folder} " + ("is not a folder" if exists else "does not exist")],
