@@ -223,10 +223,6 @@ def _code_builder(args: tuple[Any, ...], ctx: Context) -> str | None:
     return None if 16 <= len(args) <= 20 else f"takes 16 to 20 arguments, not {len(args)}"
 
 
-def _is_code(value: Any, ctx: Context) -> bool:
-    return ctx.producer(value) in CODE_BUILDERS
-
-
 def _globals_dict(value: Any, ctx: Context, module_dict: bool) -> str | None:
     named = ctx.global_name(value)
     if named is not None:
@@ -250,7 +246,7 @@ def _function_builder(module_dict: bool, high: int) -> Check:
     def check(args: tuple[Any, ...], ctx: Context) -> str | None:
         if problem := _arity(args, 2, high):
             return problem
-        if not _is_code(args[0], ctx):
+        if ctx.producer(args[0]) not in CODE_BUILDERS:
             return "its code is not a code object this golden built by value"
         return _first(
             _globals_dict(args[1], ctx, module_dict),

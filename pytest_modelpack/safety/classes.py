@@ -146,13 +146,10 @@ def class_shape(name: tuple[str, str], args: tuple[Any, ...], ctx: Any) -> str:
     else:
         skip = SKELETONS.get(name)
         parts = [fingerprint(a, ctx) for i, a in enumerate(args) if i != skip]
-        label = _label(args[0 if name[1] == "_create_namedtuple" else 1])
+        text = args[0 if name[1] == "_create_namedtuple" else 1]
+        label = re.sub(r"[^\w]", "_", text)[:200] if isinstance(text, str) else "?"
     h = hashlib.sha256("|".join([name[1], *parts]).encode("utf-8", "surrogatepass"))
     return f"class:{label}:{h.hexdigest()[:32]}"
-
-
-def _label(value: Any) -> str:
-    return re.sub(r"[^\w]", "_", value)[:200] if isinstance(value, str) else "?"
 
 
 def by_value_name(digest: str) -> tuple[str, str]:

@@ -72,25 +72,19 @@ class Reader:
         offset = value.offset if isinstance(value, BytesRef | Latin1) else pos
         label = f"nested storage (torch.storage._load_from_bytes) at byte {offset}"
         where = label if m.where == "top level" else f"{m.where} > {label}"
-        if self.s.loading:
-            if isinstance(value, BytesRef):  # still in the mapped golden: read it from there
-                saved = m.src.tell()
-                try:
-                    window = Window(m.src, value.offset, value.offset + value.length)
-                    return self.torch_payload(window, where, m)
-                finally:
-                    m.src.seek(saved)
-            data = bytes(value)
-            return self.torch_payload(Window(io.BytesIO(data), 0, len(data)), where, m)
-        key = (offset, value.length if isinstance(value, BytesRef) else -1)
-        if key in self.s.seen_payloads:  # one payload memoized and loaded N times: read once
-            return Sym("storage", LOAD_FROM_BYTES)
-        self.s.seen_payloads[key] = True
+        if not self.s.loading:
+            key = (offset, value.length if isinstance(value, BytesRef) else -1)
+            if key in self.s.seen_payloads:  # one payload memoized and loaded N times: read once
+                return Sym("storage", LOAD_FROM_BYTES)
+            self.s.seen_payloads[key] = True
         saved = m.src.tell()
         try:
             sub: Source
-            if isinstance(value, BytesRef):
+            if isinstance(value, BytesRef):  # (load mode: still in the mapped golden: read there)
                 sub = Window(m.src, value.offset, value.offset + value.length)
+            elif self.s.loading:
+                data = bytes(value)
+                sub = Window(io.BytesIO(data), 0, len(data))
             elif isinstance(value.text, str):
                 try:
                     data = value.text.encode("latin-1")
@@ -102,10 +96,10 @@ class Reader:
             else:
                 ref = value.text
                 sub = Latin1Reader(Window(m.src, ref.offset, ref.offset + ref.length), ref.encoding)
-            self.torch_payload(sub, where, m)
+            result = self.torch_payload(sub, where, m)
         finally:
             m.src.seek(saved)
-        return Sym("storage", LOAD_FROM_BYTES)
+        return result if self.s.loading else Sym("storage", LOAD_FROM_BYTES)
 
     def torch_payload(self, sub: Source, where: str, m: Machine) -> Any:
         head = sub.read(4)
