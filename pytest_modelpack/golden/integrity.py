@@ -65,16 +65,15 @@ class DeferredHash:
             with fileio.open_regular(path) as opened:
                 if opened is None or opened[1].st_size < DEFER_MIN:
                     return
-                if not fileio.POSITIONAL:  # the hash reads at the shared offset: not kept
-                    background = fileio.BackgroundHash(opened[0])
-                    self._early = (background, file_identity(opened[1]), None)
-                    return
-                kept = os.fdopen(os.dup(opened[0].fileno()), "rb")
+                # without positional reads the hash reads at the shared offset: not kept
+                kept = os.fdopen(os.dup(opened[0].fileno()), "rb") if fileio.POSITIONAL else None
                 try:
-                    self._early = (fileio.BackgroundHash(kept), file_identity(opened[1]), kept)
+                    background = fileio.BackgroundHash(kept or opened[0])
                 except BaseException:
-                    kept.close()
+                    if kept is not None:
+                        kept.close()
                     raise
+                self._early = (background, file_identity(opened[1]), kept)
         except (OSError, ValueError, RuntimeError):  # RuntimeError: no thread to be had
             return
 

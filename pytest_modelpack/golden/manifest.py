@@ -348,12 +348,9 @@ def _storages(
 def _global(item: Any, index: int) -> GlobalEntry:
     field = f"globals[{index}]"
     entry = _obj(item, field)
-    _require(entry, field, ("module", "qualname", "kind"))
-    return GlobalEntry(
-        module=_typed(entry["module"], str, f"{field}.module"),
-        qualname=_typed(entry["qualname"], str, f"{field}.qualname"),
-        kind=_typed(entry["kind"], str, f"{field}.kind"),
-    )
+    parts = ("module", "qualname", "kind")
+    _require(entry, field, parts)
+    return GlobalEntry(**{part: _typed(entry[part], str, f"{field}.{part}") for part in parts})
 
 
 _UNIT_FIELDS: dict[str, tuple[type, bool]] = {

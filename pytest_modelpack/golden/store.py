@@ -458,9 +458,7 @@ class GoldenStore:
             return parse_examples(data)
         except CorruptGolden as exc:
             # The store knows the test: its fix names it (the codec's own fix cannot).
-            raise self._corrupt(
-                "examples.json cannot be decoded", self.examples_path, exc.summary
-            ) from None
+            raise self._corrupt("examples.json cannot be decoded", path, exc.summary) from None
 
     def read_verified(self) -> tuple[Manifest, list[Any]]:
         """Everything a reader relies on: paths inside the project, manifest valid, sizes and
