@@ -387,7 +387,10 @@ def op_build(m: Machine, pos: int) -> None:
     if isinstance(state, tuple):
         named = [p for p in m.call_shape(state).split(",") if p.startswith("G:")]
         ref = replace(ref, shape=",".join(named))
-    why = _build_problem(inst, made, state) or _special_keys_problem(state)
+    # (scan mode: the state's dunder keys; load mode checks the object built, see _build)
+    why = _build_problem(inst, made, state) or (
+        None if m.loading else state_keys_problem(object, state)
+    )
     decision = m.s.use(ref if why is None else replace(ref, problem=why))
     if m.loading:
         _build(m, inst, made, state, decision, ref)
@@ -401,17 +404,6 @@ def _build_function(func: Any, state: Any) -> None:
         func.__dict__.update(parts[0])
     for key, value in (parts[1] or {}).items():
         setattr(func, key, value)
-
-
-def _special_keys_problem(state: Any) -> str | None:
-    """Scan mode's half of :func:`state_keys_problem`: no object is built, but the dunder keys of
-    a state dict are known (the loader also refuses names the class defines as methods)."""
-    parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
-    for part in parts:
-        if isinstance(part, Sym) and part.special_keys:
-            key = part.special_keys[0]
-            return f"BUILD state sets {key!r}: a special attribute, never plain state"
-    return None
 
 
 _FORGED_DTYPE = "sets a numpy dtype's state (flags, item size, fields) to other than its own"
@@ -494,8 +486,10 @@ def state_keys_problem(cls: type, state: Any) -> str | None:
     """
     parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
     for part in parts:
-        if part is None:
-            continue
+        if isinstance(part, Sym) and part.special_keys:
+            # Scan mode: no object is built, but the dunder keys of a state dict are known.
+            key = part.special_keys[0]
+            return f"BUILD state sets {key!r}: a special attribute, never plain state"
         if not isinstance(part, dict):
             continue  # a custom __setstate__'s own state: judged by the type (proven safe)
         for key in part:
