@@ -57,21 +57,17 @@ def _panel(
     step = max(1, (hi_e - lo_e) // 4)
     for e in range(lo_e, hi_e + 1, step):
         y = y_of(10.0**e)
-        parts.append(
-            f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-        )
-        parts.append(
-            f'<text x="{LEFT - 4}" y="{y + 3:.1f}" class="tick" text-anchor="end">1e{e}</text>'
-        )
-    parts.append(
+        parts += [
+            f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>',
+            f'<text x="{LEFT - 4}" y="{y + 3:.1f}" class="tick" text-anchor="end">1e{e}</text>',
+        ]
+    parts += [
         f'<text x="{LEFT - 4}" y="{TOP + plot_h - 3}" class="tick" text-anchor="end">0</text>'
         f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{TOP + log_h}" y2="{TOP + log_h}" '
-        'class="grid"/>'
-    )
-    parts.append(
+        'class="grid"/>',
         f'<text x="{LEFT + plot_w}" y="{HEIGHT - 4}" class="tick" text-anchor="end">'
-        f"input 1..{len(values)}</text>"
-    )
+        f"input 1..{len(values)}</text>",
+    ]
     if limit:
         y = y_of(limit)
         parts.append(
