@@ -237,13 +237,11 @@ def op_readonly_buffer(m: Machine, pos: int) -> None:
     m.top(pos)  # acts on the buffer NEXT_BUFFER pushed (already refused)
 
 
-def op_tuple(m: Machine, pos: int) -> None:
-    m.stack.append(tuple(m.pop_mark(pos)))
+def _tuple(n: int | None) -> Callable[[Machine, int], None]:
+    """TUPLE1/2/3 (``n`` items) or TUPLE (``n`` None: the items above the MARK)."""
 
-
-def _tuple_n(n: int) -> Callable[[Machine, int], None]:
     def handler(m: Machine, pos: int) -> None:
-        m.stack.append(tuple(m.pop(n, pos)))
+        m.stack.append(tuple(m.pop_mark(pos) if n is None else m.pop(n, pos)))
 
     return handler
 
