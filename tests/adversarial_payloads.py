@@ -4,7 +4,7 @@ Each builder takes the canary path and returns the file's bytes. ``LIVE`` says h
 reader runs it: ``pickle`` (plain ``pickle.load``), ``torch`` (``torch.load(path,
 weights_only=False)``); ``effect`` what proves it live: ``canary`` (the file appears), ``crash``
 (the process dies of a signal or MemoryError under a memory limit), ``hang`` (still running at
-the timeout), ``flags=63`` (numpy took the forged dtype state) or ``error`` (not live: what is
+the timeout), ``flags=63`` or ``itemsize=4`` (numpy took the forged dtype state) or ``error`` (not live: what is
 tested is the words of the refusal).
 """
 
@@ -155,6 +155,28 @@ def numpy_dtype_flags(canary: Path) -> bytes:
     )
 
 
+def _structured_dtype(elsize: int, flags: int) -> bytes:
+    """numpy's own protocol 4 pickle of the structured dtype ``[('a', 'i4'), ('b', 'i4')]``
+    (item size 8, flags 16), with its state's item size and flags replaced."""
+    import numpy as np
+
+    data = pickle.dumps(np.dtype([("a", "i4"), ("b", "i4")]), protocol=4)
+    own = b"K\x08K\x01K\x10t"
+    assert data.count(own) == 1
+    return data.replace(own, b"K" + bytes([elsize]) + b"K\x01K" + bytes([flags]) + b"t")
+
+
+def numpy_structured_flags(canary: Path) -> bytes:
+    """A structured dtype of two int32 fields whose state claims "holds object pointers"."""
+    return _structured_dtype(8, 63)
+
+
+def numpy_structured_itemsize(canary: Path) -> bytes:
+    """A structured dtype whose item size (4) ends before its second field (bytes 4..8): numpy
+    takes it, and every read of that field runs past the element."""
+    return _structured_dtype(4, 16)
+
+
 def partial_project(canary: Path) -> bytes:
     """defaultdict(partial(tools.touch_file, canary)): a project function with an attacker
     argument, run when the comparison looks up a missing key."""
@@ -254,6 +276,12 @@ PAYLOADS = {
     "bytearray rewritten before _load_from_bytes": (bytearray_mutated, "pickle", "canary"),
     "tar polyglot": (tar_polyglot, "torch", "canary"),
     "numpy dtype flags via BUILD": (numpy_dtype_flags, "pickle", "flags=63"),
+    "numpy structured dtype flags via BUILD": (numpy_structured_flags, "pickle", "flags=63"),
+    "numpy structured dtype item size via BUILD": (
+        numpy_structured_itemsize,
+        "pickle",
+        "itemsize=4",
+    ),
     "functools.partial project function": (partial_project, "gadget", "canary"),
     "project function called by REDUCE": (project_call, "pickle", "canary"),
     "memo index bomb": (memo_bomb, "pickle", "crash"),

@@ -32,7 +32,11 @@ def naive_load(how: str, path: str) -> None:
         obj = pickle.load(f)
     if how == "gadget":
         obj["any key"]  # what the output comparison does to a defaultdict
-    print(repr(obj)[:200], f"flags={getattr(obj, 'flags', None)}")
+    print(
+        repr(obj)[:200],
+        f"flags={getattr(obj, 'flags', None)}",
+        f"itemsize={getattr(obj, 'itemsize', None)}",
+    )
 
 
 def child(case: dict, out_path: str) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import os
 import pickle
 import struct
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -126,14 +127,97 @@ def _resident(view: fileio.MappedFile) -> int:
     raise AssertionError("the mapping is not in /proc/self/smaps")
 
 
+def _mapping_of(address: int) -> str:
+    """The /proc/self/maps line of the mapping that holds ``address``."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        start, end = (int(x, 16) for x in line.split()[0].split("-"))
+        if start <= address < end:
+            return line
+    raise AssertionError(f"{address:#x} is in no mapping")
+
+
+def _smaps_rss(address: int) -> int:
+    """Resident bytes of the mapping that holds ``address``."""
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line[:1] in "0123456789abcdef" and "-" in line.split()[0]:
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            if start <= address < end:
+                for entry in lines[i + 1 :]:
+                    if entry.startswith("Rss:"):
+                        return int(entry.split()[1]) * 1024
+    raise AssertionError(f"{address:#x} is in no mapping")
+
+
+@pytest.mark.skipif(
+    not (Path("/proc/self/smaps").exists() and hasattr(os, "copy_file_range")),
+    reason="needs Linux: /proc/self/smaps and os.copy_file_range",
+)
+def test_a_large_misaligned_storage_is_copied_into_a_mapped_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misaligned storage of 16 MiB or more: the kernel copies its bytes into an unlinked
+    temporary file, mapped at a page boundary. Neither the golden's pages under it nor the copy's
+    are resident until the tensor is used (a plain read would make all of it resident at once),
+    and no file is left behind."""
+    from pytest_modelpack.safety import streams
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    path, weights, _at = _misaligned(tmp_path, streams.MAP_COPY_BYTES)
+    monkeypatch.setattr(os, "preadv", lambda *a: pytest.fail("read instead of mapped"))
+    with open(path, "rb") as f:
+        view = fileio.map_copy(f, path)
+    loaded = load_bundle(view, Allowlist(None))
+    copy = loaded[1]
+    assert copy.data_ptr() % 64 == 0 and copy.data_ptr() not in _span(view)
+    mapping = _mapping_of(copy.data_ptr())
+    assert mapping.endswith("(deleted)") and str(scratch) in mapping, mapping
+    assert _smaps_rss(copy.data_ptr()) < weights.nbytes // 2, "the copy is resident"
+    assert _resident(view) < weights.nbytes // 2, "the copy read the golden's mapping"
+    assert list(scratch.iterdir()) == []
+    assert torch.equal(copy, weights)
+    copy.add_(1)  # writable, copy-on-write: the golden never changes
+    assert torch.equal(load_bundle(path, Allowlist(None))[1], weights)
+
+
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EXDEV", "ENOSYS"])
+def test_a_large_misaligned_storage_is_read_when_it_cannot_be_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, errno_name: str
+) -> None:
+    """A full temporary disk, another file system, no such call: the storage is read instead."""
+    import errno
+
+    from pytest_modelpack.safety import streams
+
+    path, weights, at = _misaligned(tmp_path, streams.MAP_COPY_BYTES)
+
+    def fails(*args: Any) -> int:
+        code = getattr(errno, errno_name)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "copy_file_range", fails, raising=False)
+    reads: list[int] = []
+    real = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, b, o: reads.append(o) or real(fd, b, o))
+    loaded = load_bundle(path, Allowlist(None))
+    assert torch.equal(loaded[1], weights)
+    assert reads and reads[0] == at
+
+
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs /proc/self/smaps")
 def test_a_misaligned_storage_is_read_from_the_file_not_through_the_mapping(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The copy is read with os.preadv into an aligned buffer: the mapping's pages under it are
-    never faulted in, so they do not count in the process' resident memory beside the copy.
-    (Reading the pickle around it maps a few pages, up to a large folio of the page cache each:
-    2 MiB.)"""
+    """Below 16 MiB the copy is read with os.preadv into an aligned buffer: the mapping's pages
+    under it are never faulted in, so they do not count in the process' resident memory beside
+    the copy. (Reading the pickle around it maps a few pages, up to a large folio of the page
+    cache each: 2 MiB.)"""
+    from pytest_modelpack.safety import streams
+
+    monkeypatch.setattr(streams, "MAP_COPY_BYTES", 32 << 20)
     path, weights, at = _misaligned(tmp_path, 16 << 20)
     reads: list[int] = []
     real = os.preadv
@@ -353,8 +437,6 @@ def test_the_scan_of_a_mapping_skips_its_storages(
     """The gate scans the verified mapping: it is read in place (an mmap has no seekable() before
     Python 3.13, and was spooled whole: every page of the file resident, the file written out
     again), its storages skipped, their spans found as the scan of the file finds them."""
-    import tempfile
-
     from pytest_modelpack.safety import scan_file, scan_stream
 
     path, weights, at = _misaligned(tmp_path, 16 << 20)

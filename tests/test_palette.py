@@ -109,6 +109,7 @@ def graphs(draw: Any) -> Any:
         st.composite(lambda d: _tensor(d))(),
         st.integers(0, 3).map(lambda n: np.arange(n, dtype=np.float32)),
         st.just(np.float64(1.5)),
+        st.sampled_from(range(len(_numpy_values()))).map(lambda i: _numpy_values()[i]),
     )
 
     def extend(children: Any) -> Any:
@@ -159,7 +160,16 @@ def _same(a: Any, b: Any, seen: set[tuple[int, int]]) -> bool:
             return torch.equal(a.to_dense(), b.to_dense())
         return torch.equal(torch.as_tensor(a), torch.as_tensor(b))
     if isinstance(a, np.ndarray):
+        if a.dtype.names:  # structured: the same fields, the same values
+            same = a.tolist() == b.tolist() if a.dtype.hasobject else a.tobytes() == b.tobytes()
+            return a.dtype == b.dtype and same
         return np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    if isinstance(a, np.random.RandomState):
+        return _same(a.get_state(legacy=False), b.get_state(legacy=False), seen)
+    if isinstance(a, np.random.Generator):
+        return _same(a.bit_generator.state, b.bit_generator.state, seen)
+    if isinstance(a, torch.distributions.Distribution):
+        return _same(vars(a), vars(b), seen)
     if isinstance(a, io.BytesIO):
         return a.getvalue() == b.getvalue() and a.tell() == b.tell()
     if isinstance(a, torch.nn.Module):
@@ -178,6 +188,22 @@ def _same(a: Any, b: Any, seen: set[tuple[int, int]]) -> bool:
             for k in (a.__slots__ if isinstance(a, pc.Slotted) else vars(a))
         )
     return bool(a == b)
+
+
+def _numpy_values() -> list[Any]:
+    """numpy values beyond plain arrays: structured (packed, aligned, titled, nested, with an
+    object field), subarray dtypes, the legacy and the new random generators."""
+    nested = np.dtype([(("Title", "t"), ">i4"), ("n", [("q", "U3"), ("o", "O")])])
+    return [
+        np.array([(1, 2.0), (3, 4.0)], dtype=[("id", "i4"), ("w", "f8")]),
+        np.zeros(2, dtype=np.dtype([("a", "i1"), ("b", "f8")], align=True)),
+        np.array([(5, ("ab", None))], dtype=nested),
+        np.dtype({"names": ["a"], "formats": ["i2"], "offsets": [2], "itemsize": 8}),
+        np.dtype(("i4", (2, 3))),
+        np.zeros(2, dtype="i4,(2,3)f8"),
+        np.random.RandomState(3),
+        np.random.default_rng(4),
+    ]
 
 
 def _check(graph: Any, tmp: Path) -> None:
@@ -229,11 +255,22 @@ def test_regen_and_gate_agree_on_every_palette_graph(tmp_path_factory: Any, grap
         ),
         pytest.param(lambda: pc.Slotted(pc.Color.BLUE, pc.Point(1, 2)), id="slots-enum-namedtuple"),
         pytest.param(lambda: io.BytesIO(b"abc"), id="bytesio"),
+        *(
+            pytest.param(lambda i=i: _numpy_values()[i], id=f"numpy-{i}")
+            for i in range(len(_numpy_values()))
+        ),
+        pytest.param(
+            lambda: torch.distributions.Categorical(probs=torch.tensor([0.25, 0.75])),
+            id="distribution-lazy-probs",
+        ),
+        pytest.param(lambda: pc.Lazy(1.0), id="cached-property"),
     ],
 )
 def test_each_kind_that_plain_pickle_round_trips(value: Any, tmp_path: Path) -> None:
     """The kinds that were refused before (one example each, proven by plain pickle first)."""
     obj = value()
+    if isinstance(obj, pc.Lazy | torch.distributions.Categorical):
+        obj.scale if isinstance(obj, pc.Lazy) else obj.logits  # the cache filled
     again = pickle.loads(pickle.dumps(obj))
     assert type(again) is type(obj)
     _check(pc.Holder({"v": obj}), tmp_path)

@@ -33,7 +33,10 @@ import array
 import collections
 import dataclasses
 import enum
+import functools
 import uuid
+
+import numpy as np
 
 import torch
 
@@ -135,6 +138,64 @@ class Shadow(torch.nn.Module):
 
     def forward(self, x):
         return self.forward_helper(self.lin(x))
+
+
+class NumpyNet(torch.nn.Module):
+    # numpy values plain pickle saves and loads: structured, aligned, titled and subarray
+    # dtypes, a legacy RandomState and a Generator (each restored by its own compiled
+    # __setstate__).
+
+    def __init__(self):
+        super().__init__()
+        self.lin = _filled(torch.nn.Linear(4, 2), 0.4)
+        self.table = np.array([(1, 2.0), (3, 4.0)], dtype=[("id", "i4"), ("w", "f8")])
+        self.aligned = np.zeros(2, dtype=np.dtype([("a", "i1"), ("b", "f8")], align=True))
+        self.titled = np.ones(1, dtype=[(("Title", "t"), "i4"), ("n", [("q", "U3")])])
+        self.sub = np.dtype(("i4", (2,)))
+        self.legacy = np.random.RandomState(3)
+        self.rng = np.random.default_rng(4)
+
+    def forward(self, x):
+        word = int(self.legacy.get_state()[1][0]) % 7
+        step = int(self.rng.bit_generator.state["state"]["state"]) % 5
+        return self.lin(x) * float(self.table["w"][1]) + word + step + self.sub.itemsize
+
+
+class Cached:
+    @functools.cached_property
+    def scale(self):
+        return 3.0
+
+
+class DistNet(torch.nn.Module):
+    # torch.distributions cache lazy properties (probs, logits) in the instance dict, as
+    # functools.cached_property does: restored state sets those names.
+
+    def __init__(self):
+        super().__init__()
+        self.lin = _filled(torch.nn.Linear(4, 2), 0.6)
+        self.cat = torch.distributions.Categorical(probs=torch.tensor([0.25, 0.75]))
+        self.cat.logits  # both lazy properties computed
+        self.norm = torch.distributions.Normal(torch.tensor(0.5), torch.tensor(2.0))
+        self.cached = Cached()
+        self.cached.scale
+
+    def forward(self, x):
+        return self.lin(x) * self.cat.probs[1] + self.norm.loc + self.cached.scale
+
+
+class OddDtypes(torch.nn.Module):
+    # uint16 and float8 tensors: torch.save writes and loads them; plain pickle.dump writes them
+    # but pickle.load cannot read them back (torch has no typed storage class for these dtypes).
+
+    def __init__(self):
+        super().__init__()
+        self.lin = _filled(torch.nn.Linear(4, 2), 0.1)
+        self.register_buffer("u16", torch.tensor([1, 2, 300, 4]).to(torch.uint16))
+        self.register_buffer("f8", torch.linspace(-1, 1, 4).to(torch.float8_e4m3fn))
+
+    def forward(self, x):
+        return self.lin(x) + self.u16.to(torch.float32)[:2] + self.f8.float()[:2]
 """
 
 TESTS = """\
@@ -156,6 +217,10 @@ CHECKS = {
     "test_tagged": "modelpack.check(models.TaggedNet(), inputs=X)",
     "test_dag": "modelpack.check(models.DagNet(), inputs=X)",
     "test_shadow": "modelpack.check(models.Shadow(), inputs=X)",
+    "test_numpy": "modelpack.check(models.NumpyNet(), inputs=X)",
+    "test_dist": "modelpack.check(models.DistNet(), inputs=X)",
+    "test_odd_dtypes_torch": "modelpack.check(models.OddDtypes(), inputs=X, serializer='torch')",
+    "test_odd_dtypes": "modelpack.check(models.OddDtypes(), inputs=X)",
 }
 
 PROTOCOLS = range(6)
@@ -232,7 +297,17 @@ def _regen_then_gate(
 # -- 1-3: quantized tensors, quantize_dynamic, a project tensor subclass ---------------------------
 
 
-@pytest.mark.parametrize("name", ["test_quantized", "test_dynamic", "test_tagged"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "test_quantized",
+        "test_dynamic",
+        "test_tagged",
+        "test_numpy",
+        "test_dist",
+        "test_odd_dtypes_torch",
+    ],
+)
 def test_model_regenerates_and_passes_the_gate(project: pytest.Pytester, name: str) -> None:
     _tests(project, name)
     _regen_then_gate(project, [name])
@@ -352,6 +427,29 @@ def test_the_fix_regen_offers_for_a_shadowed_method_works(project: pytest.Pytest
         _regen_then_gate(project, ["test_shadow"])
 
 
+def test_a_dtype_plain_pickle_cannot_load_is_a_load_error_naming_torch_save(
+    project: pytest.Pytester,
+) -> None:
+    """uint16 and float8 tensors: pickle.dump writes them, pickle.load fails (a torch bug), so
+    regen refuses with the attribute path and the fix; the fix (serializer='torch') passes in
+    test_model_regenerates_and_passes_the_gate[test_odd_dtypes_torch]."""
+    _tests(project, "test_odd_dtypes")
+    with _user_module(project, "models") as models:
+        with pytest.raises(AttributeError, match="UntypedStorage"):
+            pickle.loads(pickle.dumps(models.OddDtypes()))
+    result = _run(project, "--modelpack-regen")
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "modelpack: test_odd_dtypes: LOAD ERROR — pickle writes model.u16, model.f8 but its "
+            "load cannot read it back",
+            "  fix: ship it with serializer='torch' *",
+        ]
+    )
+    goldens = project.path / "goldens"
+    assert not goldens.exists() or [p.name for p in goldens.iterdir()] == []
+
+
 # -- 7: modelpack scan on files that are not pickles ---------------------------------------------
 
 
@@ -406,6 +504,17 @@ def test_scan_of_what_is_not_a_pickle_is_unreadable(tmp_path: Path) -> None:
 
     # the golden folder named instead of its bundle: the same verdict
     _unreadable(_scan(bundle.parent, cwd=tmp_path), bundle.parent / "bundle.pkl", "truncated")
+
+
+def test_scan_of_a_storage_payload_made_by_a_call_is_a_verdict(tmp_path: Path) -> None:
+    """``torch.storage._load_from_bytes(bytes())``: the payload is a call's result, not bytes of
+    the file. The scan gives its verdict (it crashed with a traceback: exit 1 read as UNSAFE)."""
+    bundle = tmp_path / "bundle.pkl"
+    bundle.write_bytes(b"\x80\x02ctorch.storage\n_load_from_bytes\nc__builtin__\nbytes\n)R\x85R.")
+    result = _scan(bundle, cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr == "", result.stdout + result.stderr
+    assert result.stdout.startswith(f"{bundle}: UNSAFE — "), result.stdout
+    assert "builtins.bytes (called)" in result.stdout and "Traceback" not in result.stdout
 
 
 def test_scan_of_a_file_in_a_top_level_folder(tmp_path: Path) -> None:

@@ -43,6 +43,8 @@ def reload(facts: LiveFacts) -> Any:
     """Unpickle our own dump from this process (trusted); LOAD ERROR on failure, LOSSY when
     loading wrote into the (shared) tensor data."""
     request, dump = facts.request, facts.dump
+    if facts.serializer.name != "torch":
+        refuse_untyped(facts)
     try:
         unpickler = storage_unpickler(facts.serializer.unpickler_class())
         reloaded = unpickler(io.BytesIO(dump.data), dump.storages).load()
@@ -70,6 +72,32 @@ def reload(facts: LiveFacts) -> Any:
             "processed weights instead, or process a copy (tensor.clone()) after loading",
         )
     return reloaded
+
+
+def refuse_untyped(facts: LiveFacts) -> None:
+    """LOAD ERROR for a storage pickled untyped (a uint16, uint32 or float8 tensor's, or a bare
+    ``UntypedStorage``): pickle.dump writes it, but torch's own loader behind pickle.load fails
+    on it (AttributeError: UntypedStorage has no attribute 'dtype'); torch.save reads it back."""
+    import torch
+
+    untyped = [s for s in facts.dump.storages if type(s) is torch.UntypedStorage]
+    if not untyped:
+        return
+    keys = {(str(s.device), s.data_ptr()) for s in untyped}
+    paths = tensors_at(facts.request.model, keys) or [f"{len(untyped)} untyped storage(s)"]
+    raise errors.LoadError(
+        f"{facts.serializer.name} writes {', '.join(paths[:3])}"
+        + (" ..." if len(paths) > 3 else "")
+        + " but its load cannot read it back",
+        detail=[
+            "torch pickles the storage of a tensor whose dtype has no storage class (uint16, "
+            "uint32, uint64, float8 ...) untyped, and torch's loader behind pickle.load fails "
+            "on it: AttributeError: type object 'torch.storage.UntypedStorage' has no "
+            "attribute 'dtype'",
+        ],
+        fix="ship it with serializer='torch' (torch.save and torch.load read these dtypes), or "
+        "keep such tensors in a dtype pickle reads back (tensor.to(torch.int32), .float())",
+    )
 
 
 def check_state_kept(facts: LiveFacts, reloaded: Any, walked: list[Any]) -> None:

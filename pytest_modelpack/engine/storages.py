@@ -66,7 +66,16 @@ def storage_unpickler(base: type[pickle.Unpickler] = pickle.Unpickler) -> Any:
         def persistent_load(self, pid: Any) -> Any:
             if type(pid) is not int or not 0 <= pid < len(self.storages):
                 raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
-            return self.storages[pid]
+            storage = self.storages[pid]
+            import torch
+
+            if type(storage) is torch.UntypedStorage:
+                # as torch.load hands it back: a uint16 or float8 tensor pickles its storage
+                # untyped, and _rebuild_tensor_v3 reads its bytes as bytes
+                return torch.storage.TypedStorage(
+                    wrap_storage=storage, dtype=torch.uint8, _internal=True
+                )
+            return storage
 
     return StorageUnpickler
 

@@ -134,6 +134,43 @@ def _rebuild_tensor_v2(args: tuple[Any, ...], ctx: Context) -> str | None:
     )
 
 
+def _rebuild_tensor_v3(args: tuple[Any, ...], ctx: Context) -> str | None:
+    """torch's rebuild of a tensor whose dtype has no typed storage class (uint16, float8...):
+    the storage holds bytes, the tensor's ``dtype`` (a torch dtype name) says how to read them."""
+    if problem := _arity(args, 7, 8):
+        return problem
+    name = ctx.global_name(args[6])  # a torch name (the policy judges which)
+    if name is None or name[0] != "torch":
+        return f"the dtype must be a torch dtype, not a {kind_of(args[6])}"
+    storage = args[0]
+    if ctx.loading:
+        import torch
+
+        if not isinstance(args[6], torch.dtype):
+            return f"the dtype must be a torch dtype, not a {type(args[6]).__name__}"
+        if not isinstance(storage, torch.storage.TypedStorage):
+            return f"a {type(storage).__name__}, not a torch storage"
+        itemsize = args[6].itemsize
+        storage = _Elements(storage.nbytes() // itemsize) if itemsize else storage
+    return _first(
+        _storage(args[0], ctx),
+        tensor_fits(storage, *args[1:4]),
+        _kinds(args[4:5], ("bool",)),
+        _hooks(args[5]),
+        _kinds(args[7:8], ("dict", "None")),
+    )
+
+
+class _Elements:
+    """A storage's size counted in elements of the tensor's own dtype (for :func:`tensor_fits`)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def size(self) -> int:
+        return self.n
+
+
 def _rebuild_parameter(args: tuple[Any, ...], ctx: Context) -> str | None:
     if problem := _arity(args, 3):
         return problem
@@ -290,7 +327,9 @@ def _np_reconstruct(args: tuple[Any, ...], ctx: Context) -> str | None:
     if problem := _arity(args, 3):
         return problem
     return _first(
-        _global_in(args[0], ctx, frozenset({("numpy", "ndarray")}), "the array type"),
+        _global_in(
+            args[0], ctx, frozenset({("numpy", "ndarray"), ("numpy", "matrix")}), "the array type"
+        ),
         _kinds(args[1:3], ("tuple",), ("bytes",)),
     )
 
@@ -321,6 +360,7 @@ SPECIAL = frozenset(
 
 REDUCE_TABLE: dict[tuple[str, str], Check] = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
     ("torch._utils", "_rebuild_qtensor"): _rebuild_qtensor,

@@ -48,6 +48,7 @@ from pytest_modelpack.safety.classes import (
     class_shape,
     is_class_setattr,
 )
+from pytest_modelpack.safety.dtypes import dtype_problem
 from pytest_modelpack.safety.machine import (
     LOAD_FROM_BYTES,
     Machine,
@@ -388,7 +389,7 @@ def op_build(m: Machine, pos: int) -> None:
         named = [p for p in m.call_shape(state).split(",") if p.startswith("G:")]
         ref = replace(ref, shape=",".join(named))
     # (scan mode: the state's dunder keys; load mode checks the object built, see _build)
-    why = _build_problem(inst, made, state) or (
+    why = dtype_problem(inst, made, state) or (
         None if m.loading else state_keys_problem(object, state)
     )
     decision = m.s.use(ref if why is None else replace(ref, problem=why))
@@ -406,43 +407,17 @@ def _build_function(func: Any, state: Any) -> None:
         setattr(func, key, value)
 
 
-_FORGED_DTYPE = "sets a numpy dtype's state (flags, item size, fields) to other than its own"
-
-
-def _build_problem(inst: Any, made: tuple[str, str], state: Any) -> str | None:
-    if made != ("numpy", "dtype"):
-        return None
-    # Never a dtype's flags or item size from a golden: only the state numpy itself gives it.
-    code = inst.args[0] if isinstance(inst, Sym) and inst.args else None
-    if not isinstance(inst, Sym):
-        own = inst.__reduce__()
-        if len(own) < 3 or own[2] != state:
-            return _FORGED_DTYPE
-        code = own[1][0]
-    return None if _plain_dtype_state(code, state) else _FORGED_DTYPE
-
-
-def _plain_dtype_state(code: object, state: object) -> bool:
-    """The state numpy writes for a plain (non-structured) dtype of type string ``code``."""
-    if not (isinstance(code, str) and code and isinstance(state, tuple) and len(state) in (8, 9)):
-        return False
-    if state[2:5] != (None, None, None) or not all(type(v) is int for v in state[5:8]):
-        return False
-    kind = code.lstrip("<>|=")[:1]
-    flags = {"O": 63, "U": 8}.get(kind, 0)
-    flexible = kind in ("V", "S", "U")
-    return state[7] == flags and (flexible or state[5:7] == (-1, -1))
-
-
 def _build(
     m: Machine, inst: Any, made: tuple[str, str], state: Any, decision: Any, ref: GlobalRef
 ) -> None:
     if made == ("numpy", "dtype"):
-        return  # the state equals the dtype's own: nothing to do
-    problem = state_keys_problem(type(inst), state)
+        if inst.__reduce__()[2] != state:  # a structured dtype: numpy's own state (judged)
+            inst.__setstate__(state)
+        return  # a plain one: the state equals the dtype's own, nothing to do
+    setstate = getattr(type(inst), "__setstate__", None)
+    problem = state_keys_problem(type(inst), state, compiled=_compiled(setstate))
     if problem is not None:  # no configuration lifts it: the ref carries the problem
         raise Refused(replace(ref, problem=problem), problem)
-    setstate = getattr(type(inst), "__setstate__", None)
     if setstate is not None:
         if (
             decision is not None
@@ -475,14 +450,18 @@ def _build(
             setattr(inst, k, v)
 
 
-def state_keys_problem(cls: type, state: Any) -> str | None:
+def state_keys_problem(cls: type, state: Any, compiled: bool = False) -> str | None:
     """Why a BUILD ``state`` must not be restored onto an instance of ``cls``, or None.
 
     Restored state may set data attributes only: never a dunder (``__setstate__``, ``__class__``,
     ``__reduce__`` ...) but a wrapper's metadata (:data:`~.values.INERT_DUNDERS`: ``__module__``,
     ``__wrapped__`` ...), and never a name the class defines as a method, property or other
     descriptor — an instance attribute would shadow it, and whoever calls ``model.preprocess`` or
-    ``tokenizer.encode`` would run what the golden planted there.
+    ``tokenizer.encode`` would run what the golden planted there. Two exceptions shadow nothing:
+    a cache (``functools.cached_property``, torch.distributions' ``lazy_property``) that the
+    class itself fills in the instance dict, holding a value that is not callable; and the state
+    of a class whose ``__setstate__`` is compiled (``compiled``: numpy's generators), which
+    reads the keys it knows rather than setting attributes.
     """
     parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
     for part in parts:
@@ -505,14 +484,32 @@ def state_keys_problem(cls: type, state: Any) -> str | None:
             if key.startswith("__") and key.endswith("__"):
                 return f"BUILD state sets {key!r}: a special attribute, never plain state"
             found = inspect.getattr_static(cls, key, None)
-            if isinstance(found, types.MemberDescriptorType):
+            if isinstance(found, types.MemberDescriptorType) or compiled:
                 continue  # a __slots__ member (uuid.UUID's int): data, not code
+            if _is_cache(found) and not callable(part[key]):
+                continue  # the value the class caches there itself
             if found is not None and (callable(found) or hasattr(found, "__get__")):
                 return (
                     f"BUILD state sets {key!r}, which {cls.__qualname__} defines as a method or "
                     "descriptor: restored state may not replace code"
                 )
     return None
+
+
+def _compiled(setstate: Any) -> bool:
+    """A ``__setstate__`` in compiled code (C, Cython), not a Python function that may update
+    the instance dict with whatever the state holds."""
+    return setstate is not None and not isinstance(setstate, types.FunctionType)
+
+
+def _is_cache(found: Any) -> bool:
+    """A descriptor that computes a value once and keeps it in the instance dict."""
+    import functools
+
+    if isinstance(found, functools.cached_property):
+        return True
+    kind = type(found)
+    return (kind.__module__, kind.__qualname__) == ("torch.distributions.utils", "lazy_property")
 
 
 def _default_setstate(cls: type) -> bool:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import struct
 from typing import Any
@@ -82,9 +83,11 @@ class Reader:
             sub: Source
             if isinstance(value, BytesRef):  # (load mode: still in the mapped golden: read there)
                 sub = Window(m.src, value.offset, value.offset + value.length)
-            elif self.s.loading:
+            elif self.s.loading or isinstance(value, bytes):  # (a call's result, in scan mode)
                 data = bytes(value)
                 sub = Window(io.BytesIO(data), 0, len(data))
+            elif not isinstance(value, Latin1):
+                raise ScanError(f"storage payload is not bytes ({where})")
             elif isinstance(value.text, str):
                 try:
                     data = value.text.encode("latin-1")
@@ -303,7 +306,8 @@ def _mapped_storage(
     pickle places a storage's bytes at any offset; torch's kernels assume a pointer aligned for
     the dtype (complex128 ops fault on a misaligned one; matmul-family results round by the
     pointer's alignment), so a storage misaligned for its dtype is copied once into an aligned
-    buffer (torch's allocator: 64 bytes), read from ``golden_fd`` with ``os.preadv``: the
+    buffer (torch's allocator: 64 bytes; from 16 MiB a mapped temporary file, see
+    :func:`_map_aligned`), read from ``golden_fd`` with ``os.preadv``: the
     mapping's pages are never touched, so they do not join this process' resident memory beside
     the copy. Without a descriptor (none given, or no ``os.preadv``) the copy reads the mapping."""
     import torch
@@ -315,7 +319,9 @@ def _mapped_storage(
         copy = None
         if device.type == "cpu" and at % record.dtype.itemsize:
             if golden_fd is not None and hasattr(os, "preadv"):  # not on Windows
-                copy = _read_aligned(golden_fd, at, nbytes)
+                copy = _map_aligned(golden_fd, at, nbytes)
+                if copy is None:
+                    copy = _read_aligned(golden_fd, at, nbytes)
         if copy is not None:
             view = copy
         else:
@@ -326,6 +332,37 @@ def _mapped_storage(
                 view = view.clone()
         untyped = view.untyped_storage()
     return torch.storage.TypedStorage(wrap_storage=untyped, dtype=record.dtype, _internal=True)
+
+
+#: A misaligned storage at least this large is copied into a temporary file and mapped, not read
+#: into memory: its pages join the process' memory only as they are used, as the golden's do.
+MAP_COPY_BYTES = 16 << 20
+
+
+def _map_aligned(fd: int, at: int, nbytes: int) -> Any:
+    """Bytes ``[at, at + nbytes)`` of the file ``fd`` copied by the kernel (``copy_file_range``:
+    no pass through this process' memory) into an unlinked temporary file, mapped copy-on-write
+    at offset 0 (page aligned), as a uint8 tensor. None when the storage is small, or the copy
+    cannot be made (no such call, another file system, a full disk, a file that ends first):
+    then it is read instead. Nothing is left on disk whatever happens: the file has no name."""
+    if nbytes < MAP_COPY_BYTES or not hasattr(os, "copy_file_range"):
+        return None
+    import tempfile
+
+    import torch
+
+    try:
+        with tempfile.TemporaryFile() as tmp:
+            done = 0
+            while done < nbytes:
+                n = os.copy_file_range(fd, tmp.fileno(), nbytes - done, at + done, done)
+                if n == 0:  # the golden ends first: the read says so
+                    return None
+                done += n
+            mapping = mmap.mmap(tmp.fileno(), nbytes, access=mmap.ACCESS_COPY)
+    except OSError:
+        return None
+    return torch.frombuffer(mapping, dtype=torch.uint8)
 
 
 def _read_aligned(fd: int, at: int, nbytes: int) -> Any:
