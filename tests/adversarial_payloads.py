@@ -177,6 +177,35 @@ def numpy_structured_itemsize(canary: Path) -> bytes:
     return _structured_dtype(4, 16)
 
 
+def _numpy_multiarray(data: bytes) -> bytes:
+    """``data`` naming numpy's multiarray module as the installed numpy names it."""
+    import numpy as np
+
+    mod = (
+        "numpy._core.multiarray"
+        if int(np.__version__.split(".")[0]) >= 2
+        else "numpy.core.multiarray"
+    )
+    return data.replace(sbu("numpy._core.multiarray"), sbu(mod))
+
+
+#: (by a review) a fresh ``dtype('V8')`` D, memoized; an array of raw bytes b'AAAAAAAA' of D;
+#: then D fetched back and BUILT with numpy's own state of ``[('f', 'O')]``: numpy changes D in
+#: place, and the array reads its bytes as an object pointer.
+DTYPE_IN_USE = b"\x80\x04]\x94\x8c\x05numpy\x8c\x05dtype\x93\x8c\x02V8\x89\x88\x87R\x940\x8c\x16numpy._core.multiarray\x8c\x0c_reconstruct\x93\x8c\x05numpy\x8c\x07ndarray\x93K\x00\x85B\x01\x00\x00\x00b\x87R(K\x01K\x01\x85h\x01\x89B\x08\x00\x00\x00AAAAAAAAtbah\x01(K\x03\x8c\x01|N\x8c\x01f\x85}\x8c\x01f\x8c\x05numpy\x8c\x05dtype\x93\x8c\x02O8\x89\x88\x87R(K\x03\x8c\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK?tbK\x00\x86sK\x08K\x01K\x1btb0."
+
+#: the same, D a field of another structured dtype S that an array of raw bytes uses.
+FIELD_DTYPE_IN_USE = b"\x80\x04]\x94\x8c\x05numpy\x8c\x05dtype\x93\x8c\x02V8\x89\x88\x87R\x940\x8c\x05numpy\x8c\x05dtype\x93\x8c\x02V8\x89\x88\x87R\x94(K\x03\x8c\x01|N\x8c\x01f\x85}\x8c\x01fh\x01K\x00\x86sK\x08K\x01K\x10tb0\x8c\x16numpy._core.multiarray\x8c\x0c_reconstruct\x93\x8c\x05numpy\x8c\x07ndarray\x93K\x00\x85B\x01\x00\x00\x00b\x87R(K\x01K\x01\x85h\x02\x89B\x08\x00\x00\x00AAAAAAAAtbah\x01(K\x03\x8c\x01|N\x8c\x01g\x85}\x8c\x01g\x8c\x05numpy\x8c\x05dtype\x93\x8c\x02O8\x89\x88\x87R(K\x03\x8c\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK?tbK\x00\x86sK\x08K\x01K\x1btb0."
+
+
+def numpy_dtype_in_use(canary: Path) -> bytes:
+    return _numpy_multiarray(DTYPE_IN_USE)
+
+
+def numpy_field_dtype_in_use(canary: Path) -> bytes:
+    return _numpy_multiarray(FIELD_DTYPE_IN_USE)
+
+
 def partial_project(canary: Path) -> bytes:
     """defaultdict(partial(tools.touch_file, canary)): a project function with an attacker
     argument, run when the comparison looks up a missing key."""
@@ -277,6 +306,12 @@ PAYLOADS = {
     "tar polyglot": (tar_polyglot, "torch", "canary"),
     "numpy dtype flags via BUILD": (numpy_dtype_flags, "pickle", "flags=63"),
     "numpy structured dtype flags via BUILD": (numpy_structured_flags, "pickle", "flags=63"),
+    "numpy dtype rebuilt while an array uses it": (numpy_dtype_in_use, "pickle", "crash"),
+    "numpy field dtype rebuilt while an array uses it": (
+        numpy_field_dtype_in_use,
+        "pickle",
+        "crash",
+    ),
     "numpy structured dtype item size via BUILD": (
         numpy_structured_itemsize,
         "pickle",

@@ -142,6 +142,8 @@ RIGHT_WORDS = {
     "numpy dtype flags via BUILD": "numpy.dtype (state set by BUILD): sets a numpy dtype's state*",
     "numpy structured dtype flags via BUILD": "numpy.dtype (state set by BUILD): sets a numpy*",
     "numpy structured dtype item size via BUILD": "numpy.dtype (state set by BUILD): sets a numpy*",
+    "numpy dtype rebuilt while an array uses it": "numpy.dtype (state set by BUILD): sets the "
+    "state of a numpy dtype already in use*",
     "project function called by REDUCE": "tools.touch_file (*): a project function the live "
     "model's own pickle never references: a golden may neither call it nor store it*",
 }

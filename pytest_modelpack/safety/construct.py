@@ -389,7 +389,7 @@ def op_build(m: Machine, pos: int) -> None:
         named = [p for p in m.call_shape(state).split(",") if p.startswith("G:")]
         ref = replace(ref, shape=",".join(named))
     # (scan mode: the state's dunder keys; load mode checks the object built, see _build)
-    why = dtype_problem(inst, made, state) or (
+    why = dtype_problem(inst, made, state, used=id(inst) in m.s.fetched) or (
         None if m.loading else state_keys_problem(object, state)
     )
     decision = m.s.use(ref if why is None else replace(ref, problem=why))
@@ -499,7 +499,8 @@ def state_keys_problem(cls: type, state: Any, compiled: bool = False) -> str | N
 def _compiled(setstate: Any) -> bool:
     """A ``__setstate__`` in compiled code (C, Cython), not a Python function that may update
     the instance dict with whatever the state holds."""
-    return setstate is not None and not isinstance(setstate, types.FunctionType)
+    compiled = (types.BuiltinFunctionType, types.WrapperDescriptorType, types.MethodDescriptorType)
+    return isinstance(setstate, compiled) or type(setstate).__name__ == "cython_function_or_method"
 
 
 def _is_cache(found: Any) -> bool:

@@ -12,14 +12,21 @@ from typing import Any
 
 from pytest_modelpack.safety.values import Sym
 
+_USED_DTYPE = "sets the state of a numpy dtype already in use (fetched from the memo)"
 _FORGED_DTYPE = "sets a numpy dtype's state (flags, item size, fields) to other than its own"
 
 
-def dtype_problem(inst: Any, made: tuple[str, str], state: Any) -> str | None:
+def dtype_problem(inst: Any, made: tuple[str, str], state: Any, used: bool = False) -> str | None:
     """Why a BUILD of ``state`` onto ``inst`` (made by ``made``) is refused as a forged numpy
-    dtype, or None (not a dtype, or numpy's own state for the dtype it describes)."""
+    dtype, or None (not a dtype, or numpy's own state for the dtype it describes, set on a dtype
+    nothing else holds yet). ``used``: the dtype was fetched from the memo or duplicated, so an
+    array or another dtype may hold it: numpy changes a dtype in place, under whatever uses it
+    (an array of raw bytes would read them as object pointers). pickle.dump builds each dtype
+    right after making it, never one it fetched."""
     if made != ("numpy", "dtype"):
         return None
+    if used:
+        return _USED_DTYPE
     # Never a dtype's flags, item size or fields from a golden: only the state numpy itself
     # gives the dtype that state describes (a structured one rebuilt by numpy from its fields).
     if isinstance(inst, Sym):

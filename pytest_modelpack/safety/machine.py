@@ -70,6 +70,9 @@ class Session:
     seen_payloads: dict[tuple[int, int], Any] = field(default_factory=dict)
     globals_by_id: dict[int, tuple[Any, tuple[str, str]]] = field(default_factory=dict)
     produced: dict[int, tuple[Any, tuple[str, str]]] = field(default_factory=dict)
+    #: Values fetched from the memo or duplicated (DUP): another reference may use them, so a
+    #: numpy dtype among them is never changed by BUILD (arrays of it would read other bytes).
+    fetched: set[int] = field(default_factory=set)
     #: Load mode: the digest of each code object and class built by value (:mod:`.byvalue`).
     digests: dict[int, tuple[Any, str]] = field(default_factory=dict)
     #: Load mode: the arguments of each property, staticmethod and classmethod built (a class

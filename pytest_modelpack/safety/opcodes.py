@@ -55,6 +55,7 @@ def op_pop_mark(m: Machine, pos: int) -> None:
 
 
 def op_dup(m: Machine, pos: int) -> None:
+    m.s.fetched.add(id(m.top(pos)))
     m.stack.append(m.top(pos))
 
 
@@ -398,6 +399,7 @@ def _get(fmt: str | None) -> Callable[[Machine, int], None]:
             value = m.memo[idx]
         else:
             raise m.fail(pos, f"memo key {idx} was never stored")
+        m.s.fetched.add(id(value))
         m.stack.append(_materialised(m, value) if m.loading else value)
 
     return handler
