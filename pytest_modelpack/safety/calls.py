@@ -55,8 +55,11 @@ def _kinds(args: tuple[Any, ...], *allowed: tuple[str, ...]) -> str | None:
     return None
 
 
-def tensor_fits(storage: Any, offset: Any, size: Any, stride: Any) -> str | None:
-    """Why a strided view of ``storage`` is refused (None: it fits the bytes present)."""
+def tensor_fits(
+    storage: Any, offset: Any, size: Any, stride: Any, itemsize: int | None = None
+) -> str | None:
+    """Why a strided view of ``storage`` is refused (None: it fits the bytes present);
+    ``itemsize``: its elements are the tensor's own dtype's, not the storage's."""
     if not (is_int(offset) and offset >= 0):
         return "storage offset is not a non-negative int"
     if not (is_ints(size, _MAX_DIMS) and is_ints(stride, _MAX_DIMS) and len(size) == len(stride)):
@@ -68,6 +71,8 @@ def tensor_fits(storage: Any, offset: Any, size: Any, stride: Any) -> str | None
         return None  # nothing addressed / scan mode: the loader checks the real storage
     last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     have = storage.size() if hasattr(storage, "size") else None
+    if itemsize and isinstance(have, int):
+        have = storage.nbytes() // itemsize
     if not isinstance(have, int):
         return "the storage is not a torch storage"
     if last >= have:
@@ -150,25 +155,13 @@ def _rebuild_tensor_v3(args: tuple[Any, ...], ctx: Context) -> str | None:
             return f"the dtype must be a torch dtype, not a {type(args[6]).__name__}"
         if not isinstance(storage, torch.storage.TypedStorage):
             return f"a {type(storage).__name__}, not a torch storage"
-        itemsize = args[6].itemsize
-        storage = _Elements(storage.nbytes() // itemsize) if itemsize else storage
     return _first(
         _storage(args[0], ctx),
-        tensor_fits(storage, *args[1:4]),
+        tensor_fits(storage, args[1], args[2], args[3], getattr(args[6], "itemsize", None)),
         _kinds(args[4:5], ("bool",)),
         _hooks(args[5]),
         _kinds(args[7:8], ("dict", "None")),
     )
-
-
-class _Elements:
-    """A storage's size counted in elements of the tensor's own dtype (for :func:`tensor_fits`)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def size(self) -> int:
-        return self.n
 
 
 def _rebuild_parameter(args: tuple[Any, ...], ctx: Context) -> str | None:
