@@ -23,20 +23,10 @@ def _torch() -> Any:
     return torch
 
 
-def is_compound(model: Any) -> bool:
-    """True when ``model`` follows the preprocess/forward/postprocess pattern."""
-    return callable(getattr(model, "preprocess", None)) and callable(
-        getattr(model, "forward", None)
-    )
-
-
 def collate(items: Sequence[Any]) -> Any:
-    """Collate preprocessed items into one batch.
-
-    Tensors (and numpy arrays) are stacked along a new first dimension, dicts, lists and tuples are
-    collated position by position (they are containers of fields, not of samples), and any other
-    leaf (a string, a number) becomes a list with one entry per sample.
-    """
+    """One batch of preprocessed items: tensors and arrays stacked along a new first dimension,
+    dicts, lists and tuples position by position (containers of fields, not of samples), any
+    other leaf (a string, a number) a list with one entry per sample."""
     torch = _torch()
     first = items[0]
     if isinstance(first, torch.Tensor):
@@ -86,12 +76,10 @@ def uncollate(batch: Any, n: int) -> list[Any]:
 
 
 def to_device(value: Any, device: Any) -> Any:
-    """Move every tensor inside a nested dict/list/tuple structure to ``device``.
-
-    Walked by identity: a container shared N times is converted once and stays shared (a DAG of
-    shared lists from a few hundred bytes of pickle must not become 2**40 copies), a list that
-    contains itself stays a cycle, and nesting deeper than :data:`MAX_NESTING` is left as is.
-    """
+    """Every tensor in a nested dict/list/tuple structure moved to ``device``, by identity: a
+    container shared N times is converted once and stays shared (a DAG of shared lists from a few
+    hundred bytes of pickle must not become 2**40 copies), a cycle stays a cycle, and nesting
+    deeper than :data:`MAX_NESTING` is left as is."""
     torch = _torch()
     memo: dict[int, Any] = {}
 
@@ -130,8 +118,8 @@ _PLACED: dict[int, list[Any]] = {}
 
 
 def _targets(model: Any, walked: Iterable[Node] | None) -> tuple[list[Any], list[Any]]:
-    """Top-level ``nn.Module``s, and ``(holder, key, tensor)`` of the tensors held outside any
-    module (in an instance's ``__dict__`` or slots, a dict or a list: tuples are immutable)."""
+    """Top-level ``nn.Module``s, and ``(holder, key, tensor)`` of the tensors outside any module
+    (in an instance's ``__dict__`` or slots, a dict or a list: tuples are immutable)."""
     torch = _torch()
     modules: dict[int, Any] = {}
     loose: dict[int, tuple[Any, Any, Any]] = {}
@@ -154,14 +142,11 @@ def reachable_modules(obj: Any) -> list[Any]:
 
 @contextlib.contextmanager
 def placed(model: Any, device: str | None, walked: Iterable[Node] | None = None) -> Iterator[Any]:
-    """Put every module and loose tensor reachable from ``model`` on ``device`` for the block.
-
-    Afterwards everything is exactly as before: each parameter gets its original tensor back
-    (``param.data``), each buffer and loose tensor its original object, each module its training
-    flag (:func:`apply_model` switches to eval mode). Nothing is copied back, so no precision is
-    lost and the user's model does not leak device or mode changes into other tests. ``walked``:
-    the model's :func:`~pytest_modelpack.walk.nodes`, when the caller has them already.
-    """
+    """Every module and loose tensor reachable from ``model`` on ``device`` for the block, then
+    exactly as before: each parameter gets its original tensor back (``param.data``), each buffer
+    and loose tensor its object, each module its training flag. Nothing is copied back, so no
+    precision is lost and no device or mode change leaks into other tests. ``walked``: the
+    model's :func:`~pytest_modelpack.walk.nodes`, when the caller has them."""
     torch = _torch()
     modules, loose = _targets(model, walked)
     every = [m for root in modules for m in root.modules()]
@@ -227,11 +212,7 @@ def apply_model(
         with placed(model, None):
             return apply_model(model, x, single, batch_size, device)
     with torch.no_grad():
-        if callable(getattr(model, "eval", None)):
-            model.eval()
-        else:
-            for module in modules:
-                module.eval()
+        eval_mode(model, modules)
         if single:
             return _apply_batch(model, [x], device)[0]
         inputs = list(x)
@@ -242,8 +223,19 @@ def apply_model(
         return outputs
 
 
+def eval_mode(model: Any, modules: Iterable[Any]) -> None:
+    """``model.eval()``, or each of its ``modules``' when it has none (a plain wrapper class)."""
+    if callable(getattr(model, "eval", None)):
+        model.eval()
+    else:
+        for module in modules:
+            module.eval()
+
+
 def _apply_batch(model: Any, inputs: list[Any], device: str | None) -> list[Any]:
-    if not is_compound(model):
+    if not (
+        callable(getattr(model, "preprocess", None)) and callable(getattr(model, "forward", None))
+    ):
         call: Callable[[Any], Any] = model
         return [call(to_device(item, device) if device else item) for item in inputs]
     batch = collate([model.preprocess(item) for item in inputs])

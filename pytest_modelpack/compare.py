@@ -34,13 +34,9 @@ REPR_LIMIT = 80
 
 @dataclass(frozen=True)
 class Difference:
-    """One place where the actual output differs from the expected one.
-
-    ``expected`` and ``actual`` are short one-line reprs (cut to about 80 characters); for tensors
-    and arrays they are the elements at the first mismatching ``index``. ``abs_err`` and ``rel_err``
-    are the greatest errors over the mismatching elements. ``tolerance`` is the tolerance that was
-    applied, or ``None`` where none applies (a missing key, a type change).
-    """
+    """One place where the outputs differ. ``expected``/``actual``: one-line reprs (for tensors
+    and arrays, of the first mismatching element); the errors are maxima over the mismatching
+    elements; ``tolerance``: None where none applies (a missing key, a type change)."""
 
     path: str
     expected: str
@@ -55,12 +51,8 @@ class Difference:
     index: tuple[int, ...] | None = None
 
     def describe(self) -> str:
-        """One line: path, what differs, errors and tolerance.
-
-        ``output['prediction'][0]: expected 0.0123, got 0.0456 (abs err 3.3e-02, rel err 2.7e+00;
-        tolerance rtol=1.3e-06, atol=1e-05)``
-        """
-        # For tensors the errors are maxima over the mismatching elements; say so.
+        """``output['prediction'][0]: expected 0.0123, got 0.0456 (abs err 3.3e-02, rel err
+        2.7e+00; tolerance rtol=1.3e-06, atol=1e-05)``; for tensors the errors are maxima."""
         most = "max " if self.mismatched is not None else ""
         errs = [(n, v) for n, v in (("abs", self.abs_err), ("rel", self.rel_err)) if v is not None]
         stats = [", ".join(f"{most}{n} err {v:.1e}" for n, v in errs)] if errs else []
@@ -71,7 +63,6 @@ class Difference:
 
 
 def describe_differences(diffs: Iterable[Difference], limit: int = 10) -> list[str]:
-    """Return one line per difference, at most ``limit``, then a line counting the rest."""
     diffs = list(diffs)
     lines = [d.describe() for d in diffs[:limit]]
     if len(diffs) > limit:
@@ -80,28 +71,9 @@ def describe_differences(diffs: Iterable[Difference], limit: int = 10) -> list[s
     return lines
 
 
-def compare(
-    expected: Any,
-    actual: Any,
-    *,
-    exact: bool,
-    rtol: float | None = None,
-    atol: float | None = None,
-    path: str = "output",
-) -> list[Difference]:
-    """Return the differences between ``expected`` and ``actual``; ``[]`` when they agree.
-
-    ``exact=True`` compares numbers with ``rtol=atol=0`` (use it where both sides ran the same code
-    on the same machine, e.g. live vs. reloaded); ``exact=False`` uses :func:`default_tolerance` of
-    each value's dtype. ``rtol`` and ``atol`` override either, independently (an override applies to
-    float and complex values and to tensors and arrays of any dtype, as in torch.testing; Python
-    ints, bools, strings and None are always compared exactly).
-
-    An exception instance on either side is treated as
-    :func:`~pytest_modelpack.golden.examples.raised_from` of it; two raised errors
-    agree when their type and message agree.
-    """
-    return compared(expected, actual, exact=exact, rtol=rtol, atol=atol, path=path).diffs
+def compare(expected: Any, actual: Any, **options: Any) -> list[Difference]:
+    """The differences of :func:`compared`; ``[]`` when the outputs agree."""
+    return compared(expected, actual, **options).diffs
 
 
 @dataclass(frozen=True)
@@ -135,7 +107,18 @@ def compared(
     atol: float | None = None,
     path: str = "output",
 ) -> Comparison:
-    """:func:`compare` and the pair's :class:`ErrorMetrics`, in one walk."""
+    """Where ``expected`` and ``actual`` differ, and their :class:`ErrorMetrics`, in one walk.
+
+    ``exact=True`` compares numbers with ``rtol=atol=0`` (use it where both sides ran the same code
+    on the same machine, e.g. live vs. reloaded); ``exact=False`` uses :func:`default_tolerance` of
+    each value's dtype. ``rtol`` and ``atol`` override either, independently (an override applies to
+    float and complex values and to tensors and arrays of any dtype, as in torch.testing; Python
+    ints, bools, strings and None are always compared exactly).
+
+    An exception instance on either side is treated as
+    :func:`~pytest_modelpack.golden.examples.raised_from` of it; two raised errors
+    agree when their type and message agree.
+    """
     m = _Comparer(exact=exact, rtol=rtol, atol=atol)
     m.compare(expected, actual, path)
     tol = m.worst_tol or Tolerance()  # no leaf: rtol, atol None
@@ -319,11 +302,9 @@ class _Comparer:
             return
         self.steps += 1
         if self.depth >= MAX_NESTING or self.steps > MAX_CONTAINERS:
-            what = (
-                f"nested deeper than {MAX_NESTING} levels"
-                if self.depth >= MAX_NESTING
-                else f"more than {MAX_CONTAINERS} containers"
-            )
+            what = f"nested deeper than {MAX_NESTING} levels"
+            if self.depth < MAX_NESTING:
+                what = f"more than {MAX_CONTAINERS} containers"
             self.add(path, e, a, f"not compared further: the output is {what}")
             self.done.add(key)
             return

@@ -1,4 +1,4 @@
-"""Fix texts: the one place that words the remedies a failure ends with.
+"""Fix texts: the one place that words the remedies a failure ends with (and short lists in them).
 
 Every ``fix:`` line that tells a user to regenerate, restore or trust something is built here, so
 the commands they are told to type are the same everywhere (and name the exact test when one is
@@ -8,11 +8,18 @@ known: a node id, since ``-k test_x`` also matches ``test_x_more``).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
 
 from .options import FLAG_REGEN, INI_SAFE_GLOBALS
 
 #: The bare regenerate command, when no test is known (the CLI, a store read outside a test).
 REGEN = f"pytest {FLAG_REGEN}"
+
+
+def listed(items: Iterable[str], limit: int) -> str:
+    """``a, b, c ...``: the first ``limit`` items, `` ...`` when there are more."""
+    items = list(items)
+    return ", ".join(items[:limit]) + (" ..." if len(items) > limit else "")
 
 
 def test_of(nodeid: str) -> str:
@@ -57,11 +64,8 @@ def trust_line(names: list[str]) -> str:
 
 
 def remove_or_claim(shown: str, name: str, renamed: list[tuple[str, str]]) -> str:
-    """An unused golden folder ``shown``: delete it, or move it to the test that should claim it.
-
-    ``renamed`` holds ``(nodeid, folder)`` of checks whose own golden is missing beside it: the
-    likely new name of a renamed test.
-    """
+    """Delete an unused golden folder, or move it to ``renamed``: ``(nodeid, folder)`` of checks
+    whose golden is missing beside it (a renamed test's likely new name)."""
     lines = [f"delete it: git rm -r {shlex.quote(shown)}"]
     for nodeid, folder in renamed[:3]:
         lines.append(

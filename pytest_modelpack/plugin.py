@@ -248,8 +248,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Gate: start hashing the goldens the test wrote (their manifests say) before its fixtures
-    build the model, on another core; the check takes the hash over
+    """Gate: start hashing the test's goldens on another core before its fixtures build the model
     (:meth:`SessionState.prefetch`)."""
     state = item.config.stash.get(STATE, None)
     if state is None or state.settings.mode is not Mode.GOLDEN:

@@ -24,19 +24,8 @@ from .states import Word
 
 #: Folders whose files are never project code, wherever they sit under the project root.
 NOT_PROJECT_DIRS = frozenset(
-    {
-        "site-packages",
-        "dist-packages",
-        ".venv",
-        "venv",
-        ".tox",
-        ".nox",
-        "build",
-        ".eggs",
-        "__pypackages__",
-        "node_modules",
-        ".git",
-    }
+    {"site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox", "build", ".eggs"}
+    | {"__pypackages__", "node_modules", ".git"}
 )
 
 
@@ -158,7 +147,3 @@ class Project:
 
     def is_project_module(self, module: str) -> bool:
         return self.module_kind(module) is ModuleKind.PROJECT
-
-    def loaded_module_is_project(self, module: object) -> bool:
-        """Is an already-imported module object project code (by the file it came from)?"""
-        return self.contains_file(getattr(module, "__file__", None))

@@ -15,7 +15,7 @@ import hashlib
 import pickle
 from typing import Any
 
-from .walk import Node, is_tensor, nodes
+from .walk import Node, attempt, is_tensor, nodes
 
 #: How many differing paths the detail of a failure lists (the JSON report gets them all).
 SHOWN = 8
@@ -79,17 +79,11 @@ def _vocabulary(value: Any) -> dict[str, int] | None:
     """A tokenizer's vocabulary ({token: id}), for the objects that expose one."""
     get = getattr(value, "get_vocab", None)
     if callable(get):
-        try:
-            vocab = get()
-        except Exception:
-            return None
+        vocab = attempt(get)
         return vocab if isinstance(vocab, dict) else None
     size = getattr(value, "get_piece_size", None)
     if callable(size) and callable(getattr(value, "id_to_piece", None)):  # sentencepiece
-        try:
-            return {value.id_to_piece(i): i for i in range(size())}
-        except Exception:
-            return None
+        return attempt(lambda: {value.id_to_piece(i): i for i in range(size())})
     return None
 
 
@@ -111,11 +105,8 @@ def _vocab_diff(golden: dict[str, int], live: dict[str, int]) -> str | None:
 
 
 def _digest(value: Any) -> str | None:
-    try:
-        data = pickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
-    except Exception:
-        return None
-    return hashlib.sha256(data).hexdigest()[:12]
+    data = attempt(pickle.dumps, value, pickle.DEFAULT_PROTOCOL)
+    return None if data is None else hashlib.sha256(data).hexdigest()[:12]
 
 
 def _leaf_diff(golden: Node, live: Node) -> str | None:

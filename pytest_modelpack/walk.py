@@ -41,6 +41,15 @@ PICKLE_DEPTH = 100
 MISSING = object()
 
 
+def attempt(call: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+    """``call(*args)``, or ``default`` when it raises: user code (a ``__getstate__``, a
+    ``__reduce_ex__``, a tokenizer's getter) may fail in any way, and a diagnosis goes on."""
+    try:
+        return call(*args)
+    except Exception:
+        return default
+
+
 class WalkLimit(UsageError):
     """The state holds more objects than one walk visits."""
 
@@ -65,13 +74,11 @@ def pickles(value: Any, pickler: type[pickle.Pickler] = pickle.Pickler) -> Excep
 
 
 def is_tensor(value: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.Tensor)
+    return isinstance(value, getattr(sys.modules.get("torch"), "Tensor", ()))
 
 
 def is_module(value: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.nn.Module)
+    return isinstance(value, getattr(getattr(sys.modules.get("torch"), "nn", None), "Module", ()))
 
 
 def defines(klass: type, name: str) -> type | None:
@@ -80,8 +87,8 @@ def defines(klass: type, name: str) -> type | None:
 
 
 def slot_names(klass: type) -> list[str]:
-    """Every slot ``klass`` and its bases declare, in every form Python accepts (one string, an
-    iterable, a dict's keys), private names mangled (``__w`` in class ``C`` is ``_C__w``)."""
+    """Every slot ``klass`` and its bases declare (one string, an iterable, a dict's keys),
+    private names mangled (``__w`` in class ``C`` is ``_C__w``)."""
     names: list[str] = []
     for base in klass.__mro__[:-1]:
         slots = vars(base).get("__slots__", ())
@@ -100,10 +107,7 @@ def slot_names(klass: type) -> list[str]:
 
 
 def slot_value(value: Any, key: str) -> Any:
-    try:
-        return object.__getattribute__(value, key)
-    except Exception:
-        return MISSING
+    return attempt(object.__getattribute__, value, key, default=MISSING)
 
 
 def instance_state(value: Any) -> dict[str, Any]:
@@ -153,15 +157,8 @@ class Node:
 
 
 _FUNCTION_TYPES = frozenset(
-    {
-        types.FunctionType,
-        types.BuiltinFunctionType,
-        types.MethodType,
-        types.MethodWrapperType,
-        types.WrapperDescriptorType,
-        types.MethodDescriptorType,
-        types.ClassMethodDescriptorType,
-    }
+    {types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.MethodWrapperType}
+    | {types.WrapperDescriptorType, types.MethodDescriptorType, types.ClassMethodDescriptorType}
 )
 
 
@@ -183,10 +180,8 @@ def _leaf_line(value: Any, torch: Any) -> str | None:
     if name == "_io.BytesIO":
         return f"_io.BytesIO ({len(value.getbuffer())} bytes)"
     if name.startswith("sentencepiece.") and hasattr(value, "get_piece_size"):
-        try:
-            return f"{name} (vocab {value.get_piece_size()})"
-        except Exception:  # an uninitialised processor
-            return f"{name} (not loaded)"
+        size = attempt(value.get_piece_size)  # None: an uninitialised processor
+        return f"{name} (not loaded)" if size is None else f"{name} (vocab {size})"
     if type(value).__module__ == "numpy" and hasattr(value, "shape") and hasattr(value, "dtype"):
         return f"numpy.ndarray {value.dtype}[{', '.join(str(s) for s in value.shape)}]"
     if type(value) in _FUNCTION_TYPES:
@@ -303,17 +298,16 @@ def nodes(obj: Any, root: str = "model") -> Iterator[Node]:
 
 
 def structure_tree(obj: Any, root: str = "model") -> dict[str, str]:
-    """Describe ``obj`` as ``{attribute path: description}`` in walk order."""
+    """``{attribute path: description}`` in walk order."""
     return tree_of(nodes(obj, root))
 
 
 def tree_of(walked: Any) -> dict[str, str]:
-    """The structure tree of a walk's nodes."""
     return {node.path: node.line for node in walked if node.shown}
 
 
 def diff_trees(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    """Human-readable lines for paths removed, added or changed between two trees."""
+    """``-``/``~``/``+`` lines for the paths removed, changed or added between two trees."""
     lines = []
     for path, line in before.items():
         if path not in after:
@@ -390,12 +384,9 @@ def children(value: Any, path: str) -> Iterator[tuple[str, Any]]:
         or getattr(klass, "__reduce__", None) is not object.__reduce__
     )
     if custom_reduce and not isinstance(value, (dict, list, tuple, set, frozenset)):
-        try:
-            reduced = value.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
-        except Exception:
-            return  # the object itself refuses: it is the smallest part
+        reduced = attempt(value.__reduce_ex__, pickle.DEFAULT_PROTOCOL)
         if not isinstance(reduced, tuple):
-            return
+            return  # None: the object itself refuses, it is the smallest part
         func, args, state = (list(reduced) + [None] * 5)[:3]
         if func is not None and not isinstance(func, type):
             yield f"{path}.__reduce__()[0]", func
@@ -427,8 +418,5 @@ def pickled_nodes(
         keep.append(value)
         yield path, value, depth
         if depth < PICKLE_DEPTH and (descend is None or descend(value)):
-            try:
-                found = list(children(value, path))
-            except Exception:
-                continue
+            found = attempt(list, children(value, path)) or []
             stack.extend((p, v, depth + 1) for p, v in reversed(found))

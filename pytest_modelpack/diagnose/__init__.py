@@ -7,37 +7,30 @@ pytest; torch is imported only when the object graph holds torch objects.
 
 from __future__ import annotations
 
-from .frames import Frame, user_frame
-from .loading import load_error
+from .frames import user_frame
 from .lossy import explain_lossy, lost_private_state, setstate_pitfall
 from .missing import (
     explain_missing,
     locate_globals,
     not_importable_reason,
     recorded_source,
-    refuse_unimportable,
     rename_hints,
 )
 from .nondeterminism import nondeterminism_hints
-from .unpicklable import Finding, describe_object, find_unpicklable, leaf_name, unpicklable_error
+from .unpicklable import Finding, describe_object, find_unpicklable
 
 __all__ = [
     "Finding",
-    "Frame",
     "describe_object",
     "explain_lossy",
     "explain_missing",
     "find_unpicklable",
-    "leaf_name",
-    "load_error",
     "locate_globals",
     "lost_private_state",
     "nondeterminism_hints",
     "not_importable_reason",
     "recorded_source",
-    "refuse_unimportable",
     "rename_hints",
     "setstate_pitfall",
-    "unpicklable_error",
     "user_frame",
 ]

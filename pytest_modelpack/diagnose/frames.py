@@ -65,11 +65,8 @@ _LIBRARY_FILES = ("pickle.py", "copyreg.py", "_compat_pickle.py")
 
 
 def user_frame(exc: BaseException, relative_to: Any = None) -> Frame | None:
-    """The last traceback frame of ``exc`` outside pytest-modelpack, torch, pickle and hypothesis.
-
-    That is the user's own code where the error came from (``package.py:66 in __setstate__``), even
-    when torch raised it (``Module.__setattr__``).
-    """
+    """The last traceback frame of ``exc`` outside pytest-modelpack, torch, pickle and hypothesis:
+    the user's code the error came from, even when torch raised it (``Module.__setattr__``)."""
     libraries = _library_dirs()
     stdlib = os.path.dirname(os.path.abspath(os.__file__)) + os.sep
     chosen: Any = None

@@ -25,12 +25,8 @@ def load_error(
     manifest: Manifest | None = None,
     missing: list[tuple[str, str]] | None = None,
 ) -> errors.ModelpackError:
-    """LOAD ERROR for ``what`` (the golden, or the freshly dumped model).
-
-    Either ``missing`` (``(module, qualname)`` pairs the golden references that no longer resolve;
-    qualname ``"*"`` for a module that is gone), or the exception ``exc`` raised while unpickling:
-    a missing name, or the user's own ``__setstate__`` failing.
-    """
+    """LOAD ERROR for ``what`` (the golden, or the freshly dumped model): ``missing`` names that
+    no longer resolve (:func:`explain_missing`), or ``exc`` raised while unpickling."""
     regen = regen_command(nodeid)
     golden = "golden" in what
     if missing is None and exc is not None and golden:

@@ -6,9 +6,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from ..fixes import listed
 from ..project import is_library_module
 from ..statediff import by_path
-from ..walk import defines, is_module, nodes, qualified_name
+from ..walk import attempt, defines, is_module, nodes, qualified_name
 from .frames import where
 
 
@@ -28,10 +29,7 @@ def _culprit(owner: Any, attr: str, relative_to: Any) -> str | None:
     getter = defines(klass, "__getstate__")
     setter = defines(klass, "__setstate__")
     if getter is not None and user_class(getter):
-        try:
-            state = owner.__getstate__()
-        except Exception:
-            state = None
+        state = attempt(owner.__getstate__)
         if isinstance(state, dict) and attr not in state:
             kept = ", ".join(repr(k) for k in list(state)[:6])
             return (
@@ -61,12 +59,8 @@ def _values(obj: Any, walked: Any = None) -> dict[str, Any]:
 def explain_lossy(
     live: Any, diff: list[str], relative_to: Any = None, walked: Any = None
 ) -> tuple[list[str], list[str]]:
-    """Group structure-tree differences into what was lost, and say which code lost it.
-
-    ``diff`` holds :func:`~pytest_modelpack.structure.diff_trees` lines (live before, reloaded
-    after). Returns ``(lost paths, detail lines)``: a missing attribute is reported once, not with
-    every path below it.
-    """
+    """``(lost paths, detail lines)`` of :func:`~pytest_modelpack.walk.diff_trees` lines (live,
+    then reloaded), naming the code that lost them; a missing attribute once, not what is below."""
     entries: list[tuple[str, str, str]] = []  # (sign, path, text)
     for line in diff:
         sign, _, rest = line.partition(" ")
@@ -106,9 +100,7 @@ def explain_lossy(
     new = [p for s, p, _ in entries if s == "+"]
     added = [p for p in new if not below(p, new)]
     if added and len(detail) < 20:
-        detail.append(
-            "new after reload: " + ", ".join(added[:5]) + (" ..." if len(added) > 5 else "")
-        )
+        detail.append("new after reload: " + listed(added, 5))
     return lost, detail
 
 
@@ -124,14 +116,10 @@ def lost_private_state(
     walked: Any = None,
     reloaded_walked: Any = None,
 ) -> tuple[list[str], list[str]]:
-    """Private ``nn.Module`` state a user ``__setstate__``/``__getstate__`` failed to restore.
-
-    The structure tree shows public attributes only; torch keeps caches such as an RNN's
-    ``_flat_weight_refs`` in private ones, rebuilt by torch's own ``__setstate__``. For every module
-    whose class overrides ``__getstate__``/``__setstate__`` of its torch base, compare what torch's
-    own pickling would restore with what the reloaded module has. Returns the lost paths and
-    detail lines.
-    """
+    """Lost paths and detail lines of private ``nn.Module`` state a user ``__setstate__`` or
+    ``__getstate__`` failed to restore: the tree shows public attributes only, and torch keeps
+    caches such as an RNN's ``_flat_weight_refs`` in private ones, rebuilt by its own
+    ``__setstate__``; compared with what torch's own pickling would restore."""
     lost: list[str] = []
     lines: list[str] = []
     after_values = _values(reloaded, reloaded_walked)
@@ -163,7 +151,7 @@ def lost_private_state(
         culprit = overrides[0]  # the user's __setstate__, else their __getstate__
         method = "__setstate__" if culprit is setter else "__getstate__"
         lost.extend(f"{path}.{k}" for k in gone)
-        names = ", ".join(f"{path}.{k}" for k in gone[:4]) + (" ..." if len(gone) > 4 else "")
+        names = listed((f"{path}.{k}" for k in gone), 4)
         lines.append(f"{names} missing after reload (torch's own state of {base.__qualname__})")
         rebuilt = (
             f"{qualified_name(base_set)}.__setstate__ rebuilds it"

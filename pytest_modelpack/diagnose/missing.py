@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import errors, walk
+from ..fixes import listed
 from ..project import is_library_module
 from ..safety.byvalue import GETATTR_FOUND
 from ..safety.classes import BY_VALUE
@@ -157,12 +158,8 @@ def explain_missing(
     regen: str,
     scanned: bool = False,
 ) -> tuple[str, list[str], str]:
-    """(summary, detail, fix) for golden globals that no longer resolve: renamed or moved code.
-
-    ``missing`` holds ``(module, qualname)`` pairs (qualname ``"*"``: the whole module is gone);
-    ``manifest`` is the golden's manifest, or None (its globals and recorded source find where
-    the names went); ``regen`` is the exact command that regenerates the golden.
-    """
+    """(summary, detail, fix) for ``(module, qualname)`` globals that no longer resolve (qualname
+    ``"*"``: the module is gone); the manifest's globals and source find where they went."""
     code = manifest.code if manifest is not None else {}
     recorded = [(g.module, g.qualname) for g in manifest.globals] if manifest is not None else []
     gone = sorted({m for m, q in missing if q == "*" or _module_gone(m)})
@@ -224,10 +221,10 @@ def explain_missing(
         if module not in gone and (module, qualname) not in renamed:
             restore.append(f"restore {module}.{qualname}")
             alias.append(f"{qualname} = <its new name> in {module.replace('.', '/')}.py")
-    listed = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    few = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
     fix = (
         f"restore the old name: {'; '.join(dict.fromkeys(restore))}\n"
-        f"or keep an alias: {'; '.join(dict.fromkeys(alias))}, and list {listed} in "
+        f"or keep an alias: {'; '.join(dict.fromkeys(alias))}, and list {few} in "
         "modelpack_safe_globals (an alias is not defined under the old name)\n"
         f"or accept the change and regenerate the golden: {regen}"
     )
@@ -241,8 +238,7 @@ def explain_missing(
     if len(gone) == 1 and all(m == gone[0] for m, _ in pairs):
         who = f"the module {gone[0]!r}, which no longer exists"
     else:
-        shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
-        who = f"{shown}, which no longer {'exists' if len(names) == 1 else 'exist'}"
+        who = f"{listed(names, 3)}, which no longer {'exists' if len(names) == 1 else 'exist'}"
     return f"the golden references {who} (renamed or moved?)", detail, fix
 
 

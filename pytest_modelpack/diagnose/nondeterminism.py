@@ -8,6 +8,8 @@ import sys
 import types
 from typing import Any
 
+from ..apply import eval_mode, placed
+from ..fixes import listed
 from ..walk import nodes
 from .frames import where
 from .lossy import user_class
@@ -20,38 +22,23 @@ _RANDOM = re.compile(
 
 
 def nondeterminism_hints(model: Any, relative_to: Any = None, walked: Any = None) -> list[str]:
-    """Likely reasons ``model`` disagrees with itself: modules left in train mode, random calls.
-
-    Looks at every module reachable from ``model`` after ``model.eval()`` (restoring modes
-    afterwards) and scans the user's own ``preprocess``/``forward``/``postprocess``/``__call__``
-    methods for random number calls and functional dropout.
-    """
+    """Likely reasons ``model`` disagrees with itself: modules still training after
+    ``model.eval()``, random calls in the user's own preprocess/forward/postprocess/__call__."""
     hints: list[str] = []
     modules: list[tuple[str, Any]] = []
     if sys.modules.get("torch") is not None:
-        walked = nodes(model) if walked is None else walked
+        walked = list(nodes(model)) if walked is None else walked
         modules = [(n.path, n.value) for n in walked if n.shown and n.line.endswith("(nn.Module)")]
-        flags = [(m, m.training) for _, top in modules for m in top.modules()]
         try:
-            if callable(getattr(model, "eval", None)):
-                model.eval()
-            else:
-                for _, module in modules:
-                    module.eval()
-            training = [
-                path for path, module in modules if module.training and _mode_matters(module)
-            ]
+            with placed(model, None, walked):  # puts every training flag back
+                eval_mode(model, [module for _, module in modules])
+                training = [p for p, module in modules if module.training and _mode_matters(module)]
         except Exception:
             training = []
-        finally:
-            for module, flag in flags:
-                module.training = flag
         if training:
             hints.append(
-                "still in train mode after model.eval(): "
-                + ", ".join(training[:5])
-                + (" ..." if len(training) > 5 else "")
-                + " (eval() does not reach them, so dropout/batch-norm stay random)"
+                f"still in train mode after model.eval(): {listed(training, 5)} "
+                "(eval() does not reach them, so dropout/batch-norm stay random)"
             )
     for klass in dict.fromkeys([type(model), *(type(m) for _, m in modules)]):
         if not user_class(klass):

@@ -9,7 +9,7 @@ instead of only "accept it with regen" (which would fail again on the next run).
 
 from __future__ import annotations
 
-from ..fixes import rebuild_reproducibly
+from ..fixes import listed, rebuild_reproducibly
 from ..statediff import StateDiff
 
 
@@ -33,18 +33,14 @@ def _hints(paths: list[str]) -> list[str]:
 def explain_state_difference(
     diff: StateDiff, drift_clean: bool, nodeid: str | None
 ) -> tuple[list[str], str] | None:
-    """Detail lines and the fix when outputs differ because the fixture built another model.
-
-    None when code or environment changed (they explain the mismatch and have their own lines), or
-    when no path of the state differs (then the state diff's own line says so).
-    """
+    """Detail lines and the fix when outputs differ because the fixture built another model
+    (None when code or environment changed, or no path of the state differs)."""
     if not drift_clean or not diff.differing:
         return None
-    shown = ", ".join(diff.paths[:3]) + (" ..." if len(diff.paths) > 3 else "")
     detail = [
         "no code drift and no environment drift since the golden was made, but the model's state "
-        f"differs ({shown}): the fixture does not build the same model in every process (or was "
-        "changed to build another one)",
+        f"differs ({listed(diff.paths, 3)}): the fixture does not build the same model in every "
+        "process (or was changed to build another one)",
         *_hints(diff.paths),
     ]
     return detail, rebuild_reproducibly(nodeid)

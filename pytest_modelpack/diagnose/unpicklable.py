@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..walk import pickled_nodes, pickles
+from ..walk import pickled_nodes, pickles, qualified_name
 from .frames import source_line, user_frame, where
 from .missing import not_importable_reason
 
@@ -74,11 +74,37 @@ def opaque_part(value: Any) -> bool:
     return _script_module(value) or _log_handler(value)
 
 
+def _kind(value: Any) -> str:
+    """What a part is, for the why and the fix (in this order of precedence)."""
+    if _script_module(value):
+        return "script"
+    if _log_handler(value):
+        return "handler"
+    if isinstance(value, types.FunctionType):
+        return "lambda" if _is_lambda(value) else "function"
+    if isinstance(value, type):
+        return "local class" if "<locals>" in value.__qualname__ else "class"
+    if isinstance(value, types.MethodType):
+        return "method"
+    if "<locals>" in type(value).__qualname__:
+        return "local instance"
+    if isinstance(value, io.IOBase):
+        return "file"
+    if _lock_type(value):
+        return "lock"
+    if isinstance(value, types.GeneratorType):
+        return "generator"
+    return "module" if isinstance(value, types.ModuleType) else "object"
+
+
 def describe_object(value: Any, relative_to: Any = None) -> str:
     """What an object is, in words a user recognises."""
-    if _script_module(value):
-        return f"a TorchScript module ({type(value).__module__}.{type(value).__qualname__})"
-    if _log_handler(value):
+    kind, klass = _kind(value), qualified_name(type(value))
+    if kind == "local instance" and isinstance(value, io.IOBase):
+        kind = "file"  # an open file first, whatever its class
+    if kind == "script":
+        return f"a TorchScript module ({klass})"
+    if kind == "handler":
         stream = getattr(value, "stream", None)
         name = getattr(stream, "name", None)
         held = (
@@ -88,81 +114,61 @@ def describe_object(value: Any, relative_to: Any = None) -> str:
             if stream is not None
             else ""
         )
-        return f"a logging handler ({type(value).__module__}.{type(value).__qualname__}){held}"
-    if _is_lambda(value):
+        return f"a logging handler ({klass}){held}"
+    if kind == "lambda":
         return f"a lambda defined at {where(value, relative_to)}"
-    if isinstance(value, types.FunctionType) and "<locals>" in value.__qualname__:
+    if kind == "function" and "<locals>" in value.__qualname__:
         return f"a local function {value.__qualname__} defined at {where(value, relative_to)}"
-    if isinstance(value, types.FunctionType):
+    if kind == "function":
         reason = not_importable_reason(value.__module__, value.__qualname__) or ""
         extra = " (not importable by that name)" if "cannot be found" in reason else ""
         return f"the function {value.__module__}.{value.__qualname__}{extra}"
-    if isinstance(value, type):
-        if "<locals>" in value.__qualname__:
-            return f"a local class {value.__qualname__} defined at {where(value, relative_to)}"
-        return f"the class {value.__module__}.{value.__qualname__}"
-    if isinstance(value, types.MethodType):
-        return f"a bound method {value.__qualname__}"
-    if isinstance(value, types.GeneratorType):
-        return f"a generator ({value.__qualname__})"
-    if isinstance(value, types.ModuleType):
-        return f"the module {value.__name__}"
-    if isinstance(value, io.IOBase):
+    if kind == "local class":
+        return f"a local class {value.__qualname__} defined at {where(value, relative_to)}"
+    if kind == "file":
         name = getattr(value, "name", None)
         if isinstance(name, str):
             return f"an open file {name!r} ({type(value).__name__})"
         return f"a file object ({type(value).__name__})"
-    kind = type(value)
-    if _lock_type(value):
-        return f"a lock ({kind.__module__}.{kind.__qualname__})"
-    if "<locals>" in kind.__qualname__:
-        return (
-            f"an instance of the local class {kind.__qualname__} defined at "
-            f"{where(kind, relative_to)}"
-        )
-    return f"an object of type {kind.__module__}.{kind.__qualname__}"
+    if kind == "local instance":
+        where_ = where(type(value), relative_to)
+        return f"an instance of the local class {type(value).__qualname__} defined at {where_}"
+    if kind == "class":
+        return f"the class {qualified_name(value)}"
+    if kind == "method":
+        return f"a bound method {value.__qualname__}"
+    if kind == "generator":
+        return f"a generator ({value.__qualname__})"
+    if kind == "module":
+        return f"the module {value.__name__}"
+    return f"a lock ({klass})" if kind == "lock" else f"an object of type {klass}"
+
+
+_CODE_WHY = (
+    "pickle saves a function or class by reference (module + qualified name) and imports it again "
+    "when loading; {} has no name it can be imported by (pickle says: {{said}})"
+)
+_WHY = {
+    "script": "a TorchScript module is a compiled C++ object; pickle cannot save it, only "
+    "torch.jit.save can (torch says: {said})",
+    "handler": "a logging handler holds a lock and usually an open stream: state of this process, "
+    "not data (pickle says: {said})",
+    "lambda": _CODE_WHY.format("a lambda"),
+    "function": _CODE_WHY.format("a function defined inside another function"),
+    "local class": _CODE_WHY.format("a class defined inside a function"),
+    "local instance": "pickle saves an instance's class by reference (module + qualified name); a "
+    "class defined inside a function cannot be imported by name (pickle says: {said})",
+    "file": "an open file is operating-system state of this process (a descriptor and a "
+    "position), not data (pickle says: {said})",
+    "lock": "a lock is synchronisation state of this process, not data (pickle says: {said})",
+    "generator": "a generator is a paused function call; its frame cannot be saved ({said})",
+    "module": "pickle saves classes and functions by reference, never modules ({said})",
+}
 
 
 def _why(value: Any, error: Exception) -> str:
     said = f"{type(error).__name__}: {_ADDRESS.sub('', str(error))}"
-    if _script_module(value):
-        return (
-            "a TorchScript module is a compiled C++ object; pickle cannot save it, only "
-            f"torch.jit.save can (torch says: {said})"
-        )
-    if _log_handler(value):
-        return (
-            "a logging handler holds a lock and usually an open stream: state of this process, "
-            f"not data (pickle says: {said})"
-        )
-    if isinstance(value, types.FunctionType) or (
-        isinstance(value, type) and "<locals>" in value.__qualname__
-    ):
-        what = "a lambda" if _is_lambda(value) else "a function defined inside another function"
-        if isinstance(value, type):
-            what = "a class defined inside a function"
-        return (
-            "pickle saves a function or class by reference (module + qualified name) and imports "
-            f"it again when loading; {what} has no name it can be imported by (pickle says: "
-            f"{said})"
-        )
-    if "<locals>" in type(value).__qualname__:
-        return (
-            "pickle saves an instance's class by reference (module + qualified name); a class "
-            f"defined inside a function cannot be imported by name (pickle says: {said})"
-        )
-    if isinstance(value, io.IOBase):
-        return (
-            "an open file is operating-system state of this process (a descriptor and a "
-            f"position), not data (pickle says: {said})"
-        )
-    if _lock_type(value):
-        return f"a lock is synchronisation state of this process, not data (pickle says: {said})"
-    if isinstance(value, types.GeneratorType):
-        return f"a generator is a paused function call; its frame cannot be saved ({said})"
-    if isinstance(value, types.ModuleType):
-        return f"pickle saves classes and functions by reference, never modules ({said})"
-    return f"pickle refuses it: {said}"
+    return _WHY.get(_kind(value), "pickle refuses it: {said}").format(said=said)
 
 
 def leaf_name(path: str) -> str:
@@ -183,56 +189,44 @@ def _owner_attr(path: str) -> str:
     return path
 
 
+_FIX = {
+    "script": "keep the eager nn.Module on the object and script it where it runs "
+    "(torch.jit.script in __setstate__ or at serving time), or ship it separately with "
+    "torch.jit.save / torch.jit.load; {leave_out}",
+    "handler": "hold a logging.Logger instead (pickle saves a logger by name, "
+    "logging.getLogger(name)) and attach handlers where logging is configured; {leave_out}",
+    "hooks": "register a module-level function as the hook (pickle saves a reference to it), or "
+    "remove the hook (handle.remove()) before pickling and register it again after loading",
+    "code": "define it at module level{in_file} (def {name}(...): ...) and assign that function, "
+    "or use functools.partial of a module-level function; {leave_out}; or pin it by value in the "
+    "golden: modelpack_serializer = dill (or cloudpickle)",
+    "local instance": "define the class {cls} at module level; {leave_out}",
+    "file": "keep the file's path instead and open it when needed, {leave_out}",
+    "lock": "leave {top!r} out in __getstate__ and create a new lock in __setstate__",
+    "generator": "store the data (a list) or what recreates the generator instead, {leave_out}",
+    "module": "import the module where it is used instead of storing it on the object, {leave_out}",
+    "object": "give {qualname} a __reduce__ or __getstate__/__setstate__ that pickles, {leave_out}",
+}
+
+
 def _fix_for(value: Any, path: str, relative_to: Any = None) -> str:
-    attr = leaf_name(path)
-    top = _owner_attr(path)
+    attr, top, kind = leaf_name(path), _owner_attr(path), _kind(value)
     held = repr(top) if top.isidentifier() else "it"
-    leave_out = f"or leave {held} out in __getstate__ and rebuild it in __setstate__"
-    if _script_module(value):
-        return (
-            "keep the eager nn.Module on the object and script it where it runs (torch.jit.script "
-            "in __setstate__ or at serving time), or ship it separately with torch.jit.save / "
-            f"torch.jit.load; {leave_out}"
-        )
-    if _log_handler(value):
-        return (
-            "hold a logging.Logger instead (pickle saves a logger by name, "
-            "logging.getLogger(name)) and attach handlers where logging is configured; "
-            f"{leave_out}"
-        )
-    if "_hooks" in path:
-        return (
-            "register a module-level function as the hook (pickle saves a reference to it), or "
-            "remove the hook (handle.remove()) before pickling and register it again after loading"
-        )
-    if isinstance(value, (types.FunctionType, types.MethodType)) or (
-        isinstance(value, type) and "<locals>" in value.__qualname__
-    ):
-        target = getattr(value, "__func__", value)
-        file = where(target, relative_to).rsplit(":", 1)[0]
-        in_file = f" of {file}" if file.endswith(".py") else ""
-        name = attr if attr.isidentifier() and attr != "<lambda>" else "a_name"
-        return (
-            f"define it at module level{in_file} (def {name}(...): ...) and assign that function, "
-            f"or use functools.partial of a module-level function; {leave_out}; or pin it "
-            "by value in the golden: modelpack_serializer = dill (or cloudpickle)"
-        )
-    if "<locals>" in type(value).__qualname__:
-        return f"define the class {type(value).__name__} at module level; {leave_out}"
-    if isinstance(value, io.IOBase):
-        return f"keep the file's path instead and open it when needed, {leave_out}"
-    if _lock_type(value):
-        return f"leave {top!r} out in __getstate__ and create a new lock in __setstate__"
-    if isinstance(value, types.GeneratorType):
-        return f"store the data (a list) or what recreates the generator instead, {leave_out}"
-    if isinstance(value, types.ModuleType):
-        return (
-            f"import the module where it is used instead of storing it on the object, {leave_out}"
-        )
-    return (
-        f"give {type(value).__qualname__} a __reduce__ or __getstate__/__setstate__ that pickles, "
-        f"{leave_out}"
-    )
+    facts = {
+        "leave_out": f"or leave {held} out in __getstate__ and rebuild it in __setstate__",
+        "top": top,
+        "cls": type(value).__name__,
+        "qualname": type(value).__qualname__,
+        "name": attr if attr.isidentifier() and attr != "<lambda>" else "a_name",
+        "in_file": "",
+    }
+    if kind not in ("script", "handler") and "_hooks" in path:
+        kind = "hooks"
+    elif kind in ("lambda", "function", "method", "local class"):
+        file = where(getattr(value, "__func__", value), relative_to).rsplit(":", 1)[0]
+        facts["in_file"] = f" of {file}" if file.endswith(".py") else ""
+        kind = "code"
+    return _FIX.get(kind, _FIX["object"]).format(**facts)
 
 
 def find_unpicklable(
@@ -242,11 +236,7 @@ def find_unpicklable(
     relative_to: Any = None,
     pickler: type[pickle.Pickler] = pickle.Pickler,
 ) -> list[Finding]:
-    """Every smallest part of ``obj`` that pickle refuses (empty when ``obj`` pickles).
-
-    A part is reported by attribute path from ``root``; file locations are relative to
-    ``relative_to`` (default: the working directory).
-    """
+    """Every smallest part of ``obj`` that ``pickler`` refuses, by path (empty: it pickles)."""
     failing: list[tuple[str, Any, int, Exception]] = []
     refused: set[int] = set()  # only a part pickle refuses is walked into
 

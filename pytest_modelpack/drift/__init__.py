@@ -6,12 +6,11 @@ or a warning with ``modelpack_drift = warn``; ENV DRIFT warnings).
 from __future__ import annotations
 
 from .check import Drift, assess_drift, report_drift
-from .diff import ENV_KEYS, compare_code, describe_code_change, drift_detail, env_changes
+from .diff import compare_code, describe_code_change, drift_detail, env_changes
 from .fingerprint import code_units, fingerprint_model, is_project_file
 from .source import normalized_source
 
 __all__ = [
-    "ENV_KEYS",
     "Drift",
     "assess_drift",
     "code_units",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import errors
-from ..fixes import regen_command, restore_or_regen, revert_or_accept
+from ..fixes import listed, regen_command, restore_or_regen, revert_or_accept
 from ..warnings import CodeDriftWarning, EnvDriftWarning, ModelpackWarning
 from .diff import compare_code, describe_code_change, drift_detail, drift_summary, env_changes
 from .fingerprint import _Fingerprinter
@@ -55,11 +55,8 @@ def assess_drift(
     nodeid: str | None,
     project_root: Path,
 ) -> Drift:
-    """Compare the golden's recorded code and environment with today's; raises nothing.
-
-    ``roots`` are the project (module, qualname) pairs the bundle references, as the safety scan
-    found them; without them, the manifest's list is used.
-    """
+    """The golden's recorded code and environment against today's; raises only CORRUPT GOLDEN.
+    ``roots``: the project globals the scan found in the bundle (default: the manifest's)."""
     from ..golden import environment
 
     drift = Drift(env=env_changes(manifest.environment, environment()))
@@ -80,9 +77,7 @@ def assess_drift(
             "manifest.json records no project code, but the bundle references some",
             name=name,
             detail=[
-                "project globals in bundle.pkl: "
-                + ", ".join(f"{m}.{q}" for m, q in pairs[:5])
-                + (" ..." if len(pairs) > 5 else ""),
+                "project globals in bundle.pkl: " + listed((f"{m}.{q}" for m, q in pairs), 5),
                 "without the recorded code, code drift cannot be checked",
             ],
             fix=restore_or_regen(nodeid),
@@ -110,14 +105,8 @@ def report_drift(
     policy: str = "fail",
     behaviour: list[str] | None = None,
 ) -> list[str]:
-    """Raise CODE DRIFT (with ``modelpack_drift = warn``: warn
-    :class:`~pytest_modelpack.warnings.CodeDriftWarning`); warn
-    :class:`~pytest_modelpack.warnings.EnvDriftWarning` for changed versions. Returns lines for the
-    summary, which the gate also adds to an OUTPUT MISMATCH they may explain.
-
-    ``behaviour``: what comparing the golden's outputs says about a code change (its first line is
-    the verdict, repeated in the summary line); added to the CODE DRIFT detail.
-    """
+    """Raise CODE DRIFT (``modelpack_drift = warn``: warn it), warn ENV DRIFT; return the summary
+    lines. ``behaviour``: what the golden's outputs say of a code change (first line: verdict)."""
     code = drift.code
     if code is not None and behaviour:
         code.detail.extend(behaviour)

@@ -27,12 +27,8 @@ def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
 def compare_code(
     old: dict[str, Any], new: dict[str, Any]
 ) -> tuple[list[str], list[str], list[str]]:
-    """(changed, removed, added) unit names between two ``code`` sections.
-
-    A unit whose module changed but whose qualified name and code did not (the module was moved
-    or renamed, and an alias keeps old pickles loading) is neither removed nor added: the golden
-    runs the same code.
-    """
+    """(changed, removed, added) unit names between two ``code`` sections; a unit only moved to
+    another module (an alias keeps old pickles loading) is neither: the same code runs."""
     changed = [name for name in old if name in new and _differs(old[name], new[name])]
     removed = [name for name in old if name not in new]
     added = [name for name in new if name not in old]

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..project import Project
+from ..walk import attempt
 from .source import (
     DEFS,
     MEMBER_DEFS,
@@ -89,16 +90,12 @@ class _Fingerprinter:
             return None
         if name not in self._modules:
             module = sys.modules.get(name)
-            ok = module is not None and self._project.loaded_module_is_project(module)
-            self._modules[name] = module if ok else None
+            in_project = self._project.contains_file(getattr(module, "__file__", None))
+            self._modules[name] = module if in_project else None
         return self._modules[name]
 
     def import_project_module(self, name: str) -> types.ModuleType | None:
-        """``name`` imported, when it is project code; None otherwise.
-
-        A module not imported yet is first located without executing anything; only a module whose
-        file lies in the project is imported. Nothing outside the project is ever imported.
-        """
+        """``name`` imported when it is project code (located first, executing nothing)."""
         if name in sys.modules or not self._project.is_project_module(name):
             return self.module(name)
         try:
@@ -170,10 +167,8 @@ class _Fingerprinter:
         if isinstance(value, _WRAPS_FUNC):
             self.visit(value.func)
             return
-        try:  # static lookup: a project __getattr__/property must not run here
-            wrapped = inspect.getattr_static(value, "__wrapped__", None)
-        except Exception:
-            wrapped = None
+        # static lookup: a project __getattr__/property must not run here
+        wrapped = attempt(inspect.getattr_static, value, "__wrapped__", None)
         if wrapped is not None and not isinstance(wrapped, (property, types.MemberDescriptorType)):
             self.visit(wrapped)
         cls = type(value)
@@ -184,10 +179,9 @@ class _Fingerprinter:
         """``module.<qualname>`` by attribute lookup, or ``_MISSING``."""
         target: Any = module
         for part in qualname.split("."):
-            try:
-                target = getattr(target, part)
-            except Exception:
-                return _MISSING
+            target = attempt(getattr, target, part, default=_MISSING)
+            if target is _MISSING:
+                break
         return target
 
     def visit_chain(self, module: types.ModuleType, chain: Sequence[str]) -> None:
@@ -221,7 +215,6 @@ class _Fingerprinter:
         nodes: Sequence[Any],
         text: str | None = None,
     ) -> None:
-        """Record ``nodes`` as a unit; ``text`` defaults to their source lines."""
         if text is None:
             text = "".join(line for n in nodes for line in src.lines[start(n) - 1 : end(n)])
         self.units[f"{module.__name__}.{qualname}"] = {
@@ -235,9 +228,8 @@ class _Fingerprinter:
         }
 
     def _home(self, obj: type | types.FunctionType) -> types.ModuleType | None:
-        """The project module that defines ``obj`` (None: not project code). A local class or
-        function is fingerprinted as part of the function that defines it: that one is followed
-        instead, and None returned."""
+        """The project module that defines ``obj`` (None: not project code, or a local class or
+        function: that is part of the function that defines it, which is followed instead)."""
         module = self.module(obj.__module__)
         if module is not None and "<locals>" in obj.__qualname__.split("."):
             outer = self.resolve(module, obj.__qualname__.split(".<locals>", 1)[0])
@@ -316,9 +308,7 @@ class _Fingerprinter:
                 self.visit(cell.cell_contents)
             except ValueError:  # an empty cell
                 pass
-        for value in func.__defaults__ or ():
-            self.visit(value)
-        for value in (func.__kwdefaults__ or {}).values():
+        for value in (*(func.__defaults__ or ()), *(func.__kwdefaults__ or {}).values()):
             self.visit(value)
         self.visit(func.__dict__.get("__wrapped__"))
         # The namespace the bytecode reads is __globals__, which may belong to another module than
@@ -418,15 +408,12 @@ class _Fingerprinter:
 
 
 def code_units(roots: Iterable[tuple[str, str]], project_root: Path) -> dict[str, dict[str, Any]]:
-    """Fingerprint units for the project code reachable from ``roots`` ((module, qualname) pairs).
-
-    Roots that are not project code are skipped; nothing outside the project is imported.
-    """
+    """The units of the project code reachable from ``roots`` ((module, qualname) pairs; the
+    others are skipped): the manifest's ``code`` section."""
     fingerprinter = _Fingerprinter(project_root)
     for module, qualname in roots:
         fingerprinter.add_root(module, qualname)
     return fingerprinter.run()
 
 
-#: The manifest's ``code`` section for a pickle referencing these (module, qualname) globals.
-fingerprint_model = code_units
+fingerprint_model = code_units  # the name the engine and older tests use

@@ -179,10 +179,8 @@ def _comparison(comparison: dict[str, Any]) -> str:
 
 
 def _manifest(folder: Path) -> str:
-    """The golden's recorded environment and structure tree (JSON only; nothing unpickled).
-
-    Read through the one manifest reader (:func:`~pytest_modelpack.golden.parse_manifest`); a
-    manifest that does not validate shows nothing here (its row already carries the error)."""
+    """The golden's recorded environment and structure tree (JSON only; nothing unpickled); a
+    manifest that does not validate shows nothing (its row already carries the error)."""
     path = folder / "manifest.json"
     try:
         if not path.is_file() or path.stat().st_size > MANIFEST_LIMIT:

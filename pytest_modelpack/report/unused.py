@@ -90,11 +90,8 @@ def not_judged_reason(
     deselected: int,
     finished: int,
 ) -> str | None:
-    """Why this run cannot judge unused goldens, or None when it selected and ran every test.
-
-    ``filters``: the narrowing options given (``-k``, ``--lf`` ...). ``args``: the paths or node
-    ids pytest was given; ``roots``: what a plain ``pytest`` would collect (testpaths or rootdir).
-    """
+    """Why this run cannot judge unused goldens (None: it selected and ran every test).
+    ``args``: the paths or node ids given; ``roots``: what a plain ``pytest`` would collect."""
     if filters:
         return f"filtered run ({', '.join(filters)})"
     if any("::" in arg for arg in args):
