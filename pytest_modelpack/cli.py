@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .fixes import regen_command
+from .golden.probe import Problem, file_problem, listing_problem, not_a_bundle, unreadable_why
 from .project import is_library_module
 
 if TYPE_CHECKING:
@@ -88,6 +90,13 @@ def _bundle_in(folder: Path) -> Path:
     return GoldenStore(folder, folder.name).bundle_path
 
 
+def _bundles_in(folder: Path) -> list[Path]:
+    """Every bundle a golden folder holds (a bundle.pkl beside a bundle.pt is scanned too: the
+    scan must not vouch for one file while the gate loads the other), or the one it lacks."""
+    found = [folder / name for name in _GOLDEN_FILES[:2] if os.path.lexists(folder / name)]
+    return found or [_bundle_in(folder)]
+
+
 def _folder(arg: str) -> Path:
     path = Path(arg)
     return path.parent if path.name in _GOLDEN_FILES and not path.is_dir() else path
@@ -100,15 +109,20 @@ def _load_golden(arg: str) -> tuple[Any, Manifest]:
     from .golden import GoldenStore
 
     folder = _folder(arg)
-    exists = os.path.lexists(folder)
-    if not exists or not folder.is_dir():
+    store = GoldenStore(folder, folder.name)
+    # What cannot be read (EACCES, ELOOP, EIO ...), a symlink to nothing, a file in the way of
+    # a folder: each is said as what it is, never as "no golden" (an ENOENT is).
+    exists = store.lexists(folder)
+    if not exists and (blocked := store.blocked()) is not None:
+        raise blocked
+    store.check_paths()  # a symlink to nothing in place of the folder
+    if not exists or not store.is_dir(folder):
         raise errors.MissingGolden(
             f"no golden at {arg}",
             detail=[f"{folder} " + ("is not a folder" if exists else "does not exist")],
             fix="check the path: a golden is a folder holding bundle.pkl, manifest.json and "
             f"examples.json, written by {regen_command()}",
         )
-    store = GoldenStore(folder, folder.name)
     return store, store.read_manifest()
 
 
@@ -162,7 +176,10 @@ class _Trusted:
         from .golden import trustfile
         from .safety import Allowlist
 
-        folder = bundle.resolve().parent
+        try:
+            folder = bundle.resolve().parent
+        except (OSError, RuntimeError):  # a symlink loop: the trust file beside where it is
+            folder = Path(os.path.abspath(bundle)).parent
         if folder.parent not in self.files:
             self.files[folder.parent] = trustfile.read(folder.parent)
         lines = self.files[folder.parent].get(folder.name)
@@ -217,7 +234,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         store.read_examples()
         integrity = "sha256 verified"
     except errors.ModelpackError as exc:
-        integrity = f"CORRUPT: {exc.summary}"
+        label = "CORRUPT" if isinstance(exc, errors.CorruptGolden) else exc.kind
+        integrity = f"{label}: {exc.summary}"
         corrupt = True
     _out(
         f"bundle: {format_size(bundle.size)}, "
@@ -228,17 +246,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     allowlist = _Trusted(args, allowlist).for_bundle(store.bundle_path)
     with _project_importable(allowlist.project_root):
-        verdict = scan_file(store.bundle_path, allowlist) if store.bundle_path.is_file() else None
+        problem = file_problem(store.bundle_path)
+        verdict = scan_file(store.bundle_path, allowlist) if problem is None else None
         claimed = _claimed_globals(manifest)
-        if verdict is None:
-            _out("verdict: unreadable — bundle.pkl is missing or not a file")
+        if problem is not None:
+            _out(f"verdict: unreadable — {store.bundle_name}: {problem.why}")
+            if problem.fix:
+                _out(f"  fix: {problem.fix}")
         else:
-            _out(f"verdict: {_judged(verdict)[1]}")
+            assert verdict is not None
+            _out(f"verdict: {_judged(verdict, store.bundle_path)[1]}")
             hint = _stopped_and_hint(verdict, allowlist)
             if hint:
                 _out("  " + hint)
             reasons = {(ref.module, ref.qualname): why for ref, why in verdict.refused}
-            _out("globals (scanned from bundle.pkl; nothing unpickled):")
+            _out(f"globals (scanned from {store.bundle_name}; nothing unpickled):")
             for ref in verdict.globals:
                 key = (ref.module, ref.qualname)
                 if key in reasons:
@@ -262,7 +284,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     _out("structure:")
     for path, line in manifest.structure.items():
         _out(f"  {path}: {line}")
-    if verdict is not None and verdict.refused:
+    if verdict is not None and _judged(verdict, store.bundle_path)[0] == "unsafe":
         return EXIT_UNSAFE
     if corrupt or verdict is None or verdict.error is not None:
         return EXIT_UNREADABLE
@@ -273,14 +295,14 @@ def _claimed_globals(manifest: Manifest) -> set[tuple[str, str]]:
     return {(g.module, g.qualname) for g in manifest.globals}
 
 
-def _judged(verdict: Any) -> tuple[str, str]:
+def _judged(verdict: Any, path: Path | None = None) -> tuple[str, str]:
     """safe, unsafe or unreadable, and the line that says it."""
     # Refused globals first: a payload followed by garbage still runs when unpickled, so
     # "unsafe" is the news even when the scan then stopped.
-    if verdict.refused:
+    if verdict.refused and not not_a_bundle(verdict, path):
         return "unsafe", f"UNSAFE — {len(verdict.refused)} global(s) not on the allowlist"
-    if verdict.error is not None:
-        return "unreadable", f"unreadable — {verdict.error}"
+    if verdict.error is not None or verdict.refused:
+        return "unreadable", f"unreadable — {unreadable_why(verdict, path)}"
     return "safe", f"safe — {len(verdict.globals)} global(s), all allowed"
 
 
@@ -297,18 +319,35 @@ def _stopped_and_hint(verdict: Any, allowlist: Any) -> str | None:
 
 
 def _scan_targets(path: Path) -> list[Path]:
-    """What to scan for one argument: a file; a golden folder's bundle.pkl; or, for a folder of
-    goldens (``goldens/``), the bundle.pkl of every golden in it."""
-    if not path.is_dir():
+    """What to scan for one argument: a file; a golden folder's bundle(s); or, for a folder of
+    goldens (``goldens/``), the bundles of every golden in it. An OSError (a folder that cannot
+    be listed) is the caller's to report."""
+    if path.name in _GOLDEN_FILES or file_problem(path) is None or not path.is_dir():
         return [path]
-    if _bundle_in(path).exists() or (path / "manifest.json").exists():
-        return [_bundle_in(path)]
+    if any(os.path.lexists(path / name) for name in _GOLDEN_FILES):
+        return _bundles_in(path)
     found = sorted(
-        _bundle_in(sub)
+        bundle
         for sub in path.iterdir()
-        if sub.is_dir() and not sub.name.startswith(".") and _bundle_in(sub).exists()
+        if sub.is_dir() and not sub.name.startswith(".")
+        for bundle in _bundles_in(sub)
+        if os.path.lexists(bundle)
     )
     return found or [path / "bundle.pkl"]
+
+
+def _targets(names: list[str]) -> tuple[list[Path], list[tuple[Path, Problem]]]:
+    paths: list[Path] = []
+    problems = []
+    for name in names:
+        try:
+            paths += _scan_targets(Path(name))
+        except OSError as exc:  # goldens/ without r: its goldens cannot be listed
+            path = Path(name)
+            is_dir = os.path.isdir(path) and not os.path.islink(path)
+            problem = None if is_dir else file_problem(path)
+            problems.append((path, problem or listing_problem(exc)))
+    return paths, problems
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -318,16 +357,17 @@ def cmd_scan(args: argparse.Namespace) -> int:
     trusted = _Trusted(args, allowlist)
     counts = {"safe": 0, "unsafe": 0, "unreadable": 0}
     hints: list[str] = []
-    paths = [p for name in args.files for p in _scan_targets(Path(name))]
+    paths, problems = _targets(args.files)
     with _project_importable(allowlist.project_root):
-        for path in paths:
-            if not path.is_file():
-                why = "not a regular file" if path.exists() else "no such file"
-                _out(f"{path}: unreadable — {why}")
+        for path, problem in [*problems, *((p, file_problem(p)) for p in paths)]:
+            if problem is not None:
+                _out(f"{path}: unreadable — {problem.why}")
+                if problem.fix:
+                    _out(f"  fix: {problem.fix}")
                 counts["unreadable"] += 1
                 continue
             verdict = scan_file(path, trusted.for_bundle(path))
-            judged, text = _judged(verdict)
+            judged, text = _judged(verdict, path)
             _out(f"{path}: {text}")
             counts[judged] += 1
             for line in refusal_lines(verdict.refused):
@@ -337,8 +377,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 hints.append(hint)
     for hint in hints:
         _out(hint)
-    if len(paths) > 1:
-        _out(f"{len(paths)} file(s): " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    if len(paths) + len(problems) > 1:
+        _out(
+            f"{len(paths) + len(problems)} file(s): "
+            + ", ".join(f"{n} {k}" for k, n in counts.items())
+        )
     if counts["unsafe"]:
         return EXIT_UNSAFE
     return EXIT_UNREADABLE if counts["unreadable"] else EXIT_OK
@@ -527,10 +570,14 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_UNREADABLE
     except OSError as exc:  # a file that vanished or cannot be read mid-way
-        where = exc.filename or "a file"
+        from .golden.oserrors import remedy
+
+        where = str(exc.filename or "a file")
+        why, fix = remedy(exc.errno, "read", where, regen_command())
         error = errors.GoldenIOError(
-            f"cannot read {where}: {exc.strerror or exc}",
-            fix=f"check that {where} exists and that your user may read it",
+            f"cannot read {where}: {why}",
+            detail=[f"{errno.errorcode.get(exc.errno or 0, 'OSError')}: {exc.strerror or exc}"],
+            fix=fix,
         )
         print(error.render(), file=sys.stderr)
         return EXIT_UNREADABLE

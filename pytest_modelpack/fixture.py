@@ -89,8 +89,8 @@ class Modelpack:
         ``inputs`` is a Hypothesis strategy of single model inputs. ``name`` names the golden
         (default: the test function's name). ``apply(model, x)`` runs the model on one input
         (default: :func:`pytest_modelpack.apply_model`). ``rtol``/``atol`` override tolerances;
-        ``examples`` overrides how many Hypothesis inputs are tried. ``serializer`` (``pickle``
-        or ``torch``) overrides ``modelpack_serializer`` for this golden.
+        ``examples`` overrides how many Hypothesis inputs are tried. ``serializer`` (``pickle``,
+        ``torch``, ``dill`` or ``cloudpickle``) overrides ``modelpack_serializer`` for this golden.
         """
         __tracebackhide__ = True
         from .engine import CheckRequest, run_check

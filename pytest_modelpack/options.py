@@ -200,7 +200,8 @@ def settings_from_ini(
 
     def listed(name: str) -> list[str]:
         raw = ini.get(name) or ()
-        return [str(s) for s in (raw.split() if isinstance(raw, str) else raw) if str(s).strip()]
+        lines = [raw] if isinstance(raw, str) else raw
+        return [word for line in lines for word in str(line).split()]  # names hold no spaces
 
     changes: dict[str, Any] = {}
     for name in INI_HELP:
@@ -214,7 +215,7 @@ def settings_from_ini(
         mode=mode,
         golden_dir=text(INI_DIR).strip() or "goldens",
         safe_globals=tuple(listed(INI_SAFE_GLOBALS)),
-        by_value=tuple(s.strip() for s in listed(INI_BY_VALUE)),
+        by_value=tuple(listed(INI_BY_VALUE)),
         trust_golden_code=trust_golden_code,
         **changes,
     )

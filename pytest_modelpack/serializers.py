@@ -97,7 +97,7 @@ class Serializer:
             for name in names:
                 module = sys.modules.get(name)
                 if module is None:
-                    module = __import__(name, fromlist=["_"])
+                    module = _import_by_value(name)
                 cloudpickle.register_pickle_by_value(module)
                 registered.append(module)
             yield
@@ -110,6 +110,19 @@ class Serializer:
     def by_value(self) -> bool:
         """Does it pickle code by value (code objects, functions, classes)?"""
         return self.name in ("dill", "cloudpickle")
+
+
+def _import_by_value(name: str) -> Any:
+    from .errors import UsageError
+
+    try:
+        return __import__(name, fromlist=["_"])
+    except ImportError as exc:
+        raise UsageError(
+            f"modelpack_by_value names the module {name!r}, which does not import: {exc}",
+            fix="name importable modules of your project, separated by spaces or lines "
+            "(modelpack_by_value = mypackage mypackage.layers), or remove the entry",
+        ) from None
 
 
 SERIALIZERS = {

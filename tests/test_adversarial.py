@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import pickle
+import re
 import subprocess
 import sys
 import warnings
@@ -613,3 +614,102 @@ def test_an_object_cannot_pass_for_a_function_in_the_structure_tree() -> None:
     # and a wrapper's names must be text
     assert "other than text" in str(state_keys_problem(Holder, {"__qualname__": print}))
     assert "special attribute" in str(state_keys_problem(Holder, {"__annotations__": {}}))
+
+
+# ------------------------------------------------------------- pydantic's own state form
+
+PYDANTIC_TOOLS = """\
+import pydantic
+
+
+def touch_file(path):
+    open(path, 'w').close()
+    return 0
+
+
+class Settings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    scale: float = 1.0
+    _calls: int = pydantic.PrivateAttr(default=0)
+
+    def preprocess(self, x):
+        return x * self.scale
+
+
+class Custom(Settings):
+    def __setstate__(self, state):
+        super().__setstate__(state)
+
+
+class Plain:
+    def preprocess(self, x):
+        return x
+"""
+
+
+def _forged(cls: type, state: Any) -> bytes:
+    """A pickle of ``cls`` instantiated, then BUILD of ``state``: a forged golden's object."""
+    import copyreg
+
+    target = cls.__new__(cls)
+
+    class Forger(pickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if obj is target:
+                return (copyreg.__newobj__, (cls,), state)
+            return NotImplemented
+
+    buffer = io.BytesIO()
+    Forger(buffer, protocol=4).dump(target)
+    return buffer.getvalue()
+
+
+def test_pydantic_state_is_judged_as_the_attributes_it_restores(
+    project_dir: Path,
+) -> None:
+    """A pydantic model restores ``{'__dict__': ..., '__pydantic_private__': ...}`` with its
+    own ``__setstate__``: the live model's loads, and a forged one may not shadow a method, set
+    a dunder through the fields, plant a callable in a private attribute, or put that form onto
+    a class whose ``__setstate__`` is not pydantic's own."""
+    pytest.importorskip("pydantic")
+    (project_dir / "pydtools.py").write_text(PYDANTIC_TOOLS)
+    import pydtools
+
+    try:
+        settings = pydtools.Settings(scale=2.0, extra_field=3)
+        # (the live model holds the function too: only where the golden puts it is forged)
+        live = [settings, pydtools.Plain(), pydtools.touch_file]
+        allowlist = Allowlist(project_dir, trust=trust_from_pickle(pickle.dumps(live)))
+        loaded = loads_bundle(pickle.dumps(live), allowlist)
+        assert loaded[0] == settings and loaded[0].extra_field == 3 and loaded[0]._calls == 0
+        assert loaded[0].preprocess(1.0) == 2.0
+
+        good = settings.__getstate__()
+        planted = "puts a function, class or partial into a private attribute"
+        not_form = "is not the dict pydantic's own __getstate__ writes"
+        forged = {  # state -> why (the scanner refuses it too: True)
+            "Settings": [
+                ({"__dict__": {"preprocess": 1}}, "defines as a method or descriptor", False),
+                ({"__dict__": {"__class__": int}}, "sets '__class__': a special attribute", True),
+                ({"__pydantic_private__": {"_calls": pydtools.touch_file}}, planted, True),
+                ({"__pydantic_extra__": {"_x": pydtools.touch_file}}, planted, True),
+                ({"__pydantic_fields_set__": ["a"]}, "not a set of text", False),
+                ({"__dict__": [("scale", 1.0)]}, "its fields are not a dict", False),
+                ({"__pydantic_extra__": {"scale": 5.0}}, "names one attribute twice", False),
+                ({"__weakref__": None}, not_form, False),
+            ],
+            # pydantic's form on another class, or on an override of pydantic's __setstate__
+            "Plain": [({}, "sets '__dict__': a special attribute", False)],
+            "Custom": [({}, "sets '__dict__': a special attribute", False)],
+        }
+        for name, cases in forged.items():
+            for change, why, scanned in cases:
+                data = _forged(getattr(pydtools, name), {**good, **change})
+                with pytest.raises(errors.UnsafeGolden, match=re.escape(why)):
+                    loads_bundle(data, allowlist)
+                if scanned:
+                    verdict = scan_stream(io.BytesIO(data), allowlist)
+                    assert any(why in reason for _, reason in verdict.refused), verdict.refused
+    finally:
+        sys.modules.pop("pydtools", None)

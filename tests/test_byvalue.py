@@ -400,3 +400,49 @@ def test_the_seeds_lambda_passes_under_dill(seed_project: SeedProject) -> None:
     result = seed_project.run("--modelpack-golden")
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["*sentiment*golden*passed*"])
+
+
+def test_a_pinned_class_whose_module_was_renamed_is_code_drift_naming_the_move(
+    pytester: pytest.Pytester,
+) -> None:
+    """``models.py`` renamed to ``nets.py``, source unchanged: cloudpickle pinned the class with
+    its module name, so the golden's bytes differ from today's pickle. That is a move the user
+    made, and the verdict says so (CODE DRIFT, old and new name), never UNSAFE GOLDEN."""
+    _project(pytester, "cloudpickle", extra="modelpack_by_value = models\n")
+    assert _run(pytester, "--modelpack-regen").ret == 0
+    (pytester.path / "models.py").rename(pytester.path / "nets.py")
+    ini = pytester.path / "tox.ini"
+    ini.write_text(
+        ini.read_text().replace("modelpack_by_value = models", "modelpack_by_value = nets")
+    )
+    tests = pytester.path / "test_models.py"
+    tests.write_text(tests.read_text().replace("from models import", "from nets import"))
+    result = _run(pytester, "--modelpack-golden")
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*CODE DRIFT — * moved since the golden was made",
+            "*models.Net -> nets.Net*",
+            "*fix: *pytest --modelpack-regen*",
+        ]
+    )
+    assert "UNSAFE" not in result.stdout.str()
+    assert _run(pytester, "--modelpack-regen").ret == 0
+    assert _run(pytester, "--modelpack-golden").ret == 0
+
+
+def test_by_value_modules_split_on_spaces_and_one_that_does_not_import_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    _project(pytester, "cloudpickle", extra="modelpack_by_value = models no_such_module\n")
+    result = _run(pytester, "--modelpack-regen")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*USAGE ERROR — modelpack_by_value names the module 'no_such_module', which does not "
+            "import: No module named 'no_such_module'",
+            "*fix: name importable modules of your project, separated by spaces or lines*",
+        ]
+    )
+    assert "UNPICKLABLE" not in result.stdout.str()
+    assert not (pytester.path / "goldens" / "test_net").exists()

@@ -574,3 +574,141 @@ def test_scan_a_folder_of_goldens_scans_every_bundle(tmp_path: Path, capsys) -> 
     assert "goldens/sentiment_any_text/bundle.pkl: safe" in out
     assert "goldens/sentiment_torch/bundle.pt: safe" in out
     assert "5 file(s): 5 safe, 0 unsafe, 0 unreadable" in out
+
+
+# ------------------------------------------ issue 22 round 3: any path, said as what it is
+
+
+def _example(tmp_path: Path, name: str = "sentiment") -> Path:
+    return copy_golden(EXAMPLE / "goldens" / name, tmp_path)
+
+
+def test_inspect_of_a_bundle_that_is_a_symlink_loop_is_no_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a RuntimeError traceback from Path.resolve() looking for the trust file."""
+    golden = _example(tmp_path)
+    (golden / "bundle.pkl").unlink()
+    (golden / "bundle.pkl").symlink_to("bundle.pkl")
+    code, out, err = run(capsys, "inspect", golden)
+    assert code == cli.EXIT_UNREADABLE, out + err
+    assert "Traceback" not in err
+    assert "(GOLDEN I/O ERROR: cannot read " in out and "a loop of symbolic links" in out
+    assert "verdict: unreadable — bundle.pkl: cannot read it: a loop of symbolic links" in out
+    assert "fix: replace the symlinks on the way to " in out
+
+
+@pytest.mark.parametrize("errno_name", ["EACCES", "ELOOP", "EIO"])
+def test_inspect_and_diff_of_an_unreadable_goldens_folder_is_an_io_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    errno_name: str,
+) -> None:
+    """Before: goldens/ at mode 000 (or a loop, a failing disk) was "MISSING GOLDEN — no golden
+    at goldens/sentiment ... does not exist" (os.path.lexists says False for any error)."""
+    import errno
+    import os
+
+    golden = _example(tmp_path)
+    code = getattr(errno, errno_name)
+    real = os.lstat
+
+    def failing(path: object, *args: object, **kwargs: object) -> object:
+        if str(path).startswith(str(golden)):
+            raise OSError(code, os.strerror(code), str(path))
+        return real(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(os, "lstat", failing)
+    for argv in (["inspect", golden], ["diff", golden, golden]):
+        exit_code, out, err = run(capsys, *argv)
+        assert exit_code == cli.EXIT_UNREADABLE, out + err
+        assert "GOLDEN I/O ERROR — cannot read " in err and errno_name in err, err
+        assert "MISSING GOLDEN" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("what", ["a file", "a symlink to nothing"])
+def test_inspect_when_goldens_is_not_a_folder_says_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str
+) -> None:
+    goldens = tmp_path / "goldens"
+    if what == "a file":
+        goldens.write_text("x")
+    else:
+        goldens.symlink_to(tmp_path / "gone")
+    code, out, err = run(capsys, "inspect", goldens / "sentiment")
+    assert code == cli.EXIT_UNREADABLE
+    assert "MISSING GOLDEN" not in err, err
+    if what == "a file":
+        assert "GOLDEN I/O ERROR — cannot read " in err and "ENOTDIR" in err
+        assert "a file stands where a folder belongs" in err
+    else:
+        assert "CORRUPT GOLDEN — " in err and "is a symlink to nothing" in err
+
+
+def test_scan_of_a_golden_folder_scans_both_bundles_it_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A torch golden with a harmless bundle.pkl planted beside its bundle.pt: the scan of the
+    folder vouched for bundle.pkl alone while the gate loads bundle.pt. Both are scanned."""
+    golden = _example(tmp_path, "sentiment_torch")
+    (golden / "bundle.pkl").write_bytes(pickle.dumps({"harmless": 1}))
+    (golden / "bundle.pt").write_bytes(os_system_p2("echo pwned"))
+    code, out, _ = run(capsys, "scan", golden)
+    assert code == cli.EXIT_UNSAFE, out
+    assert "bundle.pkl: safe" in out and "bundle.pt: UNSAFE" in out
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda p: p.symlink_to(p.name), "cannot read it: a loop of symbolic links (ELOOP"),
+        (lambda p: p.symlink_to("gone"), "a symlink to nothing (it points to gone)"),
+        (lambda p: p.mkdir(), "not a regular file: a folder"),
+        (lambda p: p.symlink_to("/dev/zero"), "not a regular file: a character device"),
+    ],
+    ids=["loop", "dangling", "folder", "/dev/zero"],
+)
+def test_scan_says_what_stands_in_place_of_a_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: object, why: str
+) -> None:
+    """Before: a loop and a dangling link were "no such file", a folder named bundle.pkl was
+    looked into for a bundle.pkl/bundle.pkl, /dev/zero "not a regular file"."""
+    path = tmp_path / "bundle.pkl"
+    make(path)  # type: ignore[operator]
+    code, out, _ = run(capsys, "scan", path)
+    assert code == cli.EXIT_UNREADABLE, out
+    assert out.startswith(f"{path}: unreadable — {why}"), out
+
+
+def test_scan_goes_on_past_an_argument_it_may_not_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the first OSError (a goldens/ that cannot be listed, EACCES) ended the whole
+    scan with one line naming a bundle.pkl that does not exist, and no errno."""
+    import errno
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    good = tmp_path / "good.pkl"
+    good.write_bytes(pickle.dumps([1, 2]))
+    listdir, scandir = os.listdir, os.scandir
+
+    def refusing(real: object) -> object:
+        def call(path: object = ".") -> object:
+            if str(path) == str(locked):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real(path)  # type: ignore[operator]
+
+        return call
+
+    # Path.iterdir lists with os.listdir up to Python 3.12, with os.scandir from 3.13
+    monkeypatch.setattr(os, "listdir", refusing(listdir))
+    monkeypatch.setattr(os, "scandir", refusing(scandir))
+    code, out, err = run(capsys, "scan", locked, good)
+    assert code == cli.EXIT_UNREADABLE, out + err
+    assert f"{locked}: unreadable — cannot list it: permission denied (EACCES" in out, out
+    assert "  fix: give your user read permission on " in out
+    assert f"{good}: safe" in out
+    assert "2 file(s): 1 safe, 0 unsafe, 1 unreadable" in out

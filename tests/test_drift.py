@@ -834,3 +834,8 @@ def test_a_unit_moved_to_another_module_unchanged_is_not_drift() -> None:
     assert compare_code(old, moved) == ([], [], [])
     edited = {"package2.A.f": {**unit, "module": "package2", "sha256": "t", "source": "x"}}
     assert compare_code(old, edited) == ([], ["package.A.f"], ["package2.A.f"])
+    from pytest_modelpack.drift.diff import moves
+
+    assert moves(old, moved) == [("package.A.f", "package2.A.f")]
+    assert moves(old, edited) == []
+    assert moves(old, old) == []

@@ -218,5 +218,7 @@ def test_a_container_named_like_the_live_function_cannot_hide_a_planted_one(tmp_
     _tamper(tmp_path / "goldens" / "g", payload)
     result = run_check(make_request(live, tmp_path, mode=Mode.GOLDEN, apply=None))
     assert isinstance(result.error, errors.UnsafeGolden), result.error
-    assert "model.act.0: function torch.nn.functional.relu" in str(result.error)
+    # Refused by the interpreter, before anything is built: a callable in a module's private
+    # dict that the live model's own pickle does not put there.
+    assert "_modules[]=G:torch.nn.functional.relu" in str(result.error)
     assert "nothing from the golden was run" in result.error.headline

@@ -703,7 +703,7 @@ def test_manifest_type_faults_name_the_field() -> None:
 
 text = st.text(max_size=12)
 hexes = st.text("0123456789abcdef", min_size=64, max_size=64)
-sizes = st.integers(0, 2**63)
+sizes = st.integers(0, 2**63 - 1)  # (what a file size can be: off_t)
 entries = st.builds(FileEntry, st.just("bundle.pkl"), sizes, hexes, st.none() | st.integers(0, 5))
 units = st.fixed_dictionaries(
     {
@@ -1108,3 +1108,180 @@ def test_an_unsearchable_parent_is_not_a_missing_golden(
     text = info.value.render()
     assert "permission denied" in text and "EACCES" in text
     assert "give your user read permission" in text
+
+
+# ----------------------------------------- issue 22 round 3: what stands on the way, said as is
+
+
+def _store(tmp_path: Path, name: str = "g") -> GoldenStore:
+    return GoldenStore(tmp_path / "goldens" / name, name, project_root=tmp_path)
+
+
+@pytest.mark.parametrize("thing", ["file", "fifo", "/dev/null"])
+def test_goldens_that_is_not_a_folder_is_an_io_error_not_a_missing_golden(
+    tmp_path: Path, thing: str
+) -> None:
+    """Before: goldens/ being a file, a FIFO or a link to /dev/null read as MISSING GOLDEN (its
+    lstat fails with ENOTDIR, which counted as "nothing there")."""
+    goldens = tmp_path / "goldens"
+    if thing == "file":
+        goldens.write_text("x")
+    elif thing == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("needs os.mkfifo")
+        os.mkfifo(goldens)
+    else:
+        goldens.symlink_to(thing)
+    store = _store(tmp_path)
+    assert not store.exists()
+    error = store.missing_error("goldens/g")
+    assert isinstance(error, errors.GoldenIOError), error.render()
+    text = error.render()
+    assert (
+        "GOLDEN I/O ERROR — cannot read " in text and "a file stands where a folder belongs" in text
+    )
+    assert "ENOTDIR" in text
+    assert "fix: remove or move the file in the way of " in text and "goldens" in text
+    assert "MISSING" not in text
+
+
+def test_goldens_that_is_a_symlink_to_nothing_says_so(tmp_path: Path) -> None:
+    (tmp_path / "goldens").symlink_to(tmp_path / "gone")
+    error = _store(tmp_path).missing_error("goldens/g")
+    assert isinstance(error, errors.CorruptGolden), error.render()
+    text = error.render()
+    assert "is a symlink to nothing (it points to " in text
+    assert "fix: remove the link " in text
+
+
+def test_goldens_that_is_a_file_at_regen_names_what_stands_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: "cannot create goldens: the operating system refused" (EEXIST had no remedy)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "goldens").write_text("x")
+    with pytest.raises(errors.GoldenIOError) as info:
+        _store(tmp_path).prepare({"a": 1})
+    text = info.value.render()
+    assert "cannot create goldens: something that is not a folder stands where a folder" in text
+    assert "fix: remove or move goldens (a file), then run: " in text
+    assert (tmp_path / "goldens").read_text() == "x"
+
+
+def test_a_golden_folder_link_to_nothing_at_regen_is_named_as_such(tmp_path: Path) -> None:
+    """Before: regen said "goldens/g is a file, not a golden folder" of a dangling symlink."""
+    (tmp_path / "goldens").mkdir()
+    (tmp_path / "goldens" / "g").symlink_to("gone")
+    with pytest.raises(errors.CorruptGolden) as info:
+        _store(tmp_path).prepare({"a": 1})
+    text = info.value.render()
+    assert "the golden folder is a symlink to nothing" in text
+    assert "fix: remove the link " in text
+    assert os.path.islink(tmp_path / "goldens" / "g")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_what_stands_in_place_of_a_golden_file_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A golden folder that is a FIFO, a bundle that is a symlink to nothing or a device: each
+    named as what it is (before: "a file", "it is a directory or special")."""
+    monkeypatch.chdir(tmp_path)
+    store = _store(tmp_path)
+    write_golden(store, "x")
+    bundle = store.bundle_path
+    bundle.unlink()
+    bundle.symlink_to("gone")
+    with pytest.raises(errors.CorruptGolden) as info:
+        _store(tmp_path).read_verified()
+    assert "CORRUPT GOLDEN — bundle.pkl is a symlink to nothing" in info.value.render()
+    bundle.unlink()
+    os.mkfifo(bundle)
+    with pytest.raises(errors.CorruptGolden) as info:
+        _store(tmp_path).read_verified()
+    assert "bundle.pkl is not a file" in info.value.render()
+    assert "it is a FIFO (named pipe)" in info.value.render()
+    shutil.rmtree(store.folder)
+    os.mkfifo(store.folder)
+    with pytest.raises(errors.CorruptGolden) as info:
+        _store(tmp_path).read_verified()
+    text = info.value.render()
+    assert "the golden folder is a FIFO (named pipe)" in text
+    assert "fix: remove goldens/g (a FIFO (named pipe)), then run: " in text
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda d: d["bundle"].__setitem__("size", 2**70), "bundle.size"),
+        (lambda d: d["bundle"].__setitem__("protocol", 10**30), "bundle.protocol"),
+        (lambda d: d["examples"].__setitem__("count", -3), "examples.count"),
+    ],
+    ids=["size past any file", "protocol 10**30", "negative count"],
+)
+def test_manifest_numbers_no_golden_can_hold_are_invalid(
+    tmp_path: Path, edit: Any, field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: they passed the gate (protocol, count), or made `modelpack inspect` crash with an
+    OverflowError traceback formatting a size of 2**70."""
+    store = _store(tmp_path)
+    write_golden(store, "x")
+    data = json.loads(store.manifest_path.read_bytes())
+    edit(data)
+    store.manifest_path.write_text(json.dumps(data))
+    with pytest.raises(errors.CorruptGolden) as info:
+        _store(tmp_path).read_verified()
+    assert f"manifest.json field '{field}' is invalid" in info.value.render()
+    assert cli.main(["inspect", str(store.folder)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_manifest_key_given_twice_is_corrupt(tmp_path: Path) -> None:
+    """json.loads keeps the last of two equal keys: a reviewer reads one value, the gate the
+    other. Before: the gate passed such a manifest."""
+    store = _store(tmp_path)
+    write_golden(store, "x")
+    text = store.manifest_path.read_text().rstrip()
+    store.manifest_path.write_text(text[:-1] + ', "format_version": 1}\n')
+    with pytest.raises(errors.CorruptGolden) as info:
+        _store(tmp_path).read_verified()
+    assert "manifest.json gives the key 'format_version' twice" in info.value.render()
+    assert "fix: restore the golden from version control" in info.value.render()
+
+
+UNSEARCHABLE = """\
+import sys
+from pathlib import Path
+from pytest_modelpack import errors
+from pytest_modelpack.golden import GoldenStore
+root = Path(sys.argv[1])
+try:
+    GoldenStore(root / "goldens" / "g", "g", project_root=root).read_verified()
+except errors.ModelpackError as exc:
+    print(exc.render())
+"""
+
+
+def test_a_folder_without_its_x_bit_is_the_path_the_fix_names(tmp_path: Path) -> None:
+    """A golden folder at mode 444 (readable, not enterable): the OS refuses goldens/g/bundle.pkl,
+    but what needs the permission is the folder. Before: the fix said to chmod bundle.pkl."""
+    prefix = without_dac_override()
+    store = _store(tmp_path)
+    write_golden(store, "x")
+    os.chmod(store.folder, 0o444)
+    try:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", UNSEARCHABLE, str(tmp_path)],
+            cwd=tmp_path,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.chmod(store.folder, 0o755)
+    out = done.stdout
+    assert "GOLDEN I/O ERROR — cannot read goldens/g" in out, out + done.stderr
+    assert "EACCES" in out
+    assert "fix: give your user read permission on goldens/g (chmod u+rx goldens/g: a folder" in out
+    assert "bundle.pkl (chmod" not in out

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +90,93 @@ def test_a_swap_that_cannot_put_the_old_golden_back_raises_the_first_error(
     aside = [p for p in tmp_path.iterdir() if p.name.startswith(".golden.old-")]
     assert len(aside) == 1 and (aside[0] / "manifest.json").read_text() == "old"
     assert fileio.leftovers(target) == sorted([*aside, new.path])
+
+
+READ_ONLY_SWAP = """\
+import os, sys
+from pathlib import Path
+from pytest_modelpack.golden import fileio
+target = Path(sys.argv[1])
+new = fileio.new_folder(target)
+(new.path / "manifest.json").write_text("new")
+fileio.swap_folder(new, target)
+print(sorted(p.name for p in target.parent.iterdir()))
+"""
+
+
+def test_a_read_only_old_golden_is_swapped_out_without_a_leftover(tmp_path: Path) -> None:
+    """Issue 22: a golden folder at mode 555 (a read-only checkout): the swap worked, but the
+    old golden, now in ``.golden.new-*``, could not be emptied (rmtree, errors ignored) and
+    stayed beside the new one, a leftover the next regen failed to remove (EACCES)."""
+    from .test_faults import REPO, without_dac_override
+
+    prefix = without_dac_override()
+    target = tmp_path / "golden"
+    (target / "sub").mkdir(parents=True)
+    (target / "manifest.json").write_text("old")
+    (target / "sub" / "x").write_text("old")
+    os.chmod(target / "sub", 0o555)
+    os.chmod(target, 0o555)
+    try:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", READ_ONLY_SWAP, str(target)],
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        for folder in tmp_path.rglob("*"):
+            if folder.is_dir() and not folder.is_symlink():
+                os.chmod(folder, 0o755)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['golden']", done.stdout
+    assert (target / "manifest.json").read_text() == "new"
+
+
+def test_a_golden_folder_that_is_a_link_is_replaced_without_a_leftover(tmp_path: Path) -> None:
+    """A golden folder that is a symlink (inside the project): the exchange puts the link under
+    the temporary name, and rmtree refuses a link, so ``.golden.new-*`` stayed for good. Now the
+    link itself is removed; what it pointed to is left untouched."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "manifest.json").write_text("old")
+    target = tmp_path / "golden"
+    target.symlink_to(real)
+    new = fileio.new_folder(target)
+    (new.path / "manifest.json").write_text("new")
+    fileio.swap_folder(new, target)
+    assert fileio.leftovers(target) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["golden", "real"]
+    assert not target.is_symlink() and (target / "manifest.json").read_text() == "new"
+    assert (real / "manifest.json").read_text() == "old"
+
+
+def test_leftovers_with_read_only_folders_are_removed(tmp_path: Path) -> None:
+    """remove_leftovers() on an interrupted regen's folder made read-only: before, rmtree raised
+    EACCES (as a user without root's override) and regen failed on its own leftover."""
+    target = tmp_path / "golden"
+    target.mkdir()
+    stale = tmp_path / ".golden.new-abc"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "sub" / "x").write_text("x")
+    os.chmod(stale / "sub", 0o555)
+    os.chmod(stale, 0o555)
+    calls: list[str] = []
+    real = shutil.rmtree
+
+    def rmtree(path: object, *args: object, **kwargs: object) -> None:
+        # As root the modes do not bind: refuse the first attempt as a user would see it.
+        calls.append(str(path))
+        if len(calls) == 1:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(shutil, "rmtree", rmtree)
+    try:
+        assert fileio.remove_leftovers(target) == [stale]
+    finally:
+        mp.undo()
+    assert not stale.exists()
+    assert len(calls) == 2

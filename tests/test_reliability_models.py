@@ -547,3 +547,61 @@ def test_a_protocol_1_file_in_place_of_a_quantized_golden_never_aborts_the_gate(
     result = project.runpytest_subprocess(*QUIET, "--modelpack-golden", timeout=120)
     assert result.ret == 1, result.stdout.str()
     result.stdout.fnmatch_lines(["*test_dynamic*cpu*golden*failed*"])
+
+
+# -- 8: a pydantic model (its own __getstate__/__setstate__) held by the model -------------------
+
+PYDANTIC_MODELS = """\
+import pydantic
+import torch
+
+
+class Settings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    scale: float
+    name: str = "net"
+    _calls: int = pydantic.PrivateAttr(default=0)
+
+
+class Labels(pydantic.RootModel[list[str]]):
+    pass
+
+
+class ConfiguredNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 2)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.linspace(-1, 1, 8).reshape(2, 4))
+            self.lin.bias.fill_(0.5)
+        self.settings = Settings(scale=2.0, offset=1.5)  # offset: an extra field
+        self.labels = Labels(["neg", "pos"])
+
+    def forward(self, x):
+        return self.lin(x) * self.settings.scale + self.settings.offset + len(self.labels.root)
+"""
+
+
+@pytest.mark.parametrize("serializer", ["pickle", "torch"])
+def test_a_pydantic_config_regenerates_passes_the_gate_and_the_scan(
+    project: pytest.Pytester, serializer: str
+) -> None:
+    """pydantic pickles a model as ``{'__dict__': ..., '__pydantic_extra__': ...}`` and restores
+    it with its own ``__setstate__``: plain pickle round-trips it, and regen refused it (BUILD
+    state sets '__dict__'). It is judged as the attributes it restores instead."""
+    pytest.importorskip("pydantic")
+    project.makepyfile(pydmodels=PYDANTIC_MODELS)
+    check = f"modelpack.check(pydmodels.ConfiguredNet(), inputs=X, serializer={serializer!r})"
+    project.makepyfile(
+        test_models=TESTS + f"import pydmodels\n\n\ndef test_pyd(modelpack):\n    {check}\n"
+    )
+    with _user_module(project, "pydmodels") as pydmodels:
+        live = pydmodels.ConfiguredNet()
+        again = pickle.loads(pickle.dumps(live))
+        assert again.settings == live.settings and again.labels == live.labels
+    _regen_then_gate(project, ["test_pyd"])
+    bundle = next((project.path / "goldens" / "test_pyd").glob("bundle.*"))
+    scanned = _scan("--root", project.path, bundle, cwd=project.path)
+    assert scanned.returncode == 0, scanned.stdout + scanned.stderr
+    assert "safe — " in scanned.stdout

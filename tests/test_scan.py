@@ -785,3 +785,64 @@ def test_torch_value_names_match_the_installed_torch():
     kinds = (torch.dtype, torch.layout, torch.qscheme, torch.memory_format)
     installed = {name for name, value in vars(torch).items() if isinstance(value, kinds)}
     assert installed <= TORCH_VALUE_NAMES, sorted(installed - TORCH_VALUE_NAMES)
+
+
+# ------------------------------- issue 22 round 3: a file in no known format is unreadable
+
+
+def _tar(names: list[str]) -> bytes:
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 5
+            tar.addfile(info, io.BytesIO(b"hello"))
+    return out.getvalue()
+
+
+def _cli_scan(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from pytest_modelpack import cli
+
+    code = cli.main(["scan", str(path)])
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        (_tar(["hello.txt"]), "a tar archive without the members of a legacy torch file (hello."),
+        (b"\x89PNG\r\n\x1a\n" + bytes(64), "(the file starts like a PNG image)"),
+        (__import__("gzip").compress(b"x" * 100), "(the file starts like gzip data)"),
+        (b"7z\xbc\xaf\x27\x1c\x00\x04" + bytes(range(200)), "(the file starts like a 7-Zip"),
+        (b'{"a": [1, 2, 3], "b": "json"}\n', "(the file starts like JSON text)"),
+        (bytes(4096), "(the file is all zero bytes)"),
+    ],
+    ids=["tar", "png", "gzip", "7z", "json", "zeros"],
+)
+def test_a_file_in_another_format_is_unreadable_with_what_was_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes, found: str
+) -> None:
+    """Before: a tar archive (any tar: its header checksum made it a "legacy torch file") and a
+    PNG (its 'P' read as a persistent id) were UNSAFE, exit 1; the rest were unreadable without
+    saying what the file is."""
+    path = tmp_path / "bundle.pkl"
+    path.write_bytes(data)
+    code, out = _cli_scan(path, capsys)
+    assert code == 2, out
+    assert out.startswith(f"{path}: unreadable — "), out
+    assert found in out.splitlines()[0], out
+    assert "UNSAFE" not in out
+
+
+def test_a_tar_archive_holding_torch_members_stays_unsafe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """torch.load unpickles the members of a legacy tar archive ("pickle", "storages",
+    "tensors"), which the scan never sees: that file is still refused."""
+    path = tmp_path / "bundle.pt"
+    path.write_bytes(_tar(["sys_info", "pickle", "storages", "tensors"]))
+    code, out = _cli_scan(path, capsys)
+    assert code == 1, out
+    assert "UNSAFE" in out and "<tar archive>.members" in out

@@ -99,3 +99,71 @@ def test_regen_over_a_hand_edited_trust_file_says_how_to_get_out(
     again = _regen(pytester)
     assert again.ret == 0, again.stdout.str()
     assert scan(project, "--root", ".", "goldens/").returncode == 0
+
+
+# ------------------------------------------------ issue 22 round 3: unit-level, no regen
+
+
+def _trust_dir(tmp_path: Path) -> Path:
+    goldens = tmp_path / "goldens"
+    goldens.mkdir()
+    return goldens
+
+
+def test_a_trust_file_that_is_a_symlink_to_nothing_is_not_no_trust_file(tmp_path: Path) -> None:
+    """Before: read as "there is no trust file" (FileNotFoundError), so the scan refused the
+    golden's own trusted uses: UNSAFE, exit 1, with no word of the broken link."""
+    from pytest_modelpack.errors import UsageError
+    from pytest_modelpack.golden import trustfile
+
+    goldens = _trust_dir(tmp_path)
+    (tmp_path / "goldens.trust").symlink_to("elsewhere.trust")
+    with pytest.raises(UsageError) as info:
+        trustfile.read(goldens)
+    text = info.value.render()
+    assert "goldens.trust: a symlink to nothing (elsewhere.trust)" in text
+    assert "fix: regenerate it: remove " in text
+
+
+def test_a_trust_section_given_twice_is_refused(tmp_path: Path) -> None:
+    """Two [name] sections were merged: a second section at the end of a long file widened
+    the trust of the first without showing next to it."""
+    from pytest_modelpack.errors import UsageError
+    from pytest_modelpack.golden import trustfile
+
+    goldens = _trust_dir(tmp_path)
+    (tmp_path / "goldens.trust").write_text(
+        "[g]\nreference uuid:UUID\n\n[h]\nreference uuid:UUID\n\n[g]\ncalled os:system ()\n"
+    )
+    with pytest.raises(UsageError) as info:
+        trustfile.read(goldens)
+    assert "goldens.trust:7: section [g] appears twice" in info.value.render()
+
+
+@pytest.mark.parametrize("code", ["EACCES", "ELOOP", "EIO"])
+def test_a_trust_file_the_os_refuses_is_an_io_error_with_errno_and_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str
+) -> None:
+    """Before: an OSError escaped to the CLI's last resort: no errno, "check that it exists"."""
+    import errno
+
+    from pytest_modelpack.errors import GoldenIOError
+    from pytest_modelpack.golden import trustfile
+
+    goldens = _trust_dir(tmp_path)
+    path = tmp_path / "goldens.trust"
+    path.write_text("[g]\nreference uuid:UUID\n")
+    number = getattr(errno, code)
+    real = os.open
+
+    def refusing(name: Any, *args: Any, **kwargs: Any) -> int:
+        if str(name) == str(path):
+            raise OSError(number, os.strerror(number), str(name))
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing)
+    with pytest.raises(GoldenIOError) as info:
+        trustfile.read(goldens)
+    text = info.value.render()
+    assert f"GOLDEN I/O ERROR — cannot read {path}: " in text
+    assert f"{code}: " in text and "fix: " in text

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING
 from .. import errors
 from ..fixes import listed, regen_command, restore_or_regen, revert_or_accept
 from ..warnings import CodeDriftWarning, EnvDriftWarning, ModelpackWarning
-from .diff import compare_code, describe_code_change, drift_detail, drift_summary, env_changes
+from .diff import (
+    compare_code,
+    describe_code_change,
+    drift_detail,
+    drift_summary,
+    env_changes,
+    moves,
+)
 from .fingerprint import _Fingerprinter
 
 if TYPE_CHECKING:
@@ -36,6 +43,8 @@ class Drift:
     env: list[str] = dataclasses.field(default_factory=list)
     #: The changed unit names, for the summary line.
     changed_names: list[str] = dataclasses.field(default_factory=list)
+    #: ``models.Net -> nets.Net``: units whose module changed and whose source did not.
+    moved: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -83,6 +92,7 @@ def assess_drift(
             fix=restore_or_regen(nodeid),
         )
     code = compare_code(recorded, current)
+    drift.moved = [f"{a} -> {b}" for a, b in moves(recorded, current)]
     if any(code):
         detail = drift_detail(recorded, current, *code)
         if drift.env:

@@ -30,20 +30,30 @@ def compare_code(
     """(changed, removed, added) unit names between two ``code`` sections; a unit only moved to
     another module (an alias keeps old pickles loading) is neither: the same code runs."""
     changed = [name for name in old if name in new and _differs(old[name], new[name])]
-    removed = [name for name in old if name not in new]
-    added = [name for name in new if name not in old]
-    candidates: dict[Any, list[str]] = {}
-    for name in added:
-        candidates.setdefault(new[name].get("qualname"), []).append(name)
-    moved: set[str] = set()
-    for name in list(removed):
-        for target in candidates.get(old[name].get("qualname"), []):
-            if target not in moved and not _differs(old[name], new[target]):
-                moved.add(target)
-                removed.remove(name)
-                break
-    added = [name for name in added if name not in moved]
+    pairs = moves(old, new)
+    gone, came = {a for a, _ in pairs}, {b for _, b in pairs}
+    removed = [name for name in old if name not in new and name not in gone]
+    added = [name for name in new if name not in old and name not in came]
     return changed, removed, added
+
+
+def moves(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str]]:
+    """(old name, new name) of each unit whose module changed and whose source did not."""
+    candidates: dict[Any, list[str]] = {}
+    for name in new:
+        if name not in old:
+            candidates.setdefault(new[name].get("qualname"), []).append(name)
+    pairs: list[tuple[str, str]] = []
+    taken: set[str] = set()
+    for name in old:
+        if name in new:
+            continue
+        for target in candidates.get(old[name].get("qualname"), []):
+            if target not in taken and not _differs(old[name], new[target]):
+                taken.add(target)
+                pairs.append((name, target))
+                break
+    return pairs
 
 
 def describe_code_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -15,6 +15,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import errors
 from ..diagnose.missing import refuse_unimportable
 from ..diagnose.unpicklable import unpicklable_error
 from ..safety import Allowlist, GlobalRef, Trust
@@ -69,6 +70,8 @@ class LiveFacts:
         request = self.request
         try:
             dump = self._dump(self.serializer.protocol)
+        except errors.UsageError:
+            raise
         except Exception as exc:
             raise unpicklable_error(
                 request.model, exc, request.project_root, self.serializer

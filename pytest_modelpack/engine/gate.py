@@ -26,7 +26,7 @@ from ..golden import GoldenStore, Manifest
 from ..golden.examples import Example
 from ..golden.integrity import deferred_spans
 from ..safety import Allowlist, load_bundle, scan_file, verdict_error
-from ..safety.byvalue import is_pinned
+from ..safety.byvalue import CELL_MAKERS, is_pinned
 from ..safety.scan import scan_stream
 from ..statediff import state_diff
 from ..walk import Node, nodes, tree_of
@@ -87,7 +87,9 @@ def pinned_code_changes(verdict: Any) -> list[str]:
         return []
     names = []
     for ref, _ in verdict.refused:
-        if ref.problem is not None or not is_pinned(ref):
+        if ref.problem is not None or not (
+            is_pinned(ref) or (ref.module, ref.qualname) in CELL_MAKERS  # (a cell of such code)
+        ):
             return []
         if not (ref.shape or "").startswith(("code:", "class:")):
             continue  # an instance of a refused class
@@ -308,6 +310,18 @@ def judge_drift(gate: Gate) -> None:
                     ],
                     fix=f"run the gate on Python {'.'.join(made.split('.')[:2])}, or regenerate "
                     f"the golden on this Python: {regen_command(request.nodeid)}",
+                )
+            if drift.moved:  # the module renamed, the source kept: the bytes name the old one
+                raise errors.CodeDrift(
+                    f"{len(drift.moved)} unit(s) of pinned code moved since the golden was made",
+                    name=request.name,
+                    detail=[
+                        *drift.moved,
+                        "same source, another module: the golden pins this code by value "
+                        "together with its old module name, so its bytes are no longer what "
+                        "today's code pickles to; nothing of the golden was built",
+                    ],
+                    fix=revert_or_accept(request.nodeid),
                 )
             raise refused  # code no source change explains: never built, never run
         behaviour = [

@@ -273,6 +273,39 @@ class BackgroundHash:
         self._cancelled.set()
 
 
+def remove_tree(path: Path, *, ignore_errors: bool = False) -> None:
+    """Remove ``path``: a symlink itself (never what it points to), a file, or a folder tree.
+
+    The trees removed here are our own (an old golden swapped out, a temporary folder): one whose
+    folders were made read-only (``chmod -R a-w goldens/x``, a checkout of read-only files) is
+    made writable first, where a plain ``shutil.rmtree`` would give up half-way and leave it.
+    """
+    try:
+        if os.path.islink(path) or not os.path.isdir(path):
+            os.unlink(path)
+            return
+        try:
+            shutil.rmtree(path)
+            return
+        except PermissionError:
+            pass
+        with contextlib.suppress(OSError):
+            os.chmod(path, stat.S_IRWXU)
+        # top-down: each folder is made enterable before os.walk goes into it
+        for folder, subfolders, _ in os.walk(path):
+            for name in subfolders:
+                sub = os.path.join(folder, name)
+                if not os.path.islink(sub):
+                    with contextlib.suppress(OSError):
+                        os.chmod(sub, stat.S_IRWXU)
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except OSError:
+        if not ignore_errors:
+            raise
+
+
 def fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every platform can open a directory
         fd = os.open(folder, os.O_RDONLY)
@@ -375,7 +408,7 @@ class NewFolder:
 
     def discard(self) -> None:
         self.release()
-        shutil.rmtree(self.path, ignore_errors=True)
+        remove_tree(self.path, ignore_errors=True)
 
 
 new_folder = NewFolder
@@ -427,7 +460,7 @@ def swap_folder(new: NewFolder, target: Path) -> None:
         return
     if _exchange(new.path, target):
         fsync_dir(parent)
-        shutil.rmtree(new.path, ignore_errors=True)  # now holds the old golden
+        remove_tree(new.path, ignore_errors=True)  # now holds the old golden (or its link)
         return
     # Two renames; in between, the target is missing and ``.<name>.old-*`` holds the old golden:
     # :func:`interrupted_swap` reports that state and regen repairs it.
@@ -443,7 +476,7 @@ def swap_folder(new: NewFolder, target: Path) -> None:
             os.rename(old, target)
         raise
     fsync_dir(parent)
-    shutil.rmtree(old, ignore_errors=True)
+    remove_tree(old, ignore_errors=True)
 
 
 def leftovers(target: Path) -> list[Path]:
@@ -496,9 +529,6 @@ def remove_leftovers(target: Path) -> list[Path]:
         os.rename(old, target)
     removed = []
     for path in leftovers(target):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+        remove_tree(path)
         removed.append(path)
     return removed

@@ -179,7 +179,31 @@ def parse_manifest(raw: bytes) -> Manifest:
     Raises :class:`ValueError` subclasses: ``json.JSONDecodeError`` / ``UnicodeDecodeError`` for
     bytes that are not JSON, :class:`UnknownVersion`, :class:`InvalidManifest`.
     """
-    return Manifest.from_json(json.loads(raw))
+    return Manifest.from_json(json.loads(raw, object_pairs_hook=_no_duplicate_keys))
+
+
+class DuplicateKey(ValueError):
+    """A key given twice in one JSON object: ``json.loads`` would keep the last one silently, so
+    a reviewer reading the first would be shown another manifest than the gate reads."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"key {key!r} appears twice in one object")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+#: No file is larger (the largest file size a 64-bit file system can record).
+_MAX_SIZE = (1 << 63) - 1
+#: The pickle protocols there are (torch.save writes protocol 2).
+_PROTOCOLS = range(0, 6)
 
 
 class _Inline(list):  # type: ignore[type-arg]
@@ -296,10 +320,14 @@ def _file_entry(obj: dict[str, Any], key: str, extra: str) -> FileEntry:
     entry = _section(obj, key)
     _require(entry, key, ("file", "size", "sha256"))
     size = _typed(entry["size"], int, f"{key}.size")
-    if size < 0:
-        raise InvalidManifest(f"{key}.size", f"expected a size in bytes, got {size}")
+    if not 0 <= size <= _MAX_SIZE:
+        raise InvalidManifest(f"{key}.size", f"expected a size in bytes, got {_describe(size)}")
     sha = _sha256(entry["sha256"], f"{key}.sha256")
     value = _optional(entry.get(extra), int, f"{key}.{extra}")
+    if value is not None and extra == "protocol" and value not in _PROTOCOLS:
+        raise InvalidManifest(f"{key}.protocol", f"expected 0 to 5, got {_describe(value)}")
+    if value is not None and extra == "count" and not 0 <= value <= _MAX_SIZE:
+        raise InvalidManifest(f"{key}.count", f"expected a count, got {_describe(value)}")
     storages, pickle_sha = _storages(entry, size) if key == "bundle" else (None, None)
     return FileEntry(
         file=_typed(entry["file"], str, f"{key}.file"),

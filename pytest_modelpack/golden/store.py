@@ -32,13 +32,14 @@ from .examples import parse_examples
 from .integrity import DeferredHash, file_identity, is_interrupt
 from .manifest import (
     FORMAT_VERSION,
+    DuplicateKey,
     FileEntry,
     InvalidManifest,
     Manifest,
     UnknownVersion,
     parse_manifest,
 )
-from .oserrors import io_errors
+from .oserrors import in_the_way, io_errors, what_is
 from .writing import BUNDLE, EXAMPLES, MANIFEST, PendingGolden, prepare
 
 #: No manifest regen writes is larger (the structure tree and code sources are capped well below).
@@ -164,6 +165,7 @@ class GoldenStore:
     def check_paths(self) -> None:
         """Refuse a golden folder, or a file in it, that is a symlink leading out of the project:
         the gate would read, and regen write, files elsewhere on the machine."""
+        self._refuse_dangling_folder()
         if self.project_root is None:
             return
         root = Path(os.path.realpath(self.project_root))
@@ -208,7 +210,12 @@ class GoldenStore:
         )
 
     def missing_error(self, shown: str) -> ModelpackError:
-        """MISSING GOLDEN, or the one line saying a regen was interrupted mid-swap."""
+        """MISSING GOLDEN, or the one line saying a regen was interrupted mid-swap; when what
+        stands on the way is not a folder (``goldens`` a file, a FIFO, a symlink to nothing),
+        the error naming it: the golden is not missing, the path to it is broken."""
+        blocked = self.blocked()
+        if blocked is not None:
+            return blocked
         old = self.interrupted()
         if old is not None:
             return CorruptGolden(
@@ -230,11 +237,35 @@ class GoldenStore:
             fix=f"create it with: {fixes.regen_command(self.nodeid)}  (then commit the folder)",
         )
 
+    def blocked(self) -> ModelpackError | None:
+        """The error for a folder on the way to the golden that is not a folder, or None."""
+        found = in_the_way(self.folder.parent)
+        if found is None:
+            return None
+        where, what = found
+        if what.startswith("a symlink to nothing"):
+            return self._corrupt(
+                f"{self.shown(where)} is {what}",
+                where,
+                "the golden folder lies under it",
+                fix=f"remove the link {self.shown(where)} (or restore what it points to), then "
+                f"run: {fixes.regen_command(self.nodeid)}",
+            )
+        code = errno.ELOOP if what.startswith("a loop") else errno.ENOTDIR
+        try:
+            with self.io("read", self.folder):
+                raise OSError(code, f"{os.strerror(code)} ({what})", str(where))
+        except ModelpackError as exc:
+            return exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # -- reading -------------------------------------------------------------------------------
 
-    def _check_folder(self) -> None:
+    def _refuse_dangling_folder(self) -> None:
         info = self.lstat(self.folder)
-        if info is not None and stat.S_ISLNK(info.st_mode) and not os.path.exists(self.folder):
+        if info is not None and stat.S_ISLNK(info.st_mode) and not self.is_dir(self.folder):
+            if os.path.lexists(os.path.realpath(self.folder)):
+                return  # a link to a file: the folder check names it
             raise self._corrupt(
                 "the golden folder is a symlink to nothing",
                 self.folder,
@@ -242,12 +273,17 @@ class GoldenStore:
                 fix=f"remove the link {self.shown()} (or restore what it points to), then run: "
                 f"{fixes.regen_command(self.nodeid)}",
             )
+
+    def _check_folder(self) -> None:
+        self._refuse_dangling_folder()
         if self.exists() and not self.is_dir(self.folder):
+            what = what_is(self.folder)
+            thing = f"the file {self.shown()}" if what == "a file" else f"{self.shown()} ({what})"
             raise self._corrupt(
-                "the golden folder is a file",
+                f"the golden folder is {what}",
                 self.folder,
                 "a golden is a folder holding bundle.pkl, manifest.json and examples.json",
-                fix=f"remove the file {self.shown()}, then run: {fixes.regen_command(self.nodeid)}",
+                fix=f"remove {thing}, then run: {fixes.regen_command(self.nodeid)}",
             )
 
     def read_manifest(self) -> Manifest:
@@ -273,6 +309,13 @@ class GoldenStore:
             return manifest
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise self._corrupt("manifest.json is not valid JSON", path, str(exc)) from None
+        except DuplicateKey as exc:
+            raise self._corrupt(
+                f"manifest.json gives the key {exc.key!r} twice",
+                path,
+                "JSON readers keep one of the two silently: a review would read one manifest, "
+                "the gate another; regen never writes a key twice",
+            ) from None
         except UnknownVersion as exc:
             raise self._corrupt(
                 f"unknown format version {exc.version!r}",
@@ -303,7 +346,10 @@ class GoldenStore:
     def _check_file(self, path: Path) -> None:
         info = self.lstat(path, follow=True)  # None: a dangling link, not a file
         if info is None or not stat.S_ISREG(info.st_mode):
-            raise self._corrupt(f"{path.name} is not a file", path, "it is a directory or special")
+            what = what_is(path)
+            if what.startswith("a symlink to nothing"):
+                raise self._corrupt(f"{path.name} is a symlink to nothing", path, f"it is {what}")
+            raise self._corrupt(f"{path.name} is not a file", path, f"it is {what}")
 
     def _check_size(self, path: Path, entry: FileEntry, size: int) -> None:
         if size == 0:

@@ -18,11 +18,13 @@ change to this file is a visible diff of plain names. The gate never reads it.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import GoldenIOError, UsageError
 from ..safety import Allowlist, GlobalRef, Trust
 from ..safety.refs import Role
 from . import fileio
@@ -54,7 +56,7 @@ def lines_for(refs: Iterable[GlobalRef], base: Allowlist) -> list[str]:
         if ref.problem is not None or "<" in ref.module or base.judge(ref).allowed:
             continue
         line = f"{ref.role.value} {ref.module}:{ref.qualname}"
-        if ref.role is Role.REDUCE or (ref.role is Role.BUILD and ref.shape is not None):
+        if ref.role is Role.REDUCE or (ref.role in _SHAPED and ref.shape is not None):
             line += f" ({ref.shape or ''})"
         out.add(line)
     return sorted(out)
@@ -69,7 +71,10 @@ def parse(text: str, path: Path) -> dict[str, list[str]]:
             continue
         section = _SECTION.match(line)
         if section:
-            current = sections.setdefault(section["name"], [])
+            if section["name"] in sections:
+                why = f"section [{section['name']}] appears twice (regen writes each once)"
+                raise _broken(f"{path}:{number}", why, path)
+            current = sections[section["name"]] = []
             continue
         match = _LINE.match(line)
         if current is None or match is None or match["role"] not in _ROLES:
@@ -79,6 +84,7 @@ def parse(text: str, path: Path) -> dict[str, list[str]]:
 
 
 _ROLES = {role.value: role for role in Role}
+_SHAPED = (Role.BUILD, Role.NEWOBJ)  # the roles whose trust line may pin an argument shape
 
 
 def trust_of(lines: Iterable[str]) -> Trust:
@@ -88,7 +94,7 @@ def trust_of(lines: Iterable[str]) -> Trust:
         assert match is not None  # parse() checked every line
         role = _ROLES[match["role"]]
         uses.add((match["module"], match["qualname"], role))
-        if role is Role.REDUCE or (role is Role.BUILD and match["shape"] is not None):
+        if role is Role.REDUCE or (role in _SHAPED and match["shape"] is not None):
             shapes.add((match["module"], match["qualname"], match["shape"] or ""))
     return Trust(frozenset(uses), frozenset(shapes))
 
@@ -98,6 +104,19 @@ def _broken(where: str, why: str, path: Path) -> UsageError:
         f"{where}: {why}",
         fix=f"regenerate it: remove {path}, then run pytest --modelpack-regen (the whole suite: "
         "every golden's section is written anew from its live model; never edit it by hand)",
+    )
+
+
+def _unreadable(path: Path, exc: OSError) -> GoldenIOError:
+    """GOLDEN I/O ERROR for a trust file the OS will not let us read: the path, errno, remedy."""
+    from .oserrors import remedy
+
+    name = errno.errorcode.get(exc.errno or 0, "OSError")
+    why, fix = remedy(exc.errno, "read", str(path), "pytest --modelpack-regen")
+    return GoldenIOError(
+        f"cannot read {path}: {why}",
+        detail=[f"path: {exc.filename or path}", f"{name}: {exc.strerror or exc}"],
+        fix=fix,
     )
 
 
@@ -115,7 +134,11 @@ def _text(path: Path) -> str | None:
             if len(data) > LIMIT:  # it grew while read
                 raise _broken(str(path), f"too large (over {LIMIT} bytes)", path)
     except FileNotFoundError:
+        if os.path.islink(path):  # a link to nothing: not "no trust file", which trusts nothing
+            raise _broken(str(path), f"a symlink to nothing ({os.readlink(path)})", path) from None
         return None
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

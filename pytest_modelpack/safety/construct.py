@@ -55,8 +55,10 @@ from pytest_modelpack.safety.machine import (
     Persid,
     Refused,
 )
+from pytest_modelpack.safety.planted import class_slot_problem, private_callables
 from pytest_modelpack.safety.policy import Kind
 from pytest_modelpack.safety.refs import GlobalRef, Role
+from pytest_modelpack.safety.restorers import attributes_view, restored_attributes
 from pytest_modelpack.safety.values import INERT_DUNDERS, Latin1, Sym, TextRef, kind_of
 
 
@@ -154,13 +156,29 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     elif name in WRAPPERS:
         m.s.wrapped[id(result)] = (call, result)
     if name == ("torch._utils", "_rebuild_sparse_tensor"):
-        import torch
-
-        torch._utils._validate_loaded_sparse_tensors()  # indices in range, before any use
+        why = _sparse_problem()  # indices in range, before any use
+        if why is not None:
+            raise Refused(replace(ref, problem=why), why)
     if result is not None and not isinstance(result, bool | int | float | str | bytes):
         # (a setter's None, an interned value: never a producer's own object)
         m.s.produced[id(result)] = (result, name)
     return _made(m, name, call, result, digest)
+
+
+def _sparse_problem() -> str | None:
+    """Why the sparse tensor just rebuilt is invalid (an index out of range, compressed indices
+    out of order...), or None. torch's ``_validate_loaded_sparse_tensors`` checks nothing unless
+    invariant checks are on, so they are, for this check: an out-of-range index is an
+    out-of-bounds write the first time anything densifies the tensor."""
+    import torch
+
+    try:
+        with torch.sparse.check_sparse_tensor_invariants(True):
+            torch._utils._validate_loaded_sparse_tensors()
+    except Exception as exc:  # RuntimeError, ValueError, NotImplementedError (a layout)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"an invalid sparse tensor: {first[:200]}"
+    return None
 
 
 def _kept(m: Machine, name: tuple[str, str], call: tuple[Any, ...], digest: str) -> tuple[Any, ...]:
@@ -276,14 +294,23 @@ def _special(m: Machine, pos: int, name: tuple[str, str], call: tuple[Any, ...])
 
 
 def _instantiate(
-    m: Machine, pos: int, cls: Any, cls_name: tuple[str, str], args: tuple[Any, ...], rc: Any = None
+    m: Machine,
+    pos: int,
+    cls: Any,
+    cls_name: tuple[str, str],
+    args: tuple[Any, ...],
+    rc: Any = None,
+    kwargs: dict[str, Any] | None = None,
+    shape: str | None = None,
 ) -> Any:
-    """``cls.__new__(cls, *args)`` (NEWOBJ, copyreg), judged as an instantiation of ``cls``."""
-    m.s.use(GlobalRef(cls_name[0], cls_name[1], m.where, pos, role=Role.NEWOBJ))
+    """``cls.__new__(cls, *args, **kwargs)`` (NEWOBJ, NEWOBJ_EX, copyreg), judged as an
+    instantiation of ``cls`` (with keyword arguments: of that ``shape``, see :func:`_kw_shape`)."""
+    ref = GlobalRef(cls_name[0], cls_name[1], m.where, pos, role=Role.NEWOBJ, shape=shape)
+    m.s.use(ref)
     if not m.loading:
         return Sym("obj", cls_name)
     if not isinstance(cls, type):
-        raise Refused(GlobalRef(*cls_name, m.where, pos, role=Role.NEWOBJ), "not a class")
+        raise Refused(ref, "not a class")
     try:
         if rc is not None and len(rc) == 3 and m.global_name(rc[1]) != ("builtins", "object"):
             base = rc[1]
@@ -291,7 +318,7 @@ def _instantiate(
             if rc[2] is not None:
                 base.__init__(obj, rc[2])
         else:
-            obj = cls.__new__(cls, *args)
+            obj = cls.__new__(cls, *args, **(kwargs or {}))
     except (TypeError, ValueError) as exc:
         raise m.fail(pos, f"instantiating {cls_name[0]}.{cls_name[1]}: {exc}") from None
     m.s.produced[id(obj)] = (obj, cls_name)
@@ -325,14 +352,28 @@ def _newobj(m: Machine, pos: int, cls: Any, args: Any, kwargs: Any) -> Any:
     call = _call_args(m, pos, args, "NEWOBJ")
     if call is None:
         return Sym("obj")
-    if kwargs is not None and not isinstance(kwargs, dict | Sym):
+    if kwargs is not None and not (
+        isinstance(kwargs, dict) or (isinstance(kwargs, Sym) and kwargs.kind == "dict")
+    ):
         raise m.fail(pos, "NEWOBJ_EX keyword arguments are not a dict")
-    if not kwargs or isinstance(kwargs, Sym):
+    shape = None if kwargs is None else _kw_shape(m, kwargs)
+    if not shape:  # NEWOBJ_EX without keyword arguments is NEWOBJ
         return _instantiate(m, pos, cls, name, call)
-    m.s.use(GlobalRef(name[0], name[1], m.where, pos, role=Role.NEWOBJ))
-    obj = cls.__new__(cls, *call, **kwargs)
-    m.s.produced[id(obj)] = (obj, name)
-    return obj
+    given = kwargs if isinstance(kwargs, dict) else None  # (scan mode: a Sym)
+    return _instantiate(m, pos, cls, name, call, kwargs=given, shape=shape)
+
+
+def _kw_shape(m: Machine, kwargs: Any) -> str:
+    """The keyword arguments of a NEWOBJ_EX as a shape, the same in both modes
+    (``**cdata=int``; "" for none): instantiating with keyword arguments is trusted only where the
+    live model's own pickle instantiates that class with keyword arguments of that shape."""
+    pairs = kwargs.items if isinstance(kwargs, Sym) else list(dict.items(kwargs))
+    if pairs is None:  # (scan mode: more than a dict's kept items)
+        return "**?"
+    if not pairs:
+        return ""
+    parts = {f"{k}={m.call_shape((v,))}" if type(k) is str else "?" for k, v in pairs}
+    return "**" + ",".join(sorted(parts))
 
 
 def _inst_like(m: Machine, pos: int, cls: Any, items: list[Any]) -> Any:
@@ -388,9 +429,14 @@ def op_build(m: Machine, pos: int) -> None:
     if isinstance(state, tuple):
         named = [p for p in m.call_shape(state).split(",") if p.startswith("G:")]
         ref = replace(ref, shape=",".join(named))
+    # A pydantic model's state is judged as the attributes it restores (see .restorers).
+    attributes = attributes_view(state)
+    planted = private_callables(m, attributes)  # hooks, _compiled_call_impl: see .planted
+    if planted:
+        ref = replace(ref, shape=f"{ref.shape} {planted}" if ref.shape else planted)
     # (scan mode: the state's dunder keys; load mode checks the object built, see _build)
     why = dtype_problem(inst, made, state, used=id(inst) in m.s.fetched) or (
-        None if m.loading else state_keys_problem(object, state)
+        None if m.loading else state_keys_problem(object, attributes)
     )
     decision = m.s.use(ref if why is None else replace(ref, problem=why))
     if m.loading:
@@ -415,7 +461,11 @@ def _build(
             inst.__setstate__(state)
         return  # a plain one: the state equals the dtype's own, nothing to do
     setstate = getattr(type(inst), "__setstate__", None)
-    problem = state_keys_problem(type(inst), state, compiled=_compiled(setstate))
+    attributes, problem = restored_attributes(type(inst), state)  # see .restorers
+    problem = problem or state_keys_problem(type(inst), attributes, compiled=_compiled(setstate))
+    if problem is None and not _compiled(setstate):
+        live = getattr(decision, "kind", None) in (Kind.LIVE, Kind.EXTRA)
+        problem = class_slot_problem(type(inst), attributes, live)
     if problem is not None:  # no configuration lifts it: the ref carries the problem
         raise Refused(replace(ref, problem=problem), problem)
     if setstate is not None:

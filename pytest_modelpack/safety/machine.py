@@ -18,6 +18,7 @@ from typing import Any
 
 from pytest_modelpack.safety.byvalue import CODE_BUILDERS
 from pytest_modelpack.safety.classes import CLASS_MAKERS
+from pytest_modelpack.safety.nnclasses import TORCH_MODULE_CLASSES, is_module_class
 from pytest_modelpack.safety.refs import GlobalRef, Role, ScanError
 from pytest_modelpack.safety.sources import Source
 from pytest_modelpack.safety.values import Sym, TextRef, kind_of
@@ -330,6 +331,10 @@ class Machine:
                 # A name allowed by its place (torch.nn.functional.*) that is a module or a
                 # mutable registry: never a class, function or value a model holds.
                 raise Refused(ref, f"resolves to a {type(obj).__name__}, not a class or function")
+            if name in TORCH_MODULE_CLASSES and getattr(decision, "kind", None) == "third-party":
+                if not is_module_class(obj, module, qualname):  # the list, as torch says today
+                    why = "not an nn.Module class defined in that module"
+                    raise Refused(ref, why)
         self.s.globals_by_id[id(obj)] = (obj, name)
         return obj
 

@@ -49,13 +49,15 @@ from pytest_modelpack.safety.byvalue import (
 )
 from pytest_modelpack.safety.calls import BUILD_TYPES, PLAIN_TYPES, REDUCE_TABLE
 from pytest_modelpack.safety.classes import BY_VALUE, CLASS_CHANGED
+from pytest_modelpack.safety.nnclasses import PREFIX as NN_PREFIX
+from pytest_modelpack.safety.nnclasses import TORCH_MODULE_CLASSES
 from pytest_modelpack.safety.refs import STORAGE_ELEMENT_SIZE, GlobalRef, Role
 
-#: Module prefixes whose classes torch builds and restores as nn.Modules (NEWOBJ + BUILD).
-_TORCH_MODULE_PREFIX = "torch.nn.modules."
 #: Referenced (never called by the pickle) torch functions a model may hold as attributes:
 #: activation functions of nn.TransformerEncoderLayer, HF's ACT2FN... pure tensor functions.
-_REFERENCE_PREFIXES = ("torch.nn.functional", "torch._C._nn", "torch.nn.modules.")
+#: (``torch.nn.modules.*`` holds no such function, only module classes, listed in
+#: :mod:`.nnclasses`, and registries: ``register_module_forward_hook`` hooks every module.)
+_REFERENCE_PREFIXES = ("torch.nn.functional", "torch._C._nn")
 
 #: Beside the names of the call table and of BUILD_TYPES (:mod:`.calls`): what a golden may
 #: reference (and instantiate, as the policy's roles say).
@@ -96,12 +98,24 @@ TORCH_VALUE_NAMES = frozenset(
 )
 
 
+#: Roles whose trust, where a use has a shape, is for that shape only (REDUCE: always).
+_SHAPED = (Role.BUILD, Role.NEWOBJ)
+#: What starts the part of a BUILD shape that lists the callables its state puts into private
+#: attributes (``_compiled_call_impl``) and into the dicts they hold (``_forward_hooks``).
+PRIVATE_CALLABLES = "sets "
+
+
+def _private_part(shape: str | None) -> str:
+    part = (shape or "").partition(PRIVATE_CALLABLES)[2]
+    return part if len(part) <= 200 else part[:200] + "..."
+
+
 @functools.lru_cache(maxsize=1)
 def builtin_globals() -> frozenset[tuple[str, str]]:
     """The built-in allowlist as exact ``(module, qualname)`` pairs; imports nothing.
 
-    Besides these, every class of ``torch.nn.modules.*`` and ``numpy.dtypes.*DType`` is allowed
-    by pattern (see :meth:`Allowlist.check`).
+    Besides these, the nn.Module classes of ``torch.nn.modules.*`` (listed in :mod:`.nnclasses`)
+    and ``numpy.dtypes.*DType`` (by pattern) are allowed (see :meth:`Allowlist.check`).
     """
     pairs = set(_REFERENCED) | set(REDUCE_TABLE) | set(BUILD_TYPES)
     pairs.update(("torch", name) for name in TORCH_VALUE_NAMES)
@@ -119,7 +133,7 @@ class Trust:
     def allows(self, module: str, qualname: str, role: Role, shape: str | None) -> bool:
         if (module, qualname, role) not in self.uses:
             return False
-        if role is Role.REDUCE or (role is Role.BUILD and shape is not None):
+        if role is Role.REDUCE or (role in _SHAPED and shape is not None):
             return (module, qualname, shape or "") in self.shapes
         return True
 
@@ -250,6 +264,18 @@ class Allowlist:
             return Decision(True, Kind.LIVE, "used this way by the live model's own pickle")
         if self._extra_listed(module, qualname):
             return Decision(True, Kind.EXTRA, "listed in the extra safe globals")
+        if role is Role.NEWOBJ and ref.shape:
+            return _refused(
+                f"instantiated with keyword arguments ({ref.shape}) the live model's own pickle "
+                "never passes it (NEWOBJ_EX: they reach the class's __new__ unchecked)"
+            )
+        if role is Role.BUILD and PRIVATE_CALLABLES in (ref.shape or ""):
+            return _refused(
+                "BUILD state puts a function, class or partial into a private attribute or a "
+                f"hook dict ({_private_part(ref.shape)}) where the live model's own pickle does "
+                "not: whoever calls the object (its hooks, nn.Module._compiled_call_impl) "
+                "would run it"
+            )
         if role is not Role.REDUCE and self._in_extra_package(module):
             return Decision(True, Kind.EXTRA, "a class of a package listed in the safe globals")
         if role is Role.REDUCE and is_pinned(ref):
@@ -282,7 +308,7 @@ class Allowlist:
                 )
             if name.allowed:
                 return name
-            if module.startswith(_REFERENCE_PREFIXES) and _public_name(qualname):
+            if module.startswith(_REFERENCE_PREFIXES) and _torch_function_name(qualname):
                 return Decision(True, Kind.THIRD_PARTY, "a torch function")
             if self.trust.knows(module, qualname):
                 return Decision(True, Kind.LIVE, "used by the live model's own pickle")
@@ -301,7 +327,7 @@ class Allowlist:
                 )
             return self._refuse_role(name, role)
         # NEWOBJ / BUILD: torch modules, project classes, the built-in restorable types.
-        if module.startswith(_TORCH_MODULE_PREFIX) and _class_name(qualname):
+        if key in TORCH_MODULE_CLASSES:
             return Decision(True, Kind.THIRD_PARTY, "a torch.nn module class")
         if key in BUILD_TYPES or (role is Role.NEWOBJ and key in PLAIN_TYPES):
             return Decision(True, name.kind, "on the built-in allowlist")
@@ -351,7 +377,7 @@ class Allowlist:
         stdlib = is_stdlib_module(module) or top in _compat_pickle.IMPORT_MAPPING
         if (
             (module, qualname) in builtin_globals()
-            or (module.startswith(_TORCH_MODULE_PREFIX) and _class_name(qualname))
+            or (module, qualname) in TORCH_MODULE_CLASSES
             or (module == "numpy.dtypes" and qualname.endswith("DType"))
         ):
             kind = Kind.BUILTIN if stdlib else Kind.THIRD_PARTY
@@ -369,6 +395,8 @@ class Allowlist:
             return project_refusal
         if stdlib:
             where = "standard library code"
+        elif module.startswith(NN_PREFIX):
+            where = "not an nn.Module class of torch.nn.modules (a name that module imports)"
         elif is_library_module(module):
             where = "third-party code"
         else:  # not installed, and not under the project root (the CLI without --root)
@@ -486,7 +514,11 @@ def _public_name(qualname: str) -> bool:
     return qualname.isidentifier() and not qualname.startswith("_")
 
 
-def _class_name(qualname: str) -> bool:
-    """A ``torch.nn.modules`` class by its name: public and capitalized (never a module object
-    or a registry those modules import or define)."""
-    return _public_name(qualname) and qualname[0].isupper()
+def _torch_function_name(qualname: str) -> bool:
+    """A prefix-trusted torch function by its name: public, and never a registration
+    (``register_*``, ``*hook*``: it changes what every later module call runs)."""
+    return (
+        _public_name(qualname)
+        and not qualname.startswith("register_")
+        and "hook" not in qualname.lower()
+    )

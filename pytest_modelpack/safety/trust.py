@@ -40,7 +40,7 @@ def trust_from_refs(refs: list[GlobalRef]) -> Trust:
         (r.module, r.qualname, r.shape or "")
         for r in refs
         if r.problem is None
-        and (r.role is Role.REDUCE or (r.role is Role.BUILD and r.shape is not None))
+        and (r.role is Role.REDUCE or (r.role in (Role.BUILD, Role.NEWOBJ) and r.shape is not None))
     }
     return Trust(frozenset(uses), frozenset(shapes))
 
