@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from .compare import MAX_NESTING
+from .compare import MAX_NESTING, MAX_VALUES
 from .walk import Node, nodes
 
 
@@ -79,11 +79,14 @@ def to_device(value: Any, device: Any) -> Any:
     """Every tensor in a nested dict/list/tuple structure moved to ``device``, by identity: a
     container shared N times is converted once and stays shared (a DAG of shared lists from a few
     hundred bytes of pickle must not become 2**40 copies), a cycle stays a cycle, and nesting
-    deeper than :data:`MAX_NESTING` is left as is."""
+    deeper than :data:`MAX_NESTING` or past :data:`MAX_VALUES` values is left as is (the
+    comparison refuses such an output by name; it moves what it compares itself)."""
     torch = _torch()
     memo: dict[int, Any] = {}
+    seen = 1  # values, counted as the comparison and examples.json count them
 
     def move(v: Any, depth: int) -> Any:
+        nonlocal seen
         if isinstance(v, torch.Tensor):
             return v.to(device)
         if not isinstance(v, (dict, list, tuple)) or depth > MAX_NESTING:
@@ -91,6 +94,9 @@ def to_device(value: Any, device: Any) -> Any:
         done = memo.get(id(v))
         if done is not None:
             return done
+        seen += len(v)
+        if seen > MAX_VALUES:
+            return v
         if type(v) is list:  # filled after it is memoized: a cycle comes back to it
             out: Any = []
             memo[id(v)] = out

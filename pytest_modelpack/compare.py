@@ -9,6 +9,10 @@ Tensor tolerances follow :func:`torch.testing.assert_close`: an element matches 
 ``|actual - expected| <= atol + rtol * |expected|``, NaN equals NaN, dtypes and shapes must agree
 and devices are ignored.
 
+A walk compares each distinct pair of containers once (a cycle, a DAG of shared lists), at most
+:data:`MAX_NESTING` deep and :data:`MAX_VALUES` values in all; an output past a limit, or one that
+compares only by identity (a generator), is UNRECORDABLE by name, never a difference or a hang.
+
 torch and numpy are imported only when a value needs them: a value can only be a tensor or an array
 if its library is already imported, so the comparator looks in :data:`sys.modules`.
 """
@@ -19,14 +23,32 @@ import cmath
 import dataclasses
 import math
 import sys
-from collections.abc import Iterable, Mapping
+import types
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_modelpack.elementwise import Mismatch, array_mismatch, plain_cpu, tensor_mismatch
-from pytest_modelpack.golden.examples import RaisedError, _type_name, raised_from
+from pytest_modelpack.elementwise import (
+    Mismatch,
+    array_mismatch,
+    element_repr,
+    plain_cpu,
+    scalar_metrics,
+    tensor_mismatch,
+)
+from pytest_modelpack.errors import Unrecordable
+from pytest_modelpack.golden.examples import (
+    MAX_DEPTH,
+    MAX_VALUES,
+    PLAIN_DATA_FIX,
+    RaisedError,
+    _type_name,
+    raised_from,
+    too_deep,
+    too_many_values,
+)
 from pytest_modelpack.tolerance import Tolerance, default_tolerance
-from pytest_modelpack.walk import is_tensor
+from pytest_modelpack.walk import is_tensor, short_path, slot_names
 
 #: Roughly how long a value's repr may be in a message before it is cut.
 REPR_LIMIT = 80
@@ -72,7 +94,9 @@ def describe_differences(diffs: Iterable[Difference], limit: int = 10) -> list[s
 
 
 def compare(expected: Any, actual: Any, **options: Any) -> list[Difference]:
-    """The differences of :func:`compared`; ``[]`` when the outputs agree."""
+    """The differences of :func:`compared`; ``[]`` when the outputs agree. ``strict`` is False
+    unless given: what two recorded files differ by is listed, a limit reached included."""
+    options.setdefault("strict", False)
     return compared(expected, actual, **options).diffs
 
 
@@ -106,6 +130,7 @@ def compared(
     rtol: float | None = None,
     atol: float | None = None,
     path: str = "output",
+    strict: bool = True,
 ) -> Comparison:
     """Where ``expected`` and ``actual`` differ, and their :class:`ErrorMetrics`, in one walk.
 
@@ -118,9 +143,22 @@ def compared(
     An exception instance on either side is treated as
     :func:`~pytest_modelpack.golden.examples.raised_from` of it; two raised errors
     agree when their type and message agree.
+
+    ``strict``: an output past a limit, or one holding an object that compares only by identity,
+    raises :class:`~pytest_modelpack.errors.Unrecordable`; else it is a :class:`Difference`.
     """
-    m = _Comparer(exact=exact, rtol=rtol, atol=atol)
-    m.compare(expected, actual, path)
+    m = _Comparer(exact=exact, rtol=rtol, atol=atol, strict=strict)
+    # Up to 5 frames a level (an object's attribute, an object array's element): more than
+    # Python's default limit leaves below a test's frames.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + MAX_NESTING * _FRAMES_PER_LEVEL)
+    try:
+        m.compare(expected, actual, path)
+    except RecursionError:  # within the bound, but under a deep stack already
+        m.stopped = False
+        m.too_deep(path)
+    finally:
+        sys.setrecursionlimit(limit)
     tol = m.worst_tol or Tolerance()  # no leaf: rtol, atol None
     return Comparison(m.diffs, ErrorMetrics(m.max_abs, m.max_rel, m.used, tol.rtol, tol.atol))
 
@@ -170,16 +208,24 @@ def _got(e: Any, a: Any) -> str:
 
 
 #: Limits of one comparison, and of ``apply.to_device`` (an output built from a crafted golden
-#: can be any graph: nested deeper than this, it is left as it is).
-MAX_NESTING = 200
-MAX_CONTAINERS = 200_000
+#: can be any graph: past them it is left as it is). The same as examples.json's: what cannot be
+#: compared cannot be recorded either.
+MAX_NESTING = MAX_DEPTH
+
+_FRAMES_PER_LEVEL = 6
+_REFUSED = "pytest-modelpack cannot compare"
 
 
 class _Comparer:
-    def __init__(self, *, exact: bool, rtol: float | None, atol: float | None) -> None:
+    def __init__(
+        self, *, exact: bool, rtol: float | None, atol: float | None, strict: bool
+    ) -> None:
         self.exact = exact
         self.rtol = rtol
         self.atol = atol
+        self.strict = strict
+        #: A limit was reached (strict=False): nothing more is compared.
+        self.stopped = False
         self.diffs: list[Difference] = []
         # (id(expected), id(actual)) of the containers on the current path, so that a structure
         # containing itself is compared once instead of recursing forever...
@@ -187,10 +233,14 @@ class _Comparer:
         # ...and of every pair already compared: a DAG of shared lists (2**40 paths from a few
         # hundred bytes of pickle) is walked once per distinct pair, by identity.
         self.done: set[tuple[int, int]] = set()
+        # The pairs behind those ids, kept alive: a temporary (np.asarray of a numpy scalar) freed
+        # during the walk would hand its id to a new object that then reads as compared.
+        self.kept: list[tuple[Any, Any]] = []
         self.depth = 0
         self.steps = 0
         self.max_abs = self.max_rel = self.used = 0.0
         self.worst_tol: Tolerance | None = None
+        self.tols: dict[type, Tolerance] = {}
 
     def note(self, abs_err: float, rel_err: float, used: float, tol: Tolerance) -> None:
         """One leaf's errors, for the metrics (whether or not it is within tolerance)."""
@@ -199,21 +249,6 @@ class _Comparer:
         if self.worst_tol is None or used > self.used:
             self.worst_tol = tol
         self.used = max(self.used, used)
-
-    def note_scalars(self, e: Any, a: Any, tol: Tolerance) -> None:
-        assert tol.rtol is not None and tol.atol is not None
-        if e == a or (e != e and a != a):
-            self.note(0.0, 0.0, 0.0, tol)
-            return
-        try:
-            finite = cmath.isfinite(e) and cmath.isfinite(a)
-            abs_err = float(abs(a - e)) if finite else math.inf
-            magnitude = float(abs(e))
-        except OverflowError:  # ints beyond float's range
-            abs_err = magnitude = math.inf
-        bound = tol.atol + tol.rtol * magnitude if abs_err != math.inf else 0.0
-        rel = abs_err / magnitude if e and magnitude != math.inf else math.inf
-        self.note(abs_err, rel, abs_err / bound if bound > 0 else math.inf, tol)
 
     def tolerance(self, dtype: Any) -> Tolerance:
         base = Tolerance(0.0, 0.0) if self.exact else default_tolerance(dtype)
@@ -238,7 +273,34 @@ class _Comparer:
             Difference(path, ev, av, values, m.abs_err, m.rel_err, tol, m.count, m.total, m.index)
         )
 
+    def refuse(self, path: str, error: Unrecordable, lenient: str) -> None:
+        """A place that cannot be compared: ``error`` (strict), else the ``lenient``
+        difference, once, and the walk stops."""
+        if self.strict:
+            raise error
+        if not self.stopped:
+            self.diffs.append(Difference(path, "...", "...", lenient))
+        self.stopped = True
+
+    def too_deep(self, path: str) -> None:
+        lenient = f"not compared further: the output is nested deeper than {MAX_NESTING} levels"
+        self.refuse(path, too_deep(path, _REFUSED), lenient)
+
     def compare(self, e: Any, a: Any, path: str) -> None:
+        if self.stopped:
+            return
+        self.steps += 1
+        if self.steps > MAX_VALUES:
+            lenient = f"not compared further: the output holds more than {MAX_VALUES} values"
+            self.refuse(path, too_many_values(path, _REFUSED), lenient)
+            return
+        # Equal leaves of one exact type, the bulk of any big output: no dispatch below.
+        t = type(e)
+        if t is type(a) and (t is int or t is float or t is str) and e == a:
+            if t is not str:
+                tol = self.tols.get(t) or self.tols.setdefault(t, self.tolerance(t))
+                self.note(0.0, 0.0, 0.0, tol)
+            return
         # Exceptions first: "it raised" outranks any other difference.
         if isinstance(e, BaseException):
             e = raised_from(e)
@@ -300,14 +362,10 @@ class _Comparer:
         key = (id(e), id(a))
         if key in self.active or key in self.done:
             return
-        self.steps += 1
-        if self.depth >= MAX_NESTING or self.steps > MAX_CONTAINERS:
-            what = f"nested deeper than {MAX_NESTING} levels"
-            if self.depth < MAX_NESTING:
-                what = f"more than {MAX_CONTAINERS} containers"
-            self.add(path, e, a, f"not compared further: the output is {what}")
-            self.done.add(key)
+        if self.depth >= MAX_NESTING:
+            self.too_deep(path)
             return
+        self.kept.append((e, a))
         self.active.add(key)
         self.depth += 1
         try:
@@ -321,6 +379,8 @@ class _Comparer:
 
     def compare_mappings(self, e: Mapping[Any, Any], a: Mapping[Any, Any], path: str) -> None:
         for k, ev in e.items():
+            if self.stopped:
+                return
             sub = f"{path}[{k!r}]"
             if k not in a:
                 self.add(sub, ev, "<missing>", f"missing key (expected {_short(ev)})")
@@ -341,6 +401,8 @@ class _Comparer:
             self.add(path, e, a, f"expected a {e_kind} of length {len(e)}, {got}")
         # Compare the common prefix too: it shows whether items changed or were only added.
         for i, (ev, av) in enumerate(zip(e, a, strict=False)):
+            if self.stopped:
+                return
             self.compare(ev, av, f"{path}[{i}]")
 
     def compare_objects(self, e: Any, a: Any, path: str) -> None:
@@ -356,13 +418,15 @@ class _Comparer:
             return
         # Only the project's own classes: a function or module also has the default __eq__ and a
         # __dict__, but two different functions with empty __dict__s are not the same.
-        if (
-            type(e).__eq__ is object.__eq__
-            and type(e).__module__ != "builtins"
-            and hasattr(e, "__dict__")
-        ):
-            names = list(dict.fromkeys([*vars(e), *vars(a)]))
+        identity = type(e).__eq__ is object.__eq__
+        slots = slot_names(type(e)) if identity else []
+        if identity and type(e).__module__ != "builtins" and (hasattr(e, "__dict__") or slots):
+            own = [n for v in (e, a) if hasattr(v, "__dict__") for n in vars(v)]
+            names = list(dict.fromkeys([*own, *slots]))
             self.nested(e, a, path, lambda e, a, p: self.compare_attrs(e, a, p, names))
+            return
+        if identity and e is not a and not isinstance(e, (type, types.ModuleType)):
+            self.identity_only(e, a, path)
             return
         try:
             same = bool(e == a)
@@ -372,9 +436,28 @@ class _Comparer:
         if not same:
             self.add(path, e, a, _got(e, a))
 
+    def identity_only(self, e: Any, a: Any, path: str) -> None:
+        """Two objects equal only to themselves, with no state the comparison can see: no two
+        calls ever give equal ones, whatever the model does."""
+        kind = _type_name(type(e))
+        if isinstance(e, Iterator):
+            why = f"{kind} yields its items once and compares only by identity"
+            fix = "return its items as a list or tuple (list(...)), or as a tensor"
+        else:
+            why = f"{kind} compares only by identity (no __eq__) and shows no state to compare"
+            fix = PLAIN_DATA_FIX + ", or give the class an __eq__"
+        error = Unrecordable(
+            f"{short_path(path, 80)} is {kind}, which {_REFUSED}",
+            detail=[why, "two calls never give equal ones, so every check of it would fail"],
+            fix=fix,
+        )
+        self.refuse(path, error, _got(e, a))
+
     def compare_attrs(self, e: Any, a: Any, path: str, names: list[str]) -> None:
         missing = object()
         for name in names:
+            if self.stopped:
+                return
             ev, av = getattr(e, name, missing), getattr(a, name, missing)
             sub = f"{path}.{name}"
             if ev is missing:
@@ -397,7 +480,7 @@ class _Comparer:
             self.type_mismatch(path, e, a)
             return
         tol = self.tolerance(e_type)
-        self.note_scalars(e, a, tol)
+        self.note(*scalar_metrics(e, a, tol), tol)
         if e_type is int:
             if e != a:  # no abs_err: float() of a huge int overflows, and ints are exact anyway
                 self.add(path, e, a, _got(e, a))
@@ -452,8 +535,8 @@ class _Comparer:
         """Elementwise comparison of two same-dtype, same-shape dense CPU tensors."""
         m = tensor_mismatch(torch, e, a, tol, self.note)
         if m is not None:
-            ev = _element_repr(torch, e.reshape(-1)[m.first])
-            self.elements(path, ev, _element_repr(torch, a.reshape(-1)[m.first]), m, tol)
+            ev, av = (element_repr(torch, t.reshape(-1)[m.first], _short) for t in (e, a))
+            self.elements(path, ev, av, m, tol)
 
     def compare_numpy(self, np: Any, e: Any, a: Any, path: str) -> None:
         e_scalar, a_scalar = isinstance(e, np.generic), isinstance(a, np.generic)
@@ -468,6 +551,11 @@ class _Comparer:
         same_text = e_dtype.kind == a_dtype.kind and e_dtype.kind in "US"
         dtypes = (e_arr.dtype, a_arr.dtype) if e_dtype != a_dtype and not same_text else None
         if self.layout_differs(path, e, a, dtypes, (e_arr.shape, a_arr.shape)):
+            return
+        if e_dtype.hasobject:
+            # Python objects inside: == would compare them (and an array holding itself) by
+            # recursion without limit; walk them as containers, each pair once.
+            self.nested(e, a, path, lambda e, a, p: self.compare_object_arrays(np, e, a, p))
             return
         tol = self.tolerance(e_dtype)
         if e_dtype.kind in "biufc":
@@ -491,25 +579,20 @@ class _Comparer:
             ev, av = ev.item(), av.item()
         self.elements(path, _short(ev), _short(av), m, None)
 
+    def compare_object_arrays(self, np: Any, e: Any, a: Any, path: str) -> None:
+        """Same-shape arrays (or numpy scalars) holding Python objects: element by element, a
+        structured one field by field."""
+        e_arr, a_arr = np.asarray(e), np.asarray(a)
+        if e_arr.dtype.names:
+            for name in e_arr.dtype.names:
+                self.compare(e_arr[name], a_arr[name], f"{path}[{name!r}]")
+            return
+        for index in np.ndindex(e_arr.shape):
+            if self.stopped:
+                return
+            at = f"{path}[{', '.join(map(str, index))}]" if index else path
+            self.compare(e_arr[index], a_arr[index], at)
+
 
 def _is_numpy(np: Any, v: Any) -> bool:
     return isinstance(v, (np.ndarray, np.generic))
-
-
-def _element_repr(torch: Any, element: Any) -> str:
-    """The shortest repr of a 0-d tensor's value that reads back as the same value in its dtype.
-
-    ``.item()`` widens float32 to a Python float, whose repr shows float32 rounding noise
-    (2.0999999046325684 for 2.1); the shortest digits that round-trip through the dtype are what
-    the user wrote or would write.
-    """
-    value = element.item()
-    dtype = element.dtype
-    if not dtype.is_floating_point or dtype.itemsize >= 8 or not math.isfinite(value):
-        return _short(value)
-    for digits in range(1, 18):
-        text = f"{value:.{digits}g}"
-        if torch.tensor(float(text), dtype=dtype).item() == value:
-            # "2.0", not "2": a float element should not read as an int.
-            return text if any(c in text for c in ".en") else text + ".0"
-    return _short(value)

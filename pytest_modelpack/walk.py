@@ -9,8 +9,10 @@ nondeterminism hints. :func:`pickled_nodes` is the same walk over what *pickle* 
 (``__reduce_ex__``, ``__getstate__``): the unpicklable diagnosis, renamed code, storages.
 
 Each distinct object is visited once (by identity: a DAG of shared lists costs its size, not its
-paths; cycles end), the walk is iterative (no recursion limit), and a state larger than
-:data:`MAX_NODES` objects fails with :class:`WalkLimit` naming where, instead of running for ever.
+paths; cycles end), the walk is iterative (no recursion limit), a path below the tree is a link
+to its holder's, a string only when read (a 40,000-deep list is not 40,000 ever longer strings:
+:data:`Where`), and a state larger than :data:`MAX_NODES` objects fails with :class:`WalkLimit`
+naming where, instead of running for ever.
 """
 
 from __future__ import annotations
@@ -138,6 +140,27 @@ class Slot:
         setattr(self.obj, name, value)
 
 
+#: Where a node is: its path, or (where its holder is, the step from there), built into a string
+#: only when read: a 40,000-deep list's paths would otherwise cost 40,000 × 120 KB of text.
+Where = str | tuple[Any, str]
+
+
+def path_of(where: Where) -> str:
+    """The attribute path a :data:`Where` stands for."""
+    steps: list[str] = []
+    while not isinstance(where, str):
+        where, step = where
+        steps.append(step)
+    return where + "".join(reversed(steps))
+
+
+def short_path(path: str, limit: int = 200) -> str:
+    """``path``, its middle left out past ``limit`` characters (a message names a deep place)."""
+    if len(path) <= limit:
+        return path
+    return f"{path[: limit // 2]}…{path[-limit // 2 :]} ({len(path)} characters)"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Node:
     """One reachable object: where it is (``path``, and ``holder[key]`` when it can be swapped
@@ -145,7 +168,7 @@ class Node:
     nodes are not walked into (tensors, scalars, opaque objects, repeats); ``in_module`` says a
     torch module holds it (moving that module moves it)."""
 
-    path: str
+    where: Where
     value: Any
     line: str
     leaf: bool
@@ -155,11 +178,49 @@ class Node:
     key: Any = None
     in_module: bool = False
 
+    @property
+    def path(self) -> str:
+        return path_of(self.where)
+
 
 _FUNCTION_TYPES = frozenset(
     {types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.MethodWrapperType}
     | {types.WrapperDescriptorType, types.MethodDescriptorType, types.ClassMethodDescriptorType}
 )
+
+
+#: A nested tensor's line names this many of its components' shapes.
+NESTED_SHOWN = 8
+
+
+def _dims(shape: Any) -> str:
+    return ", ".join(str(s) for s in shape)
+
+
+def _tensor_line(value: Any, torch: Any) -> str:
+    """A tensor's line: kind, dtype, shape. A nested tensor has no one shape (a ragged dimension
+    is a symbol, ``j1``, renamed on every load): it is described by its components' shapes. A
+    lazy module's uninitialized parameter has no shape yet; a tensor that cannot say its shape
+    is named as such, never a traceback."""
+    name = type(value).__name__
+    kind = "Parameter" if name == "Parameter" else "Tensor"
+    uninitialized = getattr(getattr(torch.nn, "parameter", None), "UninitializedTensorMixin", ())
+    if isinstance(value, uninitialized):
+        kind = "Parameter" if isinstance(value, torch.nn.Parameter) else "Buffer"
+        return f"{kind} (uninitialized)"
+    dtype = str(attempt(getattr, value, "dtype", default="?")).replace("torch.", "")
+    if attempt(getattr, value, "is_nested", default=False):
+        layout = str(attempt(getattr, value, "layout", default="?")).replace("torch.", "")
+        parts = attempt(lambda: [_dims(t.shape) for t in value.unbind()])
+        if parts is None:
+            return f"{kind} {dtype} nested ({layout})"
+        shown = ", ".join(f"[{p}]" for p in parts[:NESTED_SHOWN])
+        more = f", … ({len(parts)} components)" if len(parts) > NESTED_SHOWN else ""
+        return f"{kind} {dtype} nested ({layout}) [{shown}{more}]"
+    shape = attempt(lambda: _dims(value.shape))
+    if shape is None:
+        return f"{kind} {dtype} (shape unavailable: {qualified_name(value)})"
+    return f"{kind} {dtype}[{shape}]"
 
 
 def _leaf_line(value: Any, torch: Any) -> str | None:
@@ -171,9 +232,7 @@ def _leaf_line(value: Any, torch: Any) -> str | None:
     if isinstance(value, (bytes, bytearray)):
         return f"{type(value).__name__} ({len(value)} bytes)"
     if torch is not None and isinstance(value, torch.Tensor):
-        kind = "Parameter" if type(value).__name__ == "Parameter" else "Tensor"
-        shape = ", ".join(str(s) for s in value.shape)
-        return f"{kind} {str(value.dtype).replace('torch.', '')}[{shape}]"
+        return _tensor_line(value, torch)
     if torch is not None and isinstance(value, (torch.dtype, torch.device, torch.Size)):
         return f"{qualified_name(value)} = {value}"
     name = qualified_name(value)
@@ -193,14 +252,35 @@ def _leaf_line(value: Any, torch: Any) -> str | None:
     return None
 
 
+def module_dicts(module: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A module's own ``_modules``, ``_parameters``, ``_buffers``, read from its instance dict
+    (``{}`` for one it lacks): a module whose ``__setstate__`` skips nn.Module's (torch's
+    quantized convolutions) has none after a plain pickle round-trip, and asking it raises."""
+    own = vars(module)
+    found = [own.get(name) for name in ("_modules", "_parameters", "_buffers")]
+    held = [d if isinstance(d, dict) else {} for d in found]
+    return held[0], held[1], held[2]
+
+
+def submodules(root: Any) -> list[Any]:
+    """``root`` and every module below it, once each, depth first (``Module.modules()``, without
+    asking a module for state it lacks: see :func:`module_dicts`)."""
+    found: dict[int, Any] = {}
+    stack = [root]
+    while stack:
+        module = stack.pop()
+        if id(module) in found:
+            continue
+        found[id(module)] = module
+        stack.extend(m for m in reversed(module_dicts(module)[0].values()) if m is not None)
+    return list(found.values())
+
+
 def _module_parts(module: Any) -> list[tuple[str, Any, Any, Any]]:
     """Submodules, parameters, buffers (swappable in their dicts), then small public values."""
-    parts = [
-        (f".{k}", v, held, k)
-        for held in (module._modules, module._parameters, module._buffers)
-        for k, v in held.items()
-    ]
-    if type(module).__name__ == "OptimizedModule" and "_orig_mod" in module._modules:
+    held = module_dicts(module)
+    parts = [(f".{k}", v, dicts, k) for dicts in held for k, v in dicts.items()]
+    if type(module).__name__ == "OptimizedModule" and "_orig_mod" in held[0]:
         # torch.compile's wrapper: its dynamo context is rebuilt on load by torch's own
         # __reduce__, so the state that counts is the original module's.
         return parts
@@ -235,7 +315,7 @@ def nodes(obj: Any, root: str = "model") -> Iterator[Node]:
     seen: dict[int, str] = {}  # shown objects: where the tree showed them
     unshown: set[int] = set()
     count = 0
-    stack: list[Iterator[tuple[str, Any, Any, Any, int, bool, bool]]] = [
+    stack: list[Iterator[tuple[Where, Any, Any, Any, int, bool, bool]]] = [
         iter([(root, obj, None, None, 0, True, False)])
     ]
     while stack:
@@ -243,13 +323,13 @@ def nodes(obj: Any, root: str = "model") -> Iterator[Node]:
         if item is None:
             stack.pop()
             continue
-        path, value, holder, key, depth, shown, in_module = item
+        where, value, holder, key, depth, shown, in_module = item
         atom = isinstance(value, (int, float, str, bool, type(None)))
         if atom and not shown:
             continue
         if not atom and id(value) in seen:
             if shown:
-                yield Node(path, value, f"same object as {seen[id(value)]}", True, repeat=True)
+                yield Node(where, value, f"same object as {seen[id(value)]}", True, repeat=True)
             continue
         # Unshown parts have a memo of their own: an object first met below the tree's depth or
         # in a long list is still shown in full where the tree meets it.
@@ -260,7 +340,8 @@ def nodes(obj: Any, root: str = "model") -> Iterator[Node]:
         count += 1
         if count > MAX_NODES:
             raise WalkLimit(
-                f"the object holds more than {MAX_NODES} objects; walking stopped at {path}",
+                f"the object holds more than {MAX_NODES} objects; walking stopped at "
+                f"{short_path(path_of(where))}",
                 fix="keep large data out of the model object (load it where it is used), or "
                 "give the class a __getstate__ that leaves it out",
             )
@@ -268,11 +349,11 @@ def nodes(obj: Any, root: str = "model") -> Iterator[Node]:
         line = _leaf_line(value, torch)
         if line is not None:
             if shown and not isinstance(value, (str, bytes, bytearray)) and not atom:
-                seen[id(value)] = path  # text is shown again where it repeats, as it reads
-            yield Node(path, value, line, True, **node_args)
+                seen[id(value)] = path_of(where)  # text is shown again where it repeats
+            yield Node(where, value, line, True, **node_args)
             continue
         if shown:
-            seen[id(value)] = path
+            seen[id(value)] = path_of(where)
         name = qualified_name(value)
         parts: list[tuple[str, Any, Any, Any]]
         module = torch is not None and isinstance(value, torch.nn.Module)
@@ -292,9 +373,13 @@ def nodes(obj: Any, root: str = "model") -> Iterator[Node]:
             line, walked, leaf = name, True, not parts
         if shown and depth >= TREE_DEPTH:
             line, walked, leaf = f"{name} (not walked: deeper than {TREE_DEPTH})", False, True
-        yield Node(path, value, line, leaf, **node_args)
+        yield Node(where, value, line, leaf, **node_args)
         sub, inside = shown and walked, in_module or module
-        stack.append(iter([(path + s, v, h, k, depth + 1, sub, inside) for s, v, h, k in parts]))
+        # A shown part's path is short (the tree is TREE_DEPTH deep): a string now. An unshown
+        # part's is a link to its holder's, made a string only if something reports it.
+        base = path_of(where) if sub else where
+        steps = [(f"{base}{s}" if sub else (base, s), v, h, k) for s, v, h, k in parts]
+        stack.append(iter([(*step, depth + 1, sub, inside) for step in steps]))
 
 
 def structure_tree(obj: Any, root: str = "model") -> dict[str, str]:

@@ -392,14 +392,14 @@ def test_explain_lossy_ignores_a_lambda_rebuilt_by_setstate() -> None:
 def test_lost_private_state_of_an_rnn_subclass_skipping_super_setstate() -> None:
     live = Holder(SkippingGRU(3, 4, batch_first=True))
     reloaded = pickle.loads(pickle.dumps(live))
-    lost, detail = lost_private_state(live, reloaded)
-    assert lost == ["model.rnn._flat_weight_refs"]
+    lost, detail, layer_fix = lost_private_state(live, reloaded)
+    assert lost == ["model.rnn._flat_weight_refs"] and layer_fix is None  # the user's own
     assert detail[1].startswith(f"  {__name__}.SkippingGRU.__setstate__ (")
     assert "does not call super().__setstate__(...)" in detail[1]
     assert "'SkippingGRU' object has no attribute '_flat_weight_refs'" in detail[1]
     # A subclass that does call super() loses nothing.
     fine = Holder(torch.nn.GRU(3, 4))
-    assert lost_private_state(fine, pickle.loads(pickle.dumps(fine))) == ([], [])
+    assert lost_private_state(fine, pickle.loads(pickle.dumps(fine))) == ([], [], None)
 
 
 # -- nondeterminism ----------------------------------------------------------------------------

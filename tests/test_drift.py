@@ -574,7 +574,9 @@ def test_seed_drift_fails_the_gate_with_the_diff_then_regen_accepts_it(
         ]
     )
 
-    healed = regenerated.run("--modelpack-regen")
+    # (a fixed seed: on random inputs all eleven may be shorter than 20 tokens, and EVERY
+    # INPUT RAISED is then the right verdict)
+    healed = regenerated.run("--modelpack-regen", "--hypothesis-seed=1")
     assert healed.ret == 0, healed.stdout.str()
     healed.stdout.fnmatch_lines(
         ["sentiment*cpu*regen*changed*code changed: package.MyCompoundClass.forward*"]

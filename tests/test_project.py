@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pytest_modelpack.apply import placed
-from pytest_modelpack.drift import fingerprint_model, is_project_file
+from pytest_modelpack.drift import code_units, is_project_file
 from pytest_modelpack.project import Location, ModuleKind, Project, is_library_module
 from pytest_modelpack.safety import Allowlist
 from pytest_modelpack.walk import instance_state, slot_names, structure_tree
@@ -39,7 +39,7 @@ def test_a_module_under_dot_eggs_is_not_project_code_anywhere(eggs_project):
     assert allowlist.check("mine", "Mine").allowed
     assert allowlist.classify("egged") == ModuleKind.THIRD_PARTY
     assert not allowlist.check("egged", "Egged").allowed
-    code = fingerprint_model([("mine", "Mine"), ("egged", "Egged")], eggs_project)
+    code = code_units([("mine", "Mine"), ("egged", "Egged")], eggs_project)
     assert "mine.Mine" in code and not any(k.startswith("egged") for k in code)
 
 

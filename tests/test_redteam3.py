@@ -424,3 +424,82 @@ def test_gate_passes_hooks_and_sparse_and_refuses_planted_ones(pytester: pytest.
     assert _scan(pytester.path).returncode == 1
     (golden / "bundle.pkl").write_bytes(honest)
     _rehash(golden)
+
+
+# -- BUILD forms pickle.dump never writes: a list of pairs, two BUILDs, a hook set afterwards -----
+
+#: What an attacker writes, as bytes pickle.dump never makes: ``sys.argv[2]`` picks the form.
+_FORMS = """\
+import copyreg, io, pickle, struct, sys
+import hooks
+
+model = hooks.Net()
+lin, form = model.body[2], sys.argv[2]
+
+
+class Forger(pickle._Pickler):
+    def reducer_override(self, obj):
+        if obj is not lin or form not in ("list", "pairs"):
+            return NotImplemented
+        if form == "pairs":  # two pairs: the shape of pickle's own (dict, slots) state
+            state = (("_compiled_call_impl", hooks.touch), ("training", False))
+        else:
+            state = [*vars(lin).items(), ("_compiled_call_impl", hooks.touch)]
+        return (copyreg.__newobj__, (type(lin),), state)
+
+
+buf = io.BytesIO()
+p = Forger(buf, protocol=4)
+p.dump(model)
+data = buf.getvalue()
+get = lambda i: b"j" + struct.pack("<I", i)
+text = lambda t: b"\\x8c" + bytes([len(t)]) + t.encode()
+touch = p.memo[id(hooks.touch)][0]
+if form == "again":  # a second BUILD on the Linear, after the whole model
+    pair = text("_compiled_call_impl") + get(touch) + b"\\x86"
+    data = data[:-1] + get(p.memo[id(lin)][0]) + b"(" + pair + b"lb0."
+elif form == "after":  # a hook set in the Linear's own hook dict, after its BUILD
+    hooks_of = p.memo[id(lin._forward_hooks)][0]
+    data = data[:-1] + get(hooks_of) + b"Kc" + get(touch) + b"s0."
+open(sys.argv[1], "wb").write(data)
+"""
+
+
+@pytest.mark.parametrize(
+    ("form", "why"),
+    [
+        ("list", "BUILD state is a list, not a dict"),
+        ("pairs", "BUILD state is a tuple, not a dict"),
+        ("again", "a second BUILD on one object"),
+        ("after", "SETITEM changes a container a BUILD already restored"),
+    ],
+)
+def test_build_forms_pickle_never_writes_run_under_plain_pickle_and_are_refused(
+    hook_project: Path, form: str, why: str
+) -> None:
+    """nn.Module.__setstate__ is ``self.__dict__.update(state)``: a list (or tuple) of pairs
+    sets ``_compiled_call_impl`` past every check of a dict state; a second BUILD on a module,
+    or a hook put into its dict after its BUILD was judged, does the same later. Each runs the
+    project's own function under plain pickle; the scan and the loader refuse each."""
+    root = hook_project
+    (root / "forms.py").write_text(_FORMS)
+    path = root / f"{form}.pkl"
+    made = _plain(
+        f"import runpy, sys; sys.argv = ['forms', {str(path)!r}, {form!r}]\n"
+        "runpy.run_path('forms.py')",
+        root,
+    )
+    assert made.returncode == 0, made.stderr
+    live = _plain(
+        f"import pickle, torch; pickle.load(open({str(path)!r}, 'rb'))(torch.ones(1, 4))", root
+    )
+    assert live.returncode == 0, live.stderr
+    canary = root / "canary"
+    assert canary.exists(), "the forged state did not run under the plain loader"
+    canary.unlink()
+    try:
+        allowlist, _ = _live_trust(root)
+        _refused(path, allowlist, why)
+        assert not canary.exists()
+    finally:
+        sys.modules.pop("hooks", None)

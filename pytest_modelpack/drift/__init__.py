@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .check import Drift, assess_drift, report_drift
 from .diff import compare_code, describe_code_change, drift_detail, env_changes
-from .fingerprint import code_units, fingerprint_model, is_project_file
+from .fingerprint import code_units, is_project_file
 from .source import normalized_source
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "describe_code_change",
     "drift_detail",
     "env_changes",
-    "fingerprint_model",
     "is_project_file",
     "normalized_source",
     "report_drift",

@@ -414,6 +414,3 @@ def code_units(roots: Iterable[tuple[str, str]], project_root: Path) -> dict[str
     for module, qualname in roots:
         fingerprinter.add_root(module, qualname)
     return fingerprinter.run()
-
-
-fingerprint_model = code_units  # the name the engine and older tests use

@@ -37,12 +37,13 @@ def hypothesis_settings(max_examples: int, derandomize: bool, **extra: Any) -> A
 
 def run_property(request: CheckRequest, prop: Callable[[Any, int], None], derandomize: bool) -> int:
     """Run ``prop(x, n)`` on Hypothesis inputs (``n``: how many ran before); return how many
-    inputs ran. Errors come out shrunk, but for NONDETERMINISTIC."""
+    inputs ran. Errors come out shrunk, but for NONDETERMINISTIC and an output that cannot be
+    compared (UNRECORDABLE VALUE: too deep, too big, a generator), which no input fixes."""
     from hypothesis import errors as hyp_errors
     from hypothesis import given
 
     count = 0
-    #: An error that must not be shrunk (nondeterminism), carried out of the Hypothesis run.
+    #: An error that must not be shrunk, carried out of the Hypothesis run.
     abort: errors.ModelpackError | None = None
 
     def counted(x: Any) -> None:
@@ -54,7 +55,7 @@ def run_property(request: CheckRequest, prop: Callable[[Any, int], None], derand
         count += 1
         try:
             prop(x, count - 1)
-        except errors.Nondeterministic as exc:
+        except (errors.Nondeterministic, errors.Unrecordable) as exc:
             abort = exc
             raise
 

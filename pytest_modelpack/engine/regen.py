@@ -12,7 +12,7 @@ from typing import Any
 from .. import errors
 from ..apply import placed
 from ..compare import compare
-from ..drift import describe_code_change, fingerprint_model
+from ..drift import code_units, describe_code_change
 from ..golden import CreatedBy, GlobalEntry, GoldenStore, Manifest, trustfile
 from ..golden.examples import Example, encode_value, examples_bytes
 from ..safety import Allowlist, load_bundle
@@ -180,7 +180,7 @@ def regenerate(facts: LiveFacts, runner: Runner, result: CheckResult) -> None:
         manifest = pending.manifest(
             created_by=CreatedBy(test=request.nodeid, device=request.device),
             globals_=globals_,
-            code=fingerprint_model(
+            code=code_units(
                 [(ref.module, ref.qualname) for ref in verdict.globals] + facts.pinned_roots,
                 request.project_root,
             ),

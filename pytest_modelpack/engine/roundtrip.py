@@ -106,7 +106,9 @@ def check_state_kept(facts: LiveFacts, reloaded: Any, walked: list[Any]) -> None
     model, root = facts.request.model, facts.request.project_root
     diff = diff_trees(facts.tree, tree_of(walked))
     lost, detail = explain_lossy(model, diff, relative_to=root, walked=facts.nodes)
-    private, private_detail = lost_private_state(model, reloaded, root, facts.nodes, walked)
+    private, private_detail, layer_fix = lost_private_state(
+        model, reloaded, root, facts.nodes, walked
+    )
     if not (lost or private):
         return
     shown = lost + private
@@ -117,7 +119,8 @@ def check_state_kept(facts: LiveFacts, reloaded: Any, walked: list[Any]) -> None
         "save, like a lambda, must be rebuilt in __setstate__), or drop the custom "
         "__getstate__/__setstate__"
         if lost
-        else "call super().__setstate__(state) first in the subclass's __setstate__ (or do "
+        else layer_fix
+        or "call super().__setstate__(state) first in the subclass's __setstate__ (or do "
         "not override it), or make the wrapper a plain class that holds the torch module"
     )
     raise errors.LossyRoundTrip(

@@ -38,14 +38,16 @@ import json
 import math
 import os
 import re
+import secrets
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from .. import fixes
 from ..errors import CorruptGolden, Unrecordable
+from ..walk import short_path
 from .arrays import (
     Malformed,
     Refused,
@@ -70,6 +72,50 @@ _TAGS = frozenset({"$float", "$tuple", "$dict", "$bytes", "$tensor", "$ndarray",
 #: Containers nested deeper than this are refused by name (UNRECORDABLE, CORRUPT GOLDEN), before
 #: Python's recursion limit would fail without naming anything.
 MAX_DEPTH = 200
+#: At most this many values (each container once, each item; a tensor or an array is one) in one
+#: recorded input or output, and in one comparison: a 3-million-int list recorded element by
+#: element makes examples.json hundreds of MB and every check minutes long.
+MAX_VALUES = 100_000
+#: The fix for an output examples.json cannot record (and the comparison cannot compare).
+PLAIN_DATA_FIX = (
+    "make the model return plain data (numbers, strings, lists, dicts, tensors, numpy arrays), "
+    "or pass apply= to modelpack.check() to convert its output"
+)
+
+
+def too_many_values(path: str, refused: str, where: str | None = None) -> Unrecordable:
+    """UNRECORDABLE VALUE for an input or output past :data:`MAX_VALUES` at ``path``;
+    ``refused``: who refuses it ("examples.json cannot record")."""
+    root = "input" if path.startswith("input") else "output"
+    detail = [
+        f"the limit was reached at {short_path(path, 80)}",
+        f"at most {MAX_VALUES:,} values are recorded or compared per {root} (each distinct list, "
+        "tuple, dict and object once, and each item; a tensor or numpy array is one value): "
+        "more makes every check slow and examples.json huge",
+        *([where] if where else []),
+    ]
+    fix = (
+        "draw smaller inputs, or inputs holding tensors or numpy arrays instead of long lists"
+        if root == "input"
+        else "return the values as a tensor or numpy array (torch.tensor(values)) instead of a "
+        "Python list or dict, or return less; or pass apply= to modelpack.check() to convert it"
+    )
+    return Unrecordable(
+        f"{root} holds more than {MAX_VALUES:,} values, which {refused}", detail=detail, fix=fix
+    )
+
+
+def too_deep(path: str, refused: str) -> Unrecordable:
+    """UNRECORDABLE VALUE for containers nested past :data:`MAX_DEPTH` at ``path``."""
+    return Unrecordable(
+        f"{short_path(path, 80)} is nested more than {MAX_DEPTH} containers deep, which {refused}",
+        detail=[
+            f"comparisons and examples.json follow at most {MAX_DEPTH} levels of nested lists, "
+            "tuples, dicts, objects and object arrays"
+        ],
+        fix="return a flatter structure (stack nested lists into a tensor, return the parts as "
+        "one tuple or dict), or pass apply= to modelpack.check() to convert the output",
+    )
 
 
 @dataclass(frozen=True)
@@ -117,18 +163,27 @@ def encode_value(value: Any, *, path: str = "value") -> Any:
 
 
 class _Encoder:
-    def __init__(self, where: str | None) -> None:
+    def __init__(
+        self, where: str | None, spliced: list[str] | None = None, token: str = ""
+    ) -> None:
         # Extra detail line ("in recorded example 3") so a failure can be found among many records.
         self.where = where
+        #: Where big tensor and array data goes instead of the document (examples_bytes), each
+        #: replaced by ``token`` and its number.
+        self.spliced = spliced
+        self.token = token
         # ids of the containers on the current path: a list that contains itself would otherwise
         # recurse until RecursionError, which names nothing.
         self.active: set[int] = set()
         #: id -> (object, number) of each container written so far: written again as a $ref.
         self.written: dict[int, tuple[Any, int]] = {}
+        #: Values written so far in this value (bounded by MAX_VALUES).
+        self.count = 0
 
     def value(self, v: Any, path: str) -> Any:
         """One value (an input or an output): containers are numbered from 0 within it."""
         self.written = {}
+        self.count = 0
         return self.encode(v, path)
 
     def number(self, v: Any) -> Any:
@@ -151,17 +206,18 @@ class _Encoder:
                     "numpy arrays), or convert them in the strategy with .map(...)"
                 )
             else:
-                fix = (
-                    "make the model return plain data (numbers, strings, lists, dicts, tensors, "
-                    "numpy arrays), or pass apply= to modelpack.check() to convert its output"
-                )
+                fix = PLAIN_DATA_FIX
         raise Unrecordable(
-            f"{path} is {_type_name(type(value))}, which examples.json cannot record",
+            f"{short_path(path, 80)} is {_type_name(type(value))}, which examples.json cannot "
+            "record",
             detail=detail,
             fix=fix,
         )
 
     def encode(self, v: Any, path: str) -> Any:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise too_many_values(path, "examples.json cannot record", self.where)
         # Exact-type fast paths first: they are by far the most common values.
         t = type(v)
         if v is None or t is bool or t is int or t is str:
@@ -222,9 +278,14 @@ class _Encoder:
 
     def encode_array(self, encode: Any, library: Any, v: Any, path: str) -> Any:
         try:
-            return encode(library, v)
+            encoded = encode(library, v)
         except Refused as refused:
             self.fail(v, path, *refused.args)
+        body = next(iter(encoded.values()))
+        if self.spliced is not None and len(body["data"]) > _SPLICE:
+            self.spliced.append(body["data"])
+            body["data"] = f"{self.token}{len(self.spliced) - 1}"
+        return encoded
 
 
 def _type_name(cls: type) -> str:
@@ -346,20 +407,62 @@ def examples_bytes(records: Iterable[tuple[Any, Any]]) -> bytes:
     an unchanged golden stays unchanged under ``--modelpack-regen`` and diffs show real changes.
     """
     records = list(records)
+    # Big base64 data (a 50M-element tensor's is 270 MB) is written around json.dumps, not
+    # through it: json would scan and copy every character several times (seconds, GBs). Each is
+    # a placeholder in the document, then spliced back in: the bytes are the same either way.
+    token = f"$data-{secrets.token_hex(8)}-"
+    spliced: list[str] = []
     examples = []
     for i, (inp, out) in enumerate(records):
-        enc = _Encoder(where=f"in recorded example {i} of {len(records)}")
+        enc = _Encoder(f"in recorded example {i} of {len(records)}", spliced, token)
         examples.append({"input": enc.value(inp, "input"), "output": enc.value(out, "output")})
     doc = {"format_version": FORMAT_VERSION, "examples": examples}
     text = json.dumps(doc, indent=1, sort_keys=False, ensure_ascii=False, allow_nan=False)
+    parts = text.split(f'"{token}')
+    if len(parts) != len(spliced) + 1:  # the token in the values themselves: never, but exact
+        for body in _array_bodies(examples):
+            if body["data"].startswith(token):
+                body["data"] = spliced[int(body["data"][len(token) :])]
+        text = json.dumps(doc, indent=1, sort_keys=False, ensure_ascii=False, allow_nan=False)
+        parts = [text]
+    out = [_utf8(parts[0])]
+    for part in parts[1:]:
+        number, rest = part.split('"', 1)
+        out += [b'"', spliced[int(number)].encode("ascii"), b'"', _utf8(rest)]
+    out.append(b"\n")
+    return b"".join(out)
+
+
+def _utf8(text: str) -> bytes:
     # ensure_ascii=False keeps non-ASCII text readable in review, but a lone surrogate (valid in a
     # Python str, e.g. from Hypothesis) cannot be written as UTF-8. Surrogates can only occur
     # inside JSON strings, where the \\uXXXX escape reads back as the same code point.
-    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-    return (text + "\n").encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
+
+
+def _array_bodies(value: Any) -> Iterator[dict[str, Any]]:
+    """The ``$tensor``/``$ndarray`` bodies in an encoded document (each object once)."""
+    stack, seen = [value], set()
+    while stack:
+        v = stack.pop()
+        if id(v) in seen or not isinstance(v, (list, dict)):
+            continue
+        seen.add(id(v))
+        if isinstance(v, dict):
+            if len(v) == 1 and ("$tensor" in v or "$ndarray" in v):
+                yield next(iter(v.values()))
+            else:
+                stack.extend(v.values())
+        else:
+            stack.extend(v)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: Tensor and array data longer than this (characters of base64) is spliced (examples_bytes).
+_SPLICE = 1 << 16
 
 
 def parse_examples(data: bytes | str) -> list[Example]:

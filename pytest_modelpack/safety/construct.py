@@ -55,7 +55,12 @@ from pytest_modelpack.safety.machine import (
     Persid,
     Refused,
 )
-from pytest_modelpack.safety.planted import class_slot_problem, private_callables
+from pytest_modelpack.safety.planted import (
+    class_slot_problem,
+    private_callables,
+    seal,
+    state_form,
+)
 from pytest_modelpack.safety.policy import Kind
 from pytest_modelpack.safety.refs import GlobalRef, Role
 from pytest_modelpack.safety.restorers import attributes_view, restored_attributes
@@ -413,6 +418,11 @@ def op_build(m: Machine, pos: int) -> None:
         )
         return
     ref = GlobalRef(made[0], made[1], m.where, pos, role=Role.BUILD)
+    if id(inst) in m.s.built:
+        twice = "a second BUILD on one object: pickle.dump restores each object's state once"
+        m.s.use(replace(ref, problem=twice))
+        return
+    m.s.built[id(inst)] = inst
     if made in FUNCTION_BUILDERS:  # dill: a by-value function's attributes
         why = function_state_problem(state, m)
         m.s.use(ref if why is None else replace(ref, problem=why))
@@ -429,6 +439,10 @@ def op_build(m: Machine, pos: int) -> None:
     if isinstance(state, tuple):
         named = [p for p in m.call_shape(state).split(",") if p.startswith("G:")]
         ref = replace(ref, shape=",".join(named))
+    form = state_form(state)
+    if form:  # (a list of pairs: nn.Module.__setstate__ sets whatever names it holds)
+        ref = replace(ref, shape=f"{ref.shape} {form}" if ref.shape else form)
+    seal(m, state)
     # A pydantic model's state is judged as the attributes it restores (see .restorers).
     attributes = attributes_view(state)
     planted = private_callables(m, attributes)  # hooks, _compiled_call_impl: see .planted
@@ -479,6 +493,12 @@ def _build(
                 f"{type(inst).__qualname__} defines its own __setstate__, which the live "
                 "model's own pickle never runs",
             )
+        if _default_setstate(type(inst)) and type(state) is not dict:
+            why = (
+                f"BUILD state of an nn.Module is a {kind_of(state)}, not a dict: "
+                "nn.Module.__setstate__ would set whatever names it holds"
+            )
+            raise Refused(replace(ref, problem=why), why)
         # The type's own method, never an instance attribute of the same name.
         setstate(inst, state)
         return

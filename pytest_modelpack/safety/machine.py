@@ -74,6 +74,10 @@ class Session:
     #: Values fetched from the memo or duplicated (DUP): another reference may use them, so a
     #: numpy dtype among them is never changed by BUILD (arrays of it would read other bytes).
     fetched: set[int] = field(default_factory=set)
+    #: Objects a BUILD restored (pickle.dump writes one BUILD per object), and the containers a
+    #: BUILD handed over as state (see :func:`.construct.op_build`): never changed afterwards.
+    built: dict[int, Any] = field(default_factory=dict)
+    sealed: dict[int, Any] = field(default_factory=dict)
     #: Load mode: the digest of each code object and class built by value (:mod:`.byvalue`).
     digests: dict[int, tuple[Any, str]] = field(default_factory=dict)
     #: Load mode: the arguments of each property, staticmethod and classmethod built (a class

@@ -285,6 +285,13 @@ def _target(m: Machine, pos: int, kinds: tuple[type, ...], what: str, op: str) -
         # A global's own container (dill's ``module.__dict__``): mutating it rewrites the module.
         m.problem(pos, "<value>", kind_of(target), Role.REDUCE, f"{op} mutates a global")
         return None
+    if id(target) in m.s.sealed:
+        why = (
+            f"{op} changes a container a BUILD already restored as an object's state: pickle.dump "
+            "fills every container before an object's state uses it"
+        )
+        m.problem(pos, "<value>", kind_of(target), Role.BUILD, why)
+        return None
     if isinstance(target, Sym) and target.kind in (what, "obj"):
         return target
     if not isinstance(target, Sym) and isinstance(target, kinds):

@@ -14,6 +14,10 @@ public attributes only, so these private ones are judged here, in both modes and
   (``_compiled_call_impl = None``, ``preprocess = None``) shadows nothing visible but is called;
   never on one of nn.Module's own (torch never pickles one), elsewhere only where the live
   model's own pickle restores that class.
+* :func:`state_form` and :func:`seal`: a state is a dict or pickle's ``(dict, slots)`` pair
+  (nn.Module.__setstate__ would set whatever names a list of pairs holds), and the containers a
+  BUILD hands over never change afterwards (a hook set after its dict was judged); with the one
+  BUILD per object (:func:`.construct.op_build`), what was judged is what the object holds.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from typing import Any
 
 from pytest_modelpack.safety.byvalue import FUNCTION_BUILDERS
 from pytest_modelpack.safety.calls import PLAIN_TYPES, Context
-from pytest_modelpack.safety.policy import PRIVATE_CALLABLES, TORCH_VALUE_NAMES
-from pytest_modelpack.safety.values import ITEMS_KEPT, Sym
+from pytest_modelpack.safety.policy import PRIVATE_CALLABLES, STATE_FORM, TORCH_VALUE_NAMES
+from pytest_modelpack.safety.values import ITEMS_KEPT, Sym, kind_of
 
 #: Producers whose objects are callables: ``functools.partial`` (a hook bound to arguments), a
 #: bound method (``getattr`` of a built object), operator's callables, functions built by value.
@@ -122,3 +126,33 @@ def class_slot_problem(cls: type, state: Any, live: bool) -> str | None:
                     "model's own pickle never restores this class: whoever reads it calls it"
                 )
     return None
+
+
+def state_form(state: Any) -> str:
+    """``form:list`` for a BUILD state that is neither a dict (None) nor pickle's own
+    ``(dict, slots)`` pair, "" for one that is: the policy refuses such a form on an nn.Module or
+    a project class unless the live model's own pickle restores the class so."""
+    parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+    if all(part is None or _is_dict(part) for part in parts):
+        return ""
+    return STATE_FORM + kind_of(state)
+
+
+def _is_dict(value: Any) -> bool:
+    return type(value) is dict or (isinstance(value, Sym) and value.kind == "dict")
+
+
+def seal(m: Any, state: Any) -> None:
+    """The state's dicts, and the dicts its private attributes hold (hooks), are never changed
+    after this BUILD: setting a hook afterwards would escape what :func:`private_callables`
+    judged (nn.Module keeps those very dicts; pydantic keeps the state dict as ``__dict__``)."""
+    parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+    for part in parts:
+        if not _is_dict(part):
+            continue
+        m.s.sealed[id(part)] = part
+        pairs = part.items if isinstance(part, Sym) else list(dict.items(part))
+        for key, value in pairs or ():
+            held = isinstance(value, Sym) and value.kind in ("dict", "obj")
+            if type(key) is str and key.startswith("_") and (isinstance(value, dict) or held):
+                m.s.sealed[id(value)] = value

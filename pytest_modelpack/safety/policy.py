@@ -103,6 +103,8 @@ _SHAPED = (Role.BUILD, Role.NEWOBJ)
 #: What starts the part of a BUILD shape that lists the callables its state puts into private
 #: attributes (``_compiled_call_impl``) and into the dicts they hold (``_forward_hooks``).
 PRIVATE_CALLABLES = "sets "
+#: The BUILD shape's mark of a state that is neither a dict nor a (dict, slots) pair.
+STATE_FORM = "form:"
 
 
 def _private_part(shape: str | None) -> str:
@@ -275,6 +277,17 @@ class Allowlist:
                 f"hook dict ({_private_part(ref.shape)}) where the live model's own pickle does "
                 "not: whoever calls the object (its hooks, nn.Module._compiled_call_impl) "
                 "would run it"
+            )
+        if (
+            role is Role.BUILD
+            and STATE_FORM in (ref.shape or "")
+            and (name.kind == Kind.PROJECT or module.split(".")[0] == "torch")
+        ):
+            form = (ref.shape or "").partition(STATE_FORM)[2].split(" ")[0]
+            return _refused(
+                f"BUILD state is a {form}, not a dict, where the live model's own pickle never "
+                "restores this class so (nn.Module.__setstate__ sets whatever names a list of "
+                "pairs holds)"
             )
         if role is not Role.REDUCE and self._in_extra_package(module):
             return Decision(True, Kind.EXTRA, "a class of a package listed in the safe globals")
