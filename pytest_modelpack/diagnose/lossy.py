@@ -14,7 +14,7 @@ from ..walk import attempt, defines, is_module, nodes, qualified_name
 from .frames import where
 
 
-def user_class(klass: type) -> bool:
+def user_class(klass: Any) -> bool:
     """Is ``klass`` (or a function) the user's own code, not the standard library's or an
     installed package's?"""
     return not is_library_module(klass.__module__)
