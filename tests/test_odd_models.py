@@ -109,6 +109,27 @@ class Optimized(Base):
 
     def forward(self, x):
         return self.lin(x) * self.opt.param_groups[0]["lr"]
+
+
+class Point:
+    # Keyword-only __new__, pickled through __getnewargs_ex__: NEWOBJ_EX at protocol 4, a call
+    # of functools.partial(Point.__new__, Point, x=..., y=...) at protocols 2-3.
+    def __new__(cls, *, x, y=0.0):
+        self = object.__new__(cls)
+        self.x, self.y = x, y
+        return self
+
+    def __getnewargs_ex__(self):
+        return (), {"x": self.x, "y": self.y}
+
+
+class Kwnew(Base):
+    def __init__(self):
+        super().__init__()
+        self.origin = Point(x=2.0, y=0.5)
+
+    def forward(self, x):
+        return self.lin(x) * self.origin.x + self.origin.y
 """
 
 TESTS = """\
@@ -144,6 +165,10 @@ def test_masked(modelpack):
 
 def test_optimized(modelpack):
     modelpack.check(models.Optimized(), inputs=X)
+
+
+def test_kwnew(modelpack):
+    modelpack.check(models.Kwnew(), inputs=X, serializer="torch")
 """
 
 INI = "[pytest]\nmodelpack_devices = cpu\nmodelpack_examples = 5\nmodelpack_recorded = 3\n"
@@ -203,7 +228,7 @@ def _nothing_written(pytester: pytest.Pytester) -> None:
 # -- end to end: plain pickle round-trips these, so the plugin passes them ----------------------
 
 
-@pytest.mark.parametrize("name", ["strided", "lazy", "masked", "optimized"])
+@pytest.mark.parametrize("name", ["strided", "lazy", "masked", "optimized", "kwnew"])
 def test_odd_attribute_round_trips_regenerates_and_passes_the_gate(
     project: pytest.Pytester, models: Any, name: str
 ) -> None:
@@ -414,3 +439,31 @@ def test_the_interpreter_refuses_a_jagged_nested_tensor_by_name(tmp_path: Any) -
     strided = pickle.dumps({"nt": _nested()})
     loaded = loads_bundle(strided, Allowlist(tmp_path, trust=trust_from_pickle(strided)))
     assert [t.shape for t in loaded["nt"].unbind()] == [(2, 3), (4, 3)]
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_a_keyword_only_new_loads_at_every_protocol_as_the_live_pickle_writes_it(
+    project: pytest.Pytester, models: Any, protocol: int
+) -> None:
+    """``Point(x=..)`` pickles as NEWOBJ_EX (4-5), as a call of a functools.partial of
+    ``Point.__new__`` (2-3: torch.save's protocol) or as copyreg's reconstructor (0-1): each loads
+    with the trust of the live model's pickle at that protocol; other keyword arguments (a
+    golden's ``x`` of another kind) are refused at every protocol that passes them."""
+    live = models.Kwnew()
+    data = pickle.dumps(live, protocol=protocol)
+    allowlist = Allowlist(project.path, trust=trust_from_pickle(data))
+    verdict = scan_stream(io.BytesIO(data), allowlist, "kwnew.pkl")
+    assert not verdict.refused, verdict.refused
+    loaded = loads_bundle(data, allowlist)
+    assert (loaded.origin.x, loaded.origin.y) == (2.0, 0.5)
+    if protocol < 2:
+        return
+    other = models.Kwnew()
+    other.origin = models.Point(x="2.0", y=0.5)  # the same class, a keyword of another kind
+    forged = pickle.dumps(other, protocol=protocol)
+    verdict = scan_stream(io.BytesIO(forged), allowlist, "kwnew.pkl")
+    assert any("keyword arguments (**x=str,y=float)" in why for _, why in verdict.refused), (
+        verdict.refused
+    )
+    with pytest.raises(errors.UnsafeGolden, match=r"keyword arguments \(\*\*x=str,y=float\)"):
+        loads_bundle(forged, allowlist)

@@ -437,3 +437,13 @@ def nameable(value: Any) -> bool:
 
 #: Plain values (a bool is an int; None is tested apart).
 _PLAIN_VALUES = (int, float, complex, str, bytes, bytearray, tuple, list, dict, set, frozenset)
+
+
+def build_function(func: Any, state: Any) -> None:
+    """What pickle's BUILD does with a function's ``(state, slotstate)``, on the attributes
+    :func:`function_state_problem` allowed."""
+    parts = state if isinstance(state, tuple) and len(state) == 2 else (state, None)
+    if parts[0]:
+        func.__dict__.update(parts[0])
+    for key, value in (parts[1] or {}).items():
+        setattr(func, key, value)

@@ -429,3 +429,19 @@ def is_latin1_call(args: tuple[Any, ...]) -> bool:
 def load_from_bytes_arg(args: tuple[Any, ...]) -> Any:
     """The payload of ``_load_from_bytes(payload)`` when it is immutable bytes, else None."""
     return args[0] if len(args) == 1 and is_bytes(args[0]) else None
+
+
+def sparse_problem() -> str | None:
+    """Why the sparse tensor just rebuilt is invalid (an index out of range, compressed indices
+    out of order...), or None. torch's ``_validate_loaded_sparse_tensors`` checks nothing unless
+    invariant checks are on, so they are, for this check: an out-of-range index is an
+    out-of-bounds write the first time anything densifies the tensor."""
+    import torch
+
+    try:
+        with torch.sparse.check_sparse_tensor_invariants(True):
+            torch._utils._validate_loaded_sparse_tensors()
+    except Exception as exc:  # RuntimeError, ValueError, NotImplementedError (a layout)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"an invalid sparse tensor: {first[:200]}"
+    return None

@@ -23,6 +23,7 @@ from pytest_modelpack.safety.byvalue import (
     MODULE,
     RESOLVERS,
     NotLiteral,
+    build_function,
     code_shape,
     fetch,
     function_state_problem,
@@ -36,6 +37,7 @@ from pytest_modelpack.safety.calls import (
     SPECIAL,
     is_latin1_call,
     load_from_bytes_arg,
+    sparse_problem,
 )
 from pytest_modelpack.safety.classes import (
     CLASS_CALLS,
@@ -112,6 +114,8 @@ def op_reduce(m: Machine, pos: int) -> None:
 
 def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     name = m.global_name(func)
+    if name is None and (made := _partial_new(m, pos, func, args)) is not None:
+        return made
     if name is None:
         m.problem(
             pos,
@@ -161,7 +165,7 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     elif name in WRAPPERS:
         m.s.wrapped[id(result)] = (call, result)
     if name == ("torch._utils", "_rebuild_sparse_tensor"):
-        why = _sparse_problem()  # indices in range, before any use
+        why = sparse_problem()  # indices in range, before any use
         if why is not None:
             raise Refused(replace(ref, problem=why), why)
     if result is not None and not isinstance(result, bool | int | float | str | bytes):
@@ -170,20 +174,23 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
     return _made(m, name, call, result, digest)
 
 
-def _sparse_problem() -> str | None:
-    """Why the sparse tensor just rebuilt is invalid (an index out of range, compressed indices
-    out of order...), or None. torch's ``_validate_loaded_sparse_tensors`` checks nothing unless
-    invariant checks are on, so they are, for this check: an out-of-range index is an
-    out-of-bounds write the first time anything densifies the tensor."""
-    import torch
-
-    try:
-        with torch.sparse.check_sparse_tensor_invariants(True):
-            torch._utils._validate_loaded_sparse_tensors()
-    except Exception as exc:  # RuntimeError, ValueError, NotImplementedError (a layout)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"an invalid sparse tensor: {first[:200]}"
-    return None
+def _partial_new(m: Machine, pos: int, func: Any, args: Any) -> Any:
+    """Protocols 2-3 write ``cls.__new__(cls, *args, **kwargs)`` (what NEWOBJ_EX is at 4) as a
+    call of ``functools.partial(cls.__new__, cls, *args, **kwargs)``: judged as that NEWOBJ_EX,
+    keyword arguments by their shape (None: ``func`` is no such partial)."""
+    hit = m.s.partials.get(id(func))
+    if hit is None or hit[0] is not func or args != ():
+        return None
+    state = hit[1]
+    if not (isinstance(state, tuple) and len(state) == 4 and state[3] is None):
+        return None
+    new, call, kwargs = state[0], state[1], state[2]
+    named = m.global_name(new)
+    if not (named and named[1].endswith(".__new__") and isinstance(call, tuple) and call):
+        return None
+    if m.global_name(call[0]) != (named[0], named[1].removesuffix(".__new__")):
+        return None
+    return _newobj(m, pos, call[0], call[1:], kwargs)
 
 
 def _kept(m: Machine, name: tuple[str, str], call: tuple[Any, ...], digest: str) -> tuple[Any, ...]:
@@ -295,7 +302,9 @@ def _special(m: Machine, pos: int, name: tuple[str, str], call: tuple[Any, ...])
     cls = call[0]
     cls_name = m.global_name(cls)
     assert cls_name is not None
-    return _instantiate(m, pos, cls, cls_name, call[1:] if name[1] == "__newobj__" else (), call)
+    if name[1] == "__newobj__":
+        return _instantiate(m, pos, cls, cls_name, call[1:])
+    return _instantiate(m, pos, cls, cls_name, (), call)  # copyreg._reconstructor
 
 
 def _instantiate(
@@ -322,6 +331,8 @@ def _instantiate(
             obj = base.__new__(cls, rc[2])
             if rc[2] is not None:
                 base.__init__(obj, rc[2])
+        elif rc is not None and len(rc) == 3:  # copyreg._reconstructor(cls, object, None)
+            obj = object.__new__(cls)  # (as copyreg does: never cls's own __new__)
         else:
             obj = cls.__new__(cls, *args, **(kwargs or {}))
     except (TypeError, ValueError) as exc:
@@ -423,12 +434,14 @@ def op_build(m: Machine, pos: int) -> None:
         m.s.use(replace(ref, problem=twice))
         return
     m.s.built[id(inst)] = inst
+    if made == ("functools", "partial"):
+        m.s.partials[id(inst)] = (inst, state)  # (a protocol 2-3 NEWOBJ_EX: see _partial_new)
     if made in FUNCTION_BUILDERS:  # dill: a by-value function's attributes
         why = function_state_problem(state, m)
         m.s.use(ref if why is None else replace(ref, problem=why))
         if m.loading:
             try:
-                _build_function(inst, state)
+                build_function(inst, state)
             except (AttributeError, TypeError, ValueError) as exc:
                 raise m.fail(pos, f"BUILD of a function: {exc}") from None
         return
@@ -455,16 +468,6 @@ def op_build(m: Machine, pos: int) -> None:
     decision = m.s.use(ref if why is None else replace(ref, problem=why))
     if m.loading:
         _build(m, inst, made, state, decision, ref)
-
-
-def _build_function(func: Any, state: Any) -> None:
-    """What pickle's BUILD does with a function's ``(state, slotstate)``, on the attributes
-    :func:`.byvalue.function_state_problem` allowed."""
-    parts = state if isinstance(state, tuple) and len(state) == 2 else (state, None)
-    if parts[0]:
-        func.__dict__.update(parts[0])
-    for key, value in (parts[1] or {}).items():
-        setattr(func, key, value)
 
 
 def _build(

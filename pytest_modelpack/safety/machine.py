@@ -78,6 +78,8 @@ class Session:
     #: BUILD handed over as state (see :func:`.construct.op_build`): never changed afterwards.
     built: dict[int, Any] = field(default_factory=dict)
     sealed: dict[int, Any] = field(default_factory=dict)
+    #: The state each ``functools.partial`` was built with (see :func:`.construct._partial_new`).
+    partials: dict[int, tuple[Any, Any]] = field(default_factory=dict)
     #: Load mode: the digest of each code object and class built by value (:mod:`.byvalue`).
     digests: dict[int, tuple[Any, str]] = field(default_factory=dict)
     #: Load mode: the arguments of each property, staticmethod and classmethod built (a class

@@ -20,7 +20,8 @@ Restored, that is attribute state and nothing else, so it is judged as attribute
 from __future__ import annotations
 
 import inspect
-import sys
+import os
+import types
 from typing import Any
 
 from pytest_modelpack.safety.values import Sym
@@ -77,28 +78,41 @@ def _scan_view(state: Sym) -> Any:
     return view
 
 
-def _pydantic_setstates() -> list[tuple[Any, frozenset[str]]]:
-    """pydantic's own ``__setstate__`` functions (if pydantic is imported), with the keys of
-    the state each reads."""
-    main = sys.modules.get("pydantic.main")
-    root = sys.modules.get("pydantic.root_model")
-    found = []
-    for module, name, keys in ((main, "BaseModel", _MODEL_KEYS), (root, "RootModel", _ROOT_KEYS)):
-        cls = getattr(module, name, None) if module is not None else None
-        setstate = inspect.getattr_static(cls, "__setstate__", None)
-        if isinstance(cls, type) and setstate is not None:
-            found.append((setstate, keys))
-    return found
+#: pydantic's own ``__setstate__`` functions, and the keys of the state each reads.
+_PYDANTIC_SETSTATES = {
+    ("pydantic.main", "BaseModel.__setstate__"): _MODEL_KEYS,
+    ("pydantic.root_model", "RootModel.__setstate__"): _ROOT_KEYS,
+}
+
+
+def _pydantic_dir() -> str | None:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("pydantic")
+    except (ImportError, ValueError):
+        return None
+    places = list(spec.submodule_search_locations or ()) if spec is not None else []
+    return os.path.realpath(places[0]) if places else None
 
 
 def restores_by_pydantic(cls: type) -> frozenset[str] | None:
     """The state keys pydantic's own ``__setstate__`` reads, when that is what ``cls`` runs
-    (found on the class itself, never an instance); None for any other class."""
+    (found on the class itself, never an instance); None for any other class. pydantic's own:
+    that function of that module, compiled from a file of the installed pydantic package (by
+    name and place, not identity: a re-imported pydantic makes new functions of the same
+    code)."""
     found = inspect.getattr_static(cls, "__setstate__", None)
     if found is None or getattr(cls, "__setstate__", None) is not found:
         return None  # (what BUILD calls must be that same function)
-    # by identity: a compiled class's method (torch's packed params) is not even hashable
-    return next((keys for setstate, keys in _pydantic_setstates() if setstate is found), None)
+    if not isinstance(found, types.FunctionType):
+        return None  # (a compiled class's method: torch's packed params)
+    keys = _PYDANTIC_SETSTATES.get((found.__module__, found.__qualname__))
+    home = _pydantic_dir()
+    if keys is None or home is None:
+        return None
+    source = os.path.realpath(found.__code__.co_filename)
+    return keys if source.startswith(home + os.sep) else None
 
 
 def pydantic_problem(keys: frozenset[str], state: Any) -> str | None:
