@@ -9,6 +9,7 @@ regen, the gate and ``modelpack scan``.
 from __future__ import annotations
 
 import functools
+import io
 import pickle
 import subprocess
 import sys
@@ -212,6 +213,7 @@ def test_valid_sparse_tensors_load(tmp_path: Path) -> None:
 
 HOOKS = """\
 import functools
+import io
 import pathlib
 
 import torch
@@ -503,3 +505,81 @@ def test_build_forms_pickle_never_writes_run_under_plain_pickle_and_are_refused(
         assert not canary.exists()
     finally:
         sys.modules.pop("hooks", None)
+
+
+BOUND = """\
+import pathlib
+
+import torch
+
+CANARY = pathlib.Path(__file__).with_name("canary")
+
+
+def touch(*args):
+    CANARY.write_text("ran")
+    return args[-1]
+
+
+class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+        self.cb = self.helper  # a bound method: pickled as getattr(<M>, 'helper')
+        self.touched = touch
+
+    def helper(self, x):
+        return x
+
+    def forward(self, x):
+        return self.cb(self.lin(x))
+"""
+
+
+def test_getattr_of_a_built_object_fetches_only_the_method_the_live_pickle_fetches(
+    tmp_path: Path,
+) -> None:
+    """The live model's bound method makes ``getattr(<M>, 'helper')`` trusted; a golden that
+    then fetches ``getattr(<M>, '__dict__')`` after M's BUILD gets M's own instance dict and sets
+    ``_compiled_call_impl`` in it, past every BUILD check: proven live under plain pickle, refused
+    by the scan and the loader. The live model's own bound method still loads."""
+    import struct
+
+    (tmp_path / "bound.py").write_text(BOUND)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import bound
+
+        model = bound.M()
+        buf = io.BytesIO()
+        pickler = pickle._Pickler(buf, protocol=4)  # type: ignore[attr-defined]
+        pickler.dump(model)
+        live = buf.getvalue()
+        get = lambda i: b"j" + struct.pack("<I", i)  # noqa: E731
+        me, touch = pickler.memo[id(model)][0], pickler.memo[id(bound.touch)][0]
+        forged = (
+            live[:-1]
+            + sg("builtins", "getattr")
+            + get(me)
+            + sbu("__dict__")
+            + b"\x86R"
+            + sbu("_compiled_call_impl")
+            + get(touch)
+            + b"s0."
+        )
+        path = _write(tmp_path, forged, "forged.pkl")
+        done = _plain(
+            f"import pickle, torch; pickle.load(open({str(path)!r}, 'rb'))(torch.ones(1, 2))",
+            tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        canary = tmp_path / "canary"
+        assert canary.exists(), "the planted function did not run under the plain loader"
+        canary.unlink()
+        allowlist = Allowlist(tmp_path, trust=trust_from_pickle(live))
+        loaded = load_bundle(_write(tmp_path, live, "live.pkl"), allowlist)
+        assert loaded.cb.__func__ is bound.M.helper and loaded.cb.__self__ is loaded
+        _refused(path, allowlist, "getattr of '__dict__' of a built object")
+        assert not canary.exists()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("bound", None)

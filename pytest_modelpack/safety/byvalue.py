@@ -24,6 +24,7 @@ only too, by the fingerprint of :mod:`.classes`.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
 import types
 from collections.abc import Callable
@@ -447,3 +448,20 @@ def build_function(func: Any, state: Any) -> None:
         func.__dict__.update(parts[0])
     for key, value in (parts[1] or {}).items():
         setattr(func, key, value)
+
+
+def method_of_built_problem(call: tuple[Any, ...]) -> str | None:
+    """Why ``getattr(<built object>, ...)`` is not how pickle writes a bound method (an
+    object's public or private method, by its name), or None."""
+    if len(call) != 2:
+        return "getattr of a built object with a default: pickle writes a bound method as two"
+    attr = call[1]
+    if not (isinstance(attr, str) and attr.isidentifier()) or attr.startswith("__"):
+        return f"getattr of {str(attr)[:40]!r} of a built object: a bound method has a plain name"
+    return None
+
+
+def is_method(value: Any) -> bool:
+    return inspect.ismethod(value) or isinstance(
+        value, types.BuiltinMethodType | types.MethodWrapperType
+    )

@@ -445,3 +445,16 @@ def sparse_problem() -> str | None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"an invalid sparse tensor: {first[:200]}"
     return None
+
+
+def kw_shape(m: Any, kwargs: Any) -> str:
+    """The keyword arguments of a NEWOBJ_EX as a shape, the same in both modes
+    (``**cdata=int``; "" for none): instantiating with keyword arguments is trusted only where the
+    live model's own pickle instantiates that class with keyword arguments of that shape."""
+    pairs = kwargs.items if isinstance(kwargs, Sym) else list(dict.items(kwargs))
+    if pairs is None:  # (scan mode: more than a dict's kept items)
+        return "**?"
+    if not pairs:
+        return ""
+    parts = {f"{k}={m.call_shape((v,))}" if type(k) is str else "?" for k, v in pairs}
+    return "**" + ",".join(sorted(parts))

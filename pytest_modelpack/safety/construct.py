@@ -27,7 +27,9 @@ from pytest_modelpack.safety.byvalue import (
     code_shape,
     fetch,
     function_state_problem,
+    is_method,
     location_free,
+    method_of_built_problem,
     nameable,
     resolved_name,
 )
@@ -36,6 +38,7 @@ from pytest_modelpack.safety.calls import (
     REDUCE_TABLE,
     SPECIAL,
     is_latin1_call,
+    kw_shape,
     load_from_bytes_arg,
     sparse_problem,
 )
@@ -133,9 +136,13 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
         return _resolve(m, pos, func, name, call)
     check = REDUCE_TABLE.get(name) or BY_VALUE_TABLE.get(name)
     why = None if check is None else check(call, m)
+    if name == GETATTR:
+        why = why or method_of_built_problem(call)
     shape, digest = _shape(m, name, call, why)
     if shape is None:
         why, shape = digest, ""
+    elif name == GETATTR and why is None:
+        shape += f",attr:{call[1]}"  # trusted only for the attribute the live pickle fetches
     ref = GlobalRef(name[0], name[1], m.where, pos, role=Role.REDUCE, shape=shape)
     if why is None and name in SPECIAL:
         why = _special_problem(m, name, call)
@@ -160,6 +167,9 @@ def _call(m: Machine, pos: int, func: Any, args: Any, op: str) -> Any:
             raise m.fail(pos, f"{name[0]}.{name[1]} failed: {type(exc).__name__}: {exc}") from None
     else:
         result = func(*call)  # trusted code: its own errors are the LOAD ERROR diagnosis's
+    if name == GETATTR and not is_method(result):
+        why = f"getattr of {call[1]!r} of a built object gave a {kind_of(result)}, not a method"
+        raise Refused(replace(ref, problem=why), why)
     if name in CODE_BUILDERS:
         m.s.digests[id(result)] = (result, digest)
     elif name in WRAPPERS:
@@ -318,7 +328,8 @@ def _instantiate(
     shape: str | None = None,
 ) -> Any:
     """``cls.__new__(cls, *args, **kwargs)`` (NEWOBJ, NEWOBJ_EX, copyreg), judged as an
-    instantiation of ``cls`` (with keyword arguments: of that ``shape``, see :func:`_kw_shape`)."""
+    instantiation of ``cls`` (with keyword arguments: of that ``shape``, see
+    :func:`.calls.kw_shape`)."""
     ref = GlobalRef(cls_name[0], cls_name[1], m.where, pos, role=Role.NEWOBJ, shape=shape)
     m.s.use(ref)
     if not m.loading:
@@ -372,24 +383,11 @@ def _newobj(m: Machine, pos: int, cls: Any, args: Any, kwargs: Any) -> Any:
         isinstance(kwargs, dict) or (isinstance(kwargs, Sym) and kwargs.kind == "dict")
     ):
         raise m.fail(pos, "NEWOBJ_EX keyword arguments are not a dict")
-    shape = None if kwargs is None else _kw_shape(m, kwargs)
+    shape = None if kwargs is None else kw_shape(m, kwargs)
     if not shape:  # NEWOBJ_EX without keyword arguments is NEWOBJ
         return _instantiate(m, pos, cls, name, call)
     given = kwargs if isinstance(kwargs, dict) else None  # (scan mode: a Sym)
     return _instantiate(m, pos, cls, name, call, kwargs=given, shape=shape)
-
-
-def _kw_shape(m: Machine, kwargs: Any) -> str:
-    """The keyword arguments of a NEWOBJ_EX as a shape, the same in both modes
-    (``**cdata=int``; "" for none): instantiating with keyword arguments is trusted only where the
-    live model's own pickle instantiates that class with keyword arguments of that shape."""
-    pairs = kwargs.items if isinstance(kwargs, Sym) else list(dict.items(kwargs))
-    if pairs is None:  # (scan mode: more than a dict's kept items)
-        return "**?"
-    if not pairs:
-        return ""
-    parts = {f"{k}={m.call_shape((v,))}" if type(k) is str else "?" for k, v in pairs}
-    return "**" + ",".join(sorted(parts))
 
 
 def _inst_like(m: Machine, pos: int, cls: Any, items: list[Any]) -> Any:
