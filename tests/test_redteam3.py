@@ -57,6 +57,18 @@ def _plain(code: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
     )
 
 
+def _proven_live(path: Path, root: Path, inputs: str) -> None:
+    """Plain ``pickle.load`` of ``path``, then a call on ``torch.ones(inputs)``, runs the planted
+    function: the canary beside the project's module is written (then removed for the plugin)."""
+    done = _plain(
+        f"import pickle, torch; pickle.load(open({str(path)!r}, 'rb'))(torch.ones({inputs}))", root
+    )
+    assert done.returncode == 0, done.stderr
+    canary = root / "canary"
+    assert canary.exists(), "the payload did not run under the plain loader"
+    canary.unlink()
+
+
 def _write(tmp_path: Path, data: bytes, name: str = "bundle.pkl") -> Path:
     path = tmp_path / name
     path.write_bytes(data)
@@ -296,13 +308,8 @@ def test_planted_private_callable_runs_under_plain_pickle_and_is_refused(
         root,
     )
     assert done.returncode == 0, done.stderr
-    live = _plain(
-        f"import pickle, torch; pickle.load(open({str(path)!r}, 'rb'))(torch.ones(1, 4))", root
-    )
-    assert live.returncode == 0, live.stderr
+    _proven_live(path, root, "1, 4")
     canary = root / "canary"
-    assert canary.exists(), "the planted function did not run under the plain loader"
-    canary.unlink()
     try:
         allowlist, honest = _live_trust(root)
         # The honest pickle (hooks registered, a partial, sparse attributes) loads.
@@ -492,13 +499,8 @@ def test_build_forms_pickle_never_writes_run_under_plain_pickle_and_are_refused(
         root,
     )
     assert made.returncode == 0, made.stderr
-    live = _plain(
-        f"import pickle, torch; pickle.load(open({str(path)!r}, 'rb'))(torch.ones(1, 4))", root
-    )
-    assert live.returncode == 0, live.stderr
+    _proven_live(path, root, "1, 4")
     canary = root / "canary"
-    assert canary.exists(), "the forged state did not run under the plain loader"
-    canary.unlink()
     try:
         allowlist, _ = _live_trust(root)
         _refused(path, allowlist, why)
@@ -567,14 +569,8 @@ def test_getattr_of_a_built_object_fetches_only_the_method_the_live_pickle_fetch
             + b"s0."
         )
         path = _write(tmp_path, forged, "forged.pkl")
-        done = _plain(
-            f"import pickle, torch; pickle.load(open({str(path)!r}, 'rb'))(torch.ones(1, 2))",
-            tmp_path,
-        )
-        assert done.returncode == 0, done.stderr
+        _proven_live(path, tmp_path, "1, 2")
         canary = tmp_path / "canary"
-        assert canary.exists(), "the planted function did not run under the plain loader"
-        canary.unlink()
         allowlist = Allowlist(tmp_path, trust=trust_from_pickle(live))
         loaded = load_bundle(_write(tmp_path, live, "live.pkl"), allowlist)
         assert loaded.cb.__func__ is bound.M.helper and loaded.cb.__self__ is loaded
